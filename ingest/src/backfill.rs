@@ -1,0 +1,792 @@
+//! Backfill: copy table history in throttled keyset chunks that can never overwrite a fresher
+//! live change.
+//!
+//! ## Algorithm (per table, DESIGN.md §2 and §4)
+//! 1. Observe the end of the binlog, `P` (`SHOW MASTER STATUS`).
+//! 2. Read the next chunk: `SELECT … WHERE key > last ORDER BY key LIMIT n LOCK IN SHARE MODE`.
+//!    The key predicate is expanded for composite keys (`a > ? OR (a = ? AND b > ?)`), so ordering
+//!    and comparison are always the server's, in the column's collation; ENUM and SET key values
+//!    are passed as their numbers, which is how the server orders them.
+//! 3. Emit each row as a `backfill` change with version `V(P) = file_seq × 2^32 + P − 2` (see
+//!    `tidemark_schemas::backfill_version` for why not `− 1`: that value is the repair version)
+//!    and the chunk named in its lineage, then a checkpoint `{last key, rows, done}` for the table.
+//!
+//! Why labelling a row with a position observed *before* the read is safe: the read sees every
+//! transaction written before `P`, so the row is at least as new as `V(P)`; any change that also
+//! reached the read has its own binlog event with a version above `V(P)`, which wins in the sink.
+//! One trap: a transaction can be in the binlog before InnoDB makes it visible (group commit
+//! writes the binlog first). A plain snapshot read could miss it while its row is labelled newer
+//! than it — a stale row that would win forever. The chunk is therefore a *locking* read
+//! (`LOCK IN SHARE MODE`): it waits for such a transaction's row locks and reads the committed
+//! row. Locks are held only for the statement (autocommit).
+//!
+//! Capture must start at or before the first `P` of a backfill, or changes between them are lost:
+//! `tidemark run` resolves capture's start position before the backfill begins.
+//!
+//! ## Throttling
+//! - Chunk size adapts toward `target_chunk_seconds` (like pt-table-checksum's `--chunk-time`),
+//!   between `min_chunk_rows` and `chunk_rows`.
+//! - `rows_per_second` and `bytes_per_second` caps are `governor` rate limiters; a chunk waits for
+//!   its rows before it is read and for its bytes after.
+//! - Before each chunk: while the source's `Threads_running` is above `max_threads_running`, or
+//!   (when reading from a replica) its lag is above `max_replica_lag_seconds`, back off.
+//! - Downstream backpressure: the channel to apply is bounded; a full channel stops the reads.
+//! - Pause/resume at runtime through [`BackfillControl`].
+//!
+//! ## Restart
+//! The checkpoint per table holds the last key of the last chunk handed downstream and a done
+//! flag; it is stored by apply in the same transaction as the chunk's rows. After `kill -9` the
+//! backfill resumes with the next chunk.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Value as MyValue};
+use serde::{Deserialize, Serialize};
+use tidemark_schemas::{
+    backfill_version, repair_version, ChangeEvent, Checkpoint, Operation, Row, SourceSchema,
+    SourceType, TableId, Value,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::capture::{key_of, CaptureMessage};
+use crate::source::{load_schema, quote_ident, select_rows, Source};
+use crate::{Error, Result};
+
+/// Checkpoint stage of the backfill; the scope is the table (`db.table`).
+pub const BACKFILL_STAGE: &str = "backfill";
+
+/// `[backfill]`: how history is copied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// Whether `tidemark run` backfills the tables in scope beside capture.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Largest chunk, in rows.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u32,
+    /// Smallest chunk, in rows.
+    #[serde(default = "default_min_chunk_rows")]
+    pub min_chunk_rows: u32,
+    /// Chunk size adapts so that one chunk read takes about this long.
+    #[serde(default = "default_target_chunk_seconds")]
+    pub target_chunk_seconds: f64,
+    /// Cap on rows read per second (unset: no cap).
+    #[serde(default)]
+    pub rows_per_second: Option<u32>,
+    /// Cap on bytes read per second, counted on decoded values (unset: no cap).
+    #[serde(default)]
+    pub bytes_per_second: Option<u32>,
+    /// Back off while the source's `Threads_running` is above this.
+    #[serde(default = "default_max_threads_running")]
+    pub max_threads_running: u64,
+    /// When reading from a replica: back off while its lag is above this many seconds.
+    #[serde(default)]
+    pub max_replica_lag_seconds: Option<u64>,
+    /// Seconds between progress lines when not on a terminal.
+    #[serde(default = "default_progress_seconds")]
+    pub progress_seconds: u64,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+fn default_chunk_rows() -> u32 {
+    10_000
+}
+fn default_min_chunk_rows() -> u32 {
+    100
+}
+fn default_target_chunk_seconds() -> f64 {
+    0.5
+}
+fn default_max_threads_running() -> u64 {
+    64
+}
+fn default_progress_seconds() -> u64 {
+    5
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            enabled: default_enabled(),
+            chunk_rows: default_chunk_rows(),
+            min_chunk_rows: default_min_chunk_rows(),
+            target_chunk_seconds: default_target_chunk_seconds(),
+            rows_per_second: None,
+            bytes_per_second: None,
+            max_threads_running: default_max_threads_running(),
+            max_replica_lag_seconds: None,
+            progress_seconds: default_progress_seconds(),
+        }
+    }
+}
+
+impl BackfillConfig {
+    /// Check the settings; the error names the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |key: &str, message: &str| {
+            Err(Error::Config {
+                key: format!("backfill.{key}"),
+                message: message.into(),
+            })
+        };
+        if self.chunk_rows == 0 || self.min_chunk_rows == 0 {
+            return bad("chunk_rows", "chunk sizes must be at least 1");
+        }
+        if self.min_chunk_rows > self.chunk_rows {
+            return bad("min_chunk_rows", "must not exceed backfill.chunk_rows");
+        }
+        if self.target_chunk_seconds.is_nan() || self.target_chunk_seconds <= 0.0 {
+            return bad(
+                "target_chunk_seconds",
+                "must be a positive number of seconds",
+            );
+        }
+        if self.rows_per_second == Some(0) {
+            return bad(
+                "rows_per_second",
+                "must be at least 1 (leave it out for no cap)",
+            );
+        }
+        if self.bytes_per_second == Some(0) {
+            return bad(
+                "bytes_per_second",
+                "must be at least 1 (leave it out for no cap)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A table's backfill checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackfillCheckpoint {
+    /// Key of the last row handed downstream; `None` before the first chunk.
+    pub last_key: Option<Row>,
+    pub rows: u64,
+    pub done: bool,
+    pub chunks: u64,
+}
+
+impl BackfillCheckpoint {
+    pub fn to_checkpoint(&self, table: &TableId) -> Checkpoint {
+        Checkpoint {
+            stage: BACKFILL_STAGE.into(),
+            scope: table.to_string(),
+            value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+}
+
+/// Live progress of one table, shared with whoever displays it.
+#[derive(Debug, Clone, Default)]
+pub struct TableProgress {
+    pub rows: u64,
+    pub estimated_total: u64,
+    pub done: bool,
+    pub rows_per_second: f64,
+    pub paused: bool,
+    pub backing_off: Option<String>,
+}
+
+/// Progress of all tables of a backfill.
+pub type Progress = Arc<Mutex<BTreeMap<TableId, TableProgress>>>;
+
+/// Pause and resume a running backfill.
+#[derive(Debug, Clone)]
+pub struct BackfillControl {
+    paused: Arc<watch::Sender<bool>>,
+}
+
+impl Default for BackfillControl {
+    fn default() -> Self {
+        BackfillControl {
+            paused: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl BackfillControl {
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+    pub fn toggle(&self) -> bool {
+        let now = !*self.paused.borrow();
+        self.paused.send_replace(now);
+        now
+    }
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.paused.subscribe()
+    }
+}
+
+/// The backfiller.
+pub struct Backfill {
+    source: Source,
+    config: BackfillConfig,
+    control: BackfillControl,
+    progress: Progress,
+    rows_limiter: Option<DefaultDirectRateLimiter>,
+    bytes_limiter: Option<DefaultDirectRateLimiter>,
+    /// Largest chunk the row limiter admits in one piece.
+    rows_burst: u32,
+}
+
+impl Backfill {
+    pub fn new(source: Source, config: BackfillConfig, control: BackfillControl) -> Result<Self> {
+        config.check()?;
+        // A burst of a tenth of a second keeps the rate even over short windows.
+        let rows_burst = config
+            .rows_per_second
+            .map(|r| (r / 10).max(1))
+            .unwrap_or(u32::MAX);
+        let limiter = |per_second: u32, burst: u32| {
+            RateLimiter::direct(
+                Quota::per_second(NonZeroU32::new(per_second).expect("checked non-zero"))
+                    .allow_burst(NonZeroU32::new(burst).expect("burst ≥ 1")),
+            )
+        };
+        let rows_limiter = config.rows_per_second.map(|r| limiter(r, rows_burst));
+        let bytes_limiter = config.bytes_per_second.map(|b| limiter(b, (b / 10).max(1)));
+        Ok(Backfill {
+            source,
+            config,
+            control,
+            progress: Progress::default(),
+            rows_limiter,
+            bytes_limiter,
+            rows_burst,
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    pub fn source(&mut self) -> &mut Source {
+        &mut self.source
+    }
+
+    /// Backfill `tables`, resuming each from its checkpoint, until all are done or `cancel`.
+    /// Returns the rows emitted per table in this run.
+    pub async fn run(
+        &mut self,
+        tables: &[TableId],
+        checkpoints: &BTreeMap<TableId, BackfillCheckpoint>,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<TableId, u64>> {
+        let mut emitted = BTreeMap::new();
+        let mut conn = self.source.new_connection().await?;
+        for table in tables {
+            let checkpoint = checkpoints.get(table).cloned().unwrap_or_default();
+            if checkpoint.done {
+                info!(table = %table, rows = checkpoint.rows, "backfill already complete");
+                self.progress.lock().expect("progress lock").insert(
+                    table.clone(),
+                    TableProgress {
+                        rows: checkpoint.rows,
+                        estimated_total: checkpoint.rows,
+                        done: true,
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
+            let rows = self
+                .backfill_table(&mut conn, table, checkpoint, out, cancel)
+                .await?;
+            emitted.insert(table.clone(), rows);
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(emitted)
+    }
+
+    async fn backfill_table(
+        &mut self,
+        conn: &mut Conn,
+        table: &TableId,
+        mut checkpoint: BackfillCheckpoint,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        let schema = Arc::new(load_schema(conn, self.source.info.flavor, table).await?);
+        if out
+            .send(CaptureMessage::Schema(schema.clone()))
+            .await
+            .is_err()
+        {
+            return Ok(0);
+        }
+        let estimate: Option<u64> = conn
+            .exec_first(
+                "SELECT CAST(TABLE_ROWS AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&table.database, &table.table),
+            )
+            .await?
+            .and_then(|s: String| s.parse().ok());
+        self.set_progress(table, |p| {
+            p.rows = checkpoint.rows;
+            p.estimated_total = estimate.unwrap_or(0).max(checkpoint.rows);
+        });
+        info!(table = %table, resume_after = ?checkpoint.last_key.as_ref().map(Row::canonical_text), estimated_rows = ?estimate, "backfill of table started");
+
+        let mut chunk_rows = self
+            .config
+            .min_chunk_rows
+            .max(1000)
+            .min(self.config.chunk_rows);
+        let mut emitted = 0u64;
+        let started = Instant::now();
+        let mut paused = self.control.subscribe();
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(emitted);
+            }
+            self.wait_while_paused(table, &mut paused, cancel).await;
+            self.back_off_while_loaded(conn, table, cancel).await?;
+            let limit = chunk_rows.min(self.rows_burst);
+            if let Some(l) = &self.rows_limiter {
+                l.until_n_ready(NonZeroU32::new(limit).expect("limit ≥ 1"))
+                    .await
+                    .expect("chunk within the limiter's burst");
+            }
+            let p = self.source.end_of_log().await?;
+            let version = backfill_version(p.file_seq()?, p.offset)?;
+            let read_started = Instant::now();
+            let rows = read_chunk(conn, &schema, checkpoint.last_key.as_ref(), limit).await?;
+            let elapsed = read_started.elapsed().as_secs_f64();
+            let n = rows.len() as u64;
+            checkpoint.chunks += 1;
+            let chunk_name = format!("{table}#{}", checkpoint.chunks);
+            let bytes: u64 = rows.iter().map(row_bytes).sum();
+            if let Some(last) = rows.last() {
+                checkpoint.last_key = Some(key_of(&schema, last));
+            }
+            checkpoint.rows += n;
+            checkpoint.done = n < u64::from(limit);
+            let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+            let changes: Vec<ChangeEvent> = rows
+                .into_iter()
+                .map(|row| ChangeEvent {
+                    source_server: self.source.info.identity.clone(),
+                    table: table.clone(),
+                    op: Operation::Backfill,
+                    key: key_of(&schema, &row),
+                    after: Some(row),
+                    version,
+                    position: p.clone(),
+                    gtid: None,
+                    commit_time_us: now_us as i64,
+                    chunk: Some(chunk_name.clone()),
+                })
+                .collect();
+            if !changes.is_empty() && out.send(CaptureMessage::Changes(changes)).await.is_err() {
+                return Ok(emitted);
+            }
+            if out
+                .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
+                .await
+                .is_err()
+            {
+                return Ok(emitted);
+            }
+            emitted += n;
+            if let Some(l) = &self.bytes_limiter {
+                wait_for_bytes(l, bytes).await;
+            }
+            let rate = emitted as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            self.set_progress(table, |pr| {
+                pr.rows = checkpoint.rows;
+                pr.estimated_total = pr.estimated_total.max(checkpoint.rows);
+                pr.rows_per_second = rate;
+                pr.done = checkpoint.done;
+            });
+            if checkpoint.done {
+                info!(table = %table, rows = checkpoint.rows, chunks = checkpoint.chunks, "backfill of table complete");
+                return Ok(emitted);
+            }
+            // Adapt toward the target chunk time, halfway each step.
+            if elapsed > 0.0 {
+                let ideal = f64::from(chunk_rows) * self.config.target_chunk_seconds / elapsed;
+                let next = (f64::from(chunk_rows) + ideal) / 2.0;
+                chunk_rows =
+                    (next as u32).clamp(self.config.min_chunk_rows, self.config.chunk_rows);
+            }
+        }
+    }
+
+    fn set_progress(&self, table: &TableId, f: impl FnOnce(&mut TableProgress)) {
+        let mut map = self.progress.lock().expect("progress lock");
+        f(map.entry(table.clone()).or_default());
+    }
+
+    async fn wait_while_paused(
+        &self,
+        table: &TableId,
+        paused: &mut watch::Receiver<bool>,
+        cancel: &CancellationToken,
+    ) {
+        if !*paused.borrow_and_update() {
+            return;
+        }
+        info!(table = %table, "backfill paused");
+        self.set_progress(table, |p| p.paused = true);
+        while *paused.borrow_and_update() {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                changed = paused.changed() => if changed.is_err() { break },
+            }
+        }
+        self.set_progress(table, |p| p.paused = false);
+        info!(table = %table, "backfill resumed");
+    }
+
+    /// Wait while the source is busy (Threads_running) or, on a replica, lagging.
+    async fn back_off_while_loaded(
+        &self,
+        conn: &mut Conn,
+        table: &TableId,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let reason = self.source_load(conn).await?;
+            self.set_progress(table, |p| p.backing_off = reason.clone());
+            let Some(reason) = reason else {
+                return Ok(());
+            };
+            warn!(table = %table, reason = %reason, wait = ?wait, "backfill backing off");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn source_load(&self, conn: &mut Conn) -> Result<Option<String>> {
+        let running: Option<(String, String)> = conn
+            .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+            .await?;
+        if let Some(n) = running.and_then(|(_, v)| v.parse::<u64>().ok()) {
+            if n > self.config.max_threads_running {
+                return Ok(Some(format!(
+                    "Threads_running {n} > backfill.max_threads_running {}",
+                    self.config.max_threads_running
+                )));
+            }
+        }
+        if let Some(max_lag) = self.config.max_replica_lag_seconds {
+            match replica_lag(conn).await? {
+                Some(Some(lag)) if lag > max_lag => {
+                    return Ok(Some(format!(
+                        "replica lag {lag}s > backfill.max_replica_lag_seconds {max_lag}"
+                    )))
+                }
+                Some(None) => {
+                    return Ok(Some(
+                        "replication on the source replica is stopped (lag unknown)".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Re-read the given keys of `table` from the source and emit them as `repair` changes with
+    /// a fresh version; a key that no longer exists becomes a tombstone. Returns (rows, tombstones).
+    pub async fn reread_keys(
+        &mut self,
+        table: &TableId,
+        keys: &[Row],
+        out: &mpsc::Sender<CaptureMessage>,
+    ) -> Result<(u64, u64)> {
+        let mut conn = self.source.new_connection().await?;
+        let schema = Arc::new(load_schema(&mut conn, self.source.info.flavor, table).await?);
+        let _ = out.send(CaptureMessage::Schema(schema.clone())).await;
+        let (mut found_total, mut missing_total) = (0u64, 0u64);
+        for batch in keys.chunks(500) {
+            let p = self.source.end_of_log().await?;
+            let version = repair_version(p.file_seq()?, p.offset)?;
+            let rows = read_keys(&mut conn, &schema, batch).await?;
+            let found: BTreeMap<String, Row> = rows
+                .into_iter()
+                .map(|r| (key_of(&schema, &r).canonical_text(), r))
+                .collect();
+            let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+            let changes: Vec<ChangeEvent> = batch
+                .iter()
+                .map(|key| {
+                    let after = found.get(&key.canonical_text()).cloned();
+                    if after.is_some() {
+                        found_total += 1;
+                    } else {
+                        missing_total += 1;
+                    }
+                    ChangeEvent {
+                        source_server: self.source.info.identity.clone(),
+                        table: table.clone(),
+                        op: Operation::Repair,
+                        key: key.clone(),
+                        after,
+                        version,
+                        position: p.clone(),
+                        gtid: None,
+                        commit_time_us: now_us,
+                        chunk: None,
+                    }
+                })
+                .collect();
+            if out.send(CaptureMessage::Changes(changes)).await.is_err() {
+                break;
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok((found_total, missing_total))
+    }
+}
+
+/// Lag of the replica this connection reads from: `None` when it is not a replica,
+/// `Some(None)` when replication is stopped.
+async fn replica_lag(conn: &mut Conn) -> Result<Option<Option<u64>>> {
+    let rows: Vec<mysql_async::Row> = match conn.query("SHOW REPLICA STATUS").await {
+        Ok(r) => r,
+        Err(_) => conn.query("SHOW SLAVE STATUS").await?,
+    };
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let columns = row.columns_ref().to_vec();
+    let idx = columns.iter().position(|c| {
+        let n = c.name_str();
+        n == "Seconds_Behind_Source" || n == "Seconds_Behind_Master"
+    });
+    Ok(Some(
+        idx.and_then(|i| row.get::<Option<u64>, _>(i).flatten()),
+    ))
+}
+
+async fn wait_for_bytes(limiter: &DefaultDirectRateLimiter, bytes: u64) {
+    let mut remaining = bytes;
+    while remaining > 0 {
+        // Ask in pieces no larger than the limiter's burst.
+        let mut piece = remaining.min(u64::from(u32::MAX)) as u32;
+        loop {
+            match limiter
+                .until_n_ready(NonZeroU32::new(piece.max(1)).expect("≥ 1"))
+                .await
+            {
+                Ok(_) => break,
+                Err(governor::InsufficientCapacity(cap)) => piece = cap.max(1),
+            }
+        }
+        remaining -= u64::from(piece.max(1)).min(remaining);
+    }
+}
+
+/// Decoded size of a row, for the bytes-per-second cap.
+fn row_bytes(row: &Row) -> u64 {
+    row.iter()
+        .map(|(_, v)| match v {
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) | Value::Enum(s) => s.len() as u64,
+            Value::Bytes(b) | Value::Geometry(b) => b.len() as u64,
+            Value::Set(m) => m.iter().map(|s| s.len() as u64 + 1).sum(),
+            Value::Null => 1,
+            _ => 8,
+        })
+        .sum()
+}
+
+/// The parameter that makes the server compare a key column exactly as it orders it.
+fn key_param(column: &tidemark_schemas::SourceColumn, value: &Value) -> MyValue {
+    match (value, &column.ty) {
+        (Value::Enum(name), SourceType::Enum { members }) => MyValue::UInt(
+            members
+                .iter()
+                .position(|m| m == name)
+                .map_or(0, |i| i as u64 + 1),
+        ),
+        (Value::Set(names), SourceType::Set { members }) => MyValue::UInt(
+            members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| names.contains(m))
+                .fold(0u64, |acc, (i, _)| acc | (1 << i)),
+        ),
+        (Value::Null, _) => MyValue::NULL,
+        (Value::Int(i), _) => MyValue::Int(*i),
+        (Value::UInt(u), _) => MyValue::UInt(*u),
+        (Value::Float(f), _) => MyValue::Float(*f),
+        (Value::Double(f), _) => MyValue::Double(*f),
+        (Value::Year(y), _) => MyValue::UInt(u64::from(*y)),
+        (Value::Bit { value, .. }, _) => MyValue::UInt(*value),
+        (Value::Bytes(b), _) | (Value::Geometry(b), _) => MyValue::Bytes(b.clone()),
+        (other, _) => MyValue::Bytes(other.to_string().into_bytes()),
+    }
+}
+
+/// Read up to `limit` rows after `after` in key order, with a locking read (see the module doc).
+pub async fn read_chunk(
+    conn: &mut Conn,
+    schema: &SourceSchema,
+    after: Option<&Row>,
+    limit: u32,
+) -> Result<Vec<Row>> {
+    let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
+    let order: Vec<String> = key_cols.iter().map(|c| quote_ident(&c.name)).collect();
+    let mut params = Vec::new();
+    let predicate = match after {
+        None => String::new(),
+        Some(last) => {
+            // (k1 > ?) OR (k1 = ? AND k2 > ?) OR …
+            let mut disjuncts = Vec::new();
+            for i in 0..key_cols.len() {
+                let mut conj = Vec::new();
+                for (j, col) in key_cols.iter().enumerate().take(i + 1) {
+                    let value = last.get(&col.name).unwrap_or(&Value::Null);
+                    let op = if j == i { ">" } else { "=" };
+                    conj.push(format!("{} {op} ?", quote_ident(&col.name)));
+                    params.push(key_param(col, value));
+                }
+                disjuncts.push(format!("({})", conj.join(" AND ")));
+            }
+            format!("WHERE {}", disjuncts.join(" OR "))
+        }
+    };
+    let tail = format!(
+        "{predicate} ORDER BY {} LIMIT {limit} LOCK IN SHARE MODE",
+        order.join(", ")
+    );
+    select_rows(conn, schema, &tail, Params::Positional(params)).await
+}
+
+/// Read the rows with the given keys (locking read).
+pub async fn read_keys(conn: &mut Conn, schema: &SourceSchema, keys: &[Row]) -> Result<Vec<Row>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
+    let mut params = Vec::new();
+    let mut disjuncts = Vec::new();
+    for key in keys {
+        let conj: Vec<String> = key_cols
+            .iter()
+            .map(|col| {
+                params.push(key_param(col, key.get(&col.name).unwrap_or(&Value::Null)));
+                format!("{} = ?", quote_ident(&col.name))
+            })
+            .collect();
+        disjuncts.push(format!("({})", conj.join(" AND ")));
+    }
+    let tail = format!("WHERE {} LOCK IN SHARE MODE", disjuncts.join(" OR "));
+    select_rows(conn, schema, &tail, Params::Positional(params)).await
+}
+
+/// Parse one line of a keys file: `{"table": "db.t", "key": {"id": 42}}`.
+pub fn parse_key_line(
+    line: &str,
+) -> std::result::Result<(TableId, serde_json::Map<String, serde_json::Value>), String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct KeyLine {
+        table: String,
+        key: serde_json::Map<String, serde_json::Value>,
+    }
+    let parsed: KeyLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    Ok((parsed.table.parse()?, parsed.key))
+}
+
+/// Turn a JSON key object into a typed key row of `schema` (values as in canonical text).
+pub fn key_from_json(
+    schema: &SourceSchema,
+    key: &serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<Row, String> {
+    let mut row = Row::new();
+    for col in schema.key_columns() {
+        let json = key
+            .get(&col.name)
+            .ok_or_else(|| format!("key column {} missing", col.name))?;
+        let text = match json {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(format!(
+                    "key column {}: unsupported JSON value {other}",
+                    col.name
+                ))
+            }
+        };
+        row.push(
+            col.name.clone(),
+            crate::decode::from_canonical_text(col, &text)?,
+        );
+    }
+    if key.len() != row.len() {
+        return Err(format!(
+            "the key has columns that are not the table's key ({})",
+            schema
+                .key_columns()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let c = BackfillConfig {
+            rows_per_second: Some(0),
+            ..Default::default()
+        };
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("backfill.rows_per_second"));
+        let c = BackfillConfig {
+            min_chunk_rows: 50_000,
+            ..Default::default()
+        };
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("backfill.min_chunk_rows"));
+    }
+
+    #[test]
+    fn enum_and_set_keys_compare_by_number() {
+        let col = tidemark_schemas::SourceColumn {
+            name: "e".into(),
+            ty: SourceType::Enum {
+                members: vec!["b".into(), "a".into()],
+            },
+            nullable: false,
+            column_type: "enum('b','a')".into(),
+        };
+        assert_eq!(key_param(&col, &Value::Enum("a".into())), MyValue::UInt(2));
+    }
+}

@@ -1,0 +1,940 @@
+//! Binlog capture: tail the source's binlog and turn row events into versioned [`ChangeEvent`]s.
+//!
+//! ## Algorithm
+//! Capture registers as a replica (`COM_REGISTER_SLAVE`, `COM_BINLOG_DUMP`) and reads events
+//! from a *transaction boundary* — the position right after a commit (XID or `COMMIT` query), a
+//! standalone statement (DDL) or a rotation. It emits, through a bounded channel:
+//!
+//! 1. [`CaptureMessage::Schema`] the first time a table is seen and after every DDL that touches
+//!    it, so the apply side can create or alter the target table before rows arrive;
+//! 2. [`CaptureMessage::Changes`] for each rows event: one [`ChangeEvent`] per row, version
+//!    `row_version(file_seq, event_start, event_len, row_index)` (DESIGN.md §2). A primary-key
+//!    changing update becomes a delete of the old key and an insert of the new key; both halves
+//!    carry the version of their row image — they touch different keys, so no register ever sees
+//!    a tie;
+//! 3. [`CaptureMessage::Commit`] at every transaction boundary, with the boundary position. This
+//!    is the only position that may be checkpointed: resuming from it re-reads whole
+//!    transactions, and replays are harmless because the sink ignores versions it already has.
+//!
+//! Changes of a transaction are emitted before its commit is seen (a large transaction is never
+//! buffered whole); the checkpoint still only moves at boundaries, so a crash mid-transaction
+//! re-delivers the transaction from its start.
+//!
+//! ## Schema changes
+//! A DDL statement in the stream drops the cached description of the tables of its database; the
+//! next table map re-reads `information_schema`. When capture lags behind several DDLs,
+//! `information_schema` may already describe a later shape: the table map's column count and
+//! types are checked against it, and a mismatch stops capture with an error naming the table and
+//! the position (re-backfill that table), rather than decoding values into the wrong columns.
+//! `TRUNCATE TABLE` logs no row events, so it stops capture with an error naming the table.
+//!
+//! ## Failure modes
+//! - A resume position whose binlog file was purged: [`Error::PositionPurged`] naming every table
+//!   in scope (each needs a new backfill, since changes in the gap are unknown).
+//! - A checkpoint taken on another server (failover to a server with another binlog):
+//!   [`Error::ServerChanged`].
+//! - A binlog past 4 GiB or a file sequence beyond 2^17: [`Error::Version`].
+//! - Connection loss: reconnect with backoff from the last emitted boundary.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{
+    Event, EventData, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
+};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+use mysql_common::binlog::consts::EventType;
+use serde::Deserialize;
+use tidemark_schemas::{
+    file_seq, row_version, BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, TableId,
+    Value,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::decode;
+use crate::source::{connect_opts, load_schema, Flavor, Scope, Source};
+use crate::{Error, Result};
+
+/// MariaDB event types that `mysql_common` does not know.
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+const MARIADB_QUERY_COMPRESSED: u8 = 165;
+const MARIADB_ROWS_COMPRESSED_FIRST: u8 = 166;
+const MARIADB_ROWS_COMPRESSED_LAST: u8 = 171;
+/// MariaDB GTID flag: the event group is a single statement with no COMMIT (DDL).
+const MARIADB_FL_STANDALONE: u8 = 1;
+
+/// `[capture]`: where to start and how to stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Where to start when there is no checkpoint: `"end"` (the current end of the binlog; history
+    /// comes from backfill), `"earliest"` (the oldest binlog the server still has) or an explicit
+    /// `"file:offset"`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Seconds between heartbeats the server sends while idle (they also detect a dead link).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
+    /// Capacity of the channel between capture and apply, in messages (backpressure).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_start() -> String {
+    "end".into()
+}
+fn default_heartbeat() -> u64 {
+    1
+}
+fn default_queue() -> usize {
+    256
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            start: default_start(),
+            heartbeat_seconds: default_heartbeat(),
+            queue_capacity: default_queue(),
+        }
+    }
+}
+
+/// What capture hands downstream, in binlog order.
+#[derive(Debug, Clone)]
+pub enum CaptureMessage {
+    /// The description of a table, sent before its first change and after DDL.
+    Schema(Arc<SourceSchema>),
+    /// The row changes of one rows event.
+    Changes(Vec<ChangeEvent>),
+    /// A transaction boundary: everything before `position` has been emitted.
+    Commit {
+        position: BinlogPosition,
+        gtid: Option<String>,
+    },
+    /// Store this checkpoint once everything sent before it is written (backfill progress).
+    Checkpoint(tidemark_schemas::Checkpoint),
+}
+
+/// The capture checkpoint: where to resume, and on which server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct CaptureCheckpoint {
+    pub position: String,
+    pub server: String,
+    #[serde(default)]
+    pub gtid: Option<String>,
+}
+
+/// Checkpoint stage of capture; its scope is [`ALL_TABLES`].
+pub const CAPTURE_STAGE: &str = "capture";
+/// Scope of checkpoints that cover every table.
+pub const ALL_TABLES: &str = "*";
+
+impl CaptureCheckpoint {
+    /// The checkpoint to resume at `position` of `server`'s binlog.
+    pub fn new(position: &BinlogPosition, server: impl Into<String>, gtid: Option<String>) -> Self {
+        CaptureCheckpoint {
+            position: position.to_string(),
+            server: server.into(),
+            gtid,
+        }
+    }
+
+    /// As a stored checkpoint (stage [`CAPTURE_STAGE`], scope [`ALL_TABLES`]).
+    pub fn to_checkpoint(&self) -> tidemark_schemas::Checkpoint {
+        tidemark_schemas::Checkpoint {
+            stage: CAPTURE_STAGE.into(),
+            scope: ALL_TABLES.into(),
+            value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+}
+
+/// When capture stops on its own.
+#[derive(Debug, Clone)]
+pub enum StopAt {
+    /// Run until cancelled.
+    Never,
+    /// Stop at the first boundary at or beyond this position.
+    Position(BinlogPosition),
+    /// Stop at the first boundary at or beyond a position set later (e.g. the end of log once a
+    /// backfill has finished); `None` means not yet.
+    Later(tokio::sync::watch::Receiver<Option<BinlogPosition>>),
+}
+
+impl StopAt {
+    /// Whether a boundary at `position` is where capture stops.
+    pub fn reached(&self, position: &BinlogPosition) -> bool {
+        match self {
+            StopAt::Never => false,
+            StopAt::Position(p) => position >= p,
+            StopAt::Later(rx) => rx.borrow().as_ref().is_some_and(|p| position >= p),
+        }
+    }
+}
+
+/// Binlog capture of the tables in a [`Scope`].
+pub struct Capture {
+    source: Source,
+    scope: Scope,
+    server_id: u32,
+    config: CaptureConfig,
+    schemas: HashMap<TableId, Arc<SourceSchema>>,
+    /// Tables whose schema must be sent downstream again before their next change.
+    announced: HashMap<TableId, bool>,
+}
+
+/// Mutable state of one streaming session.
+struct StreamState {
+    file: String,
+    file_seq: u64,
+    boundary: BinlogPosition,
+    gtid: Option<String>,
+    in_txn: bool,
+    rows: u64,
+    /// Whether the stream's format description event arrived (it tells about checksums).
+    fde_seen: bool,
+}
+
+impl Capture {
+    pub fn new(source: Source, scope: Scope, server_id: u32, config: CaptureConfig) -> Self {
+        Capture {
+            source,
+            scope,
+            server_id,
+            config,
+            schemas: HashMap::new(),
+            announced: HashMap::new(),
+        }
+    }
+
+    pub fn source(&mut self) -> &mut Source {
+        &mut self.source
+    }
+
+    /// Decide where to start: the checkpoint if there is one (checked against the server), or
+    /// the configured start.
+    pub async fn resolve_start(
+        &mut self,
+        checkpoint: Option<&CaptureCheckpoint>,
+    ) -> Result<BinlogPosition> {
+        let files = self.source.binlog_files().await?;
+        let pos = match checkpoint {
+            Some(cp) => {
+                if cp.server != self.source.info.identity {
+                    return Err(Error::ServerChanged {
+                        checkpoint_server: cp.server.clone(),
+                        current_server: self.source.info.identity.clone(),
+                    });
+                }
+                cp.position
+                    .parse::<BinlogPosition>()
+                    .map_err(|e| Error::Config {
+                        key: "capture checkpoint".into(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => match self.config.start.as_str() {
+                "end" => self.source.end_of_log().await?,
+                "earliest" => BinlogPosition::new(
+                    files.first().cloned().ok_or_else(|| Error::Config {
+                        key: "capture.start".into(),
+                        message: "the server lists no binlog files".into(),
+                    })?,
+                    4,
+                ),
+                explicit => explicit
+                    .parse()
+                    .map_err(|e: tidemark_schemas::PositionError| Error::Config {
+                        key: "capture.start".into(),
+                        message: format!("{e}; use \"end\", \"earliest\" or \"file:offset\""),
+                    })?,
+            },
+        };
+        if !files.contains(&pos.file) {
+            let tables = self.source.tables_in_scope(&self.scope).await?;
+            return Err(Error::PositionPurged {
+                position: pos,
+                oldest: files.first().cloned().unwrap_or_default(),
+                tables,
+            });
+        }
+        Ok(pos)
+    }
+
+    /// Stream from `start` into `out` until cancelled or `stop` is reached; reconnects with
+    /// backoff on connection loss. Returns the last boundary emitted.
+    pub async fn run(
+        &mut self,
+        start: BinlogPosition,
+        stop: StopAt,
+        out: mpsc::Sender<CaptureMessage>,
+        cancel: CancellationToken,
+    ) -> Result<BinlogPosition> {
+        // The start is a transaction boundary: announce it, so the position is stored even if
+        // no transaction passes before capture stops (it is the apply frontier's floor).
+        if out
+            .send(CaptureMessage::Commit {
+                position: start.clone(),
+                gtid: None,
+            })
+            .await
+            .is_err()
+        {
+            return Ok(start);
+        }
+        let mut from = start;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if stop.reached(&from) {
+                return Ok(from);
+            }
+            match self.stream_from(&from, &stop, &out, &cancel).await {
+                Ok(done) => return Ok(done),
+                Err((e, reached)) if e.is_transient() && !cancel.is_cancelled() => {
+                    if reached > from {
+                        backoff = Duration::from_millis(500);
+                    }
+                    from = reached;
+                    warn!(error = %e, position = %from, retry_in = ?backoff, "binlog stream lost; reconnecting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(from),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One streaming session. On error, also returns the last boundary emitted.
+    async fn stream_from(
+        &mut self,
+        from: &BinlogPosition,
+        stop: &StopAt,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<BinlogPosition, (Error, BinlogPosition)> {
+        let fail = |e: Error| (e, from.clone());
+        let mut conn = self.source.new_connection().await.map_err(fail)?;
+        let heartbeat_ns = self.config.heartbeat_seconds.max(1) * 1_000_000_000;
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        if self.source.info.flavor == Flavor::MariaDb {
+            // Announce GTID capability so MariaDB sends its GTID events as such (not as BEGIN).
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(from.file.as_bytes())
+            .with_pos(from.offset);
+        let mut stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| fail(classify_stream_error(e, from)))?;
+        info!(position = %from, server = %self.source.info.identity, "binlog capture started");
+
+        let mut st = StreamState {
+            file: from.file.clone(),
+            file_seq: file_seq(&from.file).map_err(|e| fail(e.into()))?,
+            boundary: from.clone(),
+            gtid: None,
+            in_txn: false,
+            rows: 0,
+            fde_seen: false,
+        };
+        // A session dropped mid-transaction is resumed from the last boundary.
+        let result = self.pump(&mut stream, &mut st, stop, out, cancel).await;
+        let boundary = st.boundary.clone();
+        // Closing a stream the server is still feeding can block; dropping it is enough.
+        drop(stream);
+        match result {
+            Ok(()) => Ok(boundary),
+            Err(e) => Err((e, boundary)),
+        }
+    }
+
+    async fn pump(
+        &mut self,
+        stream: &mut BinlogStream,
+        st: &mut StreamState,
+        stop: &StopAt,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let idle_limit = Duration::from_secs(self.config.heartbeat_seconds.max(1) * 10 + 5);
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                next = tokio::time::timeout(idle_limit, stream.next()) => match next {
+                    Err(_) => return Err(Error::Stream(format!(
+                        "no event or heartbeat for {idle_limit:?} at {}", st.boundary
+                    ))),
+                    Ok(None) => return Err(Error::Stream(format!("the server ended the binlog stream at {}", st.boundary))),
+                    Ok(Some(Err(e))) => return Err(classify_stream_error(e, &st.boundary)),
+                    Ok(Some(Ok(event))) => event,
+                },
+            };
+            let at_boundary = self.handle_event(stream, &event, st, out).await?;
+            // `&&` short-circuits: the GTID is only taken at a boundary.
+            if at_boundary
+                && out
+                    .send(CaptureMessage::Commit {
+                        position: st.boundary.clone(),
+                        gtid: st.gtid.take(),
+                    })
+                    .await
+                    .is_err()
+            {
+                return Ok(()); // downstream is gone: shutting down
+            }
+            // Heartbeats arrive while the source is idle: the place to notice a stop set later.
+            let idle =
+                event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8 && !st.in_txn;
+            if (at_boundary || idle) && stop.reached(&st.boundary) {
+                info!(position = %st.boundary, rows = st.rows, "capture caught up");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handle one event; returns whether it completed a transaction boundary.
+    async fn handle_event(
+        &mut self,
+        stream: &BinlogStream,
+        event: &Event,
+        st: &mut StreamState,
+        out: &mpsc::Sender<CaptureMessage>,
+    ) -> Result<bool> {
+        let header = event.header();
+        let ty = header.event_type_raw();
+        let end = u64::from(header.log_pos());
+        let size = u64::from(header.event_size());
+        let at = |st: &StreamState| BinlogPosition::new(st.file.clone(), end.saturating_sub(size));
+
+        if ty == EventType::ROTATE_EVENT as u8 {
+            let rotate: RotateEvent<'_> = event.read_event()?;
+            st.file = if st.fde_seen {
+                rotate.name().into_owned()
+            } else {
+                rotate_target_before_fde(event, &rotate)
+            };
+            st.file_seq = file_seq(&st.file)?;
+            if end != 0 && !st.in_txn {
+                // A real rotation (not the one the server sends first): a boundary.
+                st.boundary = BinlogPosition::new(st.file.clone(), rotate.position());
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        // Events outside a transaction that end at a real position (the new file's preamble,
+        // heartbeats while idle) move the boundary: everything before them has been read. Without
+        // this, an end of log just past a rotation would never be reached.
+        let preamble = [
+            EventType::FORMAT_DESCRIPTION_EVENT as u8,
+            EventType::HEARTBEAT_EVENT as u8,
+            MARIADB_BINLOG_CHECKPOINT,
+            MARIADB_GTID_LIST,
+            EventType::PREVIOUS_GTIDS_EVENT as u8,
+        ];
+        if preamble.contains(&ty) && !st.in_txn && end > 0 {
+            if ty == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
+                st.fde_seen = true;
+            }
+            let here = BinlogPosition::new(st.file.clone(), end);
+            if here > st.boundary {
+                st.boundary = here;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        match ty {
+            t if t == EventType::FORMAT_DESCRIPTION_EVENT as u8 => {
+                st.fde_seen = true;
+                return Ok(false);
+            }
+            t if t == EventType::XID_EVENT as u8 => return Ok(self.boundary(st, end)),
+            t if t == EventType::QUERY_EVENT as u8 => {
+                let q: QueryEvent<'_> = event.read_event()?;
+                return self.handle_query(&q, st, end, &at(st));
+            }
+            t if t == EventType::GTID_EVENT as u8 => {
+                if let Ok(Some(EventData::GtidEvent(g))) = event.read_data() {
+                    let sid = g.sid();
+                    st.gtid = Some(format!("{}:{}", format_uuid(&sid), g.gno()));
+                }
+                return Ok(false);
+            }
+            MARIADB_GTID => {
+                let data = event.data();
+                if data.len() >= 13 {
+                    let seq = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
+                    let domain = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+                    let flags = data[12];
+                    st.gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+                    st.in_txn = flags & MARIADB_FL_STANDALONE == 0;
+                }
+                return Ok(false);
+            }
+            MARIADB_QUERY_COMPRESSED
+            | MARIADB_ROWS_COMPRESSED_FIRST..=MARIADB_ROWS_COMPRESSED_LAST => {
+                return Err(Error::Config {
+                    key: "source server setting log_bin_compress".into(),
+                    message: format!(
+                        "a compressed binlog event arrived at {}; set log_bin_compress=OFF on the source",
+                        at(st)
+                    ),
+                });
+            }
+            MARIADB_ANNOTATE_ROWS => return Ok(false),
+            _ => {}
+        }
+        let rows_event = match event.read_data() {
+            Ok(Some(EventData::RowsEvent(r))) => r,
+            Ok(Some(EventData::TableMapEvent(tme))) => {
+                self.on_table_map(&tme, &at(st), out).await?;
+                return Ok(false);
+            }
+            _ => return Ok(false),
+        };
+        let table_id = rows_event.table_id();
+        let Some(tme) = stream.get_tme(table_id) else {
+            return Err(Error::Stream(format!(
+                "rows event at {} refers to unknown table id {table_id}",
+                at(st)
+            )));
+        };
+        let table = TableId::new(tme.database_name(), tme.table_name());
+        if !self.scope.includes(&table.database, &table.table) {
+            return Ok(false);
+        }
+        let schema = self.schema_for(&table, tme, &at(st)).await?;
+        let position = at(st);
+        let changes = decode_rows(
+            &rows_event,
+            tme,
+            &schema,
+            &self.source.info.identity,
+            st,
+            &position,
+            size,
+            i64::from(header.timestamp()) * 1_000_000,
+        )?;
+        st.rows += changes.len() as u64;
+        if !changes.is_empty() {
+            let _ = out.send(CaptureMessage::Changes(changes)).await;
+        }
+        // A rows event outside a transaction (non-transactional engine without COMMIT) is a
+        // boundary only if the statement ends there; the server then sends a COMMIT query.
+        Ok(false)
+    }
+
+    fn boundary(&mut self, st: &mut StreamState, end: u64) -> bool {
+        st.in_txn = false;
+        st.boundary = BinlogPosition::new(st.file.clone(), end);
+        true
+    }
+
+    fn handle_query(
+        &mut self,
+        q: &QueryEvent<'_>,
+        st: &mut StreamState,
+        end: u64,
+        at: &BinlogPosition,
+    ) -> Result<bool> {
+        let sql = q.query();
+        let trimmed = strip_leading_comments(&sql);
+        let upper: String = trimmed
+            .chars()
+            .take(16)
+            .collect::<String>()
+            .to_ascii_uppercase();
+        if upper.starts_with("BEGIN") || upper.starts_with("XA START") {
+            st.in_txn = true;
+            return Ok(false);
+        }
+        if upper.starts_with("COMMIT")
+            || upper.starts_with("XA COMMIT")
+            || upper.starts_with("ROLLBACK")
+        {
+            return Ok(self.boundary(st, end));
+        }
+        if is_ddl(&upper) {
+            let db = q.schema().into_owned();
+            if let Some(table) = truncated_table(trimmed, &db) {
+                if self.scope.includes(&table.database, &table.table) {
+                    return Err(Error::Truncated {
+                        table,
+                        position: at.clone(),
+                    });
+                }
+            }
+            // Drop cached descriptions: the next table map re-reads information_schema.
+            debug!(statement = %trimmed, "DDL: refreshing table descriptions");
+            self.schemas.clear();
+            self.announced.clear();
+        }
+        if st.in_txn {
+            Ok(false)
+        } else {
+            Ok(self.boundary(st, end))
+        }
+    }
+
+    async fn on_table_map(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+        at: &BinlogPosition,
+        out: &mpsc::Sender<CaptureMessage>,
+    ) -> Result<()> {
+        let table = TableId::new(tme.database_name(), tme.table_name());
+        if !self.scope.includes(&table.database, &table.table) {
+            return Ok(());
+        }
+        let schema = self.schema_for(&table, tme, at).await?;
+        if !self.announced.get(&table).copied().unwrap_or(false) {
+            self.announced.insert(table, true);
+            let _ = out.send(CaptureMessage::Schema(schema)).await;
+        }
+        Ok(())
+    }
+
+    async fn schema_for(
+        &mut self,
+        table: &TableId,
+        tme: &TableMapEvent<'_>,
+        at: &BinlogPosition,
+    ) -> Result<Arc<SourceSchema>> {
+        if let Some(s) = self.schemas.get(table) {
+            return Ok(s.clone());
+        }
+        let mut conn = connect_opts(&self.source.opts).await?;
+        let schema = load_schema(&mut conn, self.source.info.flavor, table).await;
+        let _ = conn.disconnect().await;
+        let schema = schema?;
+        check_table_map(&schema, tme, at)?;
+        let schema = Arc::new(schema);
+        self.schemas.insert(table.clone(), schema.clone());
+        Ok(schema)
+    }
+}
+
+/// The table map must describe the same columns as `information_schema` does now.
+fn check_table_map(
+    schema: &SourceSchema,
+    tme: &TableMapEvent<'_>,
+    at: &BinlogPosition,
+) -> Result<()> {
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        table: schema.table.clone(),
+        position: at.clone(),
+        detail,
+    };
+    if tme.columns_count() as usize != schema.columns.len() {
+        return Err(mismatch(format!(
+            "the binlog row has {} columns, information_schema lists {}",
+            tme.columns_count(),
+            schema.columns.len()
+        )));
+    }
+    for (i, col) in schema.columns.iter().enumerate() {
+        let Ok(Some(ty)) = tme.get_column_type(i) else {
+            continue;
+        };
+        if !binlog_type_fits(ty, &col.ty) {
+            return Err(mismatch(format!(
+                "column {} is {} in information_schema but {ty:?} in the binlog",
+                col.name, col.column_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn binlog_type_fits(
+    ty: mysql_common::constants::ColumnType,
+    source: &tidemark_schemas::SourceType,
+) -> bool {
+    use mysql_common::constants::ColumnType as C;
+    use tidemark_schemas::SourceType as S;
+    match source {
+        S::Integer { bits, .. } => matches!(
+            (bits, ty),
+            (8, C::MYSQL_TYPE_TINY)
+                | (16, C::MYSQL_TYPE_SHORT)
+                | (24, C::MYSQL_TYPE_INT24)
+                | (32, C::MYSQL_TYPE_LONG)
+                | (64, C::MYSQL_TYPE_LONGLONG)
+        ),
+        S::Decimal { .. } => matches!(ty, C::MYSQL_TYPE_NEWDECIMAL | C::MYSQL_TYPE_DECIMAL),
+        S::Float => ty == C::MYSQL_TYPE_FLOAT,
+        S::Double => ty == C::MYSQL_TYPE_DOUBLE,
+        S::Bit { .. } => ty == C::MYSQL_TYPE_BIT,
+        S::Date => matches!(ty, C::MYSQL_TYPE_DATE | C::MYSQL_TYPE_NEWDATE),
+        S::DateTime { .. } => matches!(ty, C::MYSQL_TYPE_DATETIME | C::MYSQL_TYPE_DATETIME2),
+        S::Timestamp { .. } => matches!(ty, C::MYSQL_TYPE_TIMESTAMP | C::MYSQL_TYPE_TIMESTAMP2),
+        S::Time { .. } => matches!(ty, C::MYSQL_TYPE_TIME | C::MYSQL_TYPE_TIME2),
+        S::Year => ty == C::MYSQL_TYPE_YEAR,
+        S::Enum { .. } => matches!(ty, C::MYSQL_TYPE_ENUM | C::MYSQL_TYPE_STRING),
+        S::Set { .. } => matches!(ty, C::MYSQL_TYPE_SET | C::MYSQL_TYPE_STRING),
+        S::Text { .. } | S::Binary { .. } | S::Json | S::Geometry => !matches!(
+            ty,
+            C::MYSQL_TYPE_TINY
+                | C::MYSQL_TYPE_SHORT
+                | C::MYSQL_TYPE_INT24
+                | C::MYSQL_TYPE_LONG
+                | C::MYSQL_TYPE_LONGLONG
+                | C::MYSQL_TYPE_NEWDECIMAL
+                | C::MYSQL_TYPE_FLOAT
+                | C::MYSQL_TYPE_DOUBLE
+                | C::MYSQL_TYPE_DATETIME2
+                | C::MYSQL_TYPE_TIMESTAMP2
+                | C::MYSQL_TYPE_TIME2
+                | C::MYSQL_TYPE_NEWDATE
+                | C::MYSQL_TYPE_DATE
+                | C::MYSQL_TYPE_YEAR
+                | C::MYSQL_TYPE_BIT
+        ),
+    }
+}
+
+/// The file named by a rotate event that arrived before the format description event.
+///
+/// The server sends an artificial rotate *before* the format description event, so the reader
+/// cannot know yet that events carry a CRC32 trailer, and the trailer ends up in the name. When
+/// the last four bytes are the CRC32 of the rest of the event, they are a trailer, not a name.
+fn rotate_target_before_fde(event: &Event, rotate: &RotateEvent<'_>) -> String {
+    let name = rotate.name_raw();
+    let mut raw = Vec::new();
+    if name.len() > 4
+        && event
+            .write(
+                mysql_common::binlog::consts::BinlogVersion::Version4,
+                &mut raw,
+            )
+            .is_ok()
+        && raw.len() > 4
+    {
+        let (body, trailer) = raw.split_at(raw.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() == trailer {
+            return String::from_utf8_lossy(&name[..name.len() - 4]).into_owned();
+        }
+    }
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// Decode every row of a rows event into change events.
+#[allow(clippy::too_many_arguments)]
+fn decode_rows(
+    rows_event: &RowsEventData<'_>,
+    tme: &TableMapEvent<'_>,
+    schema: &SourceSchema,
+    server: &str,
+    st: &StreamState,
+    position: &BinlogPosition,
+    event_len: u64,
+    commit_time_us: i64,
+) -> Result<Vec<ChangeEvent>> {
+    let (before_op, after_op) = match rows_event {
+        RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => {
+            (None, Some(Operation::Insert))
+        }
+        RowsEventData::UpdateRowsEventV1(_)
+        | RowsEventData::UpdateRowsEvent(_)
+        | RowsEventData::PartialUpdateRowsEvent(_) => {
+            (Some(Operation::Update), Some(Operation::Update))
+        }
+        RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
+            (Some(Operation::Delete), None)
+        }
+    };
+    let mut changes = Vec::new();
+    for (row_index, item) in rows_event.rows(tme).enumerate() {
+        let (before, after) = item.map_err(|e| Error::Decode {
+            table: schema.table.clone(),
+            position: position.clone(),
+            detail: e.to_string(),
+        })?;
+        let version = row_version(st.file_seq, position.offset, event_len, row_index as u64)?;
+        let decode = |image: mysql_common::binlog::row::BinlogRow| -> Result<Row> {
+            if image.len() != schema.columns.len() {
+                return Err(Error::SchemaMismatch {
+                    table: schema.table.clone(),
+                    position: position.clone(),
+                    detail: format!(
+                        "the row image has {} of {} columns; a session logged it with binlog_row_image other than FULL",
+                        image.len(),
+                        schema.columns.len()
+                    ),
+                });
+            }
+            let mut row = Row(Vec::with_capacity(schema.columns.len()));
+            for (col, value) in schema.columns.iter().zip(image.unwrap()) {
+                let v = decode::from_binlog(col, value).map_err(|detail| Error::Decode {
+                    table: schema.table.clone(),
+                    position: position.clone(),
+                    detail: format!("column {}: {detail}", col.name),
+                })?;
+                row.0.push((col.name.clone(), v));
+            }
+            Ok(row)
+        };
+        let before = before.map(decode).transpose()?;
+        let after = after.map(decode).transpose()?;
+        let make = |op: Operation, key: Row, after: Option<Row>| ChangeEvent {
+            source_server: server.to_string(),
+            table: schema.table.clone(),
+            op,
+            key,
+            after,
+            version,
+            position: position.clone(),
+            gtid: st.gtid.clone(),
+            commit_time_us,
+            chunk: None,
+        };
+        match (before, after, before_op, after_op) {
+            (None, Some(after), _, Some(op)) => {
+                changes.push(make(op, key_of(schema, &after), Some(after)))
+            }
+            (Some(before), None, Some(op), _) => {
+                changes.push(make(op, key_of(schema, &before), None))
+            }
+            (Some(before), Some(after), _, Some(op)) => {
+                let old_key = key_of(schema, &before);
+                let new_key = key_of(schema, &after);
+                if old_key != new_key {
+                    changes.push(make(Operation::Delete, old_key, None));
+                    changes.push(make(Operation::Insert, new_key, Some(after)));
+                } else {
+                    changes.push(make(op, new_key, Some(after)));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(changes)
+}
+
+/// The key columns of `row`, in key order.
+pub fn key_of(schema: &SourceSchema, row: &Row) -> Row {
+    Row(schema
+        .key
+        .iter()
+        .map(|&i| row.0[i].clone())
+        .collect::<Vec<(String, Value)>>())
+}
+
+fn classify_stream_error(e: mysql_async::Error, at: &BinlogPosition) -> Error {
+    if let mysql_async::Error::Server(ref s) = e {
+        // ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested file/position is gone or invalid.
+        if s.code == 1236 {
+            return Error::Stream(format!(
+                "the server cannot send its binlog from {at}: {} (the file may have been purged; see SHOW BINARY LOGS)",
+                s.message
+            ));
+        }
+    }
+    Error::from(e)
+}
+
+fn format_uuid(sid: &[u8; 16]) -> String {
+    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn strip_leading_comments(sql: &str) -> &str {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("/*") {
+            match rest.find("*/") {
+                Some(end) => s = rest[end + 2..].trim_start(),
+                None => return s,
+            }
+        } else if s.starts_with("--") || s.starts_with('#') {
+            match s.find('\n') {
+                Some(end) => s = s[end + 1..].trim_start(),
+                None => return "",
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+fn is_ddl(upper: &str) -> bool {
+    ["ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE"]
+        .iter()
+        .any(|k| upper.starts_with(k))
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
+fn truncated_table(sql: &str, default_db: &str) -> Option<TableId> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("TABLE") {
+        name = words.next()?;
+    }
+    let name = name.trim_end_matches(';');
+    let unquote = |s: &str| s.trim_matches('`').replace("``", "`");
+    match name.split_once("`.`").or_else(|| name.split_once('.')) {
+        Some((db, t)) => Some(TableId::new(unquote(db), unquote(t))),
+        None => Some(TableId::new(default_db, unquote(name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_truncate_targets() {
+        assert_eq!(
+            truncated_table("TRUNCATE TABLE `shop`.`orders`", "x"),
+            Some(TableId::new("shop", "orders"))
+        );
+        assert_eq!(
+            truncated_table("truncate items", "shop"),
+            Some(TableId::new("shop", "items"))
+        );
+        assert_eq!(truncated_table("DROP TABLE x", "shop"), None);
+    }
+
+    #[test]
+    fn strips_comments_before_statements() {
+        assert_eq!(strip_leading_comments("/* x */ -- y\n BEGIN"), "BEGIN");
+        assert!(is_ddl("ALTER TABLE"));
+        assert!(!is_ddl("INSERT"));
+    }
+
+    #[test]
+    fn formats_mysql_server_uuids() {
+        let sid = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
+        assert_eq!(format_uuid(&sid), "3e11fa47-71ca-11e1-9e33-c80aa9429562");
+    }
+}

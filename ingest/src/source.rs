@@ -1,0 +1,581 @@
+//! The source server: connecting, checking that it can be captured, reading its binlog
+//! coordinates and describing its tables from `information_schema`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row as MyRow};
+use serde::Deserialize;
+use tidemark_schemas::{BinlogPosition, SourceColumn, SourceSchema, SourceType, TableId};
+
+use crate::{Error, Result};
+
+/// `[source]`: which server to read and which of its tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Connection URL, `mysql://user:password@host:port`. The user needs `REPLICATION SLAVE`,
+    /// `REPLICATION CLIENT` and `SELECT` on the captured tables.
+    pub url: String,
+    /// The replica server id tidemark registers with; unique among the source's replicas.
+    pub server_id: u32,
+    /// Capture every base table of these databases.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Capture these tables (`database.table`), in addition to `databases`.
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+/// Which tables are captured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    databases: BTreeSet<String>,
+    tables: BTreeSet<TableId>,
+}
+
+impl Scope {
+    /// The scope a `[source]` section names; an error names the key at fault.
+    pub fn from_config(cfg: &SourceConfig) -> Result<Scope> {
+        let mut tables = BTreeSet::new();
+        for t in &cfg.tables {
+            let id: TableId = t.parse().map_err(|e: String| Error::Config {
+                key: "source.tables".into(),
+                message: e,
+            })?;
+            tables.insert(id);
+        }
+        if cfg.databases.is_empty() && tables.is_empty() {
+            return Err(Error::Config {
+                key: "source.databases".into(),
+                message: "name at least one database (source.databases) or table (source.tables) to capture".into(),
+            });
+        }
+        Ok(Scope {
+            databases: cfg.databases.iter().cloned().collect(),
+            tables,
+        })
+    }
+
+    pub fn includes(&self, db: &str, table: &str) -> bool {
+        self.databases.contains(db)
+            || self
+                .tables
+                .iter()
+                .any(|t| t.database == db && t.table == table)
+    }
+
+    /// Restrict the scope to the given tables (which must be inside it).
+    pub fn restrict(&self, only: &[TableId]) -> Result<Scope> {
+        for t in only {
+            if !self.includes(&t.database, &t.table) {
+                return Err(Error::Config {
+                    key: "--table".into(),
+                    message: format!("table {t} is not in the configured source scope"),
+                });
+            }
+        }
+        Ok(Scope {
+            databases: BTreeSet::new(),
+            tables: only.iter().cloned().collect(),
+        })
+    }
+}
+
+/// MariaDB and MySQL differ in binlog statements and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    MariaDb,
+    MySql,
+}
+
+/// What tidemark learned about the source when it connected.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub flavor: Flavor,
+    pub version: String,
+    /// Stable identity of the server whose binlog this is: `@@server_uuid` on MySQL,
+    /// `mariadb-<@@server_id>` on MariaDB (which has no server uuid).
+    pub identity: String,
+}
+
+/// A connection to the source for metadata and reads (not the binlog stream).
+pub struct Source {
+    pub(crate) opts: Opts,
+    pub(crate) conn: Conn,
+    pub info: ServerInfo,
+}
+
+impl Source {
+    /// Connect and run the preflight checks that capture needs.
+    pub async fn connect(url: &str) -> Result<Source> {
+        let opts = source_opts(url)?;
+        let conn = connect_opts(&opts).await?;
+        let mut src = Source {
+            opts,
+            conn,
+            info: ServerInfo {
+                flavor: Flavor::MySql,
+                version: String::new(),
+                identity: String::new(),
+            },
+        };
+        src.info = src.read_server_info().await?;
+        Ok(src)
+    }
+
+    /// A fresh connection with the same options (for a binlog stream or a parallel reader).
+    pub async fn new_connection(&self) -> Result<Conn> {
+        connect_opts(&self.opts).await
+    }
+
+    pub fn display_addr(&self) -> String {
+        format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
+    }
+
+    async fn read_server_info(&mut self) -> Result<ServerInfo> {
+        let version: String = self
+            .conn
+            .query_first("SELECT VERSION()")
+            .await?
+            .unwrap_or_default();
+        let flavor = if version.to_ascii_lowercase().contains("mariadb") {
+            Flavor::MariaDb
+        } else {
+            Flavor::MySql
+        };
+        let identity = match flavor {
+            Flavor::MySql => self
+                .conn
+                .query_first::<String, _>("SELECT @@server_uuid")
+                .await?
+                .unwrap_or_default(),
+            Flavor::MariaDb => {
+                let id: u64 = self
+                    .conn
+                    .query_first("SELECT @@server_id")
+                    .await?
+                    .unwrap_or_default();
+                format!("mariadb-{id}")
+            }
+        };
+        Ok(ServerInfo {
+            flavor,
+            version,
+            identity,
+        })
+    }
+
+    /// Check the settings capture depends on; the error names the setting and the fix.
+    pub async fn check_binlog_settings(&mut self) -> Result<()> {
+        let row: Option<(String, String, String)> = self
+            .conn
+            .query_first(
+                "SELECT CAST(@@log_bin AS CHAR), CAST(@@binlog_format AS CHAR), CAST(@@binlog_row_image AS CHAR)",
+            )
+            .await?;
+        let (log_bin, format, image) = row.unwrap_or_default();
+        let addr = self.display_addr();
+        let fix = |setting: &str, want: &str, have: &str| {
+            Error::Config {
+            key: format!("source server setting {setting}"),
+            message: format!(
+                "the server at {} has {setting}={have}; tidemark needs {setting}={want} (set it in the server's configuration, e.g. `{}={want}` under [mysqld], and restart)",
+                addr,
+                setting.replace('_', "-")
+            ),
+        }
+        };
+        if log_bin != "1" && !log_bin.eq_ignore_ascii_case("on") {
+            return Err(fix("log_bin", "ON", &log_bin));
+        }
+        if !format.eq_ignore_ascii_case("ROW") {
+            return Err(fix("binlog_format", "ROW", &format));
+        }
+        if !image.eq_ignore_ascii_case("FULL") {
+            return Err(fix("binlog_row_image", "FULL", &image));
+        }
+        if self.info.flavor == Flavor::MariaDb {
+            let compress: Option<String> = self
+                .conn
+                .query_first("SELECT CAST(@@log_bin_compress AS CHAR)")
+                .await
+                .unwrap_or(None);
+            if let Some(c) = compress {
+                if c == "1" || c.eq_ignore_ascii_case("on") {
+                    return Err(fix("log_bin_compress", "OFF", &c));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current end of the binlog (`SHOW MASTER STATUS`, or `SHOW BINARY LOG STATUS` on
+    /// MySQL 8.4+ where the old statement is gone).
+    pub async fn end_of_log(&mut self) -> Result<BinlogPosition> {
+        let rows: Vec<MyRow> = match self.info.flavor {
+            Flavor::MariaDb => self.conn.query("SHOW MASTER STATUS").await?,
+            Flavor::MySql => match self.conn.query("SHOW BINARY LOG STATUS").await {
+                Ok(rows) => rows,
+                Err(_) => self.conn.query("SHOW MASTER STATUS").await?,
+            },
+        };
+        let row = rows.into_iter().next().ok_or_else(|| Error::Config {
+            key: "source server setting log_bin".into(),
+            message: format!(
+                "the server at {} reports no binlog status; is binary logging enabled?",
+                self.display_addr()
+            ),
+        })?;
+        let file: String = row.get(0).unwrap_or_default();
+        let pos: u64 = row.get(1).unwrap_or_default();
+        Ok(BinlogPosition::new(file, pos))
+    }
+
+    /// The binlog files the server still has, oldest first.
+    pub async fn binlog_files(&mut self) -> Result<Vec<String>> {
+        let rows: Vec<MyRow> = self.conn.query("SHOW BINARY LOGS").await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.get::<String, _>(0).unwrap_or_default())
+            .collect())
+    }
+
+    /// The base tables in scope, sorted.
+    pub async fn tables_in_scope(&mut self, scope: &Scope) -> Result<Vec<TableId>> {
+        let rows: Vec<(String, String)> = self
+            .conn
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(d, t)| scope.includes(d, t))
+            .map(|(d, t)| TableId::new(d, t))
+            .collect())
+    }
+
+    /// Describe one table from `information_schema`.
+    pub async fn load_schema(&mut self, table: &TableId) -> Result<SourceSchema> {
+        load_schema(&mut self.conn, self.info.flavor, table).await
+    }
+}
+
+/// Quote an identifier for MySQL.
+pub fn quote_ident(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+/// `SELECT` all columns of `schema` with `tail` (e.g. `WHERE … ORDER BY …`) appended, decoded
+/// exactly. Uses the binary protocol: FLOAT arrives as its 4 bytes, not as rounded text.
+pub async fn select_rows(
+    conn: &mut Conn,
+    schema: &SourceSchema,
+    tail: &str,
+    params: mysql_async::Params,
+) -> Result<Vec<tidemark_schemas::Row>> {
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{} {tail}",
+        columns.join(", "),
+        quote_ident(&schema.table.database),
+        quote_ident(&schema.table.table)
+    );
+    let rows: Vec<MyRow> = conn.exec(sql, params).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let values = row.unwrap();
+        let mut decoded = tidemark_schemas::Row(Vec::with_capacity(values.len()));
+        for (col, value) in schema.columns.iter().zip(values) {
+            let v = crate::decode::from_mysql(col, value, crate::decode::Origin::ResultSet)
+                .map_err(|detail| Error::Decode {
+                    table: schema.table.clone(),
+                    position: BinlogPosition::new("-", 0),
+                    detail: format!("column {}: {detail}", col.name),
+                })?;
+            decoded.0.push((col.name.clone(), v));
+        }
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+/// Environment variable holding the source password when `source.url` has none (so a password
+/// need not be written into a config file or a ConfigMap).
+pub const PASSWORD_ENV: &str = "TIDEMARK_SOURCE_PASSWORD";
+
+/// Connection options from the URL, with the password from [`PASSWORD_ENV`] when the URL has none.
+pub fn source_opts(url: &str) -> Result<Opts> {
+    let opts = Opts::from_url(url).map_err(|e| Error::Config {
+        key: "source.url".into(),
+        message: format!("{e}"),
+    })?;
+    match std::env::var(PASSWORD_ENV) {
+        Ok(password) if opts.pass().is_none() && !password.is_empty() => {
+            Ok(mysql_async::OptsBuilder::from_opts(opts)
+                .pass(Some(password))
+                .into())
+        }
+        _ => Ok(opts),
+    }
+}
+
+pub(crate) async fn connect_opts(opts: &Opts) -> Result<Conn> {
+    let mut conn = Conn::new(opts.clone()).await.map_err(|e| Error::Connect {
+        addr: format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
+        message: e.to_string(),
+    })?;
+    // Text arrives as UTF-8 and TIMESTAMP columns read as UTC, whatever the server's defaults.
+    conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
+        .await?;
+    Ok(conn)
+}
+
+fn text(row: &MyRow, i: usize) -> Option<String> {
+    row.get::<Option<String>, _>(i).flatten()
+}
+
+fn number(row: &MyRow, i: usize) -> Option<u64> {
+    text(row, i).and_then(|s| s.parse().ok())
+}
+
+/// Describe `table` from `information_schema` (columns, key, MariaDB JSON checks).
+pub(crate) async fn load_schema(
+    conn: &mut Conn,
+    flavor: Flavor,
+    table: &TableId,
+) -> Result<SourceSchema> {
+    let rows: Vec<MyRow> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, \
+             CAST(CHARACTER_MAXIMUM_LENGTH AS CHAR), CAST(CHARACTER_OCTET_LENGTH AS CHAR), \
+             CAST(NUMERIC_PRECISION AS CHAR), CAST(NUMERIC_SCALE AS CHAR), \
+             CAST(DATETIME_PRECISION AS CHAR) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (&table.database, &table.table),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(Error::TableNotFound {
+            table: table.clone(),
+        });
+    }
+    let json_columns = if flavor == Flavor::MariaDb {
+        mariadb_json_columns(conn, table).await?
+    } else {
+        BTreeSet::new()
+    };
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name = text(row, 0).unwrap_or_default();
+        let data_type = text(row, 1).unwrap_or_default().to_ascii_lowercase();
+        let column_type = text(row, 2).unwrap_or_default();
+        let nullable = text(row, 3).as_deref() == Some("YES");
+        let charset = text(row, 4);
+        let max_chars = number(row, 5);
+        let octets = number(row, 6);
+        let precision = number(row, 7);
+        let scale = number(row, 8);
+        let fsp = number(row, 9).unwrap_or(0).min(6) as u8;
+        let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
+        let unsupported = || Error::UnsupportedType {
+            table: table.clone(),
+            column: name.clone(),
+            column_type: column_type.clone(),
+        };
+        let ty = match data_type.as_str() {
+            "tinyint" => SourceType::Integer { bits: 8, unsigned },
+            "smallint" => SourceType::Integer { bits: 16, unsigned },
+            "mediumint" => SourceType::Integer { bits: 24, unsigned },
+            "int" | "integer" => SourceType::Integer { bits: 32, unsigned },
+            "bigint" => SourceType::Integer { bits: 64, unsigned },
+            "decimal" | "numeric" => SourceType::Decimal {
+                precision: precision.unwrap_or(10) as u8,
+                scale: scale.unwrap_or(0) as u8,
+            },
+            "float" => SourceType::Float,
+            "double" | "real" | "double precision" => SourceType::Double,
+            "bit" => SourceType::Bit {
+                width: precision.unwrap_or(1) as u8,
+            },
+            "date" => SourceType::Date,
+            "datetime" => SourceType::DateTime { fsp },
+            "timestamp" => SourceType::Timestamp { fsp },
+            "time" => SourceType::Time { fsp },
+            "year" => SourceType::Year,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+                if json_columns.contains(&name) {
+                    SourceType::Json
+                } else {
+                    SourceType::Text {
+                        charset: charset.clone().unwrap_or_else(|| "utf8mb4".into()),
+                        max_chars,
+                        fixed: data_type == "char",
+                    }
+                }
+            }
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+                SourceType::Binary {
+                    max_len: octets,
+                    fixed: data_type == "binary",
+                }
+            }
+            "enum" => SourceType::Enum {
+                members: parse_members(&column_type).ok_or_else(unsupported)?,
+            },
+            "set" => SourceType::Set {
+                members: parse_members(&column_type).ok_or_else(unsupported)?,
+            },
+            "json" => SourceType::Json,
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" | "geomcollection" => SourceType::Geometry,
+            _ => return Err(unsupported()),
+        };
+        columns.push(SourceColumn {
+            name,
+            ty,
+            nullable,
+            column_type,
+        });
+    }
+    let (key_name, key) = choose_key(conn, table, &columns).await?;
+    Ok(SourceSchema {
+        table: table.clone(),
+        columns,
+        key,
+        key_name,
+    })
+}
+
+/// MariaDB stores JSON as LONGTEXT with a `json_valid(`col`)` check constraint.
+async fn mariadb_json_columns(conn: &mut Conn, table: &TableId) -> Result<BTreeSet<String>> {
+    let clauses: Vec<String> = conn
+        .exec(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (&table.database, &table.table),
+        )
+        .await?;
+    Ok(clauses
+        .iter()
+        .filter_map(|c| {
+            let c = c.trim();
+            let inner = c.strip_prefix("json_valid(`")?.strip_suffix("`)")?;
+            Some(inner.replace("``", "`"))
+        })
+        .collect())
+}
+
+/// The primary key, or else the first unique index whose columns are all NOT NULL and whole.
+async fn choose_key(
+    conn: &mut Conn,
+    table: &TableId,
+    columns: &[SourceColumn],
+) -> Result<(String, Vec<usize>)> {
+    let rows: Vec<MyRow> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME, CAST(NON_UNIQUE AS CHAR), CAST(SUB_PART AS CHAR) \
+             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (&table.database, &table.table),
+        )
+        .await?;
+    let mut indexes: BTreeMap<String, (bool, Vec<Option<usize>>, bool)> = BTreeMap::new();
+    for row in &rows {
+        let index = text(row, 0).unwrap_or_default();
+        let column = text(row, 1).unwrap_or_default();
+        let unique = text(row, 2).as_deref() == Some("0");
+        let prefix = text(row, 3).is_some();
+        let entry = indexes.entry(index).or_insert((unique, Vec::new(), false));
+        entry.1.push(columns.iter().position(|c| c.name == column));
+        entry.2 |= prefix;
+    }
+    let usable = |(unique, cols, prefix): &(bool, Vec<Option<usize>>, bool)| {
+        *unique && !*prefix && cols.iter().all(|c| c.is_some_and(|i| !columns[i].nullable))
+    };
+    if let Some(pk) = indexes.get("PRIMARY") {
+        if usable(pk) {
+            return Ok(("PRIMARY".into(), pk.1.iter().flatten().copied().collect()));
+        }
+    }
+    for (name, index) in &indexes {
+        if usable(index) {
+            return Ok((name.clone(), index.1.iter().flatten().copied().collect()));
+        }
+    }
+    Err(Error::NoKey {
+        table: table.clone(),
+    })
+}
+
+/// Parse the member list of `enum('a','b''c')` / `set(...)` as MySQL prints it in COLUMN_TYPE.
+pub fn parse_members(column_type: &str) -> Option<Vec<String>> {
+    let open = column_type.find('(')?;
+    let body = column_type[open + 1..].strip_suffix(')')?;
+    let mut members = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        match chars.next() {
+            None => break,
+            Some(',') | Some(' ') => continue,
+            Some('\'') => {
+                let mut member = String::new();
+                loop {
+                    match chars.next()? {
+                        '\'' if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                            member.push('\'');
+                        }
+                        '\'' => break,
+                        '\\' => member.push(chars.next()?),
+                        c => member.push(c),
+                    }
+                }
+                members.push(member);
+            }
+            Some(_) => return None,
+        }
+    }
+    Some(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_enum_and_set_members() {
+        assert_eq!(
+            parse_members("enum('a','b''c','d,e')").unwrap(),
+            vec!["a", "b'c", "d,e"]
+        );
+        assert_eq!(parse_members("set('x')").unwrap(), vec!["x"]);
+        assert_eq!(parse_members("set()").unwrap(), Vec::<String>::new());
+        assert!(parse_members("enum('a'").is_none());
+    }
+
+    #[test]
+    fn scope_requires_something_and_names_the_key() {
+        let cfg = SourceConfig {
+            url: "mysql://x".into(),
+            server_id: 1,
+            databases: vec![],
+            tables: vec![],
+        };
+        let err = Scope::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("source.databases"), "{err}");
+        let cfg = SourceConfig {
+            tables: vec!["nodot".into()],
+            ..cfg
+        };
+        let err = Scope::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("source.tables"), "{err}");
+    }
+}

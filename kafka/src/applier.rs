@@ -1,0 +1,817 @@
+//! The consumer side: changes topics → transform → [`Sink`], offsets committed only after the
+//! sink acknowledged, rejections and undecodable messages to the dead-letter topic, and the
+//! apply frontier published to the checkpoints topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tidemark_schemas::{avro, BinlogPosition, Checkpoint, SourceSchema, TableId, TargetRecord};
+use tidemark_sink::{Sink, WriteStats};
+use tidemark_transform::{TablePlan, Transformer};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpoints::{checkpoint_key, send_checkpoint, CheckpointReader, APPLY_STAGE};
+use crate::topics::{consumer_config, partition_count, producer_config, wait_for_brokers};
+use crate::wire::{self, Marker};
+use crate::{Error, KafkaConfig, Result, Topics};
+
+/// How long [`KafkaApplier::run`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Stop once the consumer lag is zero on every assigned partition (position ≥ high
+    /// watermark) and nothing is pending.
+    pub until_caught_up: bool,
+    /// Stop after this many non-empty batches (smoke runs and tests).
+    pub max_batches: Option<u64>,
+    /// On stopping, leave without committing the offsets of the last batch (already in the sink):
+    /// what a `kill -9` right after a sink write leaves behind. For tests.
+    pub abandon: bool,
+}
+
+/// What an applier did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    /// Sink counts per target table.
+    pub stats: WriteStats,
+    /// Changes rejected by the target schema, per source table (sent to the dead-letter topic).
+    pub rejected: BTreeMap<String, u64>,
+    /// Messages that could not be decoded (sent raw to the dead-letter topic).
+    pub undecodable: u64,
+    /// Position markers applied.
+    pub markers: u64,
+    /// Non-empty batches written.
+    pub batches: u64,
+    /// Messages consumed (changes, markers, undecodable).
+    pub messages: u64,
+    /// The partitions assigned to this member when it last wrote a batch.
+    pub assigned: Vec<(String, i32)>,
+    /// The lowest marker applied over the assigned partitions at the end.
+    pub frontier: Option<BinlogPosition>,
+}
+
+/// Offsets of data the sink acknowledged, for the rebalance callback to commit.
+#[derive(Default)]
+pub struct ApplyContext {
+    written: Mutex<BTreeMap<(String, i32), i64>>,
+    generation: AtomicU64,
+}
+
+impl ClientContext for ApplyContext {}
+
+impl ConsumerContext for ApplyContext {
+    /// Before partitions are taken away, commit synchronously what the sink acknowledged, so the
+    /// next owner starts right after it (anything not yet written is simply read again there).
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = rebalance {
+            let mut written = self.written.lock().expect("written offsets lock");
+            let mut tpl = TopicPartitionList::new();
+            for e in revoked.elements() {
+                if let Some(off) = written.remove(&(e.topic().to_string(), e.partition())) {
+                    let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(off));
+                }
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    warn!(error = %e, "committing offsets before a rebalance failed; the next owner re-applies them (harmless)");
+                }
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type PartitionKey = (String, i32);
+
+/// How long nothing must arrive (with an unchanged assignment) before `until_caught_up` compares
+/// positions to high watermarks. Besides letting the first fetches after a join arrive, this is
+/// what makes the check sound on brokers whose ListOffsets answer is low: tansu 0.6 reports the
+/// base offset of the last record batch + 1 as the high watermark, so a committed offset can look
+/// caught up while records wait. Any record waiting is fetched within this window.
+const CAUGHT_UP_QUIET: Duration = Duration::from_secs(1);
+
+/// One message for the dead-letter topic.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<TargetRecord>,
+    dead: Vec<DeadLetter>,
+    /// next offset to read, per partition
+    offsets: BTreeMap<PartitionKey, i64>,
+    markers: BTreeMap<PartitionKey, (BinlogPosition, Marker)>,
+    rejected: BTreeMap<String, u64>,
+    undecodable: u64,
+    marker_count: u64,
+    messages: u64,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.messages == 0 && self.offsets.is_empty()
+    }
+}
+
+/// A member of the apply consumer group. Synchronous (the sink is): run it on a blocking thread.
+pub struct KafkaApplier {
+    config: KafkaConfig,
+    topics: Topics,
+    consumer: BaseConsumer<ApplyContext>,
+    producer: FutureProducer,
+    transformer: Transformer,
+    schemas: HashMap<String, Arc<SourceSchema>>,
+    plans: HashMap<String, Arc<TablePlan>>,
+    checkpoint_reader: Option<CheckpointReader>,
+    /// Newest marker applied per assigned partition.
+    applied: BTreeMap<PartitionKey, (BinlogPosition, Marker)>,
+    published: BTreeMap<PartitionKey, String>,
+    last_publish: Instant,
+    report: ApplyReport,
+}
+
+impl KafkaApplier {
+    /// Connect (retrying until `transport.connect_timeout_seconds`) and join the group
+    /// `transport.group_id`, subscribed to the changes topics of `tables`, or to every changes
+    /// topic under the prefix (a pattern; new topics are seen at the next metadata refresh) when
+    /// `tables` is `None`. Blocking.
+    pub fn new(
+        config: &KafkaConfig,
+        transformer: Transformer,
+        tables: Option<&[TableId]>,
+    ) -> Result<Self> {
+        config.check()?;
+        let topics = Topics::new(config);
+        let consumer: BaseConsumer<ApplyContext> = consumer_config(config, &config.group_id)
+            .create_with_context(ApplyContext::default())
+            .map_err(|e| Error::kafka("creating the consumer", e))?;
+        wait_for_brokers(consumer.client(), config)?;
+        let subscription: Vec<String> = match tables {
+            Some(tables) => {
+                let names: Vec<String> = tables.iter().map(|t| topics.changes(t)).collect();
+                for n in &names {
+                    partition_count(consumer.client(), n)?;
+                }
+                names
+            }
+            None => vec![format!(
+                "^{}.*",
+                topics.changes_prefix().replace('.', "\\.")
+            )],
+        };
+        let refs: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&refs)
+            .map_err(|e| Error::kafka("subscribing to the changes topics", e))?;
+        let producer: FutureProducer = producer_config(config)
+            .create()
+            .map_err(|e| Error::kafka("creating the producer", e))?;
+        info!(group = %config.group_id, topics = ?subscription, "apply joined its consumer group");
+        Ok(KafkaApplier {
+            config: config.clone(),
+            topics,
+            consumer,
+            producer,
+            transformer,
+            schemas: HashMap::new(),
+            plans: HashMap::new(),
+            checkpoint_reader: None,
+            applied: BTreeMap::new(),
+            published: BTreeMap::new(),
+            last_publish: Instant::now(),
+            report: ApplyReport::default(),
+        })
+    }
+
+    /// The lowest marker applied over the partitions assigned now; `None` when some assigned
+    /// partition has not had one applied yet (or nothing is assigned).
+    pub fn frontier(&self) -> Option<BinlogPosition> {
+        let assignment = self.assignment();
+        if assignment.is_empty() {
+            return None;
+        }
+        let mut min: Option<BinlogPosition> = None;
+        for tp in &assignment {
+            let (p, _) = self.applied.get(tp)?;
+            if min.as_ref().is_none_or(|m| p < m) {
+                min = Some(p.clone());
+            }
+        }
+        min
+    }
+
+    /// What was done so far.
+    pub fn report(&self) -> &ApplyReport {
+        &self.report
+    }
+
+    fn assignment(&self) -> Vec<PartitionKey> {
+        self.consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Consume, transform and write until `cancel`, or as `options` say. Returns the counts.
+    pub fn run<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        options: &ApplyOptions,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyReport> {
+        let linger = Duration::from_millis(50);
+        let mut empty_since: Option<Instant> = None;
+        // Since when nothing arrived and the assignment did not change.
+        let mut quiet_since = Instant::now();
+        let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if options
+                .max_batches
+                .is_some_and(|m| self.report.batches >= m)
+            {
+                break;
+            }
+            let generation = self.consumer.context().generation.load(Ordering::SeqCst);
+            let mut batch = Batch::default();
+            let started = Instant::now();
+            while (batch.messages as usize) < self.config.batch_records {
+                let timeout = if batch.messages == 0 {
+                    Duration::from_millis(200)
+                } else {
+                    let left = linger.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    left
+                };
+                match self.consumer.poll(Timeout::After(timeout)) {
+                    None => break,
+                    Some(Err(e)) => {
+                        if last_error_log.elapsed() > Duration::from_secs(10) {
+                            warn!(error = %e, brokers = %self.config.bootstrap(), "Kafka consumer error; retrying");
+                            last_error_log = Instant::now();
+                        }
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        let m = m.detach();
+                        self.handle(sink, &m, &mut batch)?;
+                    }
+                }
+                if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
+                    // Partitions moved: write what we have now.
+                    break;
+                }
+            }
+            let idle = batch.is_empty();
+            if !idle || self.consumer.context().generation.load(Ordering::SeqCst) != generation {
+                quiet_since = Instant::now();
+            }
+            if !idle {
+                let last = options
+                    .max_batches
+                    .is_some_and(|m| self.report.batches + 1 >= m);
+                let commit = !(options.abandon && last);
+                self.flush(sink, &mut batch, commit)?;
+                self.report.batches += 1;
+            }
+            self.publish_frontier(false)?;
+            if idle && options.until_caught_up {
+                let assigned = self.assignment();
+                if assigned.is_empty() {
+                    let since = *empty_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(10) {
+                        info!("no partition assigned for 10 s; nothing to catch up");
+                        break;
+                    }
+                } else {
+                    empty_since = None;
+                    if quiet_since.elapsed() >= CAUGHT_UP_QUIET && self.caught_up(&assigned)? {
+                        info!(
+                            partitions = assigned.len(),
+                            "caught up: no lag on any assigned partition"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        if options.abandon {
+            self.report.frontier = self.frontier();
+            return Ok(self.report.clone());
+        }
+        // Final: commit synchronously what was written, publish the frontier.
+        let written = self
+            .consumer
+            .context()
+            .written
+            .lock()
+            .expect("written offsets lock")
+            .clone();
+        let assigned = self.assignment();
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), off) in written {
+            if assigned.contains(&(t.clone(), p)) {
+                let _ = tpl.add_partition_offset(&t, p, Offset::Offset(off));
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| Error::kafka("committing offsets", e))?;
+        }
+        self.publish_frontier(true)?;
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| Error::kafka("flushing the producer", e))?;
+        self.report.frontier = self.frontier();
+        Ok(self.report.clone())
+    }
+
+    fn handle<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        msg: &OwnedMessage,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let tp = (msg.topic().to_string(), msg.partition());
+        batch.messages += 1;
+        let kind = wire::header(msg.headers(), wire::KIND).map(str::to_string);
+        match kind.as_deref() {
+            Some(wire::KIND_MARKER) => {
+                match msg
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Marker>(p).ok())
+                    .and_then(|m| m.position().map(|p| (p, m)))
+                {
+                    Some((pos, marker)) => {
+                        batch.marker_count += 1;
+                        let newer = batch.markers.get(&tp).is_none_or(|(old, _)| pos >= *old);
+                        if newer {
+                            batch.markers.insert(tp.clone(), (pos, marker));
+                        }
+                    }
+                    None => self.undecodable(
+                        msg,
+                        "a position marker that is not JSON `{position, server}`",
+                        batch,
+                    ),
+                }
+            }
+            Some(wire::KIND_CHANGE) => self.change(sink, msg, batch)?,
+            other => {
+                let why = match other {
+                    None => "no `tm-kind` header (not written by tidemark)".to_string(),
+                    Some(k) => format!("unknown message kind `{k}`"),
+                };
+                self.undecodable(msg, &why, batch)
+            }
+        }
+        // Recorded last: a flush inside `change` must not commit this message before it is done.
+        batch.offsets.insert(tp, msg.offset() + 1);
+        Ok(())
+    }
+
+    fn change<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        msg: &OwnedMessage,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let Some(payload) = msg.payload() else {
+            self.undecodable(msg, "a change without a value", batch);
+            return Ok(());
+        };
+        let change = match avro::decode_change_event(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                self.undecodable(msg, &format!("Avro: {e}"), batch);
+                return Ok(());
+            }
+        };
+        let Some(schema_id) = wire::header(msg.headers(), wire::SCHEMA).map(str::to_string) else {
+            self.undecodable(msg, "a change without a `tm-schema` header", batch);
+            return Ok(());
+        };
+        let plan = match self.plans.get(&schema_id) {
+            Some(p) => p.clone(),
+            None => match self.new_plan(sink, &schema_id, batch)? {
+                Some(p) => p,
+                None => {
+                    self.undecodable(
+                        msg,
+                        &format!("unknown table description `{schema_id}` (not in the checkpoints topic)"),
+                        batch,
+                    );
+                    return Ok(());
+                }
+            },
+        };
+        if plan.source().table != change.table {
+            let why = format!(
+                "a change of {} names the table description of {}",
+                change.table,
+                plan.source().table
+            );
+            self.undecodable(msg, &why, batch);
+            return Ok(());
+        }
+        match plan.apply(&change) {
+            Ok(record) => batch.records.push(record),
+            Err(rejection) => {
+                *batch
+                    .rejected
+                    .entry(rejection.source_table.clone())
+                    .or_default() += 1;
+                batch.dead.push(DeadLetter {
+                    key: Some(rejection.key.clone().into_bytes()),
+                    value: Some(rejection.to_json().into_bytes()),
+                    headers: vec![
+                        (wire::KIND, wire::KIND_REJECTION.to_string()),
+                        (wire::SOURCE_TOPIC, msg.topic().to_string()),
+                        (wire::SOURCE_PARTITION, msg.partition().to_string()),
+                        (wire::SOURCE_OFFSET, msg.offset().to_string()),
+                    ],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the plan of a table description seen for the first time: find it in the
+    /// checkpoints topic, write what is batched so far (as embedded mode does before a schema
+    /// change), create or alter the target table.
+    fn new_plan<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        schema_id: &str,
+        batch: &mut Batch,
+    ) -> Result<Option<Arc<TablePlan>>> {
+        if !self.schemas.contains_key(schema_id) {
+            self.load_schemas()?;
+        }
+        let Some(schema) = self.schemas.get(schema_id).cloned() else {
+            return Ok(None);
+        };
+        self.flush(sink, batch, true)?;
+        let plan = self
+            .transformer
+            .plan(&schema)
+            .map_err(|e| Error::Transform {
+                table: schema.table.to_string(),
+                message: e.to_string(),
+            })?;
+        sink.ensure_table(plan.target_schema())?;
+        debug!(table = %schema.table, schema = %schema_id, "table plan built");
+        let plan = Arc::new(plan);
+        self.plans.insert(schema_id.to_string(), plan.clone());
+        Ok(Some(plan))
+    }
+
+    fn load_schemas(&mut self) -> Result<()> {
+        if self.checkpoint_reader.is_none() {
+            self.checkpoint_reader = Some(CheckpointReader::open(&self.config)?);
+        }
+        let reader = self.checkpoint_reader.as_mut().expect("opened above");
+        reader.catch_up()?;
+        let prefix = format!("{}/", wire::SCHEMA_STAGE);
+        for (key, cp) in reader.entries().range(prefix.clone()..) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if self.schemas.contains_key(&cp.scope) {
+                continue;
+            }
+            match serde_json::from_str::<SourceSchema>(&cp.value) {
+                Ok(s) => {
+                    self.schemas.insert(cp.scope.clone(), Arc::new(s));
+                }
+                Err(e) => {
+                    warn!(key = %key, error = %e, "unreadable table description in the checkpoints topic")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn undecodable(&mut self, msg: &OwnedMessage, why: &str, batch: &mut Batch) {
+        let e = Error::Decode {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            message: why.to_string(),
+        };
+        warn!(error = %e, dlq = %self.topics.dlq(), "undecodable message sent to the dead-letter topic");
+        batch.undecodable += 1;
+        let mut headers = vec![
+            (wire::KIND, wire::KIND_UNDECODABLE.to_string()),
+            (wire::ERROR, why.to_string()),
+            (wire::SOURCE_TOPIC, msg.topic().to_string()),
+            (wire::SOURCE_PARTITION, msg.partition().to_string()),
+            (wire::SOURCE_OFFSET, msg.offset().to_string()),
+        ];
+        if let Some(kind) = wire::header(msg.headers(), wire::KIND) {
+            headers.push((wire::KIND_ORIGINAL, kind.to_string()));
+        }
+        batch.dead.push(DeadLetter {
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+
+    /// Dead letters (acknowledged) → sink write → offsets and markers of the batch.
+    fn flush<S: Sink + ?Sized>(
+        &mut self,
+        sink: &mut S,
+        batch: &mut Batch,
+        commit: bool,
+    ) -> Result<()> {
+        let b = std::mem::take(batch);
+        if b.is_empty() {
+            return Ok(());
+        }
+        // 1. Dead letters first, acknowledged: the offsets below must never be ahead of them.
+        if !b.dead.is_empty() {
+            let topic = self.topics.dlq();
+            let mut futures: Vec<DeliveryFuture> = Vec::with_capacity(b.dead.len());
+            for d in &b.dead {
+                let pairs: Vec<(&str, &str)> =
+                    d.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let mut record =
+                    FutureRecord::<[u8], [u8]>::to(&topic).headers(wire::headers(&pairs));
+                if let Some(k) = &d.key {
+                    record = record.key(k.as_slice());
+                }
+                if let Some(v) = &d.value {
+                    record = record.payload(v.as_slice());
+                }
+                loop {
+                    match self.producer.send_result(record) {
+                        Ok(f) => {
+                            futures.push(f);
+                            break;
+                        }
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            r,
+                        )) => {
+                            record = r;
+                            self.producer.poll(Duration::from_millis(50));
+                        }
+                        Err((e, _)) => {
+                            return Err(Error::Delivery {
+                                topic: topic.clone(),
+                                message: e.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            self.producer
+                .flush(Duration::from_secs(60))
+                .map_err(|e| Error::Delivery {
+                    topic: topic.clone(),
+                    message: format!("dead letters not acknowledged: {e}"),
+                })?;
+            for f in futures {
+                match f.now_or_never() {
+                    Some(Ok(Ok(_))) => {}
+                    Some(Ok(Err((e, _)))) => {
+                        return Err(Error::Delivery {
+                            topic: topic.clone(),
+                            message: e.to_string(),
+                        })
+                    }
+                    _ => {
+                        return Err(Error::Delivery {
+                            topic: topic.clone(),
+                            message: "a dead letter was not acknowledged after the flush".into(),
+                        })
+                    }
+                }
+            }
+        }
+        // 2. The sink.
+        if !b.records.is_empty() {
+            let stats = sink.write(&b.records, &[])?;
+            self.report.stats.merge(&stats);
+        }
+        for (t, n) in &b.rejected {
+            *self.report.rejected.entry(t.clone()).or_default() += n;
+        }
+        self.report.undecodable += b.undecodable;
+        self.report.markers += b.marker_count;
+        self.report.messages += b.messages;
+        // 3. Offsets (only of partitions still ours) and markers.
+        let assigned = self.assignment();
+        self.report.assigned = assigned.clone();
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut written = self
+                .consumer
+                .context()
+                .written
+                .lock()
+                .expect("written offsets lock");
+            for (tp, off) in &b.offsets {
+                if assigned.contains(tp) {
+                    if commit {
+                        written.insert(tp.clone(), *off);
+                    }
+                    let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*off));
+                }
+            }
+        }
+        if commit && tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                warn!(error = %e, "committing offsets failed; they are committed again later (or re-applied, harmlessly)");
+            }
+        }
+        for (tp, (pos, marker)) in b.markers {
+            let newer = self.applied.get(&tp).is_none_or(|(old, _)| pos >= *old);
+            if newer {
+                self.applied.insert(tp, (pos, marker));
+            }
+        }
+        self.applied.retain(|tp, _| assigned.contains(tp));
+        Ok(())
+    }
+
+    /// Write `apply/<group>/<topic>/<partition>` = newest applied marker, for partitions whose
+    /// marker moved, at most every `checkpoint_interval_ms` (always when `force`).
+    fn publish_frontier(&mut self, force: bool) -> Result<()> {
+        if !force && self.last_publish.elapsed() < self.config.checkpoint_interval() {
+            return Ok(());
+        }
+        self.last_publish = Instant::now();
+        let topic = self.topics.checkpoints();
+        for ((t, p), (pos, marker)) in &self.applied {
+            let text = pos.to_string();
+            if self.published.get(&(t.clone(), *p)) == Some(&text) {
+                continue;
+            }
+            let cp = Checkpoint {
+                stage: APPLY_STAGE.into(),
+                scope: frontier_scope(&self.config.group_id, t, *p),
+                value: serde_json::to_string(marker).map_err(|e| Error::Encode(e.to_string()))?,
+            };
+            // Not awaited: a frontier written late is only conservative.
+            drop(send_checkpoint(&self.producer, &topic, &cp)?);
+            self.published.insert((t.clone(), *p), text);
+        }
+        Ok(())
+    }
+
+    /// Whether the lag is zero on every assigned partition.
+    fn caught_up(&self, assigned: &[PartitionKey]) -> Result<bool> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| Error::kafka("reading consumer positions", e))?;
+        let mut committed: Option<TopicPartitionList> = None;
+        for (t, p) in assigned {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(t, *p, Duration::from_secs(10))
+                .map_err(|e| Error::kafka(format!("watermarks of `{t}`"), e))?;
+            let mut pos = positions
+                .find_partition(t, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            if pos.is_none() {
+                if committed.is_none() {
+                    committed = Some(
+                        self.consumer
+                            .committed(Duration::from_secs(10))
+                            .map_err(|e| Error::kafka("reading committed offsets", e))?,
+                    );
+                }
+                pos = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(t, *p))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            }
+            if pos.unwrap_or(low) < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Scope of the frontier checkpoint of one partition.
+pub fn frontier_scope(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}/{topic}/{partition}")
+}
+
+/// The apply frontier of a consumer group, per partition and overall.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupFrontier {
+    /// Newest marker applied on each partition of every changes topic; `None` where none was.
+    pub partitions: BTreeMap<(String, i32), Option<BinlogPosition>>,
+}
+
+impl GroupFrontier {
+    /// The lowest position over all partitions: every change up to it is in the target. `None`
+    /// when some partition has had no marker applied yet.
+    pub fn min(&self) -> Option<BinlogPosition> {
+        let mut min: Option<BinlogPosition> = None;
+        for p in self.partitions.values() {
+            let p = p.as_ref()?;
+            if min.as_ref().is_none_or(|m| p < m) {
+                min = Some(p.clone());
+            }
+        }
+        min
+    }
+}
+
+/// Reads the apply frontier of the group `transport.group_id` over the changes topics of a set of
+/// tables, incrementally (each call reads only what was added to the checkpoints topic since the
+/// last). For the reconciler: blocking, like `tidemark_reconcile::Frontier`.
+pub struct FrontierReader {
+    group: String,
+    reader: CheckpointReader,
+    partitions: Vec<(String, usize)>,
+}
+
+impl FrontierReader {
+    /// Connect and look up the partitions of the changes topics of `tables`. Blocking.
+    pub fn open(config: &KafkaConfig, tables: &[TableId]) -> Result<Self> {
+        let reader = CheckpointReader::open(config)?;
+        let topics = Topics::new(config);
+        let consumer: BaseConsumer = consumer_config(config, &config.group_id)
+            .create()
+            .map_err(|e| Error::kafka("creating a metadata client", e))?;
+        let mut partitions = Vec::new();
+        for t in tables {
+            let name = topics.changes(t);
+            let n = partition_count(consumer.client(), &name)?;
+            partitions.push((name, n));
+        }
+        Ok(FrontierReader {
+            group: config.group_id.clone(),
+            reader,
+            partitions,
+        })
+    }
+
+    /// The group's frontier now, per partition.
+    pub fn read(&mut self) -> Result<GroupFrontier> {
+        self.reader.catch_up()?;
+        let mut out = GroupFrontier::default();
+        for (topic, n) in &self.partitions {
+            for p in 0..*n as i32 {
+                let key = checkpoint_key(APPLY_STAGE, &frontier_scope(&self.group, topic, p));
+                let pos = self
+                    .reader
+                    .entries()
+                    .get(&key)
+                    .and_then(|cp| serde_json::from_str::<Marker>(&cp.value).ok())
+                    .and_then(|m| m.position());
+                out.partitions.insert((topic.clone(), p), pos);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lowest applied marker over every partition (see [`GroupFrontier::min`]).
+    pub fn frontier(&mut self) -> Result<Option<BinlogPosition>> {
+        Ok(self.read()?.min())
+    }
+}
+
+/// One-shot: the frontier of the group over `tables` (see [`FrontierReader`]).
+pub async fn group_frontier(config: &KafkaConfig, tables: &[TableId]) -> Result<GroupFrontier> {
+    let config = config.clone();
+    let tables = tables.to_vec();
+    crate::topics::blocking(move || FrontierReader::open(&config, &tables)?.read()).await
+}

@@ -1,0 +1,286 @@
+//! Checkpoints in the compacted checkpoints topic: key `stage/scope`, value Avro `Checkpoint`.
+//!
+//! [`CheckpointStore::load`] reads the topic from the beginning up to the high watermark it saw
+//! at start and keeps the latest value per key (what compaction would keep). Capture and backfill
+//! resume from it; apply finds table descriptions in it (stage `schema`); the reconciler reads
+//! the apply frontier from it ([`crate::group_frontier`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tidemark_ingest::backfill::BACKFILL_STAGE;
+use tidemark_ingest::{BackfillCheckpoint, CaptureCheckpoint};
+use tidemark_schemas::{avro, Checkpoint, TableId};
+
+use crate::topics::{
+    blocking, consumer_config, partition_count, producer_config, wait_for_brokers,
+};
+use crate::{Error, KafkaConfig, Result, Topics};
+
+pub use tidemark_ingest::capture::{ALL_TABLES, CAPTURE_STAGE};
+/// Checkpoint stage of the apply frontier: scope `<group>/<topic>/<partition>`, value JSON
+/// [`crate::wire::Marker`] of the newest marker applied on that partition.
+pub const APPLY_STAGE: &str = "apply";
+
+/// The key of a checkpoint in the checkpoints topic.
+pub fn checkpoint_key(stage: &str, scope: &str) -> String {
+    format!("{stage}/{scope}")
+}
+
+/// The latest checkpoint per key, as read at start; and a writer.
+pub struct CheckpointStore {
+    topic: String,
+    entries: BTreeMap<String, Checkpoint>,
+    producer: FutureProducer,
+}
+
+impl CheckpointStore {
+    /// Read the checkpoints topic from the beginning to its high watermark.
+    pub async fn load(config: &KafkaConfig) -> Result<Self> {
+        config.check()?;
+        let c = config.clone();
+        let entries = blocking(move || read_all(&c)).await?;
+        let producer: FutureProducer = producer_config(config)
+            .create()
+            .map_err(|e| Error::kafka("creating the producer", e))?;
+        Ok(CheckpointStore {
+            topic: Topics::new(config).checkpoints(),
+            entries,
+            producer,
+        })
+    }
+
+    /// The value stored for `stage` and `scope`.
+    pub fn get(&self, stage: &str, scope: &str) -> Option<&str> {
+        self.entries
+            .get(&checkpoint_key(stage, scope))
+            .map(|c| c.value.as_str())
+    }
+
+    /// Every checkpoint, by key.
+    pub fn entries(&self) -> &BTreeMap<String, Checkpoint> {
+        &self.entries
+    }
+
+    /// Where capture resumes, if it ran before.
+    pub fn capture_checkpoint(&self) -> Result<Option<CaptureCheckpoint>> {
+        self.get(CAPTURE_STAGE, ALL_TABLES)
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| Error::Checkpoint {
+                    key: checkpoint_key(CAPTURE_STAGE, ALL_TABLES),
+                    message: format!("{e}: `{text}`"),
+                })
+            })
+            .transpose()
+    }
+
+    /// The backfill progress of each of `tables` that has one.
+    pub fn backfill_checkpoints(
+        &self,
+        tables: &[TableId],
+    ) -> Result<BTreeMap<TableId, BackfillCheckpoint>> {
+        let mut out = BTreeMap::new();
+        for t in tables {
+            let scope = t.to_string();
+            if let Some(text) = self.get(BACKFILL_STAGE, &scope) {
+                let cp = serde_json::from_str(text).map_err(|e| Error::Checkpoint {
+                    key: checkpoint_key(BACKFILL_STAGE, &scope),
+                    message: format!("{e}: `{text}`"),
+                })?;
+                out.insert(t.clone(), cp);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write a checkpoint and wait until the broker acknowledged it.
+    pub async fn store(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let future = send_checkpoint(&self.producer, &self.topic, checkpoint)?;
+        await_delivery(&self.topic, future).await?;
+        self.entries.insert(
+            checkpoint_key(&checkpoint.stage, &checkpoint.scope),
+            checkpoint.clone(),
+        );
+        Ok(())
+    }
+}
+
+/// Produce one checkpoint (not awaited).
+pub(crate) fn send_checkpoint(
+    producer: &FutureProducer,
+    topic: &str,
+    checkpoint: &Checkpoint,
+) -> Result<rdkafka::producer::DeliveryFuture> {
+    let key = checkpoint_key(&checkpoint.stage, &checkpoint.scope);
+    let value = avro::encode_checkpoint(checkpoint).map_err(|e| Error::Encode(e.to_string()))?;
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(&key)
+        .payload(&value)
+        .partition(0);
+    producer
+        .send_result(record)
+        .map_err(|(e, _)| Error::Delivery {
+            topic: topic.to_string(),
+            message: e.to_string(),
+        })
+}
+
+pub(crate) async fn await_delivery(
+    topic: &str,
+    future: rdkafka::producer::DeliveryFuture,
+) -> Result<()> {
+    match future.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(Error::Delivery {
+            topic: topic.to_string(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(Error::Delivery {
+            topic: topic.to_string(),
+            message: "the producer was dropped before the broker answered".into(),
+        }),
+    }
+}
+
+/// Read the checkpoints topic from the beginning to the high watermarks seen now. Blocking.
+pub(crate) fn read_all(config: &KafkaConfig) -> Result<BTreeMap<String, Checkpoint>> {
+    let mut reader = CheckpointReader::open(config)?;
+    reader.catch_up()?;
+    Ok(reader.entries)
+}
+
+/// A reader of the checkpoints topic that stays assigned and reads what was added since its last
+/// call ([`CheckpointReader::catch_up`]): the latest value per key. Blocking.
+pub struct CheckpointReader {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: usize,
+    /// partition → next offset to read
+    next: HashMap<i32, i64>,
+    entries: BTreeMap<String, Checkpoint>,
+}
+
+impl CheckpointReader {
+    /// Connect (with the start-up retries) and assign every partition from the beginning.
+    pub fn open(config: &KafkaConfig) -> Result<Self> {
+        config.check()?;
+        let topic = Topics::new(config).checkpoints();
+        let consumer: BaseConsumer =
+            consumer_config(config, &format!("{}-checkpoint-reader", config.group_id))
+                .create()
+                .map_err(|e| Error::kafka("creating the checkpoint reader", e))?;
+        wait_for_brokers(consumer.client(), config)?;
+        let partitions = partition_count(consumer.client(), &topic)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .map_err(|e| Error::kafka("assigning the checkpoints topic", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka("assigning the checkpoints topic", e))?;
+        Ok(CheckpointReader {
+            consumer,
+            topic,
+            partitions,
+            next: HashMap::new(),
+            entries: BTreeMap::new(),
+        })
+    }
+
+    /// The latest checkpoint per key read so far.
+    pub fn entries(&self) -> &BTreeMap<String, Checkpoint> {
+        &self.entries
+    }
+
+    /// Read up to the high watermarks of now.
+    pub fn catch_up(&mut self) -> Result<()> {
+        let topic = self.topic.clone();
+        let mut todo: HashMap<i32, i64> = HashMap::new();
+        for p in 0..self.partitions as i32 {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .map_err(|e| Error::kafka(format!("watermarks of `{topic}`"), e))?;
+            let next = self.next.get(&p).copied().unwrap_or(low).max(low);
+            if high > next {
+                todo.insert(p, high);
+            }
+        }
+        let started = Instant::now();
+        while !todo.is_empty() {
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err(Error::kafka(
+                    format!("reading `{topic}`"),
+                    "did not reach the high watermark within 120 s",
+                ));
+            }
+            let Some(msg) = self
+                .consumer
+                .poll(Timeout::After(Duration::from_millis(200)))
+            else {
+                // Compaction leaves gaps: the position can pass the last offset without a message.
+                if let Ok(pos) = self.consumer.position() {
+                    for e in pos.elements_for_topic(&topic) {
+                        if let Offset::Offset(o) = e.offset() {
+                            self.next.insert(e.partition(), o);
+                            if todo.get(&e.partition()).is_some_and(|high| o >= *high) {
+                                todo.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
+                continue;
+            };
+            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
+            apply_message(&mut self.entries, &mut self.next, &topic, &msg)?;
+            if todo
+                .get(&msg.partition())
+                .is_some_and(|high| msg.offset() + 1 >= *high)
+            {
+                todo.remove(&msg.partition());
+            }
+        }
+        // Some brokers (tansu 0.6) report the high watermark as the base offset of the last
+        // record batch + 1. A fetch returns whole batches, so the rest of that batch is already
+        // here: take whatever is fetched before calling it done.
+        while let Some(msg) = self
+            .consumer
+            .poll(Timeout::After(Duration::from_millis(100)))
+        {
+            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
+            apply_message(&mut self.entries, &mut self.next, &topic, &msg)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_message(
+    entries: &mut BTreeMap<String, Checkpoint>,
+    next: &mut HashMap<i32, i64>,
+    topic: &str,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<()> {
+    let key = msg
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    match msg.payload() {
+        None => {
+            entries.remove(&key);
+        }
+        Some(bytes) => {
+            let cp = avro::decode_checkpoint(bytes).map_err(|e| Error::Checkpoint {
+                key: key.clone(),
+                message: format!("at {topic}/{}@{}: {e}", msg.partition(), msg.offset()),
+            })?;
+            entries.insert(key, cp);
+        }
+    }
+    next.insert(msg.partition(), msg.offset() + 1);
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The drift topic: reconciler findings as Avro (single-object encoding), keyed by
+//! `table/key`, so an operator's tooling can follow drift as it is found.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tidemark_schemas::{avro, DriftEvent};
+
+use crate::checkpoints::await_delivery;
+use crate::topics::{consumer_config, producer_config};
+use crate::{Error, KafkaConfig, Result, Topics};
+
+/// Publishes drift events to `<prefix>.drift`.
+pub struct DriftPublisher {
+    producer: FutureProducer,
+    topic: String,
+    pending: Vec<DeliveryFuture>,
+    sent: u64,
+}
+
+impl DriftPublisher {
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        config.check()?;
+        let producer: FutureProducer = producer_config(config)
+            .create()
+            .map_err(|e| Error::kafka("creating the drift producer", e))?;
+        Ok(DriftPublisher {
+            producer,
+            topic: Topics::new(config).drift(),
+            pending: Vec::new(),
+            sent: 0,
+        })
+    }
+
+    /// Queue one drift event (synchronous; delivery is awaited by [`DriftPublisher::finish`]).
+    pub fn enqueue(&mut self, event: &DriftEvent) -> Result<()> {
+        let value = avro::encode_drift_event(event).map_err(|e| Error::Encode(e.to_string()))?;
+        let key = format!("{}/{}", event.table, event.key);
+        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
+            .key(key.as_str())
+            .payload(value.as_slice());
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => {
+                    self.pending.push(f);
+                    self.sent += 1;
+                    return Ok(());
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((e, _)) => {
+                    return Err(Error::Delivery {
+                        topic: self.topic.clone(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Wait until every queued event was acknowledged; returns how many were sent.
+    pub async fn finish(self) -> Result<u64> {
+        for f in self.pending {
+            await_delivery(&self.topic, f).await?;
+        }
+        Ok(self.sent)
+    }
+}
+
+/// Read every drift event on the topic so far (blocking; for tests and operator tooling).
+pub fn read_drift(config: &KafkaConfig) -> Result<Vec<DriftEvent>> {
+    let topic = Topics::new(config).drift();
+    let consumer: BaseConsumer =
+        consumer_config(config, &format!("{}-drift-reader", config.group_id))
+            .create()
+            .map_err(|e| Error::kafka("creating the drift reader", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .map_err(|e| Error::kafka("reading the drift topic's metadata", e))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        list.add_partition_offset(&topic, p, Offset::Beginning)
+            .map_err(|e| Error::kafka("assigning the drift topic", e))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| Error::kafka("assigning the drift topic", e))?;
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 10 {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if let Some(payload) = m.payload() {
+                    out.push(
+                        avro::decode_drift_event(payload).map_err(|e| Error::Decode {
+                            topic: topic.clone(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            message: e.to_string(),
+                        })?,
+                    );
+                }
+            }
+            Some(Err(e)) => return Err(Error::kafka("reading the drift topic", e)),
+            None => idle += 1,
+        }
+    }
+    Ok(out)
+}

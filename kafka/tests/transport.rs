@@ -1,0 +1,622 @@
+//! The Kafka transport against a real broker (tansu, started by the test through `dev/tansu`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tidemark_ingest::{BackfillCheckpoint, CaptureMessage};
+use tidemark_kafka::{
+    group_frontier, send_control, topics_init, ApplyOptions, ApplyReport, CheckpointReader,
+    CheckpointStore, ControlListener, ControlMessage, Error, KafkaApplier, KafkaConfig,
+    KafkaPublisher, Topics, CAPTURE_STAGE,
+};
+use tidemark_schemas::{ChangeEvent, Row, TargetRecord};
+use tidemark_sink::{Sink, SqliteSink};
+use tidemark_transform::Transformer;
+use tokio_util::sync::CancellationToken;
+
+async fn init(config: &KafkaConfig) {
+    topics_init(config, &[table()]).await.expect("topics init");
+}
+
+/// Run one applier on `sink_path` with `options` on a blocking thread.
+async fn apply(config: &KafkaConfig, sink_path: &Path, options: ApplyOptions) -> ApplyReport {
+    let config = config.clone();
+    let path = sink_path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = SqliteSink::open(&path).expect("sqlite sink");
+        let mut applier = KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
+            .expect("applier joins");
+        applier
+            .run(&mut sink, &options, &CancellationToken::new())
+            .expect("applier runs")
+    })
+    .await
+    .expect("apply thread")
+}
+
+fn until_caught_up() -> ApplyOptions {
+    ApplyOptions {
+        until_caught_up: true,
+        ..ApplyOptions::default()
+    }
+}
+
+/// What the sink must hold for each key: the transform of the newest change.
+fn expected(changes: &[ChangeEvent]) -> BTreeMap<String, TargetRecord> {
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    let mut out: BTreeMap<String, TargetRecord> = BTreeMap::new();
+    for c in changes {
+        let r = plan.apply(c).expect("no rejection");
+        let k = c.key.canonical_text();
+        if out.get(&k).is_none_or(|old| old.version() < r.version()) {
+            out.insert(k, r);
+        }
+    }
+    out
+}
+
+fn target_table() -> String {
+    Transformer::identity()
+        .plan(&schema())
+        .expect("plan")
+        .target_schema()
+        .table
+        .clone()
+}
+
+/// Every record in the sink, by source key text.
+fn contents(path: &Path) -> BTreeMap<String, TargetRecord> {
+    let mut sink = SqliteSink::open(path).expect("sqlite sink");
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    sink.ensure_table(plan.target_schema()).expect("ensure");
+    let mut out = BTreeMap::new();
+    let mut after: Option<Row> = None;
+    loop {
+        let page = sink
+            .scan(&target_table(), after.as_ref(), 1000)
+            .expect("scan");
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().expect("non-empty").key.clone());
+        for r in page {
+            out.insert(r.lineage.source_key.clone(), r);
+        }
+    }
+    out
+}
+
+fn assert_same(sink: &BTreeMap<String, TargetRecord>, want: &BTreeMap<String, TargetRecord>) {
+    assert_eq!(sink.len(), want.len(), "number of keys in the sink");
+    for (k, w) in want {
+        let got = sink
+            .get(k)
+            .unwrap_or_else(|| panic!("key {k} missing in the sink"));
+        assert_eq!(got.columns, w.columns, "columns of key {k}");
+        assert_eq!(got.lineage, w.lineage, "lineage of key {k}");
+    }
+}
+
+fn changes_of(messages: &[CaptureMessage]) -> Vec<ChangeEvent> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            CaptureMessage::Changes(c) => Some(c.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_init_is_idempotent_and_refuses_smaller_topics() {
+    let broker = Broker::start();
+    let config = broker.config();
+    let first = topics_init(&config, &[table()]).await.expect("first init");
+    assert!(first.iter().all(|t| t.created), "{first:?}");
+    let topics = Topics::new(&config);
+    let names: Vec<&str> = first.iter().map(|t| t.name.as_str()).collect();
+    for want in [
+        topics.changes(&table()),
+        topics.checkpoints(),
+        topics.drift(),
+        topics.dlq(),
+        topics.control(),
+    ] {
+        assert!(names.contains(&want.as_str()), "{want} in {names:?}");
+    }
+    let second = topics_init(&config, &[table()]).await.expect("second init");
+    assert!(second.iter().all(|t| !t.created), "{second:?}");
+    assert_eq!(
+        second.iter().map(|t| t.partitions).collect::<Vec<_>>(),
+        first.iter().map(|t| t.partitions).collect::<Vec<_>>()
+    );
+
+    let mut bigger = config.clone();
+    bigger.table_partitions.insert(table().to_string(), 8);
+    match topics_init(&bigger, &[table()]).await {
+        Err(Error::TopicTooSmall {
+            topic,
+            actual,
+            wanted,
+        }) => {
+            assert_eq!(topic, topics.changes(&table()));
+            assert_eq!((actual, wanted), (3, 8));
+        }
+        other => panic!("expected TopicTooSmall, got {other:?}"),
+    }
+    // Without topics init, a publisher names the missing topic.
+    let mut other = config.clone();
+    other.topic_prefix = "elsewhere".into();
+    let err = KafkaPublisher::new(&other, "s", &[table()])
+        .await
+        .err()
+        .expect("missing topics are an error");
+    assert!(err.to_string().contains("tidemark topics init"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_to_applier_round_trip_with_checkpoints_and_frontier() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let mut messages = workload(300);
+    // Updates of some keys, a delete, and a backfill-style progress checkpoint.
+    messages.push(CaptureMessage::Changes(vec![
+        upsert(7, "seven again", 70, 9000),
+        upsert(8, "eight again", 80, 9001),
+        delete(9, 9002),
+    ]));
+    let progress = BackfillCheckpoint {
+        last_key: None,
+        rows: 42,
+        done: true,
+        chunks: 1,
+    };
+    messages.push(CaptureMessage::Checkpoint(progress.to_checkpoint(&table())));
+    messages.push(CaptureMessage::Commit {
+        position: pos(9100),
+        gtid: Some("0-1-77".into()),
+    });
+    let want = expected(&changes_of(&messages));
+    let report = publish(&config, messages).await;
+    assert_eq!(report.total_changes(), 303);
+    assert_eq!(report.last_position, Some(pos(9100)));
+    assert!(report.markers >= 3, "markers into every partition");
+
+    // Capture and backfill resume from the checkpoints topic.
+    let store = CheckpointStore::load(&config)
+        .await
+        .expect("load checkpoints");
+    let capture = store
+        .capture_checkpoint()
+        .expect("readable")
+        .expect("capture checkpoint stored");
+    assert_eq!(capture.position, "mysql-bin.000001:9100");
+    assert_eq!(capture.server, "test-server");
+    assert_eq!(capture.gtid.as_deref(), Some("0-1-77"));
+    let backfill = store.backfill_checkpoints(&[table()]).expect("readable");
+    assert_eq!(backfill.get(&table()), Some(&progress));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let applied = apply(&config, &sink_path, until_caught_up()).await;
+    assert_eq!(applied.undecodable, 0);
+    assert!(applied.rejected.is_empty());
+    assert_eq!(applied.stats.applied(), 303);
+    assert_same(&contents(&sink_path), &want);
+    assert_eq!(
+        applied.frontier,
+        Some(pos(9100)),
+        "frontier after the last marker"
+    );
+    let frontier = group_frontier(&config, &[table()]).await.expect("frontier");
+    assert_eq!(frontier.partitions.len(), 3);
+    assert_eq!(frontier.min(), Some(pos(9100)));
+
+    // A second run of the same group finds nothing new (offsets were committed).
+    let again = apply(&config, &sink_path, until_caught_up()).await;
+    assert_eq!(again.messages, 0, "everything was committed: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_never_visible_before_its_data() {
+    let broker = Broker::start();
+    let mut config = broker.config();
+    init(&config).await;
+    // Slow the data down: every batch waits 1.5 s in the producer before it is sent.
+    config.producer.insert("linger.ms".into(), "1500".into());
+    let publisher = KafkaPublisher::new(&config, "test-server", &[table()])
+        .await
+        .expect("publisher");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(publisher.run(rx));
+    let messages = workload(50);
+    for m in messages {
+        tx.send(m).await.expect("publisher alive");
+    }
+
+    let watcher_config = broker.config();
+    let observations = tokio::task::spawn_blocking(move || {
+        let topics = Topics::new(&watcher_config);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", watcher_config.bootstrap())
+            .set("group.id", "watcher")
+            .create()
+            .expect("watcher");
+        let mut reader = CheckpointReader::open(&watcher_config).expect("reader");
+        let mut seen = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            // First the checkpoint, then the data: whatever the checkpoint covers must be
+            // readable by now.
+            reader.catch_up().expect("catch up");
+            let cp = reader
+                .entries()
+                .get(&format!("{CAPTURE_STAGE}/*"))
+                .map(|c| c.value.clone());
+            // With one record per batch (see common::Broker::config) tansu's high watermark is
+            // exact; it counts changes and markers, and changes are what the checkpoint covers.
+            let mut total = 0;
+            for p in 0..3 {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topics.changes(&table()), p, Duration::from_secs(5))
+                    .expect("watermarks");
+                total += high - low;
+            }
+            let done = cp
+                .as_deref()
+                .is_some_and(|v| v.contains("mysql-bin.000001:1495"));
+            seen.push((cp, total));
+            if done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    })
+    .await
+    .expect("watcher");
+    drop(tx);
+    task.await.expect("task").expect("publisher");
+
+    assert!(
+        observations.first().is_some_and(|(cp, _)| cp.is_none()),
+        "no checkpoint before the data was acknowledged: {:?}",
+        observations.first()
+    );
+    let mut saw_checkpoint = false;
+    for (cp, total) in &observations {
+        if let Some(v) = cp {
+            saw_checkpoint = true;
+            // The position of change i is 1000 + 10 i + 5; every change before it must be there.
+            let position: tidemark_schemas::BinlogPosition =
+                serde_json::from_str::<tidemark_ingest::CaptureCheckpoint>(v)
+                    .expect("capture checkpoint")
+                    .position
+                    .parse()
+                    .expect("position");
+            let covered = (position.offset as i64 - 1005) / 10 + 1;
+            assert!(
+                *total >= covered,
+                "checkpoint {v} visible with only {total} changes in the changes topic"
+            );
+        }
+    }
+    assert!(
+        saw_checkpoint,
+        "the final checkpoint appeared: {observations:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let topics = Topics::new(&config);
+    let changes_topic = topics.changes(&table());
+    // Good data first (registers the table description), including one rejection: a name
+    // longer than varchar(20).
+    let mut messages = workload(20);
+    messages.push(CaptureMessage::Changes(vec![upsert(
+        100,
+        "a name far too long for twenty characters",
+        1,
+        5000,
+    )]));
+    messages.push(CaptureMessage::Commit {
+        position: pos(5005),
+        gtid: None,
+    });
+    publish(&config, messages).await;
+
+    let schema_id = tidemark_kafka::wire::schema_id(&schema());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .create()
+        .expect("producer");
+    let mut unknown_fingerprint = vec![0xC3, 0x01];
+    unknown_fingerprint.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    unknown_fingerprint.extend_from_slice(b"\x02\x04xy");
+    let change_headers =
+        tidemark_kafka::wire::headers(&[("tm-kind", "change"), ("tm-schema", &schema_id)]);
+    for (payload, headers) in [
+        (b"garbage, not avro".to_vec(), Some(change_headers.clone())),
+        (unknown_fingerprint, Some(change_headers.clone())),
+        (b"no headers at all".to_vec(), None),
+    ] {
+        let mut record = FutureRecord::<str, [u8]>::to(&changes_topic)
+            .key("{\"id\":1}")
+            .payload(&payload)
+            .partition(0);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("raw message delivered");
+    }
+    // Then more good data after the bad messages.
+    let mut later = vec![CaptureMessage::Schema(Arc::new(schema()))];
+    later.push(CaptureMessage::Changes(vec![upsert(200, "after", 2, 6000)]));
+    later.push(CaptureMessage::Commit {
+        position: pos(6005),
+        gtid: None,
+    });
+    publish(&config, later).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let report = apply(&config, &sink_path, until_caught_up()).await;
+    assert_eq!(report.undecodable, 3, "{report:?}");
+    assert_eq!(report.rejected.get("shop.items"), Some(&1), "{report:?}");
+    let sink = contents(&sink_path);
+    assert_eq!(
+        sink.len(),
+        21,
+        "20 rows before and one after the bad messages"
+    );
+    assert!(
+        sink.contains_key("{\"id\":200}"),
+        "apply went on after the bad messages"
+    );
+
+    // The dead-letter topic holds the three raw messages and the rejection.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .set("group.id", "dlq-reader")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&topics.dlq(), p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut kinds = Vec::new();
+    let started = Instant::now();
+    while kinds.len() < 4 && started.elapsed() < Duration::from_secs(20) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("dlq message");
+            let headers = m.headers().expect("dlq headers");
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == k)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let kind = get("tm-kind").expect("kind");
+            if kind == "undecodable" {
+                let error = get("tm-error").expect("error header");
+                assert_eq!(
+                    get("tm-source-topic").as_deref(),
+                    Some(changes_topic.as_str())
+                );
+                assert!(get("tm-source-offset").is_some());
+                if m.payload() == Some(&b"garbage, not avro"[..]) {
+                    assert!(error.contains("Avro"), "{error}");
+                }
+                if m.payload()
+                    .is_some_and(|p| p.starts_with(&[0xC3, 0x01, 1, 2]))
+                {
+                    assert!(error.contains("fingerprint"), "{error}");
+                }
+            } else {
+                assert_eq!(kind, "rejection");
+                let v: serde_json::Value =
+                    serde_json::from_slice(m.payload().expect("payload")).expect("json");
+                assert_eq!(v["class"], "schema_rejection");
+                assert_eq!(v["key"], "{\"id\":100}");
+            }
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec!["rejection", "undecodable", "undecodable", "undecodable"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applier_dropped_mid_stream_loses_nothing_and_duplicates_are_harmless() {
+    let broker = Broker::start();
+    let mut config = broker.config();
+    init(&config).await;
+    let messages = workload(600);
+    let want = expected(&changes_of(&messages));
+    publish(&config, messages).await;
+
+    config.batch_records = 50;
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    // The first member writes three batches and "dies" before committing the last one.
+    let first = apply(
+        &config,
+        &sink_path,
+        ApplyOptions {
+            max_batches: Some(3),
+            abandon: true,
+            ..ApplyOptions::default()
+        },
+    )
+    .await;
+    eprintln!("first member: {first:?}");
+    assert_eq!(first.batches, 3);
+    assert!(first.stats.applied() > 0);
+    assert!(contents(&sink_path).len() < 600, "stopped mid-stream");
+
+    let second = apply(&config, &sink_path, until_caught_up()).await;
+    eprintln!("second member: {second:?}");
+    assert!(
+        second.stats.ignored() > 0,
+        "the uncommitted batch is read again and ignored by the version guard: {second:?}"
+    );
+    assert_eq!(first.stats.applied() + second.stats.applied(), 600);
+    assert_same(&contents(&sink_path), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appliers_in_one_group_split_the_partitions() {
+    let broker = Broker::start();
+    let mut config = broker.config();
+    config.partitions = 4;
+    init(&config).await;
+    config.batch_records = 100;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cancel = CancellationToken::new();
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let path = dir.path().join(format!("member{i}.db"));
+        let config = config.clone();
+        let cancel = cancel.clone();
+        members.push((
+            path.clone(),
+            tokio::task::spawn_blocking(move || {
+                let mut sink = SqliteSink::open(&path).expect("sink");
+                let mut applier =
+                    KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
+                        .expect("applier");
+                applier
+                    .run(&mut sink, &ApplyOptions::default(), &cancel)
+                    .expect("run")
+            }),
+        ));
+    }
+    // Let both join before the data arrives.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let messages = workload(1000);
+    let want = expected(&changes_of(&messages));
+    publish(&config, messages).await;
+    let started = Instant::now();
+    loop {
+        let total: usize = members.iter().map(|(p, _)| contents(p).len()).sum();
+        if total >= 1000 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cancel.cancel();
+    let mut union = BTreeMap::new();
+    let mut assigned = Vec::new();
+    for (path, task) in members {
+        let report = task.await.expect("member thread");
+        assert!(
+            report.stats.applied() > 0,
+            "each member applied part of the data: {report:?}"
+        );
+        assigned.push(report.assigned.clone());
+        union.extend(contents(&path));
+    }
+    assert!(
+        assigned[0].iter().all(|tp| !assigned[1].contains(tp)),
+        "disjoint assignments: {assigned:?}"
+    );
+    assert_eq!(assigned[0].len() + assigned[1].len(), 4, "{assigned:?}");
+    assert_same(&union, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_throughput_is_measured() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let n = 20_000;
+    let messages = workload(n);
+    let published = Instant::now();
+    publish(&config, messages).await;
+    let publish_secs = published.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let started = Instant::now();
+    let report = apply(&config, &sink_path, until_caught_up()).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.stats.applied(), n as u64);
+    println!(
+        "published {n} changes (+ commits, markers) in {publish_secs:.2}s ({:.0}/s); applied them into SQLite in {secs:.2}s ({:.0} changes/s, including group join and the caught-up check)",
+        n as f64 / publish_secs,
+        n as f64 / secs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_messages_reach_a_listener() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let mut listener = ControlListener::start(&config, None)
+        .await
+        .expect("listener");
+    // An assigned-at-end listener sees only what is sent after it is positioned.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = ControlMessage::RereadKeys {
+        table: "shop.items".into(),
+        keys: vec![serde_json::json!({"id": 42})],
+    };
+    send_control(&config, &sent).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(20), listener.next())
+        .await
+        .expect("a control message within 20 s")
+        .expect("valid control message");
+    assert_eq!(got.message, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_start_is_a_clear_error() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut config = KafkaConfig::new(format!("127.0.0.1:{port}"));
+    config.connect_timeout_seconds = 3;
+    let started = Instant::now();
+    let err = KafkaPublisher::new(&config, "s", &[table()])
+        .await
+        .err()
+        .expect("no broker is an error");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("cannot reach Kafka broker"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "gave up after the configured time, not never"
+    );
+    let err = topics_init(&config, &[table()]).await.expect_err("error");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+}

@@ -1,0 +1,571 @@
+//! Reconcile: compare the source with the target in the target's terms, and classify every
+//! difference (DESIGN.md §6) without false alarms under live load.
+//!
+//! ## Algorithm, per table
+//! 1. **Source pass.** Keyset chunks of the source, as the backfill reads them (locking read, so
+//!    nothing in the binlog before P is invisible to it). Around each read the end of log is
+//!    observed: P before, H after. The rows are transformed with the *current* mapping and the
+//!    same keys are read from the target.
+//! 2. **Settling.** A key is *settled* once the apply frontier (every change up to it is in the
+//!    target; in embedded mode the capture checkpoint stored with the rows) has reached H, and the
+//!    target's version for the key is at most `repair_version(P)` — the target reflects the
+//!    source no later than P, and no change between P and H touched the key (it would be applied
+//!    and carry a higher version). Only settled keys are classified (`classify`); the others are
+//!    re-read — source and target — on later passes until they settle or the settle timeout
+//!    expires (`unsettled`, actionable). With a settle timeout of zero the reconciler does not
+//!    wait and reports them as `in_flight` (not actionable).
+//! 3. **Target pass.** The target's live keys are scanned; each one the source no longer has is
+//!    settled the same way and reported `extra`.
+//!
+//! Every finding is a [`DriftEvent`] (handed to the caller as it is found, so 100,000 findings are
+//! not held in memory) and counted in a [`Summary`] clustered by (table, class, columns).
+//! Findings that re-reading the source can fix are collected for repair; repair itself goes
+//! through the normal pipeline (the caller re-reads the keys with `Backfill::reread_keys`).
+//!
+//! Reconcile is throttled like backfill (`rows_per_second`) and resumable per chunk: its
+//! checkpoint (`reconcile`, table) holds the last compared key until the table is done.
+
+pub mod classify;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use tidemark_ingest::backfill::{key_from_json, read_chunk, read_keys};
+use tidemark_ingest::capture::key_of;
+use tidemark_ingest::{Progress, Source};
+use tidemark_schemas::{
+    repair_version, BinlogPosition, ChangeEvent, Checkpoint, DriftEvent, Operation, Row, TableId,
+    TargetRecord, Version,
+};
+use tidemark_sink::Sink;
+use tidemark_transform::{TablePlan, Transformer};
+use tracing::info;
+
+pub use classify::{classify, DriftClass, Finding, Summary};
+
+/// Checkpoint stage of the reconciler; the scope is the table.
+pub const RECONCILE_STAGE: &str = "reconcile";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Source(#[from] tidemark_ingest::Error),
+    #[error(transparent)]
+    Target(#[from] tidemark_sink::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Mapping(#[from] tidemark_transform::ConfigError),
+}
+
+/// `[reconcile]`: how the comparison runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Source rows per chunk.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u32,
+    /// Cap on source rows compared per second (unset: no cap).
+    #[serde(default)]
+    pub rows_per_second: Option<u32>,
+    /// How long a key may stay unsettled (changing, or ahead of the apply frontier) before it is
+    /// reported `unsettled`. Zero: do not wait; report such keys `in_flight`.
+    #[serde(default = "default_settle_timeout")]
+    pub settle_timeout_seconds: f64,
+    /// Pause between re-checks of unsettled keys, in milliseconds.
+    #[serde(default = "default_recheck_ms")]
+    pub recheck_interval_ms: u64,
+}
+
+fn default_chunk_rows() -> u32 {
+    1000
+}
+fn default_settle_timeout() -> f64 {
+    30.0
+}
+fn default_recheck_ms() -> u64 {
+    250
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            chunk_rows: default_chunk_rows(),
+            rows_per_second: None,
+            settle_timeout_seconds: default_settle_timeout(),
+            recheck_interval_ms: default_recheck_ms(),
+        }
+    }
+}
+
+impl ReconcileConfig {
+    pub fn check(&self) -> Result<()> {
+        if self.chunk_rows == 0 {
+            return Err(Error::Config(
+                "reconcile.chunk_rows: must be at least 1".into(),
+            ));
+        }
+        if self.rows_per_second == Some(0) {
+            return Err(Error::Config(
+                "reconcile.rows_per_second: must be at least 1 (leave it out for no cap)".into(),
+            ));
+        }
+        if self.settle_timeout_seconds.is_nan() || self.settle_timeout_seconds < 0.0 {
+            return Err(Error::Config(
+                "reconcile.settle_timeout_seconds: must be zero or more seconds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the target stands: the position up to which every change is applied.
+pub trait Frontier {
+    fn frontier(&mut self) -> Result<Option<BinlogPosition>>;
+}
+
+/// The dead-letter output: the version of the latest rejected change of a key, if any.
+pub trait DeadLetters {
+    fn rejected_version(&mut self, table: &TableId, key_text: &str) -> Result<Option<Version>>;
+}
+
+/// What one run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub summary: Summary,
+    /// Keys to re-read from the source to repair, per table.
+    pub repair: BTreeMap<TableId, Vec<Row>>,
+}
+
+/// Which part of the key space to compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample(pub f64);
+
+impl Sample {
+    /// Deterministic: the same keys are sampled on every run.
+    fn includes(self, key_text: &str) -> bool {
+        if self.0 >= 1.0 {
+            return true;
+        }
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(key_text.as_bytes());
+        let x = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as f64 / u32::MAX as f64;
+        x < self.0
+    }
+}
+
+/// A key waiting to settle.
+struct Pending {
+    key: Row,
+}
+
+/// Where one table's findings go, and the keys still waiting to settle.
+struct TableRun<'x> {
+    frontier: &'x mut dyn Frontier,
+    dead: &'x mut dyn DeadLetters,
+    emit: &'x mut dyn FnMut(&DriftEvent),
+    outcome: &'x mut Outcome,
+    pending: BTreeMap<String, Pending>,
+}
+
+pub struct Reconciler<'a, S: Sink + ?Sized> {
+    source: Source,
+    conn: mysql_async::Conn,
+    sink: &'a mut S,
+    transformer: &'a Transformer,
+    config: ReconcileConfig,
+    limiter: Option<DefaultDirectRateLimiter>,
+    progress: Progress,
+}
+
+/// Where a comparison was observed.
+struct Observed {
+    p: BinlogPosition,
+    h: BinlogPosition,
+}
+
+impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
+    pub async fn new(
+        source: Source,
+        sink: &'a mut S,
+        transformer: &'a Transformer,
+        config: ReconcileConfig,
+    ) -> Result<Self> {
+        config.check()?;
+        let conn = source.new_connection().await?;
+        let limiter = config.rows_per_second.map(|r| {
+            RateLimiter::direct(
+                Quota::per_second(NonZeroU32::new(r).expect("checked"))
+                    .allow_burst(NonZeroU32::new(config.chunk_rows.min(r).max(1)).expect("≥ 1")),
+            )
+        });
+        Ok(Reconciler {
+            source,
+            conn,
+            sink,
+            transformer,
+            config,
+            limiter,
+            progress: Progress::default(),
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Compare `tables`; every finding goes to `emit` as it is made.
+    pub async fn run(
+        &mut self,
+        tables: &[TableId],
+        sample: Sample,
+        frontier: &mut dyn Frontier,
+        dead: &mut dyn DeadLetters,
+        emit: &mut dyn FnMut(&DriftEvent),
+    ) -> Result<Outcome> {
+        let mut outcome = Outcome::default();
+        for table in tables {
+            self.table(table, sample, frontier, dead, emit, &mut outcome)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn observe(&mut self) -> Result<BinlogPosition> {
+        Ok(self.source.end_of_log().await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn table(
+        &mut self,
+        table: &TableId,
+        sample: Sample,
+        frontier: &mut dyn Frontier,
+        dead: &mut dyn DeadLetters,
+        emit: &mut dyn FnMut(&DriftEvent),
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        let schema = self.source.load_schema(table).await?;
+        let plan = self.transformer.plan(&schema)?;
+        let target = plan.target_schema().clone();
+        tokio::task::block_in_place(|| self.sink.ensure_table(&target))?;
+        let started = Instant::now();
+        let mut compared = 0u64;
+        let mut run = TableRun {
+            frontier,
+            dead,
+            emit,
+            outcome,
+            pending: BTreeMap::new(),
+        };
+        let scope = table.to_string();
+        let mut last_key: Option<Row> =
+            tokio::task::block_in_place(|| self.sink.checkpoint(RECONCILE_STAGE, &scope))?
+                .and_then(|text| serde_json::from_str::<ReconcileCheckpoint>(&text).ok())
+                .filter(|cp| !cp.done)
+                .and_then(|cp| cp.last_key);
+        if let Some(k) = &last_key {
+            info!(table = %table, after = %k.canonical_text(), "reconcile resumes after the last compared chunk");
+        }
+
+        // 1. Source pass.
+        loop {
+            if let Some(l) = &self.limiter {
+                let n = NonZeroU32::new(
+                    self.config
+                        .chunk_rows
+                        .min(self.config.rows_per_second.unwrap_or(u32::MAX))
+                        .max(1),
+                )
+                .expect("≥ 1");
+                let _ = l.until_n_ready(n).await;
+            }
+            let p = self.observe().await?;
+            let rows = read_chunk(
+                &mut self.conn,
+                &schema,
+                last_key.as_ref(),
+                self.config.chunk_rows,
+            )
+            .await?;
+            let h = self.observe().await?;
+            let full = rows.len() as u32 == self.config.chunk_rows;
+            if let Some(last) = rows.last() {
+                last_key = Some(key_of(&schema, last));
+            }
+            let batch: Vec<(Row, Option<Row>)> = rows
+                .into_iter()
+                .map(|r| (key_of(&schema, &r), Some(r)))
+                .filter(|(k, _)| sample.includes(&k.canonical_text()))
+                .collect();
+            compared += batch.len() as u64;
+            let obs = Observed { p, h };
+            self.evaluate(&plan, batch, &obs, &mut run)?;
+            let cp = ReconcileCheckpoint {
+                last_key: last_key.clone(),
+                done: false,
+            };
+            tokio::task::block_in_place(|| self.sink.write(&[], &[cp.to_checkpoint(&scope)]))?;
+            self.report(table, compared, started, false);
+            if !full {
+                break;
+            }
+        }
+
+        // 3. Target pass: live target keys the source no longer has.
+        let mut after: Option<Row> = None;
+        loop {
+            let page = tokio::task::block_in_place(|| {
+                self.sink.scan(
+                    &target.table,
+                    after.as_ref(),
+                    self.config.chunk_rows as usize,
+                )
+            })?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            let full = page.len() == self.config.chunk_rows as usize;
+            let mut keys = Vec::new();
+            for rec in page.iter().filter(|r| !r.is_tombstone()) {
+                let json: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&rec.lineage.source_key).unwrap_or_default();
+                if let Ok(key) = key_from_json(&schema, &json) {
+                    if sample.includes(&key.canonical_text()) {
+                        keys.push(key);
+                    }
+                }
+            }
+            if !keys.is_empty() {
+                let p = self.observe().await?;
+                let found = read_keys(&mut self.conn, &schema, &keys).await?;
+                let h = self.observe().await?;
+                let present: std::collections::BTreeSet<String> = found
+                    .iter()
+                    .map(|r| key_of(&schema, r).canonical_text())
+                    .collect();
+                let gone: Vec<(Row, Option<Row>)> = keys
+                    .into_iter()
+                    .filter(|k| !present.contains(&k.canonical_text()))
+                    .map(|k| (k, None))
+                    .collect();
+                let obs = Observed { p, h };
+                self.evaluate(&plan, gone, &obs, &mut run)?;
+            }
+            if !full {
+                break;
+            }
+        }
+
+        // 2. Settle the keys that were in flight.
+        let timeout = Duration::from_secs_f64(self.config.settle_timeout_seconds);
+        let deadline = Instant::now() + timeout;
+        while !run.pending.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(self.config.recheck_interval_ms)).await;
+            let keys: Vec<Row> = run.pending.values().map(|p| p.key.clone()).collect();
+            for chunk in keys.chunks(500) {
+                let p = self.observe().await?;
+                let rows = read_keys(&mut self.conn, &schema, chunk).await?;
+                let h = self.observe().await?;
+                let mut by_key: BTreeMap<String, Row> = rows
+                    .into_iter()
+                    .map(|r| (key_of(&schema, &r).canonical_text(), r))
+                    .collect();
+                let batch = chunk
+                    .iter()
+                    .map(|k| (k.clone(), by_key.remove(&k.canonical_text())))
+                    .collect();
+                let obs = Observed { p, h };
+                self.evaluate(&plan, batch, &obs, &mut run)?;
+            }
+        }
+        let leftover_class = if timeout.is_zero() {
+            DriftClass::InFlight
+        } else {
+            DriftClass::Unsettled
+        };
+        let now = self.observe().await?;
+        for (key_text, p) in std::mem::take(&mut run.pending) {
+            let reason = if timeout.is_zero() {
+                "not settled yet (the apply frontier is behind, or the key changed during the comparison); not waited for".to_string()
+            } else {
+                format!(
+                    "still not settled after {}s: the apply frontier did not reach the comparison, or the key kept changing",
+                    self.config.settle_timeout_seconds
+                )
+            };
+            let event = DriftEvent {
+                table: table.to_string(),
+                key: key_text.clone(),
+                class: leftover_class.as_str().into(),
+                columns: Vec::new(),
+                target_version: None,
+                target_lineage: None,
+                observed_before: now.to_string(),
+                observed_after: now.to_string(),
+                reason,
+            };
+            outcome
+                .summary
+                .add(&event.table, leftover_class, &[], &key_text);
+            if leftover_class.repairable() {
+                outcome.repair.entry(table.clone()).or_default().push(p.key);
+            }
+            emit(&event);
+        }
+        outcome.summary.count_compared(&scope, compared);
+        let cp = ReconcileCheckpoint {
+            last_key: None,
+            done: true,
+        };
+        tokio::task::block_in_place(|| self.sink.write(&[], &[cp.to_checkpoint(&scope)]))?;
+        self.report(table, compared, started, true);
+        Ok(())
+    }
+
+    fn report(&self, table: &TableId, compared: u64, started: Instant, done: bool) {
+        let mut map = self.progress.lock().expect("progress lock");
+        let p = map.entry(table.clone()).or_default();
+        p.rows = compared;
+        p.estimated_total = p.estimated_total.max(compared);
+        p.rows_per_second = compared as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        p.done = done;
+    }
+
+    /// Classify the settled keys of `batch` (key, source row); keep the others pending.
+    fn evaluate(
+        &mut self,
+        plan: &TablePlan,
+        batch: Vec<(Row, Option<Row>)>,
+        obs: &Observed,
+        run: &mut TableRun<'_>,
+    ) -> Result<()> {
+        let applied_to = run.frontier.frontier()?;
+        let all_applied = applied_to.as_ref().is_some_and(|f| f >= &obs.h);
+        let bound = repair_version(
+            obs.p.file_seq().map_err(tidemark_ingest::Error::from)?,
+            obs.p.offset,
+        )
+        .map_err(tidemark_ingest::Error::from)?;
+        let schema = plan.source();
+        let target_table = &plan.target_schema().table;
+        for (key, source_row) in batch {
+            let key_text = key.canonical_text();
+            let expected = source_row.map(|row| self.expected(plan, &key, row));
+            let (expected, rejected_by_transform) = match expected {
+                // A row the mapping filters out is expected to be absent from the target.
+                Some(Ok(rec)) if rec.is_tombstone() => (None, false),
+                Some(Ok(rec)) => (Some(rec), false),
+                Some(Err(())) => (None, true),
+                None => (None, false),
+            };
+            let target_key = match &expected {
+                Some(e) => e.key.clone(),
+                // The mapping derives the target key of a gone row as it does for a delete.
+                None => self.target_key_of_gone(plan, &key),
+            };
+            let stored = tokio::task::block_in_place(|| self.sink.read(target_table, &target_key))?;
+            let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
+            if !settled {
+                run.pending.insert(key_text, Pending { key });
+                continue;
+            }
+            run.pending.remove(&key_text);
+            // The source row cannot be held by the target, or its latest change was rejected
+            // (a dead letter newer than what the target holds, while the source still has it).
+            let rejected = rejected_by_transform
+                || (expected.is_some()
+                    && run
+                        .dead
+                        .rejected_version(&schema.table, &key_text)?
+                        .is_some_and(|v| stored.as_ref().is_none_or(|s| v > s.lineage.version)));
+            let Some(finding) = classify(expected.as_ref(), stored.as_ref(), rejected) else {
+                continue;
+            };
+            let event = DriftEvent {
+                table: schema.table.to_string(),
+                key: key_text.clone(),
+                class: finding.class.as_str().into(),
+                columns: finding.columns.clone(),
+                target_version: stored.as_ref().map(|s| s.lineage.version),
+                target_lineage: stored.as_ref().map(|s| s.lineage.clone()),
+                observed_before: obs.p.to_string(),
+                observed_after: obs.h.to_string(),
+                reason: finding.reason.clone(),
+            };
+            run.outcome
+                .summary
+                .add(&event.table, finding.class, &finding.columns, &key_text);
+            if finding.class.repairable() {
+                run.outcome
+                    .repair
+                    .entry(schema.table.clone())
+                    .or_default()
+                    .push(key);
+            }
+            (run.emit)(&event);
+        }
+        Ok(())
+    }
+
+    /// The target key the mapping gives a source key whose row is gone.
+    fn target_key_of_gone(&self, plan: &TablePlan, key: &Row) -> Row {
+        let change = ChangeEvent {
+            source_server: self.source.info.identity.clone(),
+            table: plan.source().table.clone(),
+            op: Operation::Delete,
+            key: key.clone(),
+            after: None,
+            version: 0,
+            position: BinlogPosition::new("-", 0),
+            gtid: None,
+            commit_time_us: 0,
+            chunk: None,
+        };
+        plan.apply(&change).map_or_else(|_| key.clone(), |r| r.key)
+    }
+
+    /// The record the current mapping makes of a source row (`Err` when it rejects it).
+    fn expected(
+        &self,
+        plan: &TablePlan,
+        key: &Row,
+        row: Row,
+    ) -> std::result::Result<TargetRecord, ()> {
+        let schema = plan.source();
+        let change = ChangeEvent {
+            source_server: self.source.info.identity.clone(),
+            table: schema.table.clone(),
+            op: Operation::Backfill,
+            key: key.clone(),
+            after: Some(row),
+            version: 0,
+            position: BinlogPosition::new("-", 0),
+            gtid: None,
+            commit_time_us: 0,
+            chunk: None,
+        };
+        plan.apply(&change).map_err(|_| ())
+    }
+}
+
+/// A table's reconcile checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReconcileCheckpoint {
+    last_key: Option<Row>,
+    done: bool,
+}
+
+impl ReconcileCheckpoint {
+    fn to_checkpoint(&self, scope: &str) -> Checkpoint {
+        Checkpoint {
+            stage: RECONCILE_STAGE.into(),
+            scope: scope.into(),
+            value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Typed source values and rows.
+//!
+//! Each variant keeps exactly what the source held. The canonical text form (`Display`) is
+//! deterministic — no locale, shortest round-trip float text, fixed fractional-second digits from
+//! the column's declared precision — because digests, keys and lossless text storage in targets
+//! are all made from it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One column value, exactly as the source held it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Value {
+    Null,
+    /// Any signed integer column (TINYINT … BIGINT).
+    Int(i64),
+    /// Any unsigned integer column, up to BIGINT UNSIGNED's 18446744073709551615.
+    UInt(u64),
+    Float(f32),
+    Double(f64),
+    /// DECIMAL/NUMERIC as its exact decimal text, e.g. `-12.500`.
+    Decimal(String),
+    /// DATE; zero parts are kept (`0000-00-00`).
+    Date {
+        year: u16,
+        month: u8,
+        day: u8,
+    },
+    /// DATETIME (no time zone), with the column's fractional-second precision `fsp`.
+    DateTime {
+        year: u16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        minute: u8,
+        second: u8,
+        micros: u32,
+        fsp: u8,
+    },
+    /// TIMESTAMP, as an instant rendered in UTC; the zero timestamp is all zeros.
+    Timestamp {
+        year: u16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        minute: u8,
+        second: u8,
+        micros: u32,
+        fsp: u8,
+    },
+    /// TIME, a signed duration up to ±838:59:59.999999.
+    Time {
+        negative: bool,
+        hours: u16,
+        minute: u8,
+        second: u8,
+        micros: u32,
+        fsp: u8,
+    },
+    /// YEAR; 0 stands for the zero year `0000`.
+    Year(u16),
+    /// Character data, decoded from the column's character set.
+    Text(String),
+    /// BINARY/VARBINARY/BLOB bytes.
+    Bytes(Vec<u8>),
+    /// ENUM, as the member's name (the empty string for the error value 0).
+    Enum(String),
+    /// SET, as the names of the members present, in definition order.
+    Set(Vec<String>),
+    /// BIT(width), as an unsigned number.
+    Bit {
+        width: u8,
+        value: u64,
+    },
+    /// JSON as text (MariaDB stores JSON as text; MySQL's binary JSON is rendered to text).
+    Json(String),
+    /// GEOMETRY in the server's internal form: 4-byte little-endian SRID followed by WKB.
+    Geometry(Vec<u8>),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A short name of the variant, for error messages and type checks.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Int(_) => "int",
+            Value::UInt(_) => "uint",
+            Value::Float(_) => "float",
+            Value::Double(_) => "double",
+            Value::Decimal(_) => "decimal",
+            Value::Date { .. } => "date",
+            Value::DateTime { .. } => "datetime",
+            Value::Timestamp { .. } => "timestamp",
+            Value::Time { .. } => "time",
+            Value::Year(_) => "year",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+            Value::Enum(_) => "enum",
+            Value::Set(_) => "set",
+            Value::Bit { .. } => "bit",
+            Value::Json(_) => "json",
+            Value::Geometry(_) => "geometry",
+        }
+    }
+}
+
+fn write_fraction(f: &mut fmt::Formatter<'_>, micros: u32, fsp: u8) -> fmt::Result {
+    if fsp == 0 {
+        return Ok(());
+    }
+    let digits = format!("{micros:06}");
+    write!(f, ".{}", &digits[..usize::from(fsp.min(6))])
+}
+
+fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    f.write_str("0x")?;
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Value {
+    /// Canonical text: the form MySQL itself prints for the value, with binary data in hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::UInt(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Double(v) => write!(f, "{v}"),
+            Value::Decimal(v) => f.write_str(v),
+            Value::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
+            Value::DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+                fsp,
+            }
+            | Value::Timestamp {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+                fsp,
+            } => {
+                write!(
+                    f,
+                    "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"
+                )?;
+                write_fraction(f, *micros, *fsp)
+            }
+            Value::Time {
+                negative,
+                hours,
+                minute,
+                second,
+                micros,
+                fsp,
+            } => {
+                let sign = if *negative { "-" } else { "" };
+                write!(f, "{sign}{hours:02}:{minute:02}:{second:02}")?;
+                write_fraction(f, *micros, *fsp)
+            }
+            Value::Year(y) => write!(f, "{y:04}"),
+            Value::Text(s) | Value::Enum(s) | Value::Json(s) => f.write_str(s),
+            Value::Set(members) => f.write_str(&members.join(",")),
+            Value::Bit { value, .. } => write!(f, "{value}"),
+            Value::Bytes(b) | Value::Geometry(b) => hex(f, b),
+        }
+    }
+}
+
+/// An ordered list of named column values.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Row(pub Vec<(String, Value)>);
+
+impl Row {
+    pub fn new() -> Self {
+        Row(Vec::new())
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: Value) {
+        self.0.push((name.into(), value));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Canonical text of the row: a JSON object in column order whose values are the canonical
+    /// value texts (NULL as JSON null). Deterministic; used for keys, digests and messages.
+    pub fn canonical_text(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(name).expect("strings serialize"));
+            out.push(':');
+            match value {
+                Value::Null => out.push_str("null"),
+                Value::Int(_) | Value::UInt(_) => out.push_str(&value.to_string()),
+                other => out.push_str(
+                    &serde_json::to_string(&other.to_string()).expect("strings serialize"),
+                ),
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl FromIterator<(String, Value)> for Row {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Row(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_text_is_mysql_like() {
+        let t = Value::Time {
+            negative: true,
+            hours: 838,
+            minute: 59,
+            second: 59,
+            micros: 500_000,
+            fsp: 3,
+        };
+        assert_eq!(t.to_string(), "-838:59:59.500");
+        let d = Value::DateTime {
+            year: 0,
+            month: 0,
+            day: 0,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            micros: 0,
+            fsp: 0,
+        };
+        assert_eq!(d.to_string(), "0000-00-00 00:00:00");
+        assert_eq!(Value::Bytes(vec![0, 255]).to_string(), "0x00ff");
+        assert_eq!(Value::Float(0.1).to_string(), "0.1");
+        assert_eq!(Value::UInt(u64::MAX).to_string(), "18446744073709551615");
+        let row: Row = [
+            ("id".to_string(), Value::Int(7)),
+            ("n\"ame".to_string(), Value::Text("é".into())),
+            ("z".to_string(), Value::Null),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(row.canonical_text(), r#"{"id":7,"n\"ame":"é","z":null}"#);
+    }
+}

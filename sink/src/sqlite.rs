@@ -1,0 +1,550 @@
+//! The embedded SQLite target.
+//!
+//! Each target table has the mapped columns plus `_tm_version`, `_tm_deleted` (1 for a
+//! tombstone) and lineage columns, all prefixed `_tm_`. A write is a conditional upsert:
+//!
+//! ```sql
+//! INSERT INTO t (…) VALUES (…)
+//! ON CONFLICT (key) DO UPDATE SET … WHERE excluded._tm_version > t._tm_version
+//! ```
+//!
+//! so an older or equal version never replaces a newer one, and a delete is an upsert of a
+//! tombstone (key, version, `_tm_deleted = 1`, other columns NULL) that shadows older inserts.
+//! Records of one [`Sink::write`] call and its checkpoints commit in one transaction (WAL mode):
+//! after a crash, the data and the checkpoint agree.
+//!
+//! Storage is lossless: values SQLite cannot hold natively (BIGINT UNSIGNED, DECIMAL, BIT(64))
+//! are stored as their exact text; temporal values as their canonical text; binary as BLOB.
+//! [`value_from_storage`] is the inverse of [`storage_value`] for every target type, so
+//! [`Sink::read`] gives back exactly the values that were written.
+//!
+//! Concurrency: several `SqliteSink`s (threads or processes) may share one file. Every write and
+//! every schema change runs in an `IMMEDIATE` transaction, so a writer takes the write lock
+//! before it reads anything and waits for it (busy timeout 30 s) instead of failing on a stale
+//! snapshot; the conditional upsert then decides per key against the committed state, which is
+//! what makes concurrent writers converge to the max-version state.
+//!
+//! Failure modes: a locked database beyond the busy timeout, a full disk or a corrupt file are
+//! [`Error::Open`] (the transaction rolled back: nothing of the batch, and no checkpoint, was
+//! written); a record for a table that was never announced with [`Sink::ensure_table`] is
+//! [`Error::Write`] naming the table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tidemark_schemas::{
+    Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
+};
+
+use crate::text::value_from_text;
+use crate::{check_schema, key_in_order, key_text, Error, Result, Sink, StoredRecord, WriteStats};
+
+/// Lineage columns every target table carries, after the mapped columns.
+pub const LINEAGE_COLUMNS: &[(&str, &str)] = &[
+    ("_tm_version", "INTEGER NOT NULL"),
+    ("_tm_deleted", "INTEGER NOT NULL"),
+    ("_tm_op", "TEXT NOT NULL"),
+    ("_tm_source_server", "TEXT NOT NULL"),
+    ("_tm_source_table", "TEXT NOT NULL"),
+    ("_tm_source_key", "TEXT NOT NULL"),
+    ("_tm_position", "TEXT NOT NULL"),
+    ("_tm_gtid", "TEXT"),
+    ("_tm_commit_time_us", "INTEGER NOT NULL"),
+    ("_tm_transform", "TEXT NOT NULL"),
+    ("_tm_transform_version", "TEXT NOT NULL"),
+    ("_tm_source_digest", "TEXT NOT NULL"),
+    ("_tm_chunk", "TEXT"),
+];
+
+/// A prepared description of one target table.
+struct TableState {
+    schema: TargetSchema,
+    upsert_sql: String,
+    /// `SELECT <columns and lineage> FROM t`, to which read and scan add their conditions.
+    select_sql: String,
+}
+
+pub struct SqliteSink {
+    conn: Connection,
+    path: String,
+    tables: HashMap<String, TableState>,
+}
+
+/// Quote an identifier for SQLite.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The SQLite column type that holds a target type losslessly.
+pub fn storage_type(ty: &TargetType) -> &'static str {
+    match ty {
+        TargetType::Int { .. } | TargetType::Year => "INTEGER",
+        TargetType::UInt { bits } if *bits < 64 => "INTEGER",
+        TargetType::Bit { width } if *width < 64 => "INTEGER",
+        TargetType::Float | TargetType::Double => "REAL",
+        TargetType::Bytes { .. } | TargetType::Geometry => "BLOB",
+        _ => "TEXT",
+    }
+}
+
+/// The SQLite value of `value` in a column of type `ty`.
+pub fn storage_value(ty: &TargetType, value: &Value) -> SqlValue {
+    match (ty, value) {
+        (_, Value::Null) => SqlValue::Null,
+        (_, Value::Int(i)) => SqlValue::Integer(*i),
+        (TargetType::UInt { bits: 64 }, Value::UInt(u)) => SqlValue::Text(u.to_string()),
+        (_, Value::UInt(u)) if *u <= i64::MAX as u64 => SqlValue::Integer(*u as i64),
+        (_, Value::Float(f)) => SqlValue::Real(f64::from(*f)),
+        (_, Value::Double(f)) => SqlValue::Real(*f),
+        (_, Value::Year(y)) => SqlValue::Integer(i64::from(*y)),
+        (TargetType::Bit { width }, Value::Bit { value, .. }) if *width < 64 => {
+            SqlValue::Integer(*value as i64)
+        }
+        (_, Value::Bytes(b)) | (_, Value::Geometry(b)) => SqlValue::Blob(b.clone()),
+        (_, other) => SqlValue::Text(other.to_string()),
+    }
+}
+
+/// The value stored as `stored` in a column of type `ty`: the inverse of [`storage_value`].
+pub fn value_from_storage(ty: &TargetType, stored: SqlValue) -> std::result::Result<Value, String> {
+    let mismatch = |got: &str| format!("a {got} is stored where {ty:?} was expected");
+    match (ty, stored) {
+        (_, SqlValue::Null) => Ok(Value::Null),
+        (TargetType::Int { .. }, SqlValue::Integer(i)) => Ok(Value::Int(i)),
+        (TargetType::UInt { .. }, SqlValue::Integer(i)) => u64::try_from(i)
+            .map(Value::UInt)
+            .map_err(|_| format!("{i} is stored in an unsigned column")),
+        (TargetType::Year, SqlValue::Integer(i)) => u16::try_from(i)
+            .map(Value::Year)
+            .map_err(|_| format!("{i} is not a YEAR")),
+        (TargetType::Bit { width }, SqlValue::Integer(i)) => u64::try_from(i)
+            .map(|value| Value::Bit {
+                width: *width,
+                value,
+            })
+            .map_err(|_| format!("{i} is not a BIT value")),
+        // REAL affinity may hand back an integral value as INTEGER.
+        (TargetType::Float, SqlValue::Integer(i)) => Ok(Value::Float(i as f32)),
+        (TargetType::Double, SqlValue::Integer(i)) => Ok(Value::Double(i as f64)),
+        // The f64 holds an f32 exactly, so narrowing gives back the written f32.
+        (TargetType::Float, SqlValue::Real(f)) => Ok(Value::Float(f as f32)),
+        (TargetType::Double, SqlValue::Real(f)) => Ok(Value::Double(f)),
+        (TargetType::Bytes { .. }, SqlValue::Blob(b)) => Ok(Value::Bytes(b)),
+        (TargetType::Geometry, SqlValue::Blob(b)) => Ok(Value::Geometry(b)),
+        (ty, SqlValue::Text(t)) => value_from_text(ty, &t),
+        (_, SqlValue::Integer(_)) => Err(mismatch("INTEGER")),
+        (_, SqlValue::Real(_)) => Err(mismatch("REAL")),
+        (_, SqlValue::Blob(_)) => Err(mismatch("BLOB")),
+    }
+}
+
+impl SqliteSink {
+    /// Open (or create) the target database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path_str = path.as_ref().display().to_string();
+        let open_err = |e: rusqlite::Error| Error::Open {
+            path: path_str.clone(),
+            message: e.to_string(),
+        };
+        let conn = Connection::open(path.as_ref()).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _tm_checkpoints (
+                stage TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (stage, scope)
+            );",
+        )
+        .map_err(open_err)?;
+        Ok(SqliteSink {
+            conn,
+            path: path_str,
+            tables: HashMap::new(),
+        })
+    }
+
+    /// The underlying connection, for reads (reconcile, tests).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn existing_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA table_info({})", quote(table)))
+        .map_err(|e| table_err(table, e))?;
+    let cols = stmt
+        .query_map([], |r| r.get::<_, String>(1))
+        .map_err(|e| table_err(table, e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| table_err(table, e))?;
+    Ok(cols)
+}
+
+fn table_err(table: &str, e: impl std::fmt::Display) -> Error {
+    Error::Table {
+        table: table.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn upsert_sql(schema: &TargetSchema) -> String {
+    let names: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote(&c.name))
+        .chain(LINEAGE_COLUMNS.iter().map(|(n, _)| quote(n)))
+        .collect();
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let table = quote(&schema.table);
+    let updates: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.key.contains(&c.name))
+        .map(|c| quote(&c.name))
+        .chain(LINEAGE_COLUMNS.iter().map(|(n, _)| quote(n)))
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    let key: Vec<String> = schema.key.iter().map(|k| quote(k)).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {} WHERE excluded.\"_tm_version\" > {table}.\"_tm_version\"",
+        names.join(", "),
+        placeholders.join(", "),
+        key.join(", "),
+        updates.join(", ")
+    )
+}
+
+fn select_sql(schema: &TargetSchema) -> String {
+    let names: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote(&c.name))
+        .chain(LINEAGE_COLUMNS.iter().map(|(n, _)| quote(n)))
+        .collect();
+    format!("SELECT {} FROM {}", names.join(", "), quote(&schema.table))
+}
+
+/// `(k1, k2) <op> (?1, ?2)` over the key columns.
+fn key_condition(schema: &TargetSchema, op: &str) -> String {
+    let cols: Vec<String> = schema.key.iter().map(|k| quote(k)).collect();
+    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+    format!("({}) {op} ({})", cols.join(", "), marks.join(", "))
+}
+
+/// The stored key values of `key` for `schema`, in key order.
+fn key_params(schema: &TargetSchema, key: &Row) -> Result<Vec<SqlValue>> {
+    let values = key_in_order(schema, key)?;
+    Ok(schema
+        .key
+        .iter()
+        .zip(values)
+        .map(|(k, v)| {
+            let ty = &schema.column(k).expect("key columns are checked").ty;
+            storage_value(ty, v)
+        })
+        .collect())
+}
+
+/// A stored row (the columns of [`select_sql`]) back into the record it holds.
+fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<StoredRecord> {
+    let read_err = |message: String| Error::Read {
+        table: schema.table.clone(),
+        key: "(stored row)".into(),
+        message,
+    };
+    let mut columns = Row::new();
+    for (i, col) in schema.columns.iter().enumerate() {
+        let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
+        let value = value_from_storage(&col.ty, stored)
+            .map_err(|e| read_err(format!("column `{}`: {e}", col.name)))?;
+        columns.push(col.name.clone(), value);
+    }
+    let n = schema.columns.len();
+    let get =
+        |i: usize| -> Result<SqlValue> { row.get(n + i).map_err(|e| read_err(e.to_string())) };
+    let int = |i: usize| -> Result<i64> {
+        match get(i)? {
+            SqlValue::Integer(v) => Ok(v),
+            other => Err(read_err(format!(
+                "lineage column {} holds {other:?}",
+                LINEAGE_COLUMNS[i].0
+            ))),
+        }
+    };
+    let opt_text = |i: usize| -> Result<Option<String>> {
+        match get(i)? {
+            SqlValue::Text(t) => Ok(Some(t)),
+            SqlValue::Null => Ok(None),
+            other => Err(read_err(format!(
+                "lineage column {} holds {other:?}",
+                LINEAGE_COLUMNS[i].0
+            ))),
+        }
+    };
+    let text = |i: usize| -> Result<String> {
+        opt_text(i)?
+            .ok_or_else(|| read_err(format!("lineage column {} is NULL", LINEAGE_COLUMNS[i].0)))
+    };
+    let op_text = text(2)?;
+    let lineage = Lineage {
+        version: int(0)?,
+        op: Operation::parse(&op_text)
+            .ok_or_else(|| read_err(format!("unknown operation `{op_text}`")))?,
+        source_server: text(3)?,
+        source_table: text(4)?,
+        source_key: text(5)?,
+        position: text(6)?,
+        gtid: opt_text(7)?,
+        commit_time_us: int(8)?,
+        transform_name: text(9)?,
+        transform_version: text(10)?,
+        source_digest: text(11)?,
+        chunk: opt_text(12)?,
+    };
+    let deleted = int(1)? != 0;
+    let key: Row = schema
+        .key
+        .iter()
+        .map(|k| (k.clone(), columns.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    Ok(TargetRecord {
+        table: schema.table.clone(),
+        key,
+        columns: (!deleted).then_some(columns),
+        lineage,
+    })
+}
+
+fn write_record(tx: &Transaction<'_>, state: &TableState, rec: &TargetRecord) -> Result<bool> {
+    let schema = &state.schema;
+    let mut values: Vec<SqlValue> =
+        Vec::with_capacity(schema.columns.len() + LINEAGE_COLUMNS.len());
+    for col in &schema.columns {
+        let v = match &rec.columns {
+            Some(row) => row.get(&col.name),
+            None => rec.key.get(&col.name),
+        };
+        values.push(v.map_or(SqlValue::Null, |v| storage_value(&col.ty, v)));
+    }
+    let l = &rec.lineage;
+    values.extend([
+        SqlValue::Integer(l.version),
+        SqlValue::Integer(i64::from(rec.is_tombstone())),
+        SqlValue::Text(l.op.as_str().into()),
+        SqlValue::Text(l.source_server.clone()),
+        SqlValue::Text(l.source_table.clone()),
+        SqlValue::Text(l.source_key.clone()),
+        SqlValue::Text(l.position.clone()),
+        l.gtid.clone().map_or(SqlValue::Null, SqlValue::Text),
+        SqlValue::Integer(l.commit_time_us),
+        SqlValue::Text(l.transform_name.clone()),
+        SqlValue::Text(l.transform_version.clone()),
+        SqlValue::Text(l.source_digest.clone()),
+        l.chunk.clone().map_or(SqlValue::Null, SqlValue::Text),
+    ]);
+    let mut stmt = tx
+        .prepare_cached(&state.upsert_sql)
+        .map_err(|e| write_err(rec, e))?;
+    let changed = stmt
+        .execute(rusqlite::params_from_iter(values))
+        .map_err(|e| write_err(rec, e))?;
+    Ok(changed > 0)
+}
+
+fn write_err(rec: &TargetRecord, e: impl std::fmt::Display) -> Error {
+    Error::Write {
+        table: rec.table.clone(),
+        message: format!("key {}: {e}", rec.lineage.source_key),
+    }
+}
+
+impl Sink for SqliteSink {
+    fn ensure_table(&mut self, schema: &TargetSchema) -> Result<()> {
+        check_schema(schema)?;
+        // One IMMEDIATE transaction: another sink on the same file cannot create or alter the
+        // table between our look and our change.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| table_err(&schema.table, e))?;
+        let existing = existing_columns(&tx, &schema.table)?;
+        if existing.is_empty() {
+            let mut defs: Vec<String> = schema
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", quote(&c.name), storage_type(&c.ty)))
+                .collect();
+            defs.extend(
+                LINEAGE_COLUMNS
+                    .iter()
+                    .map(|(n, t)| format!("{} {t}", quote(n))),
+            );
+            let key: Vec<String> = schema.key.iter().map(|k| quote(k)).collect();
+            defs.push(format!("PRIMARY KEY ({})", key.join(", ")));
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+                quote(&schema.table),
+                defs.join(",\n  ")
+            ))
+            .map_err(|e| table_err(&schema.table, e))?;
+        } else {
+            for col in &schema.columns {
+                if !existing.contains(&col.name) {
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        quote(&schema.table),
+                        quote(&col.name),
+                        storage_type(&col.ty)
+                    ))
+                    .map_err(|e| table_err(&schema.table, e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| table_err(&schema.table, e))?;
+        self.tables.insert(
+            schema.table.clone(),
+            TableState {
+                upsert_sql: upsert_sql(schema),
+                select_sql: select_sql(schema),
+                schema: schema.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        records: &[TargetRecord],
+        checkpoints: &[Checkpoint],
+    ) -> Result<WriteStats> {
+        let mut stats: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::Open {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        for rec in records {
+            let state = self.tables.get(&rec.table).ok_or_else(|| Error::Write {
+                table: rec.table.clone(),
+                message: "no schema was announced for this table before its records".into(),
+            })?;
+            let applied = write_record(&tx, state, rec)?;
+            let e = stats.entry(rec.table.clone()).or_default();
+            if applied {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        for cp in checkpoints {
+            tx.execute(
+                "INSERT INTO _tm_checkpoints (stage, scope, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stage, scope) DO UPDATE SET value = excluded.value",
+                params![cp.stage, cp.scope, cp.value],
+            )
+            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        }
+        tx.commit().map_err(|e| Error::Open {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(WriteStats { per_table: stats })
+    }
+
+    fn checkpoint(&mut self, stage: &str, scope: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM _tm_checkpoints WHERE stage = ?1 AND scope = ?2",
+                params![stage, scope],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| Error::Checkpoint(e.to_string()))
+    }
+
+    fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>> {
+        let state = self.table_state(table)?;
+        let sql = format!(
+            "{} WHERE {}",
+            state.select_sql,
+            key_condition(&state.schema, "=")
+        );
+        let params = key_params(&state.schema, key)?;
+        let read_err = |e: rusqlite::Error| Error::Read {
+            table: table.to_string(),
+            key: key_text(key),
+            message: e.to_string(),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(read_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(read_err)?;
+        match rows.next().map_err(read_err)? {
+            Some(row) => record_from_row(&state.schema, row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &mut self,
+        table: &str,
+        after: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let state = self.table_state(table)?;
+        let schema = &state.schema;
+        let order: Vec<String> = schema.key.iter().map(|k| quote(k)).collect();
+        let (condition, mut params) = match after {
+            Some(after) => (
+                format!(" WHERE {}", key_condition(schema, ">")),
+                key_params(schema, after)?,
+            ),
+            None => (String::new(), Vec::new()),
+        };
+        let sql = format!(
+            "{}{condition} ORDER BY {} LIMIT ?{}",
+            state.select_sql,
+            order.join(", "),
+            params.len() + 1
+        );
+        params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let scan_err = |e: rusqlite::Error| Error::Read {
+            table: table.to_string(),
+            key: after.map_or_else(|| "(start)".to_string(), key_text),
+            message: e.to_string(),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(scan_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(scan_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(scan_err)? {
+            out.push(record_from_row(schema, row)?);
+        }
+        Ok(out)
+    }
+
+    fn reads_tombstones(&self) -> bool {
+        true
+    }
+}
+
+impl SqliteSink {
+    fn table_state(&self, table: &str) -> Result<&TableState> {
+        self.tables.get(table).ok_or_else(|| Error::Table {
+            table: table.to_string(),
+            message: "no schema was announced for this table (call ensure_table first)".into(),
+        })
+    }
+}

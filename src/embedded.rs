@@ -1,0 +1,781 @@
+//! The embedded pipeline: capture and backfill → in-process channel → transform → SQLite, in
+//! one process.
+//!
+//! Capture runs as a tokio task and sends [`CaptureMessage`]s through a bounded channel (the
+//! backpressure of last resort). Apply runs on a blocking thread: it drains whatever is queued
+//! (up to `apply.batch_records` records), transforms it, and writes records and the newest
+//! transaction-boundary checkpoint in one SQLite transaction. So the stored capture position
+//! never runs ahead of the rows it covers, and a `kill -9` at any instant resumes from a
+//! position whose changes are all in the target; anything re-read after it is ignored by the
+//! version guard or re-applied identically.
+//!
+//! Shutdown: on SIGINT/SIGTERM (or when `--until-caught-up` reached the end of log observed at
+//! start), capture stops at the next event, drops its sender, apply drains what is queued, writes
+//! the final checkpoint and returns its counts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tidemark_ingest::backfill::BACKFILL_STAGE;
+use tidemark_ingest::{
+    Backfill, BackfillCheckpoint, BackfillControl, Capture, CaptureCheckpoint, CaptureMessage,
+    Scope, Source, StopAt,
+};
+use tidemark_schemas::{BinlogPosition, Checkpoint, Row, TableId, TargetRecord};
+use tidemark_sink::{ScyllaSink, Sink, SqliteSink, WriteStats};
+use tokio::task::block_in_place;
+
+use crate::dlq::{
+    DeadLetterOutput, FileDeadLetters, LoadedDeadLetters, SinkFrontier, SqliteDeadLetters,
+};
+use tidemark_transform::{Rejection, TablePlan, Transformer};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, Target};
+
+pub use tidemark_ingest::capture::{ALL_TABLES, CAPTURE_STAGE};
+
+/// Which stages one invocation runs.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Capture and (when `[backfill] enabled`) backfill, into the target.
+    Run { until_caught_up: bool },
+    /// Capture only.
+    Capture { until_caught_up: bool },
+    /// Backfill only (all tables in scope, or these), or re-read the keys in a file.
+    Backfill {
+        tables: Vec<TableId>,
+        keys: Option<PathBuf>,
+    },
+    /// Re-read these keys from the source through the normal path (repair).
+    Repair { keys: BTreeMap<TableId, Vec<Row>> },
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub start: Option<BinlogPosition>,
+    pub end: Option<BinlogPosition>,
+    pub backfilled: BTreeMap<TableId, u64>,
+    pub repaired: Option<(u64, u64)>,
+    pub stats: WriteStats,
+    /// Changes rejected by the target schema, per source table (in the dead-letter table).
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// A short human-readable summary.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.start.is_some() {
+            out.push_str(&format!(
+                "captured from {} to {}\n",
+                self.start.as_ref().map_or("-".into(), |p| p.to_string()),
+                self.end.as_ref().map_or("-".into(), |p| p.to_string())
+            ));
+        }
+        for (t, rows) in &self.backfilled {
+            out.push_str(&format!("backfilled {t}: {rows} rows\n"));
+        }
+        if let Some((found, gone)) = self.repaired {
+            out.push_str(&format!(
+                "re-read keys: {found} rows re-sent, {gone} gone from the source (tombstoned)\n"
+            ));
+        }
+        out.push_str(&format!(
+            "{:<32} {:>12} {:>12}\n",
+            "table", "applied", "ignored"
+        ));
+        for (t, (a, i)) in &self.stats.per_table {
+            out.push_str(&format!("{t:<32} {a:>12} {i:>12}\n"));
+        }
+        out.push_str(&format!(
+            "{:<32} {:>12} {:>12}\n",
+            "total",
+            self.stats.applied(),
+            self.stats.ignored()
+        ));
+        for (t, n) in &self.rejected {
+            out.push_str(&format!(
+                "rejected {t}: {n} changes (schema_rejection; see the _tm_dlq table)\n"
+            ));
+        }
+        out
+    }
+}
+
+/// A target of either kind.
+pub type DynSink = Box<dyn Sink + Send>;
+
+/// Open the configured target and its dead-letter output. Blocking: call it off async workers.
+pub fn open_sink(config: &Config) -> Result<(DynSink, Box<dyn DeadLetterOutput>)> {
+    match config.target()? {
+        Target::Sqlite { path } => {
+            if let Some(dir) = path.parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the target folder {}", dir.display())
+                    })?;
+                }
+            }
+            let sink = SqliteSink::open(&path)?;
+            let dlq = SqliteDeadLetters::open(&path)?;
+            Ok((Box::new(sink), Box::new(dlq)))
+        }
+        Target::Scylla {
+            config: scylla,
+            dead_letter_path,
+        } => {
+            let sink = ScyllaSink::connect_with_handle(scylla, tokio::runtime::Handle::current())?;
+            for w in sink.check_gc_grace(None)? {
+                warn!(
+                    table = %w.table,
+                    gc_grace_seconds = w.gc_grace_seconds,
+                    backfill_window_seconds = w.backfill_window_seconds,
+                    "gc_grace_seconds is shorter than the backfill window: a tombstone may be purged while an older change is still in flight, and the row would come back"
+                );
+            }
+            Ok((
+                Box::new(sink),
+                Box::new(FileDeadLetters::new(&dead_letter_path)),
+            ))
+        }
+    }
+}
+
+fn read_backfill_checkpoints(
+    sink: &mut dyn Sink,
+    tables: &[TableId],
+) -> Result<BTreeMap<TableId, BackfillCheckpoint>> {
+    let mut out = BTreeMap::new();
+    for t in tables {
+        if let Some(text) = sink.checkpoint(BACKFILL_STAGE, &t.to_string())? {
+            let cp: BackfillCheckpoint = serde_json::from_str(&text).with_context(|| {
+                format!("the stored backfill checkpoint of {t} is unreadable: `{text}`")
+            })?;
+            out.insert(t.clone(), cp);
+        }
+    }
+    Ok(out)
+}
+
+/// Read a keys file: one JSON object per line, `{"table": "db.t", "key": {"id": 42}}`, typed
+/// against each table's key columns.
+pub async fn read_keys_file(
+    path: &Path,
+    source: &mut Source,
+) -> Result<BTreeMap<TableId, Vec<Row>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the keys file {}", path.display()))?;
+    let mut schemas = BTreeMap::new();
+    let mut out: BTreeMap<TableId, Vec<Row>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let (table, key) = tidemark_ingest::backfill::parse_key_line(line)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        if !schemas.contains_key(&table) {
+            let schema = source.load_schema(&table).await?;
+            schemas.insert(table.clone(), schema);
+        }
+        let typed = tidemark_ingest::backfill::key_from_json(&schemas[&table], &key)
+            .map_err(|e| anyhow::anyhow!("{}: table {table}: {e}", at()))?;
+        out.entry(table).or_default().push(typed);
+    }
+    Ok(out)
+}
+
+/// Run a job into the embedded target until it is done, caught up, or cancelled.
+pub async fn run(
+    config: &Config,
+    job: Job,
+    cancel: CancellationToken,
+    control: BackfillControl,
+) -> Result<RunReport> {
+    let (mut sink, mut dlq) = block_in_place(|| open_sink(config))?;
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    source.check_binlog_settings().await?;
+    let all_tables = source.tables_in_scope(&scope).await?;
+    let identity = source.info.identity.clone();
+
+    let (with_capture, until, backfill_tables, keys) = match &job {
+        Job::Run { until_caught_up } => (
+            true,
+            *until_caught_up,
+            if config.backfill.enabled {
+                all_tables.clone()
+            } else {
+                Vec::new()
+            },
+            None,
+        ),
+        Job::Capture { until_caught_up } => (true, *until_caught_up, Vec::new(), None),
+        Job::Backfill { tables, keys } => {
+            let tables = if tables.is_empty() {
+                all_tables.clone()
+            } else {
+                scope.restrict(tables)?;
+                tables.clone()
+            };
+            let keys = match keys {
+                Some(path) => Some(read_keys_file(path, &mut source).await?),
+                None => None,
+            };
+            (
+                false,
+                false,
+                if keys.is_some() { Vec::new() } else { tables },
+                keys,
+            )
+        }
+        Job::Repair { keys } => (false, false, Vec::new(), Some(keys.clone())),
+    };
+
+    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    let stop_later = watch::channel(None::<BinlogPosition>);
+    let failed = cancel.child_token();
+
+    // Capture's start is fixed before the backfill reads anything (see ingest::backfill).
+    let mut capture_task = None;
+    let mut start = None;
+    if with_capture {
+        let checkpoint = block_in_place(|| sink.checkpoint(CAPTURE_STAGE, ALL_TABLES))?
+            .map(|text| {
+                serde_json::from_str::<CaptureCheckpoint>(&text).with_context(|| {
+                    format!("the stored capture checkpoint `{text}` is unreadable")
+                })
+            })
+            .transpose()?;
+        let capture_source = Source::connect(&config.source.url).await?;
+        let mut capture = Capture::new(
+            capture_source,
+            scope.clone(),
+            config.source.server_id,
+            config.capture.clone(),
+        );
+        let from = capture.resolve_start(checkpoint.as_ref()).await?;
+        if checkpoint.is_none() {
+            // Durable before the backfill reads anything: a restart must resume capture here,
+            // not at a later end of log, or the changes in between would be lost.
+            let checkpoint = CaptureCheckpoint::new(&from, identity.clone(), None).to_checkpoint();
+            block_in_place(|| sink.write(&[], &[checkpoint]))?;
+        }
+        let stop = match (until, backfill_tables.is_empty()) {
+            (false, _) => StopAt::Never,
+            (true, true) => StopAt::Position(source.end_of_log().await?),
+            (true, false) => StopAt::Later(stop_later.1.clone()),
+        };
+        info!(start = %from, resumed = checkpoint.is_some(), "starting capture");
+        start = Some(from.clone());
+        let tx = tx.clone();
+        let failed = failed.clone();
+        capture_task = Some(tokio::spawn(async move {
+            let result = capture.run(from, stop, tx, failed.clone()).await;
+            if result.is_err() {
+                failed.cancel();
+            }
+            result
+        }));
+    } else if block_in_place(|| sink.checkpoint(CAPTURE_STAGE, ALL_TABLES))?.is_none() {
+        warn!("no capture position is recorded in this target: changes made to the source during this backfill reach the target only if a capture runs from a position before it began");
+    }
+
+    let checkpoints = block_in_place(|| read_backfill_checkpoints(&mut *sink, &backfill_tables))?;
+    crate::metrics::set_ready();
+    let transformer = config.transformer()?;
+    let apply_cfg = config.apply.clone();
+    let apply = tokio::task::spawn_blocking(move || {
+        apply_loop(
+            &mut *sink,
+            &mut *dlq,
+            rx,
+            &transformer,
+            &identity,
+            &apply_cfg,
+        )
+    });
+
+    let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
+    let display = crate::progress::spawn(
+        "backfill",
+        backfill.progress(),
+        config.backfill.progress_seconds,
+        cancel.clone(),
+    );
+    let mut report = RunReport {
+        start,
+        ..RunReport::default()
+    };
+    let backfill_result: Result<()> = async {
+        if let Some(keys) = &keys {
+            let (mut found, mut gone) = (0, 0);
+            for (table, typed) in keys {
+                scope.restrict(std::slice::from_ref(table))?;
+                let (f, g) = backfill.reread_keys(table, typed, &tx).await?;
+                found += f;
+                gone += g;
+            }
+            report.repaired = Some((found, gone));
+        } else if !backfill_tables.is_empty() {
+            report.backfilled = backfill
+                .run(&backfill_tables, &checkpoints, &tx, &failed)
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    display.abort();
+    if backfill_result.is_err() {
+        failed.cancel();
+    } else if until && !backfill_tables.is_empty() {
+        // Everything changed while the backfill ran is captured up to here.
+        let end = backfill.source().end_of_log().await?;
+        stop_later.0.send_replace(Some(end));
+    }
+    drop(tx);
+    let captured = match capture_task {
+        Some(task) => Some(task.await.context("the capture task panicked")?),
+        None => None,
+    };
+    let applied = apply.await.context("the apply thread panicked")?;
+    backfill_result?;
+    if let Some(captured) = captured {
+        report.end = Some(captured?);
+    }
+    let totals = applied?;
+    report.stats = totals.stats;
+    report.rejected = totals.rejected;
+    Ok(report)
+}
+
+/// Drain capture messages into the sink until the channel closes.
+fn apply_loop(
+    sink: &mut dyn Sink,
+    dlq: &mut dyn DeadLetterOutput,
+    mut rx: mpsc::Receiver<CaptureMessage>,
+    transformer: &Transformer,
+    server: &str,
+    cfg: &crate::config::ApplyConfig,
+) -> Result<ApplyTotals> {
+    let mut batch = ApplyBatch::default();
+    let mut totals = ApplyTotals::default();
+    let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
+    let progress_every = Duration::from_secs(cfg.progress_seconds.max(1));
+    let mut last_progress = Instant::now();
+    let mut since_progress = 0u64;
+    let mut position = String::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                CaptureMessage::Schema(source_schema) => {
+                    batch.flush(sink, dlq, &mut totals)?;
+                    let plan = transformer.plan(&source_schema)?;
+                    sink.ensure_table(plan.target_schema())?;
+                    plans.insert(source_schema.table.clone(), plan);
+                }
+                CaptureMessage::Changes(changes) => {
+                    for change in &changes {
+                        let plan = plans.get(&change.table).with_context(|| {
+                            format!(
+                                "no table description arrived for {} before its changes",
+                                change.table
+                            )
+                        })?;
+                        match plan.apply(change) {
+                            Ok(record) => batch.records.push(record),
+                            Err(rejection) => batch.rejections.push(*rejection),
+                        }
+                    }
+                }
+                CaptureMessage::Checkpoint(cp) => {
+                    batch
+                        .checkpoints
+                        .insert((cp.stage.clone(), cp.scope.clone()), cp);
+                }
+                CaptureMessage::Commit { position: p, gtid } => {
+                    metrics::gauge!("tidemark_capture_position_file_seq")
+                        .set(p.file_seq().unwrap_or(0) as f64);
+                    metrics::gauge!("tidemark_capture_position_offset").set(p.offset as f64);
+                    position = p.to_string();
+                    let cp = CaptureCheckpoint::new(&p, server, gtid).to_checkpoint();
+                    batch
+                        .checkpoints
+                        .insert((cp.stage.clone(), cp.scope.clone()), cp);
+                }
+            }
+            if batch.records.len() < cfg.batch_records {
+                next = rx.try_recv().ok();
+            }
+        }
+        since_progress += batch.records.len() as u64;
+        batch.flush(sink, dlq, &mut totals)?;
+        if last_progress.elapsed() >= progress_every {
+            let rate = since_progress as f64 / last_progress.elapsed().as_secs_f64();
+            info!(
+                applied = totals.stats.applied(),
+                ignored_older = totals.stats.ignored(),
+                rejected = totals.rejected.values().sum::<u64>(),
+                rows_per_s = rate as u64,
+                position = %position,
+                "apply progress"
+            );
+            last_progress = Instant::now();
+            since_progress = 0;
+        }
+    }
+    batch.flush(sink, dlq, &mut totals)?;
+    Ok(totals)
+}
+
+/// What apply did: sink counts and rejections per source table.
+#[derive(Debug, Default)]
+pub struct ApplyTotals {
+    pub stats: WriteStats,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// Records, rejections and the newest checkpoint of each stage and scope, waiting for one target
+/// transaction.
+#[derive(Default)]
+struct ApplyBatch {
+    records: Vec<TargetRecord>,
+    rejections: Vec<Rejection>,
+    checkpoints: BTreeMap<(String, String), Checkpoint>,
+}
+
+impl ApplyBatch {
+    fn flush(
+        &mut self,
+        sink: &mut dyn Sink,
+        dlq: &mut dyn DeadLetterOutput,
+        totals: &mut ApplyTotals,
+    ) -> Result<()> {
+        if self.records.is_empty() && self.checkpoints.is_empty() && self.rejections.is_empty() {
+            return Ok(());
+        }
+        // Rejections first: the checkpoint below must never be ahead of them.
+        dlq.record(&self.rejections)?;
+        for r in self.rejections.drain(..) {
+            metrics::counter!("tidemark_rows_rejected_total", "table" => r.source_table.clone())
+                .increment(1);
+            *totals.rejected.entry(r.source_table.clone()).or_default() += 1;
+        }
+        let checkpoints: Vec<Checkpoint> = std::mem::take(&mut self.checkpoints)
+            .into_values()
+            .collect();
+        let stats = sink.write(&self.records, &checkpoints)?;
+        for (table, (applied, ignored)) in &stats.per_table {
+            metrics::counter!("tidemark_rows_applied_total", "table" => table.clone())
+                .increment(*applied);
+            metrics::counter!("tidemark_rows_ignored_older_total", "table" => table.clone())
+                .increment(*ignored);
+        }
+        totals.stats.merge(&stats);
+        self.records.clear();
+        Ok(())
+    }
+}
+
+/// The target's checkpoints and per-table counts of live rows and tombstones.
+pub fn status(config: &Config) -> Result<String> {
+    let path = match config.target()? {
+        Target::Sqlite { path } => path,
+        Target::Scylla { config, .. } => anyhow::bail!(
+            "tidemark status reads the embedded SQLite target; for ScyllaDB, the checkpoints are in {}.tidemark_checkpoints",
+            config.keyspace
+        ),
+    };
+    let sink = SqliteSink::open(&path)?;
+    let conn = sink.connection();
+    let mut out = String::from("checkpoints:\n");
+    let mut stmt =
+        conn.prepare("SELECT stage, scope, value FROM _tm_checkpoints ORDER BY stage, scope")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (stage, scope, value) = row?;
+        out.push_str(&format!("  {stage:<10} {scope:<24} {value}\n"));
+    }
+    out.push_str(&format!(
+        "{:<32} {:>10} {:>10}\n",
+        "table", "live", "tombstones"
+    ));
+    let mut tables = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_tm\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let names: Vec<String> = tables
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in names {
+        let (live, dead): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT COALESCE(SUM(_tm_deleted = 0), 0), COALESCE(SUM(_tm_deleted = 1), 0) FROM {}",
+                tidemark_sink::sqlite::quote(&name)
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        out.push_str(&format!("{name:<32} {live:>10} {dead:>10}\n"));
+    }
+    let rejected = crate::dlq::counts(conn)?;
+    if !rejected.is_empty() {
+        out.push_str("dead letters (schema_rejection, in _tm_dlq):\n");
+        for (table, n) in rejected {
+            out.push_str(&format!("  {table:<30} {n:>10}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// `tidemark transform explain`: the mapping of one table applied to a sample source row.
+pub async fn explain(config: &Config, table: &TableId) -> Result<String> {
+    let transformer = config.transformer()?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let schema = source.load_schema(table).await?;
+    let mut conn = source.new_connection().await?;
+    let key: Vec<String> = schema
+        .key_columns()
+        .map(|c| tidemark_ingest::source::quote_ident(&c.name))
+        .collect();
+    let sample = tidemark_ingest::source::select_rows(
+        &mut conn,
+        &schema,
+        &format!("ORDER BY {} LIMIT 1", key.join(", ")),
+        mysql_async::Params::Empty,
+    )
+    .await?
+    .into_iter()
+    .next();
+    Ok(tidemark_transform::explain(
+        &transformer,
+        &schema,
+        sample.as_ref(),
+    )?)
+}
+
+/// What `tidemark reconcile` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ReconcileArgs {
+    pub tables: Vec<TableId>,
+    pub sample: f64,
+    pub output: Option<PathBuf>,
+    pub settle_timeout: Option<f64>,
+    pub repair: bool,
+    pub dry_run: bool,
+}
+
+/// Compare source and target; print the clustered summary; repair through the pipeline when
+/// asked. Returns the report and whether actionable drift was found.
+pub async fn reconcile(
+    config: &Config,
+    args: ReconcileArgs,
+    cancel: CancellationToken,
+) -> Result<(String, bool)> {
+    let target = config.target()?;
+    let (mut sink, _) = block_in_place(|| open_sink(config))?;
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let tables = if args.tables.is_empty() {
+        source.tables_in_scope(&scope).await?
+    } else {
+        scope.restrict(&args.tables)?;
+        args.tables.clone()
+    };
+    if !(args.sample > 0.0 && args.sample <= 1.0) {
+        anyhow::bail!("--sample: must be a fraction in (0, 1], e.g. 0.1 for a tenth of the keys");
+    }
+    // A table whose backfill is still running is not comparable yet: its history is only partly
+    // in the target, and the apply frontier says nothing about rows the backfill has not reached.
+    let mut skipped = String::new();
+    let backfills = block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?;
+    let tables: Vec<TableId> = tables
+        .into_iter()
+        .filter(|t| match backfills.get(t) {
+            Some(cp) if !cp.done => {
+                skipped.push_str(&format!(
+                    "skipped {t}: its backfill is still running ({} rows so far); reconcile it once done\n",
+                    cp.rows
+                ));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let transformer = config.transformer()?;
+    let mut rc = config.reconcile.clone();
+    if let Some(t) = args.settle_timeout {
+        rc.settle_timeout_seconds = t;
+    }
+    let mut frontier: Box<dyn tidemark_reconcile::Frontier> = match config.transport.kafka() {
+        Some(kafka) => Box::new(crate::kafka_mode::KafkaFrontier(block_in_place(|| {
+            tidemark_kafka::FrontierReader::open(kafka, &tables)
+        })?)),
+        None => Box::new(SinkFrontier(block_in_place(|| open_sink(config))?.0)),
+    };
+    let mut dead: Box<dyn tidemark_reconcile::DeadLetters> = match &target {
+        Target::Sqlite { path } => Box::new(crate::dlq::EmbeddedView::open(path)?),
+        Target::Scylla {
+            dead_letter_path, ..
+        } => Box::new(LoadedDeadLetters(FileDeadLetters::load(dead_letter_path)?)),
+    };
+    let mut output = match &args.output {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create the drift output {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut write_error = None;
+    // In Kafka mode every finding also goes to the drift topic (Avro).
+    let mut drift_topic = match config.transport.kafka() {
+        Some(kafka) => Some(tidemark_kafka::DriftPublisher::new(kafka)?),
+        None => None,
+    };
+    let mut publish_error = None;
+    let mut emit = |event: &tidemark_schemas::DriftEvent| {
+        if let Some(out) = output.as_mut() {
+            use std::io::Write;
+            let line = serde_json::to_string(event).expect("drift events serialize");
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        }
+        if let Some(topic) = drift_topic.as_mut() {
+            if let Err(e) = topic.enqueue(event) {
+                publish_error.get_or_insert(e);
+            }
+        }
+    };
+    let mut reconciler =
+        tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc).await?;
+    let display = crate::progress::spawn(
+        "reconcile",
+        reconciler.progress(),
+        config.backfill.progress_seconds,
+        cancel.clone(),
+    );
+    let outcome = reconciler
+        .run(
+            &tables,
+            tidemark_reconcile::Sample(args.sample),
+            &mut *frontier,
+            &mut *dead,
+            &mut emit,
+        )
+        .await;
+    display.abort();
+    drop(reconciler);
+    let outcome = outcome?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing the drift output");
+    }
+    if let Some(e) = publish_error {
+        return Err(e).context("publishing to the drift topic");
+    }
+    if let Some(topic) = drift_topic {
+        topic
+            .finish()
+            .await
+            .context("publishing to the drift topic")?;
+    }
+    if let Some(mut out) = output {
+        use std::io::Write;
+        out.flush().context("writing the drift output")?;
+    }
+    let mut text = skipped;
+    text.push_str(&outcome.summary.render());
+    let actionable = outcome.summary.actionable() > 0;
+    if args.repair && !outcome.repair.is_empty() {
+        let keys: usize = outcome.repair.values().map(Vec::len).sum();
+        text.push_str(&format!(
+            "repair plan: re-read {keys} keys from the source through the pipeline\n"
+        ));
+        for (table, ks) in &outcome.repair {
+            let examples: Vec<String> = ks.iter().take(3).map(Row::canonical_text).collect();
+            text.push_str(&format!(
+                "  {table}: {} keys, e.g. {}\n",
+                ks.len(),
+                examples.join(" ")
+            ));
+        }
+        if args.dry_run {
+            text.push_str("dry run: nothing was sent\n");
+        } else {
+            block_in_place(|| drop(sink));
+            match config.transport.kafka() {
+                Some(kafka) => {
+                    let report = Box::pin(crate::kafka_mode::backfill(
+                        config,
+                        kafka,
+                        Vec::new(),
+                        Some(outcome.repair),
+                        cancel,
+                        BackfillControl::default(),
+                    ))
+                    .await?;
+                    text.push_str(&report);
+                }
+                None => {
+                    let report = Box::pin(run(
+                        config,
+                        Job::Repair {
+                            keys: outcome.repair,
+                        },
+                        cancel,
+                        BackfillControl::default(),
+                    ))
+                    .await?;
+                    text.push_str(&report.render());
+                }
+            }
+        }
+    }
+    Ok((text, actionable))
+}
+
+/// `tidemark target init`: create the target tables of every table in scope.
+pub async fn target_init(config: &Config) -> Result<String> {
+    let transformer = config.transformer()?;
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let mut schemas = Vec::new();
+    for table in source.tables_in_scope(&scope).await? {
+        let schema = source.load_schema(&table).await?;
+        schemas.push(transformer.plan(&schema)?.target_schema().clone());
+    }
+    let names: Vec<&str> = schemas.iter().map(|s| s.table.as_str()).collect();
+    block_in_place(|| -> Result<()> {
+        match config.target()? {
+            Target::Scylla { config: scylla, .. } => {
+                let mut sink =
+                    ScyllaSink::connect_with_handle(scylla, tokio::runtime::Handle::current())?;
+                sink.init(&schemas)?;
+            }
+            Target::Sqlite { .. } => {
+                let (mut sink, _) = open_sink(config)?;
+                for schema in &schemas {
+                    sink.ensure_table(schema)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(format!(
+        "target ready: {} tables ({})\n",
+        schemas.len(),
+        names.join(", ")
+    ))
+}

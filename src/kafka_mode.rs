@@ -1,0 +1,280 @@
+//! The stages as separate jobs with Kafka between them (`[transport] kind = "kafka"`).
+//!
+//! - `capture` and `backfill` send their messages through the same bounded channel as in
+//!   embedded mode, into a [`KafkaPublisher`]: changes to `<prefix>.changes.<db>.<table>` with the
+//!   idempotent producer, position markers into every partition, and checkpoints into the
+//!   compacted checkpoints topic only after everything before them was acknowledged. On start they
+//!   resume from the checkpoints topic.
+//! - `apply` is a consumer-group member: it transforms and writes to the target, and commits
+//!   offsets only after the sink acknowledged; run N of them to scale out.
+//! - A running backfill also listens on the control topic: `pause_backfill` / `resume_backfill`.
+//!
+//! Capture's start position is stored in the checkpoints topic before a backfill can begin, as in
+//! embedded mode, so a restart never starts capture after history the backfill already copied.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use tidemark_ingest::{
+    Backfill, BackfillControl, Capture, CaptureCheckpoint, Scope, Source, StopAt,
+};
+use tidemark_kafka::{
+    topics_init, ApplyOptions, CheckpointStore, ControlListener, ControlMessage, KafkaApplier,
+    KafkaConfig, KafkaPublisher, PublishReport,
+};
+use tidemark_schemas::{Row, TableId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::embedded::open_sink;
+
+fn render_publish(report: &PublishReport) -> String {
+    let mut out = String::new();
+    for (table, n) in &report.changes {
+        out.push_str(&format!("published {table}: {n} changes\n"));
+    }
+    out.push_str(&format!(
+        "markers {}, checkpoints {}, last position {}\n",
+        report.markers,
+        report.checkpoints,
+        report
+            .last_position
+            .as_ref()
+            .map_or("-".into(), |p| p.to_string())
+    ));
+    out
+}
+
+/// `tidemark topics init`: create the topics of every table in scope (idempotent).
+pub async fn init_topics(config: &Config, kafka: &KafkaConfig) -> Result<String> {
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let tables = source.tables_in_scope(&scope).await?;
+    let statuses = topics_init(kafka, &tables).await?;
+    let mut out = String::new();
+    for s in statuses {
+        out.push_str(&format!(
+            "{:<60} {:>3} partitions {}\n",
+            s.name,
+            s.partitions,
+            if s.created { "created" } else { "exists" }
+        ));
+    }
+    Ok(out)
+}
+
+/// `tidemark capture` in Kafka mode.
+pub async fn capture(
+    config: &Config,
+    kafka: &KafkaConfig,
+    until_caught_up: bool,
+    cancel: CancellationToken,
+) -> Result<String> {
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    source.check_binlog_settings().await?;
+    let tables = source.tables_in_scope(&scope).await?;
+    let identity = source.info.identity.clone();
+    let mut store = CheckpointStore::load(kafka).await?;
+    let checkpoint = store.capture_checkpoint()?;
+    let mut capture = Capture::new(
+        source,
+        scope,
+        config.source.server_id,
+        config.capture.clone(),
+    );
+    let from = capture.resolve_start(checkpoint.as_ref()).await?;
+    if checkpoint.is_none() {
+        // Durable before any backfill reads: see the module doc.
+        store
+            .store(&CaptureCheckpoint::new(&from, identity.clone(), None).to_checkpoint())
+            .await?;
+    }
+    let stop = if until_caught_up {
+        StopAt::Position(capture.source().end_of_log().await?)
+    } else {
+        StopAt::Never
+    };
+    info!(start = %from, resumed = checkpoint.is_some(), "starting capture into Kafka");
+    let publisher = KafkaPublisher::new(kafka, identity, &tables)
+        .await?
+        .with_start(from.clone(), None);
+    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    let publishing = tokio::spawn(publisher.run(rx));
+    let captured = capture.run(from.clone(), stop, tx, cancel).await;
+    let published = publishing.await.context("the publisher task panicked")?;
+    let end = captured?;
+    let report = published?;
+    Ok(format!(
+        "captured from {from} to {end}\n{}",
+        render_publish(&report)
+    ))
+}
+
+/// `tidemark backfill` in Kafka mode: every table in scope (or those named), or re-read keys.
+pub async fn backfill(
+    config: &Config,
+    kafka: &KafkaConfig,
+    tables: Vec<TableId>,
+    keys: Option<BTreeMap<TableId, Vec<Row>>>,
+    cancel: CancellationToken,
+    control: BackfillControl,
+) -> Result<String> {
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    source.check_binlog_settings().await?;
+    let all = source.tables_in_scope(&scope).await?;
+    let tables = if tables.is_empty() {
+        all.clone()
+    } else {
+        scope.restrict(&tables)?;
+        tables
+    };
+    let identity = source.info.identity.clone();
+    let store = CheckpointStore::load(kafka).await?;
+    if store.capture_checkpoint()?.is_none() {
+        warn!("no capture position is recorded in the checkpoints topic: changes made to the source during this backfill reach the target only if a capture runs from a position before it began");
+    }
+    let checkpoints = store.backfill_checkpoints(&tables)?;
+    let publisher = KafkaPublisher::new(kafka, identity, &all).await?;
+    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    let publishing = tokio::spawn(publisher.run(rx));
+    let listening = tokio::spawn(follow_control(
+        kafka.clone(),
+        control.clone(),
+        cancel.clone(),
+    ));
+
+    let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
+    let display = crate::progress::spawn(
+        "backfill",
+        backfill.progress(),
+        config.backfill.progress_seconds,
+        cancel.clone(),
+    );
+    let mut out = String::new();
+    let result: Result<()> = async {
+        match &keys {
+            Some(keys) => {
+                for (table, typed) in keys {
+                    let (found, gone) = backfill.reread_keys(table, typed, &tx).await?;
+                    out.push_str(&format!(
+                        "re-read {table}: {found} rows re-sent, {gone} gone from the source (tombstoned)\n"
+                    ));
+                }
+            }
+            None => {
+                let done = backfill.run(&tables, &checkpoints, &tx, &cancel).await?;
+                for (t, rows) in done {
+                    out.push_str(&format!("backfilled {t}: {rows} rows\n"));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    display.abort();
+    listening.abort();
+    drop(tx);
+    let published = publishing.await.context("the publisher task panicked")?;
+    result?;
+    out.push_str(&render_publish(&published?));
+    Ok(out)
+}
+
+/// Pause/resume a running backfill from the control topic.
+async fn follow_control(kafka: KafkaConfig, control: BackfillControl, cancel: CancellationToken) {
+    let mut listener = match ControlListener::start(&kafka, None).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "the control topic is not readable; pause/resume via SIGUSR1 only");
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = listener.next() => next,
+        };
+        match next {
+            Ok(envelope) => match envelope.message {
+                ControlMessage::PauseBackfill => {
+                    info!(offset = envelope.offset, "control: backfill paused");
+                    control.pause();
+                }
+                ControlMessage::ResumeBackfill => {
+                    info!(offset = envelope.offset, "control: backfill resumed");
+                    control.resume();
+                }
+                other => info!(message = ?other, "control message for another job"),
+            },
+            Err(e) => {
+                warn!(error = %e, "reading the control topic failed");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// `tidemark apply`: consume the changes topics as a member of the consumer group.
+pub async fn apply(
+    config: &Config,
+    kafka: &KafkaConfig,
+    until_caught_up: bool,
+    cancel: CancellationToken,
+) -> Result<String> {
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let tables = source.tables_in_scope(&scope).await?;
+    let transformer = config.transformer()?;
+    let kafka = kafka.clone();
+    let config = config.clone();
+    let report = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (mut sink, _) = open_sink(&config)?;
+        let mut applier = KafkaApplier::new(&kafka, transformer, Some(&tables))?;
+        crate::metrics::set_ready();
+        let options = ApplyOptions {
+            until_caught_up,
+            ..ApplyOptions::default()
+        };
+        Ok(applier.run(&mut *sink, &options, &cancel)?)
+    })
+    .await
+    .context("the apply thread panicked")??;
+    let mut out = format!("{:<32} {:>12} {:>12}\n", "table", "applied", "ignored");
+    for (t, (a, i)) in &report.stats.per_table {
+        out.push_str(&format!("{t:<32} {a:>12} {i:>12}\n"));
+    }
+    for (t, n) in &report.rejected {
+        out.push_str(&format!(
+            "rejected {t}: {n} changes (schema_rejection; see the dead-letter topic)\n"
+        ));
+    }
+    if report.undecodable > 0 {
+        out.push_str(&format!(
+            "undecodable messages: {} (sent to the dead-letter topic)\n",
+            report.undecodable
+        ));
+    }
+    out.push_str(&format!(
+        "frontier {}\n",
+        report
+            .frontier
+            .as_ref()
+            .map_or("-".into(), |p| p.to_string())
+    ));
+    Ok(out)
+}
+
+/// The group's apply frontier, for the reconciler.
+pub struct KafkaFrontier(pub tidemark_kafka::FrontierReader);
+
+impl tidemark_reconcile::Frontier for KafkaFrontier {
+    fn frontier(&mut self) -> tidemark_reconcile::Result<Option<tidemark_schemas::BinlogPosition>> {
+        tokio::task::block_in_place(|| self.0.frontier()).map_err(|e| {
+            tidemark_reconcile::Error::Config(format!("reading the apply frontier: {e}"))
+        })
+    }
+}

@@ -1,0 +1,393 @@
+//! `tidemark`: move a live MySQL/MariaDB database into ScyllaDB and prove, while it happens, that
+//! both mean the same.
+//!
+//! The binary owns the CLI, the configuration file, the transports and the wiring of the stages
+//! (see ARCHITECTURE.md). It is the only crate that uses `anyhow`.
+//!
+//! Exit status: 0 on success, 1 on error (the message names the table, key or setting and the
+//! fix), 2 when `reconcile` finds actionable drift.
+
+mod config;
+mod dlq;
+mod embedded;
+mod kafka_mode;
+mod metrics;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Live MySQL/MariaDB → ScyllaDB migration with proof"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture, backfill and apply into the target in one process (the embedded main job).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit 0 once everything up to the end of the binlog observed at start is applied.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Tail the binlog; in embedded mode, apply into the target in the same process.
+    Capture {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit 0 once everything up to the end of the binlog observed at start is applied.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Show the target's checkpoints and per-table row counts.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Copy table history into the target (all tables in scope, or those named); exits 0 when
+    /// every table is done. With --keys, re-read just those keys (repair).
+    Backfill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this table (`database.table`); repeat for several.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Re-read the keys in this file (JSON lines: {"table": "db.t", "key": {"id": 42}});
+        /// rows that no longer exist become tombstones.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// Apply the Kafka changes topics to the target as a member of the consumer group (run N of
+    /// them to scale out).
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit 0 once the consumer lag is zero on every assigned partition.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Compare source and target and classify every difference. Exit 0: no actionable drift;
+    /// 2: actionable drift; 1: error.
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this table (`database.table`); repeat for several.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Compare this fraction of the keys (chosen by a hash of the key: the same keys each run).
+        #[arg(long, default_value_t = 1.0)]
+        sample: f64,
+        /// Write every drift record to this file as JSON lines.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Seconds a key may stay unsettled (overrides reconcile.settle_timeout_seconds).
+        #[arg(long)]
+        settle_timeout: Option<f64>,
+        /// Re-read drifted keys from the source and send them through the pipeline.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: print the plan, send nothing.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
+    },
+    /// Prepare the target.
+    Target {
+        #[command(subcommand)]
+        command: TargetCommand,
+    },
+    /// Inspect the mapping.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the changes, checkpoints (compacted), drift, dlq and control topics. Idempotent.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TargetCommand {
+    /// Create the target tables of every table in scope (for ScyllaDB also the keyspace and the
+    /// checkpoint table), from the mapping. Idempotent.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Print a table's mapping, its transform_version, the target schema, and a sample row
+    /// read from the source transformed.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The source table, `database.table`.
+        #[arg(long)]
+        table: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            until_caught_up,
+        } => run_job(&config.config, embedded::Job::Run { until_caught_up }).await,
+        Command::Capture {
+            config,
+            until_caught_up,
+        } => run_job(&config.config, embedded::Job::Capture { until_caught_up }).await,
+        Command::Backfill {
+            config,
+            tables,
+            keys,
+        } => {
+            let tables = tables
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e: String| anyhow::anyhow!("--table: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            run_job(&config.config, embedded::Job::Backfill { tables, keys }).await
+        }
+        Command::Status { config } => {
+            let config = config::Config::load(&config.config)?;
+            print!("{}", embedded::status(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply {
+            config,
+            until_caught_up,
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let kafka = config.transport.kafka().cloned().context(
+                "transport.kind: `tidemark apply` consumes the Kafka changes topics; set [transport] kind = \"kafka\" (in-process mode applies inside `tidemark run`)",
+            )?;
+            start_metrics(&config)?;
+            print!(
+                "{}",
+                kafka_mode::apply(&config, &kafka, until_caught_up, shutdown_token()).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics {
+            command: TopicsCommand::Init { config },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let kafka = config.transport.kafka().cloned().context(
+                "transport.kind: `tidemark topics init` needs [transport] kind = \"kafka\"",
+            )?;
+            print!("{}", kafka_mode::init_topics(&config, &kafka).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile {
+            config,
+            tables,
+            sample,
+            output,
+            settle_timeout,
+            repair,
+            dry_run,
+        } => {
+            let config = config::Config::load(&config.config)?;
+            start_metrics(&config)?;
+            let args = embedded::ReconcileArgs {
+                tables: parse_tables(&tables)?,
+                sample,
+                output,
+                settle_timeout,
+                repair,
+                dry_run,
+            };
+            let (report, actionable) = embedded::reconcile(&config, args, shutdown_token()).await?;
+            print!("{report}");
+            Ok(if actionable {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Target {
+            command: TargetCommand::Init { config },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            print!("{}", embedded::target_init(&config).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Transform {
+            command: TransformCommand::Explain { config, table },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let table = table
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--table: {e}"))?;
+            print!("{}", embedded::explain(&config, &table).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_tables(tables: &[String]) -> Result<Vec<tidemark_schemas::TableId>> {
+    tables
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: String| anyhow::anyhow!("--table: {e}"))
+        })
+        .collect()
+}
+
+/// Serve health and metrics when `[metrics]` is configured.
+fn start_metrics(config: &config::Config) -> Result<()> {
+    if let Some(m) = &config.metrics {
+        metrics::serve(m)?;
+        info!(listen = %m.listen, "serving /healthz, /readyz and /metrics");
+    }
+    Ok(())
+}
+
+async fn run_job(config: &std::path::Path, job: embedded::Job) -> Result<ExitCode> {
+    let config = config::Config::load(config)?;
+    start_metrics(&config)?;
+    let cancel = shutdown_token();
+    let control = tidemark_ingest::BackfillControl::default();
+    pause_on_sigusr1(control.clone());
+    if let Some(kafka) = config.transport.kafka() {
+        let report = match job {
+            embedded::Job::Capture { until_caught_up } => {
+                kafka_mode::capture(&config, kafka, until_caught_up, cancel).await?
+            }
+            embedded::Job::Backfill { tables, keys } => {
+                let keys = match keys {
+                    Some(path) => {
+                        let mut source = tidemark_ingest::Source::connect(&config.source.url).await?;
+                        Some(embedded::read_keys_file(&path, &mut source).await?)
+                    }
+                    None => None,
+                };
+                kafka_mode::backfill(&config, kafka, tables, keys, cancel, control).await?
+            }
+            embedded::Job::Repair { keys } => {
+                kafka_mode::backfill(&config, kafka, Vec::new(), Some(keys), cancel, control).await?
+            }
+            embedded::Job::Run { .. } => anyhow::bail!(
+                "transport.kind = \"kafka\": run the stages as separate jobs (`tidemark capture`, `tidemark backfill`, `tidemark apply`); `tidemark run` is the in-process pipeline"
+            ),
+        };
+        print!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = embedded::run(&config, job, cancel, control).await?;
+    info!(
+        applied = report.stats.applied(),
+        ignored_older = report.stats.ignored(),
+        "finished"
+    );
+    print!("{}", report.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGUSR1 pauses a running backfill; the next SIGUSR1 resumes it.
+fn pause_on_sigusr1(control: tidemark_ingest::BackfillControl) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut usr1) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        else {
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            let paused = control.toggle();
+            info!(
+                paused,
+                "SIGUSR1: backfill {}",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
+    });
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutdown requested: draining and writing the final checkpoint");
+        t.cancel();
+    });
+    token
+}

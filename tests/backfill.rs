@@ -1,0 +1,381 @@
+//! Backfill end to end against a real MariaDB: racing live writes, restarts, throttling, repair.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use mysql_async::prelude::Queryable;
+use tidemark_schemas::TableId;
+use tidemark_testkit::MariaDb;
+
+const SHOP: &str = "CREATE DATABASE shop CHARACTER SET utf8mb4;
+CREATE TABLE shop.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(40));
+CREATE TABLE shop.links (a INT NOT NULL, b VARCHAR(10) NOT NULL, w INT, PRIMARY KEY (a, b));";
+
+/// Preload `rows` accounts and links, in one statement each.
+fn preload(db: &MariaDb, rows: u32) {
+    db.sql_db(
+        "shop",
+        &format!(
+            "INSERT INTO shop.accounts (id, balance, note)
+           SELECT seq, seq * 10, CONCAT('n', seq) FROM seq_1_to_{rows};
+         INSERT INTO shop.links (a, b, w)
+           SELECT seq DIV 10, CONCAT('k', seq MOD 10), seq FROM seq_1_to_{rows};"
+        ),
+    );
+}
+
+/// Start `tidemark backfill` of shop.accounts in the background, logging to `log` in `dir`.
+fn spawn_accounts_backfill(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    log: &str,
+) -> std::process::Child {
+    spawn(
+        &[
+            "backfill",
+            "--config",
+            config.to_str().unwrap(),
+            "--table",
+            "shop.accounts",
+        ],
+        &dir.join(log),
+    )
+}
+
+fn tables() -> Vec<TableId> {
+    vec![
+        TableId::new("shop", "accounts"),
+        TableId::new("shop", "links"),
+    ]
+}
+
+/// Hot keys: updates, deletes, re-inserts of the same key, key moves, multi-row transactions.
+async fn hammer(url: String, until: Instant, keys: i64) -> u64 {
+    let mut conn = mysql_async::Conn::from_url(url)
+        .await
+        .expect("workload connection");
+    let mut n: i64 = 0;
+    while Instant::now() < until {
+        n += 1;
+        // Hot keys cluster at the start of the key space, where backfill chunks are read first
+        // and last (after restarts), and at the end, which the backfill reaches last.
+        let k = if n % 2 == 0 {
+            n % 50 + 1
+        } else {
+            keys - n % 50
+        };
+        let sql = match n % 7 {
+            0 => format!("UPDATE shop.accounts SET balance = balance + 1 WHERE id = {k}"),
+            1 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
+            2 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 're') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
+            3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000000 WHERE id = {k}"),
+            4 => format!(
+                "START TRANSACTION; UPDATE shop.links SET w = {n} WHERE a = {a}; DELETE FROM shop.links WHERE a = {a} AND b = 'k3'; INSERT IGNORE INTO shop.links VALUES ({a}, 'new{n}', 1); COMMIT",
+                a = k / 10
+            ),
+            5 => format!("UPDATE IGNORE shop.links SET b = CONCAT(b, 'x') WHERE a = {} AND b = 'k1'", k / 10),
+            _ => format!("REPLACE INTO shop.accounts VALUES ({k}, -{n}, NULL)"),
+        };
+        conn.query_drop(sql).await.expect("workload statement");
+    }
+    n as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_racing_hot_key_writes_converges_exactly() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nchunk_rows = 500\nmin_chunk_rows = 100\nrows_per_second = 5000",
+    );
+    let cfg = config.to_str().unwrap().to_string();
+
+    let until = Instant::now() + Duration::from_secs(6);
+    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    let mut run = spawn(&["run", "--config", &cfg], &dir.path().join("race.log"));
+    let txns = load.await.unwrap();
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(txns > 300, "the workload ran ({txns} statements)");
+
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let rows =
+        assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &tables()).await;
+    assert!(rows > 30_000, "compared {rows} rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_race_survives_random_kill_9() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nchunk_rows = 400\nmin_chunk_rows = 100\nrows_per_second = 4000\n[apply]\nbatch_records = 300",
+    );
+    let cfg = config.to_str().unwrap().to_string();
+
+    let until = Instant::now() + Duration::from_secs(9);
+    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    let mut kills = 0u64;
+    while Instant::now() < until {
+        let mut child = spawn(
+            &["run", "--config", &cfg],
+            &dir.path().join(format!("run-{kills}.log")),
+        );
+        // Pseudo-random lifetimes between 0.6 and 2.1 s.
+        let life = 600 + (kills * 7919 % 1500);
+        tokio::time::sleep(Duration::from_millis(life)).await;
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        kills += 1;
+    }
+    load.await.unwrap();
+    assert!(kills >= 4, "killed {kills} times");
+    let out = run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    // The killed runs had made progress: the final run resumed, not restarted.
+    let resumed: u64 = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("backfilled shop.accounts: "))
+        .filter_map(|l| l.trim_end_matches(" rows").parse::<u64>().ok())
+        .sum();
+    assert!(
+        resumed < 20_000,
+        "the last run resumed the backfill ({resumed} rows re-read):\n{report}"
+    );
+    let rows =
+        assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &tables()).await;
+    assert!(rows > 30_000, "compared {rows} rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_matrix_and_sakila_arrive_exactly_through_backfill() {
+    let db = MariaDb::start();
+    db.sql(tidemark_testkit::TYPE_MATRIX_DDL);
+    db.sql(tidemark_testkit::TYPE_MATRIX_DML);
+    db.load_sakila();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url(), &["tm", "sakila"], "");
+    let out = run_ok(&["backfill", "--config", config.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("backfilled sakila.rental: 16044 rows"),
+        "{report}"
+    );
+
+    let mut all = vec![TableId::new("tm", "types")];
+    all.extend(
+        tidemark_testkit::SAKILA_ROW_COUNTS
+            .iter()
+            .map(|(t, _)| TableId::new("sakila", *t)),
+    );
+    let rows = assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &all).await;
+    let sakila: u64 = tidemark_testkit::SAKILA_ROW_COUNTS
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        rows as u64,
+        2 + sakila,
+        "type matrix rows + every Sakila row"
+    );
+
+    let conn = rusqlite::Connection::open(dir.path().join("target.db")).unwrap();
+    let (op, chunk): (String, String) = conn
+        .query_row("SELECT _tm_op, _tm_chunk FROM rental LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(op, "backfill");
+    assert!(
+        chunk.starts_with("sakila.rental#"),
+        "lineage names the chunk: {chunk}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_per_second_holds_within_ten_percent_over_ten_seconds() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 30_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nrows_per_second = 1500\n[apply]\nbatch_records = 100",
+    );
+    let mut child = spawn_accounts_backfill(dir.path(), &config, "throttle.log");
+    let target = dir.path().join("target.db");
+    let count = || -> i64 {
+        rusqlite::Connection::open(&target)
+            .ok()
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    // Let it settle, then measure a 10 s window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (t0, c0) = (Instant::now(), count());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (t1, c1) = (Instant::now(), count());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(c0 > 0, "the backfill had started");
+    let rate = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+    assert!(
+        (1350.0..=1650.0).contains(&rate),
+        "measured {rate:.0} rows/s over 10 s with rows_per_second = 1500"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_table_is_named_and_keys_can_be_reread() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 100);
+    db.sql("CREATE TABLE shop.nokey (a INT, b INT)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url(), &["shop"], "");
+    let cfg = config.to_str().unwrap();
+
+    let out = tidemark()
+        .args(["backfill", "--config", cfg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("shop.nokey") && err.contains("primary key"),
+        "{err}"
+    );
+
+    run_ok(&["backfill", "--config", cfg, "--table", "shop.accounts"]);
+    // Out of band: change one row and delete another without binlogging them.
+    db.sql("SET sql_log_bin = 0; UPDATE shop.accounts SET note = 'fixed' WHERE id = 5; DELETE FROM shop.accounts WHERE id = 6;");
+    let keys = dir.path().join("keys.jsonl");
+    std::fs::write(
+        &keys,
+        "{\"table\": \"shop.accounts\", \"key\": {\"id\": 5}}\n{\"table\": \"shop.accounts\", \"key\": {\"id\": 6}}\n",
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "backfill",
+        "--config",
+        cfg,
+        "--keys",
+        keys.to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("1 rows re-sent, 1 gone"), "{report}");
+    let rows = assert_target_equals_source(
+        &db.url(),
+        &dir.path().join("target.db"),
+        &[TableId::new("shop", "accounts")],
+    )
+    .await;
+    assert_eq!(rows, 99);
+    let op: String = rusqlite::Connection::open(dir.path().join("target.db"))
+        .unwrap()
+        .query_row("SELECT _tm_op FROM accounts WHERE id = 6", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        op, "repair",
+        "a re-read key that is gone is a repair tombstone"
+    );
+}
+
+fn live_rows(target: &std::path::Path, table: &str) -> i64 {
+    rusqlite::Connection::open(target)
+        .ok()
+        .and_then(|c| {
+            c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_pauses_and_resumes_a_running_backfill() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nrows_per_second = 2000\n[apply]\nbatch_records = 100",
+    );
+    let mut child = spawn_accounts_backfill(dir.path(), &config, "pause.log");
+    let target = dir.path().join("target.db");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let the chunk in flight land
+    let paused_at = live_rows(&target, "accounts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        live_rows(&target, "accounts"),
+        paused_at,
+        "no rows while paused"
+    );
+    std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(live_rows(&target, "accounts") > paused_at + 1000, "resumed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("pause.log")).unwrap();
+    assert!(
+        log.contains("backfill paused") && log.contains("backfill resumed"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_source_makes_the_backfill_back_off() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    // Threads_running is at least 1 (the status query itself): the source always looks busy.
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nmax_threads_running = 0",
+    );
+    let mut child = spawn_accounts_backfill(dir.path(), &config, "busy.log");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        live_rows(&dir.path().join("target.db"), "accounts"),
+        0,
+        "nothing is read while the source is busy"
+    );
+    let log = std::fs::read_to_string(dir.path().join("busy.log")).unwrap();
+    assert!(
+        log.contains("backfill backing off") && log.contains("max_threads_running"),
+        "{log}"
+    );
+}

@@ -1,0 +1,336 @@
+//! End-to-end tests of `tidemark run` on the embedded default (in-process transport, SQLite),
+//! against a real MariaDB started by the harness.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use mysql_async::prelude::Queryable;
+use tidemark_schemas::TableId;
+use tidemark_testkit::MariaDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_caught_up_copies_every_type_losslessly_with_lineage() {
+    let db = MariaDb::start();
+    db.sql(tidemark_testkit::TYPE_MATRIX_DDL);
+    db.sql(tidemark_testkit::TYPE_MATRIX_DML);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["tm"],
+        "[capture]\nstart = \"earliest\"",
+    );
+    let cfg = config.to_str().unwrap();
+
+    let out = run_ok(&["run", "--config", cfg, "--until-caught-up"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("types"),
+        "the report lists the table:\n{report}"
+    );
+
+    let target = dir.path().join("target.db");
+    let rows =
+        assert_target_equals_source(&db.url(), &target, &[TableId::new("tm", "types")]).await;
+    assert_eq!(rows, 2, "rows 1 and 20 are live");
+
+    let conn = rusqlite::Connection::open(&target).unwrap();
+    // Lossless storage of what SQLite cannot hold natively.
+    let (biu, d): (String, String) = conn
+        .query_row("SELECT biu, d FROM types WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(biu, "18446744073709551615");
+    assert_eq!(d, format!("{}.{}", "9".repeat(35), "9".repeat(30)));
+    // Deletes and key moves leave tombstones with versions; lineage is stamped.
+    let tombstones: Vec<(i64, i64, String)> = conn
+        .prepare("SELECT id, _tm_version, _tm_op FROM types WHERE _tm_deleted = 1 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(tombstones.len(), 2, "{tombstones:?}");
+    assert_eq!((tombstones[0].0, tombstones[0].2.as_str()), (2, "delete"));
+    assert_eq!((tombstones[1].0, tombstones[1].2.as_str()), (3, "delete"));
+    let (table, key, position, digest, transform): (String, String, String, String, String) = conn
+        .query_row(
+            "SELECT _tm_source_table, _tm_source_key, _tm_position, _tm_source_digest, _tm_transform FROM types WHERE id = 20",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(table, "tm.types");
+    assert_eq!(key, r#"{"id":20}"#);
+    assert!(position.starts_with("mysql-bin.000001:"), "{position}");
+    assert_eq!(digest.len(), 32);
+    assert_eq!(transform, "identity");
+
+    // A second run resumes from the checkpoint and has nothing to do.
+    let out = run_ok(&["run", "--config", cfg, "--until-caught-up"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let total = report.lines().find(|l| l.starts_with("total")).unwrap();
+    assert_eq!(
+        total.split_whitespace().collect::<Vec<_>>(),
+        ["total", "0", "0"],
+        "{report}"
+    );
+}
+
+/// A workload of hot keys: inserts, updates, deletes, re-inserts, key moves, multi-row txns.
+async fn workload(url: String, until: Instant) -> u64 {
+    let mut conn = mysql_async::Conn::from_url(url)
+        .await
+        .expect("workload connection");
+    let mut txns = 0u64;
+    let mut n: i64 = 0;
+    while Instant::now() < until {
+        n += 1;
+        let k = n % 97;
+        let sql = match n % 6 {
+            0 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins {n}') ON DUPLICATE KEY UPDATE balance = {n}"),
+            1 => format!("UPDATE shop.accounts SET balance = balance + 1, note = 'upd {n}' WHERE id = {k}"),
+            2 => format!("DELETE FROM shop.accounts WHERE id = {}", (k * 7) % 97),
+            3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000 WHERE id = {k}"),
+            4 => format!(
+                "START TRANSACTION; INSERT IGNORE INTO shop.accounts VALUES ({a}, {n}, 'txn'); UPDATE shop.accounts SET balance = -{n} WHERE id = {b}; DELETE FROM shop.accounts WHERE id = {c}; COMMIT",
+                a = k + 200,
+                b = (k + 3) % 97,
+                c = k + 1000
+            ),
+            _ => format!("REPLACE INTO shop.accounts VALUES ({}, {n}, NULL)", (k * 3) % 97),
+        };
+        conn.query_drop(sql).await.expect("workload statement");
+        txns += 1;
+    }
+    txns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(40));",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Small batches so kills land between many checkpoints.
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[capture]\nstart = \"earliest\"\n[apply]\nbatch_records = 50",
+    );
+    let cfg = config.to_str().unwrap().to_string();
+
+    let until = Instant::now() + Duration::from_secs(8);
+    let load = tokio::spawn(workload(db.url(), until));
+    let mut kills = 0;
+    while Instant::now() < until {
+        let mut child = spawn(
+            &["run", "--config", &cfg],
+            &dir.path().join(format!("run-{kills}.log")),
+        );
+        tokio::time::sleep(Duration::from_millis(700 + 300 * (kills % 3))).await;
+        child.kill().expect("kill -9 the pipeline"); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let txns = load.await.unwrap();
+    assert!(txns > 200, "the workload ran ({txns} transactions)");
+    assert!(kills >= 4, "the pipeline was killed {kills} times");
+    let target = dir.path().join("target.db");
+    let applied_while_killed: i64 = rusqlite::Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))
+        .expect("the killed runs applied rows before the final catch-up");
+    assert!(applied_while_killed > 0, "the killed runs made progress");
+
+    // A clean SIGTERM shutdown also leaves a usable checkpoint.
+    let mut child = spawn(&["run", "--config", &cfg], &dir.path().join("term.log"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM shuts down cleanly (exit {status})"
+    );
+
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let rows = assert_target_equals_source(
+        &db.url(),
+        &dir.path().join("target.db"),
+        &[TableId::new("shop", "accounts")],
+    )
+    .await;
+    assert!(rows > 50, "compared {rows} rows");
+}
+
+#[test]
+fn a_malformed_config_names_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[source]\nurl = \"mysql://root@127.0.0.1:1\"\nserver_id = 1\ndatabases = [\"x\"]\nheartbeat = 3\n[target]\nkind = \"sqlite\"\npath = \"t.db\"\n",
+    )
+    .unwrap();
+    let out = tidemark()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("heartbeat"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_source_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let config = write_config(dir.path(), "mysql://root@127.0.0.1:1", &["shop"], "");
+    let out = tidemark()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--until-caught-up",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("cannot connect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_source_password_can_come_from_the_environment() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 's3cret-pw';
+         GRANT ALL ON *.* TO 'repl'@'127.0.0.1';
+         CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mysql://repl@127.0.0.1:{}", db.port());
+    let config = write_config(dir.path(), &url, &["shop"], "");
+    let cfg = config.to_str().unwrap();
+    let without = tidemark()
+        .args(["run", "--config", cfg, "--until-caught-up"])
+        .env_remove("TIDEMARK_SOURCE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(1), "no password, no access");
+    let with = tidemark()
+        .args(["run", "--config", cfg, "--until-caught-up"])
+        .env("TIDEMARK_SOURCE_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+}
+
+/// GET `path` on 127.0.0.1:`port`; (status code, body), or None if nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_are_served() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.t (id INT PRIMARY KEY, v INT);
+         INSERT INTO shop.t VALUES (1, 1), (2, 2), (3, 3);",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let mut child = spawn(
+        &["run", "--config", config.to_str().unwrap()],
+        &dir.path().join("m.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = false;
+    while Instant::now() < deadline {
+        if http_get(port, "/readyz").is_some_and(|(s, _)| s == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "/readyz turned 200 once the pipeline was connected");
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
+    db.sql("INSERT INTO shop.t VALUES (4, 4)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = http_get(port, "/metrics").expect("/metrics answers");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("tidemark_rows_applied_total{table=\"t\"}"),
+        "{body}"
+    );
+    assert!(body.contains("tidemark_capture_position_offset"), "{body}");
+}
+
+#[test]
+fn until_caught_up_returns_when_the_log_ends_after_a_rotation() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url(), &["shop"], "");
+    let cfg = config.to_str().unwrap().to_string();
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    // The end of log is now past the new file's preamble, with no transaction after it.
+    db.sql("FLUSH BINARY LOGS");
+    let mut child = spawn(
+        &["run", "--config", &cfg, "--until-caught-up"],
+        &dir.path().join("r.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = status.expect("--until-caught-up returned after a rotation with nothing after it");
+    assert!(status.success());
+}

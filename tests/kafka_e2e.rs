@@ -1,0 +1,211 @@
+//! The stages as separate processes with a real Kafka-protocol broker (tansu) between them:
+//! backfill, capture and two apply workers while a live workload runs; capture, backfill and one
+//! apply worker are killed with `kill -9` midway (capture and backfill restart from the
+//! checkpoints topic); after catching up the target equals the source exactly. Then a reconcile
+//! over Kafka's apply frontier, and drift on the drift topic.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use mysql_async::prelude::Queryable;
+use tidemark_schemas::TableId;
+use tidemark_testkit::{MariaDb, Tansu};
+
+/// `[transport]` for the broker. tansu 0.6 loses records when a consumer resumes inside a record
+/// batch, so producers write one record per batch (real Kafka needs nothing of the sort). A short
+/// session timeout lets the group notice a killed member in seconds rather than 45.
+fn transport(broker: &Tansu) -> String {
+    format!(
+        "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        broker.addr
+    )
+}
+
+async fn workload(url: String, until: Instant) -> u64 {
+    let mut conn = mysql_async::Conn::from_url(url)
+        .await
+        .expect("workload connection");
+    let mut n: i64 = 0;
+    while Instant::now() < until {
+        n += 1;
+        let k = (n * 7919) % 3000 + 1;
+        let sql = match n % 5 {
+            0 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
+            1 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
+            2 => format!("UPDATE IGNORE shop.accounts SET id = id + 100000 WHERE id = {k}"),
+            _ => format!("UPDATE shop.accounts SET balance = {n} WHERE id = {k}"),
+        };
+        conn.query_drop(sql).await.expect("workload statement");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    n as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_an_apply_worker() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(40));",
+    );
+    db.sql_db(
+        "shop",
+        "INSERT INTO accounts SELECT seq, seq, CONCAT('n', seq) FROM seq_1_to_3000",
+    );
+    let broker = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        &format!("[backfill]\nchunk_rows = 500\n{}", transport(&broker)),
+    );
+    let cfg = config.to_str().unwrap().to_string();
+    run_ok(&["topics", "init", "--config", &cfg]);
+    // Idempotent.
+    let again = run_ok(&["topics", "init", "--config", &cfg]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("exists"));
+
+    let log = |name: &str| dir.path().join(name);
+    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
+    tokio::time::sleep(Duration::from_secs(2)).await; // capture's start is stored first
+    let until = Instant::now() + Duration::from_secs(12);
+    let load = tokio::spawn(workload(db.url(), until));
+    let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill.log"));
+    let mut apply_a = spawn(&["apply", "--config", &cfg], &log("apply-a.log"));
+    let mut apply_b = spawn(&["apply", "--config", &cfg], &log("apply-b.log"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // kill -9 the capture and the backfill midway; they resume from the checkpoints topic.
+    capture.kill().expect("kill -9 capture");
+    capture.wait().unwrap();
+    backfill.kill().expect("kill -9 backfill");
+    backfill.wait().unwrap();
+    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture-2.log"));
+    let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill-2.log"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    apply_b.kill().expect("kill -9 one apply worker"); // SIGKILL, mid-stream
+    apply_b.wait().unwrap();
+    let statements = load.await.unwrap();
+    assert!(
+        statements > 500,
+        "the workload ran ({statements} statements)"
+    );
+    let status = backfill.wait().unwrap();
+    assert!(
+        status.success(),
+        "backfill finished: {}",
+        std::fs::read_to_string(log("backfill-2.log")).unwrap_or_default()
+    );
+
+    // Stop capture cleanly, then let it catch up as a batch job; apply catches up too.
+    let pid = capture.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(
+        capture.wait().unwrap().success(),
+        "capture shut down cleanly"
+    );
+    run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
+    apply_a.kill().unwrap();
+    apply_a.wait().unwrap();
+    // `apply --until-caught-up` catches up on the partitions it is assigned: wait until the group
+    // has noticed that the killed members are gone, so the last worker gets every partition.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    run_ok(&["apply", "--config", &cfg, "--until-caught-up"]);
+
+    let rows = assert_target_equals_source(
+        &db.url(),
+        &dir.path().join("target.db"),
+        &[TableId::new("shop", "accounts")],
+    )
+    .await;
+    assert!(rows > 1000, "compared {rows} rows");
+
+    // The reconciler reads the group's apply frontier from Kafka.
+    let out = tidemark()
+        .args(["reconcile", "--config", &cfg, "--settle-timeout", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no drift:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A fault is reported on the drift topic too, in Avro.
+    rusqlite::Connection::open(dir.path().join("target.db"))
+        .unwrap()
+        .execute(
+            "DELETE FROM accounts WHERE id = (SELECT MIN(id) FROM accounts WHERE _tm_deleted = 0)",
+            [],
+        )
+        .unwrap();
+    let out = tidemark()
+        .args(["reconcile", "--config", &cfg, "--settle-timeout", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let kafka = tidemark_kafka::KafkaConfig::new(broker.addr.clone());
+    let drift = tokio::task::spawn_blocking(move || tidemark_kafka::read_drift(&kafka))
+        .await
+        .unwrap()
+        .expect("read the drift topic");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        (drift[0].table.as_str(), drift[0].class.as_str()),
+        ("shop.accounts", "missing")
+    );
+}
+
+#[test]
+fn apply_without_a_kafka_transport_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "mysql://root@127.0.0.1:1", &["shop"], "");
+    let out = tidemark()
+        .args(["apply", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("transport.kind"));
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_is_named() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY);");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        &format!("[transport]\nkind = \"kafka\"\nbrokers = [\"127.0.0.1:{port}\"]\nconnect_timeout_seconds = 3\n"),
+    );
+    let started = Instant::now();
+    let out = tidemark()
+        .args(["topics", "init", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "retries are bounded"
+    );
+}

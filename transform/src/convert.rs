@@ -1,0 +1,980 @@
+//! Exact conversion of a value into a target type, or a classified failure.
+//!
+//! [`convertible`] decides, from the types alone, whether a conversion exists at all (checked
+//! when a plan is made); [`convert`] decides for one value whether it fits, exactly. Nothing is
+//! rounded, truncated, clamped or wrapped: a value that does not fit is a [`Fail`] that the plan
+//! turns into a `schema_rejection`.
+//!
+//! The target value's variant is fixed by the target type (`Int{..}` → `Value::Int`, `Text{..}` →
+//! `Value::Text`, `Decimal{p,s}` → `Value::Decimal` with exactly `s` fraction digits, …), so the
+//! sink sees well-typed rows whatever the source held.
+
+use tidemark_schemas::{TargetType, Value};
+
+use crate::config::ZeroDates;
+use crate::decimal::{parse_canonical_int, Dec};
+use crate::error::RejectionKind;
+use crate::syntax::render_type;
+
+/// Why one value did not convert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fail {
+    pub kind: RejectionKind,
+    pub reason: String,
+    /// The offending value's text when it is not the column's own value (an intermediate value
+    /// inside a computed column's expression).
+    pub value: Option<String>,
+}
+
+impl Fail {
+    pub(crate) fn new(kind: RejectionKind, reason: impl Into<String>) -> Fail {
+        Fail {
+            kind,
+            reason: reason.into(),
+            value: None,
+        }
+    }
+
+    /// Name the intermediate value that failed (first one wins).
+    pub(crate) fn with_value(mut self, v: &Value) -> Fail {
+        if self.value.is_none() && !v.is_null() {
+            self.value = Some(v.to_string());
+        }
+        self
+    }
+}
+
+pub(crate) type Conv<T> = Result<T, Fail>;
+
+/// Whether values of type `from` can be converted to `to` at all (value by value, exactly).
+pub(crate) fn convertible(from: &TargetType, to: &TargetType) -> Result<(), String> {
+    use TargetType as T;
+    let ok = match (from, to) {
+        (
+            T::Int { .. }
+            | T::UInt { .. }
+            | T::Year
+            | T::Bit { .. }
+            | T::Decimal { .. }
+            | T::Float
+            | T::Double
+            | T::Text { .. },
+            T::Int { .. } | T::UInt { .. },
+        ) => true,
+        (
+            T::Int { .. }
+            | T::UInt { .. }
+            | T::Year
+            | T::Bit { .. }
+            | T::Float
+            | T::Double
+            | T::Text { .. },
+            T::Float | T::Double,
+        ) => true,
+        (
+            T::Int { .. }
+            | T::UInt { .. }
+            | T::Year
+            | T::Bit { .. }
+            | T::Decimal { .. }
+            | T::Text { .. },
+            T::Decimal { .. },
+        ) => true,
+        (
+            T::Date | T::DateTime { .. } | T::Timestamp { .. } | T::Text { .. },
+            T::Date | T::DateTime { .. } | T::Timestamp { .. },
+        ) => true,
+        (T::Time { .. } | T::Text { .. }, T::Time { .. }) => true,
+        (T::Year | T::Int { .. } | T::UInt { .. } | T::Text { .. }, T::Year) => true,
+        (T::Geometry, T::Text { .. }) => false,
+        (_, T::Text { .. }) => true,
+        (
+            T::Bytes { .. } | T::Geometry | T::Text { .. } | T::Enum { .. } | T::Json,
+            T::Bytes { .. },
+        ) => true,
+        (T::Enum { .. } | T::Text { .. }, T::Enum { .. }) => true,
+        (T::Set { .. } | T::Text { .. }, T::Set { .. }) => true,
+        (T::Bit { .. } | T::Int { .. } | T::UInt { .. }, T::Bit { .. }) => true,
+        (T::Json | T::Text { .. }, T::Json) => true,
+        (T::Geometry, T::Geometry) => true,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let hint = match (from, to) {
+        (T::Float | T::Double, T::Decimal { .. }) => {
+            "a binary float has no exact decimal value of this scale; cast it to text first if its shortest decimal text is what you want"
+        }
+        (T::Decimal { .. }, T::Float | T::Double) => {
+            "most decimals have no exact binary float; keep the decimal, or cast it to text"
+        }
+        _ => "there is no exact conversion between these types",
+    };
+    Err(format!(
+        "cannot convert {} to {}: {hint}",
+        render_type(from),
+        render_type(to)
+    ))
+}
+
+/// Whether the conversion maps different values to different values, as a key column needs
+/// (so two source rows never share a target key).
+pub(crate) fn injective(from: &TargetType, to: &TargetType) -> bool {
+    use TargetType as T;
+    !matches!(
+        (from, to),
+        (T::Text { .. }, T::Decimal { .. } | T::Set { .. })
+            | (
+                T::Float | T::Double,
+                T::Int { .. } | T::UInt { .. } | T::Decimal { .. } | T::Year | T::Bit { .. }
+            )
+    )
+}
+
+fn int_range(bits: u8) -> (i128, i128) {
+    let half = 1i128 << (bits - 1);
+    (-half, half - 1)
+}
+
+fn uint_max(bits: u8) -> i128 {
+    (1i128 << bits) - 1
+}
+
+fn integer_of(v: &Value) -> Option<i128> {
+    match v {
+        Value::Int(i) => Some(i128::from(*i)),
+        Value::UInt(u) => Some(i128::from(*u)),
+        Value::Year(y) => Some(i128::from(*y)),
+        Value::Bit { value, .. } => Some(i128::from(*value)),
+        _ => None,
+    }
+}
+
+fn float_to_integer(x: f64) -> Conv<i128> {
+    if !x.is_finite() {
+        return Err(Fail::new(RejectionKind::OutOfRange, "not a finite number"));
+    }
+    if x.fract() != 0.0 {
+        return Err(Fail::new(
+            RejectionKind::Inexact,
+            "has a fractional part that an integer cannot hold",
+        ));
+    }
+    if x.abs() >= 1.0e38 {
+        return Err(Fail::new(
+            RejectionKind::OutOfRange,
+            "is beyond every integer type",
+        ));
+    }
+    Ok(x as i128)
+}
+
+/// The value as an exact integer, for integer-like targets.
+fn to_integer(v: &Value) -> Conv<i128> {
+    if let Some(i) = integer_of(v) {
+        return Ok(i);
+    }
+    match v {
+        Value::Float(f) => float_to_integer(f64::from(*f)),
+        Value::Double(d) => float_to_integer(*d),
+        Value::Decimal(s) => {
+            let d = Dec::parse(s).ok_or_else(|| bad_text("a decimal number"))?;
+            if !d.is_integer() {
+                return Err(Fail::new(
+                    RejectionKind::Inexact,
+                    "has a fractional part that an integer cannot hold",
+                ));
+            }
+            d.to_i128().ok_or_else(|| {
+                Fail::new(RejectionKind::OutOfRange, "is beyond every integer type")
+            })
+        }
+        Value::Text(s) => parse_canonical_int(s).ok_or_else(|| {
+            bad_text("an integer in canonical form (digits, an optional leading '-', no leading zeros, no spaces)",
+            )
+        }),
+        other => Err(cannot(other)),
+    }
+}
+
+fn bad_text(what: &str) -> Fail {
+    Fail::new(RejectionKind::BadCast, format!("is not {what}"))
+}
+
+fn cannot(v: &Value) -> Fail {
+    Fail::new(
+        RejectionKind::BadCast,
+        format!("a {} value has no exact conversion to this type", v.kind()),
+    )
+}
+
+/// Exactness of text → float: the text must denote exactly the decimal value of the float's
+/// shortest round-trip text (`0.1` → 0.1 passes, `0.10000000000000001` does not).
+fn float_from_text(s: &str, parsed: Option<f64>, shortest: impl Fn(f64) -> String) -> Conv<f64> {
+    let want = Dec::parse(s).ok_or_else(|| bad_text("a number in plain decimal notation"))?;
+    let x = parsed
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| Fail::new(RejectionKind::OutOfRange, "is beyond the float's range"))?;
+    if Dec::parse(&shortest(x)) == Some(want) {
+        Ok(x)
+    } else {
+        Err(Fail::new(
+            RejectionKind::Inexact,
+            format!("has no exact binary float; the nearest is {}", shortest(x)),
+        ))
+    }
+}
+
+fn to_double(v: &Value) -> Conv<f64> {
+    match v {
+        Value::Float(f) if f.is_finite() => Ok(f64::from(*f)),
+        Value::Double(d) if d.is_finite() => Ok(*d),
+        Value::Float(_) | Value::Double(_) => {
+            Err(Fail::new(RejectionKind::OutOfRange, "not a finite number"))
+        }
+        Value::Text(s) => float_from_text(s, s.parse::<f64>().ok(), |x| x.to_string()),
+        other => {
+            let i = integer_of(other).ok_or_else(|| cannot(other))?;
+            let d = i as f64;
+            if d as i128 == i {
+                Ok(d)
+            } else {
+                Err(Fail::new(
+                    RejectionKind::Inexact,
+                    "has more significant digits than a double holds",
+                ))
+            }
+        }
+    }
+}
+
+fn to_float(v: &Value) -> Conv<f32> {
+    match v {
+        Value::Float(f) if f.is_finite() => Ok(*f),
+        Value::Double(d) if d.is_finite() => {
+            let f = *d as f32;
+            if f.is_finite() && f64::from(f) == *d {
+                Ok(f)
+            } else {
+                Err(Fail::new(
+                    RejectionKind::Inexact,
+                    "has no exact single-precision float",
+                ))
+            }
+        }
+        Value::Float(_) | Value::Double(_) => {
+            Err(Fail::new(RejectionKind::OutOfRange, "not a finite number"))
+        }
+        Value::Text(s) => float_from_text(s, s.parse::<f32>().ok().map(f64::from), |x| {
+            (x as f32).to_string()
+        })
+        .map(|x| x as f32),
+        other => {
+            let i = integer_of(other).ok_or_else(|| cannot(other))?;
+            let f = i as f32;
+            if f.is_finite() && f as i128 == i {
+                Ok(f)
+            } else {
+                Err(Fail::new(
+                    RejectionKind::Inexact,
+                    "has more significant digits than a float holds",
+                ))
+            }
+        }
+    }
+}
+
+fn to_decimal(v: &Value, precision: u8, scale: u8) -> Conv<String> {
+    let d = match v {
+        Value::Decimal(s) => Dec::parse(s).ok_or_else(|| bad_text("a decimal number"))?,
+        Value::Text(s) => Dec::parse(s).ok_or_else(|| {
+            bad_text("a number in plain decimal notation (digits, optional '-' and '.')")
+        })?,
+        other => Dec::from_i128(integer_of(other).ok_or_else(|| cannot(other))?),
+    };
+    let int_room = usize::from(precision - scale);
+    if d.int_digits() > int_room {
+        return Err(Fail::new(
+            RejectionKind::OutOfRange,
+            format!(
+                "has {} integer digits; decimal({precision},{scale}) holds at most {int_room}",
+                d.int_digits()
+            ),
+        ));
+    }
+    d.render(usize::from(scale)).ok_or_else(|| {
+        Fail::new(
+            RejectionKind::Inexact,
+            format!(
+                "has {} fraction digits; decimal({precision},{scale}) keeps {scale}",
+                d.frac_digits()
+            ),
+        )
+    })
+}
+
+/// Date and time-of-day parts of a temporal value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Parts {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub micros: u32,
+}
+
+impl Parts {
+    pub(crate) fn of(v: &Value) -> Option<Parts> {
+        match *v {
+            Value::Date { year, month, day } => Some(Parts {
+                year,
+                month,
+                day,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                micros: 0,
+            }),
+            Value::DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+                ..
+            }
+            | Value::Timestamp {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+                ..
+            } => Some(Parts {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the date part is a real day of the proleptic Gregorian calendar.
+    pub(crate) fn valid_date(&self) -> bool {
+        time::Month::try_from(self.month)
+            .ok()
+            .and_then(|m| time::Date::from_calendar_date(i32::from(self.year), m, self.day).ok())
+            .is_some()
+    }
+
+    pub(crate) fn date_text(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+
+    /// The instant in UTC, if the parts name one.
+    pub(crate) fn to_utc(self) -> Option<time::OffsetDateTime> {
+        let month = time::Month::try_from(self.month).ok()?;
+        let date = time::Date::from_calendar_date(i32::from(self.year), month, self.day).ok()?;
+        let t =
+            time::Time::from_hms_micro(self.hour, self.minute, self.second, self.micros).ok()?;
+        Some(time::PrimitiveDateTime::new(date, t).assume_utc())
+    }
+}
+
+fn digits(s: &str, n: usize) -> Option<u32> {
+    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// `YYYY-MM-DD`, exactly.
+fn parse_date_text(s: &str) -> Option<(u16, u8, u8)> {
+    let mut it = s.split('-');
+    let y = digits(it.next()?, 4)?;
+    let m = digits(it.next()?, 2)?;
+    let d = digits(it.next()?, 2)?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((y as u16, m as u8, d as u8))
+}
+
+/// Fraction digits `.f{1,6}` → microseconds and the number of digits.
+fn parse_fraction(s: &str) -> Option<(u32, u8)> {
+    if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let padded = format!("{s:0<6}");
+    Some((padded.parse().ok()?, s.len() as u8))
+}
+
+/// `HH:MM:SS[.f]` with hours of `hour_digits` (2, or 2–3 for TIME).
+fn parse_clock(s: &str, max_hours: u32) -> Option<(u32, u8, u8, u32)> {
+    let (hms, micros) = match s.split_once('.') {
+        Some((hms, f)) => (hms, parse_fraction(f)?.0),
+        None => (s, 0),
+    };
+    let mut it = hms.split(':');
+    let h = it.next()?;
+    let h = if h.len() == 2 || (max_hours > 99 && h.len() == 3) {
+        digits(h, h.len())?
+    } else {
+        return None;
+    };
+    let mi = digits(it.next()?, 2)?;
+    let se = digits(it.next()?, 2)?;
+    if it.next().is_some() || h > max_hours || mi > 59 || se > 59 {
+        return None;
+    }
+    Some((h, mi as u8, se as u8, micros))
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+fn parse_datetime_text(s: &str) -> Option<Parts> {
+    let (date, clock) = match s.split_once(' ') {
+        Some((d, c)) => (d, Some(c)),
+        None => (s, None),
+    };
+    let (year, month, day) = parse_date_text(date)?;
+    let (hour, minute, second, micros) = match clock {
+        Some(c) => parse_clock(c, 23)?,
+        None => (0, 0, 0, 0),
+    };
+    Some(Parts {
+        year,
+        month,
+        day,
+        hour: hour as u8,
+        minute,
+        second,
+        micros,
+    })
+}
+
+/// Temporal parts of a value bound for a date, datetime or timestamp column.
+pub(crate) fn temporal_parts(v: &Value) -> Conv<Parts> {
+    match v {
+        Value::Text(s) => parse_datetime_text(s).ok_or_else(|| {
+            bad_text("a date 'YYYY-MM-DD' or a datetime 'YYYY-MM-DD HH:MM:SS[.ffffff]'")
+        }),
+        other => Parts::of(other).ok_or_else(|| cannot(other)),
+    }
+}
+
+fn fits_fsp(micros: u32, fsp: u8) -> bool {
+    micros.is_multiple_of(10u32.pow(u32::from(6 - fsp.min(6))))
+}
+
+fn fsp_fail(micros: u32, fsp: u8) -> Fail {
+    Fail::new(
+        RejectionKind::Inexact,
+        format!("fractional seconds .{micros:06} do not fit in {fsp} digit(s)"),
+    )
+}
+
+/// The reason text for an invalid date under `zero_dates = "reject"`.
+pub(crate) fn invalid_date_fail(p: &Parts) -> Fail {
+    Fail::new(
+        RejectionKind::InvalidDate,
+        format!(
+            "{} is not a calendar date; set zero_dates = \"keep\" or \"null\" in the mapping to admit it",
+            p.date_text()
+        ),
+    )
+}
+
+const MAX_TIME_MICROS: u64 = (838 * 3600 + 59 * 60 + 59) * 1_000_000;
+
+fn to_time(v: &Value, fsp: u8) -> Conv<Value> {
+    let (negative, hours, minute, second, micros) = match v {
+        Value::Time {
+            negative,
+            hours,
+            minute,
+            second,
+            micros,
+            ..
+        } => (*negative, u32::from(*hours), *minute, *second, *micros),
+        Value::Text(s) => {
+            let (negative, body) = match s.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, s.as_str()),
+            };
+            let (h, mi, se, us) =
+                parse_clock(body, 999).ok_or_else(|| bad_text("a time '[-]HH:MM:SS[.ffffff]'"))?;
+            (negative, h, mi, se, us)
+        }
+        other => return Err(cannot(other)),
+    };
+    let total = (u64::from(hours) * 3600 + u64::from(minute) * 60 + u64::from(second)) * 1_000_000
+        + u64::from(micros);
+    if total > MAX_TIME_MICROS {
+        return Err(Fail::new(
+            RejectionKind::OutOfRange,
+            "is outside TIME's range ±838:59:59",
+        ));
+    }
+    if !fits_fsp(micros, fsp) {
+        return Err(fsp_fail(micros, fsp));
+    }
+    Ok(Value::Time {
+        negative: negative && total > 0,
+        hours: hours as u16,
+        minute,
+        second,
+        micros,
+        fsp,
+    })
+}
+
+/// The text of a value, for text targets and text functions.
+pub(crate) fn text_of(v: &Value) -> Conv<String> {
+    match v {
+        Value::Text(s) | Value::Enum(s) | Value::Json(s) => Ok(s.clone()),
+        Value::Bytes(b) => String::from_utf8(b.clone())
+            .map_err(|_| Fail::new(RejectionKind::BadCast, "is not valid UTF-8 text")),
+        Value::Geometry(_) => Err(cannot(v)),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// Convert `v` into a value of type `to`, exactly. NULL stays NULL (nullability is the caller's
+/// check); an invalid date follows `zero_dates`.
+pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv<Value> {
+    use TargetType as T;
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    match to {
+        T::Int { bits } => {
+            let i = to_integer(v)?;
+            let (lo, hi) = int_range(*bits);
+            if i < lo || i > hi {
+                return Err(Fail::new(
+                    RejectionKind::OutOfRange,
+                    format!("is outside int{bits}'s range {lo}..={hi}"),
+                ));
+            }
+            Ok(Value::Int(i as i64))
+        }
+        T::UInt { bits } => {
+            let i = to_integer(v)?;
+            let hi = uint_max(*bits);
+            if i < 0 || i > hi {
+                return Err(Fail::new(
+                    RejectionKind::OutOfRange,
+                    format!("is outside uint{bits}'s range 0..={hi}"),
+                ));
+            }
+            Ok(Value::UInt(i as u64))
+        }
+        T::Float => to_float(v).map(Value::Float),
+        T::Double => to_double(v).map(Value::Double),
+        T::Decimal { precision, scale } => to_decimal(v, *precision, *scale).map(Value::Decimal),
+        T::Date | T::DateTime { .. } | T::Timestamp { .. } => {
+            let p = temporal_parts(v)?;
+            if !p.valid_date() {
+                match zero_dates {
+                    ZeroDates::Reject => return Err(invalid_date_fail(&p)),
+                    ZeroDates::Null => return Ok(Value::Null),
+                    ZeroDates::Keep => {}
+                }
+            }
+            let Parts {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            } = p;
+            match to {
+                T::Date => {
+                    if (hour, minute, second, micros) != (0, 0, 0, 0) {
+                        return Err(Fail::new(
+                            RejectionKind::Inexact,
+                            "has a time of day that a date cannot hold",
+                        ));
+                    }
+                    Ok(Value::Date { year, month, day })
+                }
+                T::DateTime { fsp } | T::Timestamp { fsp } => {
+                    if !fits_fsp(micros, *fsp) {
+                        return Err(fsp_fail(micros, *fsp));
+                    }
+                    let fsp = *fsp;
+                    Ok(if matches!(to, T::DateTime { .. }) {
+                        Value::DateTime {
+                            year,
+                            month,
+                            day,
+                            hour,
+                            minute,
+                            second,
+                            micros,
+                            fsp,
+                        }
+                    } else {
+                        Value::Timestamp {
+                            year,
+                            month,
+                            day,
+                            hour,
+                            minute,
+                            second,
+                            micros,
+                            fsp,
+                        }
+                    })
+                }
+                _ => Err(cannot(v)),
+            }
+        }
+        T::Time { fsp } => to_time(v, *fsp),
+        T::Year => {
+            let y = to_integer(v)?;
+            if y == 0 || (1901..=2155).contains(&y) {
+                Ok(Value::Year(y as u16))
+            } else {
+                Err(Fail::new(
+                    RejectionKind::OutOfRange,
+                    "is outside YEAR's range (0, or 1901..=2155)",
+                ))
+            }
+        }
+        T::Text { max_chars } => {
+            let s = text_of(v)?;
+            if let Some(max) = max_chars {
+                let n = s.chars().count() as u64;
+                if n > *max {
+                    return Err(Fail::new(
+                        RejectionKind::TooLong,
+                        format!("is {n} characters long; text({max}) holds at most {max}"),
+                    ));
+                }
+            }
+            Ok(Value::Text(s))
+        }
+        T::Bytes { max_len } => {
+            let b = match v {
+                Value::Bytes(b) | Value::Geometry(b) => b.clone(),
+                Value::Text(s) | Value::Enum(s) | Value::Json(s) => s.as_bytes().to_vec(),
+                other => return Err(cannot(other)),
+            };
+            if let Some(max) = max_len {
+                if b.len() as u64 > *max {
+                    return Err(Fail::new(
+                        RejectionKind::TooLong,
+                        format!(
+                            "is {} bytes long; bytes({max}) holds at most {max}",
+                            b.len()
+                        ),
+                    ));
+                }
+            }
+            Ok(Value::Bytes(b))
+        }
+        T::Enum { members } => {
+            let (s, from_enum) = match v {
+                Value::Enum(s) => (s, true),
+                Value::Text(s) => (s, false),
+                other => return Err(cannot(other)),
+            };
+            // The empty string is ENUM's error value 0, which every ENUM column admits.
+            if members.contains(s) || (from_enum && s.is_empty()) {
+                Ok(Value::Enum(s.clone()))
+            } else {
+                Err(Fail::new(
+                    RejectionKind::BadCast,
+                    format!("is not a member of {}", render_type(to)),
+                ))
+            }
+        }
+        T::Set { members } => {
+            let present: Vec<String> = match v {
+                Value::Set(names) => names.clone(),
+                Value::Text(s) if s.is_empty() => Vec::new(),
+                Value::Text(s) => s.split(',').map(str::to_string).collect(),
+                other => return Err(cannot(other)),
+            };
+            for (i, name) in present.iter().enumerate() {
+                if !members.contains(name) {
+                    return Err(Fail::new(
+                        RejectionKind::BadCast,
+                        format!("'{name}' is not a member of {}", render_type(to)),
+                    ));
+                }
+                if present[..i].contains(name) {
+                    return Err(Fail::new(
+                        RejectionKind::BadCast,
+                        format!("names '{name}' twice"),
+                    ));
+                }
+            }
+            Ok(Value::Set(
+                members
+                    .iter()
+                    .filter(|m| present.contains(m))
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        T::Bit { width } => {
+            let value = match v {
+                Value::Bit { value, .. } | Value::UInt(value) => *value,
+                Value::Int(i) if *i >= 0 => *i as u64,
+                Value::Int(_) => {
+                    return Err(Fail::new(
+                        RejectionKind::OutOfRange,
+                        "is negative; bits are unsigned",
+                    ))
+                }
+                other => return Err(cannot(other)),
+            };
+            if *width < 64 && value >> width != 0 {
+                return Err(Fail::new(
+                    RejectionKind::OutOfRange,
+                    format!("does not fit in bit({width})"),
+                ));
+            }
+            Ok(Value::Bit {
+                width: *width,
+                value,
+            })
+        }
+        T::Json => match v {
+            Value::Json(s) => Ok(Value::Json(s.clone())),
+            Value::Text(s) => serde_json::from_str::<serde::de::IgnoredAny>(s)
+                .map(|_| Value::Json(s.clone()))
+                .map_err(|e| Fail::new(RejectionKind::BadCast, format!("is not JSON ({e})"))),
+            other => Err(cannot(other)),
+        },
+        T::Geometry => match v {
+            Value::Geometry(b) => Ok(Value::Geometry(b.clone())),
+            other => Err(cannot(other)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(v: Value, ty: &str) -> Conv<Value> {
+        convert(
+            &v,
+            &crate::syntax::parse_type(ty).unwrap(),
+            ZeroDates::Reject,
+        )
+    }
+
+    fn kind(v: Value, ty: &str) -> RejectionKind {
+        conv(v.clone(), ty)
+            .map(|ok| panic!("{v:?} → {ty} should fail, gave {ok:?}"))
+            .unwrap_err()
+            .kind
+    }
+
+    #[test]
+    fn integers_convert_exactly_or_fail() {
+        assert_eq!(conv(Value::Int(127), "int8"), Ok(Value::Int(127)));
+        assert_eq!(kind(Value::Int(128), "int8"), RejectionKind::OutOfRange);
+        assert_eq!(kind(Value::Int(-1), "uint64"), RejectionKind::OutOfRange);
+        assert_eq!(
+            conv(Value::UInt(u64::MAX), "uint64"),
+            Ok(Value::UInt(u64::MAX))
+        );
+        assert_eq!(
+            kind(Value::UInt(u64::MAX), "int64"),
+            RejectionKind::OutOfRange
+        );
+        assert_eq!(
+            conv(Value::Text("-42".into()), "int16"),
+            Ok(Value::Int(-42))
+        );
+        assert_eq!(
+            kind(Value::Text("042".into()), "int16"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            kind(Value::Text(" 42".into()), "int16"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            conv(Value::Decimal("12.00".into()), "int8"),
+            Ok(Value::Int(12))
+        );
+        assert_eq!(
+            kind(Value::Decimal("12.50".into()), "int8"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(conv(Value::Double(3.0), "uint8"), Ok(Value::UInt(3)));
+        assert_eq!(kind(Value::Double(3.5), "uint8"), RejectionKind::Inexact);
+        assert_eq!(
+            kind(Value::Double(f64::NAN), "uint8"),
+            RejectionKind::OutOfRange
+        );
+    }
+
+    #[test]
+    fn decimals_and_floats_are_exact() {
+        assert_eq!(
+            conv(Value::Decimal("4.99".into()), "decimal(10,3)"),
+            Ok(Value::Decimal("4.990".into()))
+        );
+        assert_eq!(
+            kind(Value::Decimal("4.99".into()), "decimal(3,1)"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(
+            kind(Value::Decimal("123.4".into()), "decimal(4,2)"),
+            RejectionKind::OutOfRange
+        );
+        assert_eq!(
+            conv(Value::Text("1.5".into()), "decimal(4,2)"),
+            Ok(Value::Decimal("1.50".into()))
+        );
+        assert_eq!(
+            kind(Value::Text("1e3".into()), "decimal(9,2)"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            conv(Value::Text("0.1".into()), "double"),
+            Ok(Value::Double(0.1))
+        );
+        assert_eq!(
+            kind(Value::Text("0.10000000000000001".into()), "double"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(
+            conv(Value::Int(1 << 53), "double"),
+            Ok(Value::Double(9007199254740992.0))
+        );
+        assert_eq!(
+            kind(Value::Int((1 << 53) + 1), "double"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(kind(Value::Double(0.1), "float"), RejectionKind::Inexact);
+        assert_eq!(conv(Value::Double(0.5), "float"), Ok(Value::Float(0.5)));
+        assert!(convertible(
+            &TargetType::Double,
+            &TargetType::Decimal {
+                precision: 5,
+                scale: 2
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn dates_follow_the_zero_date_policy() {
+        let zero = Value::Date {
+            year: 0,
+            month: 0,
+            day: 0,
+        };
+        assert_eq!(kind(zero.clone(), "date"), RejectionKind::InvalidDate);
+        let ty = TargetType::Date;
+        assert_eq!(convert(&zero, &ty, ZeroDates::Keep), Ok(zero.clone()));
+        assert_eq!(convert(&zero, &ty, ZeroDates::Null), Ok(Value::Null));
+        let feb30 = Value::Text("2021-02-30".into());
+        assert_eq!(kind(feb30, "datetime"), RejectionKind::InvalidDate);
+        // A zero date bound for a text column is just text.
+        assert_eq!(conv(zero, "text"), Ok(Value::Text("0000-00-00".into())));
+        assert_eq!(
+            conv(Value::Text("2006-02-15 05:03:42".into()), "datetime"),
+            Ok(Value::DateTime {
+                year: 2006,
+                month: 2,
+                day: 15,
+                hour: 5,
+                minute: 3,
+                second: 42,
+                micros: 0,
+                fsp: 0
+            })
+        );
+        assert_eq!(
+            kind(Value::Text("2006-02-15 05:03:42.5".into()), "datetime"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(
+            kind(Value::Text("2006-02-15 05:03:42".into()), "date"),
+            RejectionKind::Inexact
+        );
+        assert_eq!(
+            kind(Value::Text("2006-2-15".into()), "date"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            kind(Value::Text("2006-02-15 24:00:00".into()), "datetime"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            kind(Value::Text("839:00:00".into()), "time"),
+            RejectionKind::OutOfRange
+        );
+        assert!(conv(Value::Text("-838:59:59".into()), "time").is_ok());
+    }
+
+    #[test]
+    fn text_bytes_enum_set_bit_json() {
+        assert_eq!(
+            kind(Value::Text("héllo".into()), "text(4)"),
+            RejectionKind::TooLong
+        );
+        assert!(conv(Value::Text("héllo".into()), "text(5)").is_ok());
+        assert_eq!(
+            kind(Value::Text("héllo".into()), "bytes(5)"),
+            RejectionKind::TooLong
+        );
+        assert_eq!(
+            kind(Value::Bytes(vec![0xff]), "text"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            kind(Value::Text("X".into()), "enum('G','PG')"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            conv(Value::Enum(String::new()), "enum('G')"),
+            Ok(Value::Enum(String::new()))
+        );
+        assert_eq!(
+            conv(Value::Text("b,a".into()), "set('a','b','c')"),
+            Ok(Value::Set(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            kind(Value::Text("a,a".into()), "set('a')"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(kind(Value::UInt(2), "bit(1)"), RejectionKind::OutOfRange);
+        assert_eq!(
+            conv(Value::UInt(u64::MAX), "bit(64)"),
+            Ok(Value::Bit {
+                width: 64,
+                value: u64::MAX
+            })
+        );
+        assert_eq!(
+            kind(Value::Text("{".into()), "json"),
+            RejectionKind::BadCast
+        );
+        assert_eq!(
+            kind(Value::Int(1901 - 1), "year"),
+            RejectionKind::OutOfRange
+        );
+    }
+}
