@@ -152,12 +152,14 @@ impl FileDeadLetters {
         }
     }
 
-    /// The highest rejected version per (source table, key) in the file.
-    pub fn load(path: &Path) -> Result<BTreeMap<(String, String), Version>> {
-        let mut out = BTreeMap::new();
+    /// The rejections in the file.
+    pub fn load(path: &Path) -> Result<LoadedDeadLetters> {
+        let mut out = Vec::new();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LoadedDeadLetters::default())
+            }
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("reading the dead-letter file {}", path.display()))
@@ -174,12 +176,9 @@ impl FileDeadLetters {
                     i + 1
                 )
             })?;
-            let v = out
-                .entry((r.source_table.clone(), r.key.clone()))
-                .or_insert(r.lineage.version);
-            *v = (*v).max(r.lineage.version);
+            out.push(r);
         }
-        Ok(out)
+        Ok(LoadedDeadLetters::from_rejections(out))
     }
 }
 
@@ -205,8 +204,23 @@ impl DeadLetterOutput for FileDeadLetters {
     }
 }
 
-/// Dead letters loaded from a JSON-lines file, for the reconciler.
+/// Dead letters loaded from a JSON-lines file or the dead-letter topic, for the reconciler: the
+/// highest rejected version per (source table, key).
+#[derive(Debug, Default)]
 pub struct LoadedDeadLetters(pub BTreeMap<(String, String), Version>);
+
+impl LoadedDeadLetters {
+    pub fn from_rejections(rejections: impl IntoIterator<Item = Rejection>) -> Self {
+        let mut out: BTreeMap<(String, String), Version> = BTreeMap::new();
+        for r in rejections {
+            let v = out
+                .entry((r.source_table, r.key))
+                .or_insert(r.lineage.version);
+            *v = (*v).max(r.lineage.version);
+        }
+        LoadedDeadLetters(out)
+    }
+}
 
 impl tidemark_reconcile::DeadLetters for LoadedDeadLetters {
     fn rejected_version(

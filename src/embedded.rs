@@ -625,12 +625,23 @@ pub async fn reconcile(
         })?)),
         None => Box::new(SinkFrontier(block_in_place(|| open_sink(config))?.0)),
     };
-    let mut dead: Box<dyn tidemark_reconcile::DeadLetters> = match &target {
-        Target::Sqlite { path } => Box::new(crate::dlq::EmbeddedView::open(path)?),
-        Target::Scylla {
-            dead_letter_path, ..
-        } => Box::new(LoadedDeadLetters(FileDeadLetters::load(dead_letter_path)?)),
-    };
+    // Rejections are where apply put them: in Kafka mode the dead-letter topic, else next to
+    // the target.
+    let mut dead: Box<dyn tidemark_reconcile::DeadLetters> =
+        match (config.transport.kafka(), &target) {
+            (Some(kafka), _) => {
+                Box::new(LoadedDeadLetters::from_rejections(block_in_place(|| {
+                    tidemark_kafka::read_rejections(kafka)
+                })?))
+            }
+            (None, Target::Sqlite { path }) => Box::new(crate::dlq::EmbeddedView::open(path)?),
+            (
+                None,
+                Target::Scylla {
+                    dead_letter_path, ..
+                },
+            ) => Box::new(FileDeadLetters::load(dead_letter_path)?),
+        };
     let mut output = match &args.output {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p)

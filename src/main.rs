@@ -8,6 +8,7 @@
 //! fix), 2 when `reconcile` finds actionable drift.
 
 mod config;
+mod control;
 mod dlq;
 mod embedded;
 mod kafka_mode;
@@ -114,6 +115,11 @@ enum Command {
         #[arg(long, requires = "repair")]
         dry_run: bool,
     },
+    /// The control topic: its worker, and sending to it.
+    Control {
+        #[command(subcommand)]
+        command: ControlCommand,
+    },
     /// Prepare the target.
     Target {
         #[command(subcommand)]
@@ -132,6 +138,24 @@ enum TopicsCommand {
     Init {
         #[command(flatten)]
         config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ControlCommand {
+    /// Act on the control topic until stopped: start and pause/resume backfills, re-read keys,
+    /// reconcile tables (Kafka transport; one worker per deployment).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Send one control message (JSON), e.g. '{"action":"reconcile","tables":["shop.orders"]}'.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The message: {"action": "start_backfill" | "pause_backfill" | "resume_backfill" |
+        /// "reread_keys" | "reconcile", ...}.
+        message: String,
     },
 }
 
@@ -267,6 +291,28 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Control { command } => {
+            let (path, message) = match &command {
+                ControlCommand::Serve { config } => (&config.config, None),
+                ControlCommand::Send { config, message } => (&config.config, Some(message)),
+            };
+            let config = config::Config::load(path)?;
+            let kafka = config.transport.kafka().cloned().context(
+                "transport.kind: the control topic is part of the Kafka transport; set [transport] kind = \"kafka\" (in-process mode: SIGUSR1 pauses/resumes `tidemark run`)",
+            )?;
+            match message {
+                Some(message) => print!("{}", control::send(&kafka, message).await?),
+                None => {
+                    start_metrics(&config)?;
+                    let report = control::serve(&config, &kafka, shutdown_token()).await?;
+                    println!(
+                        "control worker stopped: {} actions done, {} failed, {} pause/resume signals",
+                        report.done, report.failed, report.signals
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Target {
             command: TargetCommand::Init { config },

@@ -97,7 +97,9 @@ def component(d: dict[str, Any]) -> str:
     return (d["metadata"].get("labels") or {}).get(COMPONENT, "")
 
 
-def check_invariants(name: str, docs: list[tuple[str, dict[str, Any]]], f: Failures) -> dict:
+def check_invariants(
+    name: str, values: dict[str, Any], docs: list[tuple[str, dict[str, Any]]], f: Failures
+) -> dict:
     stats: dict[str, Any] = {}
     toml_text = config_toml(docs)
     try:
@@ -146,6 +148,7 @@ def check_invariants(name: str, docs: list[tuple[str, dict[str, Any]]], f: Failu
     applies = [d for _, d in docs if d.get("kind") == "Deployment" and component(d) == "apply"]
     backfills = [d for _, d in docs if d.get("kind") == "Job" and component(d) == "backfill"]
     reconciles = [d for _, d in docs if d.get("kind") == "CronJob" and component(d) == "reconcile"]
+    controls = [d for _, d in docs if d.get("kind") == "Deployment" and component(d) == "control"]
     hooks = [d for _, d in docs if d.get("kind") == "Job" and component(d) == "topics-init"]
 
     f.check(len(captures) <= 1, name, "more than one capture Deployment")
@@ -156,6 +159,40 @@ def check_invariants(name: str, docs: list[tuple[str, dict[str, Any]]], f: Failu
             name,
             "capture strategy must be Recreate (never two binlog readers)",
         )
+    # The control worker: on unless control.enabled is false; exactly one, never two at once.
+    control_on = (values.get("control") or {}).get("enabled", True) is not False
+    f.check(
+        len(controls) == (1 if control_on else 0),
+        name,
+        f"expected {1 if control_on else 0} control Deployment(s) (control.enabled), got {len(controls)}",
+    )
+    for d in controls:
+        f.check(d["spec"].get("replicas") == 1, name, "control replicas must be 1")
+        f.check(
+            (d["spec"].get("strategy") or {}).get("type") == "Recreate",
+            name,
+            "control strategy must be Recreate (never two control workers)",
+        )
+        args = d["spec"]["template"]["spec"]["containers"][0].get("args") or []
+        f.check(args[:2] == ["control", "serve"], name, "control must run `tidemark control serve`")
+    stats["control"] = "1 worker" if controls else "off"
+    # Every stage that opens the target (apply, reconcile, control's reconcile action) must see the
+    # same SQLite file: the target volume mounted at the folder of target.path.
+    target = cfg.get("target", {})
+    if target.get("kind") == "sqlite":
+        folder = str(Path(target.get("path", "/")).parent)
+        for d in applies + reconciles + controls:
+            spec = pod_spec(d) or {}
+            mounts = {
+                m["mountPath"]: m["name"]
+                for c in spec.get("containers", [])
+                for m in c.get("volumeMounts") or []
+            }
+            f.check(
+                mounts.get(folder) == "target",
+                f"{name} {d['kind']}/{d['metadata']['name']}",
+                f"the sqlite target volume must be mounted at {folder}",
+            )
     for d in applies:
         r = int(d["spec"].get("replicas", 1))
         stats["apply replicas"] = f"{r} <= {max_partitions} partitions"
@@ -298,7 +335,7 @@ def main() -> int:
             (d / "tidemark.toml").write_text(config_toml(docs))
         before = len(f.items)
         validate_schemas(name, docs, versions, f)
-        stats = check_invariants(name, docs, f)
+        stats = check_invariants(name, values, docs, f)
         kinds: dict[str, int] = {}
         for _, doc in docs:
             kinds[doc["kind"]] = kinds.get(doc["kind"], 0) + 1

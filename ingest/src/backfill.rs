@@ -396,7 +396,7 @@ impl Backfill {
                     chunk: Some(chunk_name.clone()),
                 })
                 .collect();
-            if !changes.is_empty() && out.send(CaptureMessage::Changes(changes)).await.is_err() {
+            if !send_changes(out, changes).await {
                 return Ok(emitted);
             }
             if out
@@ -554,7 +554,7 @@ impl Backfill {
                     }
                 })
                 .collect();
-            if out.send(CaptureMessage::Changes(changes)).await.is_err() {
+            if !send_changes(out, changes).await {
                 break;
             }
         }
@@ -711,6 +711,25 @@ pub fn parse_key_line(
     }
     let parsed: KeyLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
     Ok((parsed.table.parse()?, parsed.key))
+}
+
+/// Most rows in one message downstream. The channel to apply is bounded in messages, so this is
+/// what bounds the rows in flight (and the memory they hold) to `queue_capacity` × this, however
+/// large a chunk grows.
+pub const ROWS_PER_MESSAGE: usize = 256;
+
+/// Send `changes` in messages of at most [`ROWS_PER_MESSAGE`]; false when downstream is gone.
+async fn send_changes(out: &mpsc::Sender<CaptureMessage>, changes: Vec<ChangeEvent>) -> bool {
+    let mut rest = changes.into_iter();
+    loop {
+        let piece: Vec<ChangeEvent> = rest.by_ref().take(ROWS_PER_MESSAGE).collect();
+        if piece.is_empty() {
+            return true;
+        }
+        if out.send(CaptureMessage::Changes(piece)).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// Turn a JSON key object into a typed key row of `schema` (values as in canonical text).

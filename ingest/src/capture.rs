@@ -47,6 +47,9 @@ use mysql_async::binlog::events::{
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
 use mysql_common::binlog::consts::EventType;
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::io::ParseBuf;
 use serde::Deserialize;
 use tidemark_schemas::{
     file_seq, row_version, BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, TableId,
@@ -736,6 +739,137 @@ fn rotate_target_before_fde(event: &Event, rotate: &RotateEvent<'_>) -> String {
 }
 
 /// Decode every row of a rows event into change events.
+/// The row images of one rows event, parsed straight from the event's bytes.
+///
+/// `mysql_common`'s own iterator builds a `BinlogRow` per image with a full result-set `Column`
+/// per value (schema, table and column names copied each time), which was more than half of
+/// capture's CPU. The wire format is simple: per row, for each image the event carries (before
+/// for updates and deletes, after for inserts and updates), a null bitmap over the columns
+/// present in that image, then each non-null value encoded by its column type and table-map
+/// metadata. Values are parsed with `mysql_common`'s own `BinlogValue` decoder, borrowing from
+/// the event. Only FULL images are accepted (`binlog_row_image=FULL`): a row image missing
+/// columns would put values under the wrong names. MySQL's partial JSON updates carry a shared
+/// image before the after image; such events are refused by the decoder with the setting to
+/// change (see `decode::from_binlog`).
+struct RowImages<'a> {
+    buf: ParseBuf<'a>,
+    /// Whether rows carry a before image and an after image.
+    before: bool,
+    after: bool,
+    /// Per column: wire type, table-map metadata, unsignedness.
+    layout: Vec<(ColumnType, &'a [u8], bool)>,
+    partial: bool,
+}
+
+impl<'a> RowImages<'a> {
+    fn new(
+        event: &'a RowsEventData<'a>,
+        tme: &'a TableMapEvent<'a>,
+        schema: &SourceSchema,
+    ) -> std::result::Result<Self, RowImageError> {
+        let n = event.num_columns() as usize;
+        if n != schema.columns.len() {
+            return Err(RowImageError::Other(format!(
+                "the rows event has {n} columns, the table {}",
+                schema.columns.len()
+            )));
+        }
+        let mut layout = Vec::with_capacity(n);
+        for (i, col) in schema.columns.iter().enumerate() {
+            let ty = match tme.get_column_type(i) {
+                Ok(Some(ty)) => ty,
+                Ok(None) => {
+                    return Err(RowImageError::Other(format!(
+                        "column {}: no type in the table map",
+                        col.name
+                    )))
+                }
+                Err(e) => return Err(RowImageError::Other(format!("column {}: {e}", col.name))),
+            };
+            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+            let unsigned = matches!(
+                col.ty,
+                tidemark_schemas::SourceType::Integer { unsigned: true, .. }
+            );
+            layout.push((ty, meta, unsigned));
+        }
+        let before = event.columns_before_image().map(|bits| bits.count_ones());
+        let after = event.columns_after_image().map(|bits| bits.count_ones());
+        if let Some(present) = [before, after].into_iter().flatten().find(|p| *p != n) {
+            return Err(RowImageError::NotFull(present));
+        }
+        Ok(RowImages {
+            buf: ParseBuf(event.rows_data()),
+            before: before.is_some(),
+            after: after.is_some(),
+            layout,
+            partial: matches!(event, RowsEventData::PartialUpdateRowsEvent(_)),
+        })
+    }
+
+    /// One full image: the null bitmap, then the non-null values.
+    fn image(&mut self) -> std::io::Result<Vec<BinlogValue<'a>>> {
+        let nulls: &[u8] = self.buf.parse(self.layout.len().div_ceil(8))?;
+        let mut values = Vec::with_capacity(self.layout.len());
+        for (i, (ty, meta, unsigned)) in self.layout.iter().enumerate() {
+            if nulls[i / 8] & (1 << (i % 8)) != 0 {
+                values.push(BinlogValue::Value(mysql_common::Value::NULL));
+            } else {
+                values.push(
+                    self.buf
+                        .parse::<BinlogValue<'a>>((*ty, *meta, *unsigned, false))?,
+                );
+            }
+        }
+        Ok(values)
+    }
+}
+
+enum RowImageError {
+    /// An image with this many columns instead of all.
+    NotFull(usize),
+    Other(String),
+}
+
+type RowImagePair<'a> = (Option<Vec<BinlogValue<'a>>>, Option<Vec<BinlogValue<'a>>>);
+
+impl<'a> Iterator for RowImages<'a> {
+    type Item = std::result::Result<RowImagePair<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.0.is_empty() {
+            return None;
+        }
+        if self.partial {
+            // Stop after reporting it once.
+            self.buf = ParseBuf(&[]);
+            return Some(Err(
+                "a partial JSON update arrived; set binlog_row_value_options='' on the source so full JSON images are logged".into(),
+            ));
+        }
+        let mut parse = || -> std::io::Result<RowImagePair<'a>> {
+            let before = if self.before {
+                Some(self.image()?)
+            } else {
+                None
+            };
+            let after = if self.after {
+                Some(self.image()?)
+            } else {
+                None
+            };
+            Ok((before, after))
+        };
+        match parse() {
+            Ok(pair) => Some(Ok(pair)),
+            Err(e) => {
+                self.buf = ParseBuf(&[]);
+                Some(Err(format!("undecodable row image: {e}")))
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn decode_rows(
     rows_event: &RowsEventData<'_>,
@@ -761,27 +895,28 @@ fn decode_rows(
         }
     };
     let mut changes = Vec::new();
-    for (row_index, item) in rows_event.rows(tme).enumerate() {
-        let (before, after) = item.map_err(|e| Error::Decode {
+    let decode_error = |detail: String| Error::Decode {
+        table: schema.table.clone(),
+        position: position.clone(),
+        detail,
+    };
+    let images = RowImages::new(rows_event, tme, schema).map_err(|e| match e {
+        RowImageError::NotFull(present) => Error::SchemaMismatch {
             table: schema.table.clone(),
             position: position.clone(),
-            detail: e.to_string(),
-        })?;
+            detail: format!(
+                "the row image has {present} of {} columns; a session logged it with binlog_row_image other than FULL",
+                schema.columns.len()
+            ),
+        },
+        RowImageError::Other(detail) => decode_error(detail),
+    })?;
+    for (row_index, item) in images.enumerate() {
+        let (before, after) = item.map_err(decode_error)?;
         let version = row_version(st.file_seq, position.offset, event_len, row_index as u64)?;
-        let decode = |image: mysql_common::binlog::row::BinlogRow| -> Result<Row> {
-            if image.len() != schema.columns.len() {
-                return Err(Error::SchemaMismatch {
-                    table: schema.table.clone(),
-                    position: position.clone(),
-                    detail: format!(
-                        "the row image has {} of {} columns; a session logged it with binlog_row_image other than FULL",
-                        image.len(),
-                        schema.columns.len()
-                    ),
-                });
-            }
+        let decode = |image: Vec<BinlogValue<'_>>| -> Result<Row> {
             let mut row = Row(Vec::with_capacity(schema.columns.len()));
-            for (col, value) in schema.columns.iter().zip(image.unwrap()) {
+            for (col, value) in schema.columns.iter().zip(image) {
                 let v = decode::from_binlog(col, value).map_err(|detail| Error::Decode {
                     table: schema.table.clone(),
                     position: position.clone(),

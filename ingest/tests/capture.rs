@@ -514,6 +514,43 @@ async fn a_table_changed_again_later_stops_capture_with_the_table_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_image_without_every_column_stops_capture_with_the_table_named() {
+    let db = MariaDb::start();
+    // The server logs FULL images; one session overrides it, as a careless client can.
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(10), qty INT);
+         INSERT INTO shop.items VALUES (1, 'a', 1);
+         SET SESSION binlog_row_image = 'MINIMAL';
+         UPDATE shop.items SET qty = 2 WHERE id = 1;",
+    );
+    let cfg = SourceConfig {
+        url: db.url(),
+        server_id: 993,
+        databases: vec!["shop".into()],
+        tables: vec![],
+    };
+    let source = Source::connect(&db.url()).await.unwrap();
+    let capture_cfg = CaptureConfig {
+        start: "earliest".into(),
+        ..CaptureConfig::default()
+    };
+    let mut capture = Capture::new(source, Scope::from_config(&cfg).unwrap(), 993, capture_cfg);
+    let start = capture.resolve_start(None).await.unwrap();
+    let end = capture.source().end_of_log().await.unwrap();
+    let (tx, _rx) = mpsc::channel(1024);
+    let err = capture
+        .run(start, StopAt::Position(end), tx, CancellationToken::new())
+        .await
+        .expect_err("a partial row image must not be applied as if it were whole");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("shop.items") && msg.contains("binlog_row_image"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_binlog_settings_name_the_setting_and_the_fix() {
     let db = MariaDb::start_with_args(&["--binlog-format=STATEMENT"]);
     let mut source = Source::connect(&db.url()).await.unwrap();

@@ -129,7 +129,8 @@ impl Batch {
 pub struct KafkaApplier {
     config: KafkaConfig,
     topics: Topics,
-    consumer: BaseConsumer<ApplyContext>,
+    /// Shared only so that [`Drop`] can leak it when the group does not let it go (see there).
+    consumer: Arc<BaseConsumer<ApplyContext>>,
     producer: FutureProducer,
     transformer: Transformer,
     schemas: HashMap<String, Arc<SourceSchema>>,
@@ -182,7 +183,7 @@ impl KafkaApplier {
         Ok(KafkaApplier {
             config: config.clone(),
             topics,
-            consumer,
+            consumer: Arc::new(consumer),
             producer,
             transformer,
             schemas: HashMap::new(),
@@ -724,6 +725,35 @@ impl KafkaApplier {
             }
         }
         Ok(true)
+    }
+}
+
+/// How long dropping an applier waits for the consumer to leave its group.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Drop for KafkaApplier {
+    /// Leave the group, within [`CLOSE_TIMEOUT`]. rust-rdkafka's own `BaseConsumer` drop polls
+    /// until librdkafka reports the consumer closed, without limit; with a rebalance under way
+    /// that can be forever (fede1024/rust-rdkafka#509), which would turn a clean shutdown into a
+    /// hang. Here the close is bounded: when the group has not let the member go in time, the
+    /// consumer is leaked (its offsets were committed by `run`; the broker drops the member after
+    /// `session.timeout.ms`).
+    fn drop(&mut self) {
+        let consumer = &self.consumer;
+        if consumer.close_queue().is_ok() {
+            let deadline = Instant::now() + CLOSE_TIMEOUT;
+            while !consumer.closed() && Instant::now() < deadline {
+                consumer.poll(Duration::from_millis(100));
+            }
+        }
+        if !consumer.closed() {
+            warn!(
+                group = %self.config.group_id,
+                seconds = CLOSE_TIMEOUT.as_secs(),
+                "the consumer did not leave its group in time; leaving it to the session timeout"
+            );
+            std::mem::forget(Arc::clone(consumer));
+        }
     }
 }
 

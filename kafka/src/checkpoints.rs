@@ -5,20 +5,16 @@
 //! resume from it; apply finds table descriptions in it (stage `schema`); the reconciler reads
 //! the apply frontier from it ([`crate::group_frontier`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
-use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use tidemark_ingest::backfill::BACKFILL_STAGE;
 use tidemark_ingest::{BackfillCheckpoint, CaptureCheckpoint};
 use tidemark_schemas::{avro, Checkpoint, TableId};
 
-use crate::topics::{
-    blocking, consumer_config, partition_count, producer_config, wait_for_brokers,
-};
+use crate::reader::TopicReader;
+use crate::topics::{blocking, producer_config};
 use crate::{Error, KafkaConfig, Result, Topics};
 
 pub use tidemark_ingest::capture::{ALL_TABLES, CAPTURE_STAGE};
@@ -156,38 +152,16 @@ pub(crate) fn read_all(config: &KafkaConfig) -> Result<BTreeMap<String, Checkpoi
 /// A reader of the checkpoints topic that stays assigned and reads what was added since its last
 /// call ([`CheckpointReader::catch_up`]): the latest value per key. Blocking.
 pub struct CheckpointReader {
-    consumer: BaseConsumer,
-    topic: String,
-    partitions: usize,
-    /// partition → next offset to read
-    next: HashMap<i32, i64>,
+    reader: TopicReader,
     entries: BTreeMap<String, Checkpoint>,
 }
 
 impl CheckpointReader {
     /// Connect (with the start-up retries) and assign every partition from the beginning.
     pub fn open(config: &KafkaConfig) -> Result<Self> {
-        config.check()?;
         let topic = Topics::new(config).checkpoints();
-        let consumer: BaseConsumer =
-            consumer_config(config, &format!("{}-checkpoint-reader", config.group_id))
-                .create()
-                .map_err(|e| Error::kafka("creating the checkpoint reader", e))?;
-        wait_for_brokers(consumer.client(), config)?;
-        let partitions = partition_count(consumer.client(), &topic)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .map_err(|e| Error::kafka("assigning the checkpoints topic", e))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::kafka("assigning the checkpoints topic", e))?;
         Ok(CheckpointReader {
-            consumer,
-            topic,
-            partitions,
-            next: HashMap::new(),
+            reader: TopicReader::open(config, &topic, "checkpoint-reader")?,
             entries: BTreeMap::new(),
         })
     }
@@ -199,70 +173,14 @@ impl CheckpointReader {
 
     /// Read up to the high watermarks of now.
     pub fn catch_up(&mut self) -> Result<()> {
-        let topic = self.topic.clone();
-        let mut todo: HashMap<i32, i64> = HashMap::new();
-        for p in 0..self.partitions as i32 {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                .map_err(|e| Error::kafka(format!("watermarks of `{topic}`"), e))?;
-            let next = self.next.get(&p).copied().unwrap_or(low).max(low);
-            if high > next {
-                todo.insert(p, high);
-            }
-        }
-        let started = Instant::now();
-        while !todo.is_empty() {
-            if started.elapsed() > Duration::from_secs(120) {
-                return Err(Error::kafka(
-                    format!("reading `{topic}`"),
-                    "did not reach the high watermark within 120 s",
-                ));
-            }
-            let Some(msg) = self
-                .consumer
-                .poll(Timeout::After(Duration::from_millis(200)))
-            else {
-                // Compaction leaves gaps: the position can pass the last offset without a message.
-                if let Ok(pos) = self.consumer.position() {
-                    for e in pos.elements_for_topic(&topic) {
-                        if let Offset::Offset(o) = e.offset() {
-                            self.next.insert(e.partition(), o);
-                            if todo.get(&e.partition()).is_some_and(|high| o >= *high) {
-                                todo.remove(&e.partition());
-                            }
-                        }
-                    }
-                }
-                continue;
-            };
-            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
-            apply_message(&mut self.entries, &mut self.next, &topic, &msg)?;
-            if todo
-                .get(&msg.partition())
-                .is_some_and(|high| msg.offset() + 1 >= *high)
-            {
-                todo.remove(&msg.partition());
-            }
-        }
-        // Some brokers (tansu 0.6) report the high watermark as the base offset of the last
-        // record batch + 1. A fetch returns whole batches, so the rest of that batch is already
-        // here: take whatever is fetched before calling it done.
-        while let Some(msg) = self
-            .consumer
-            .poll(Timeout::After(Duration::from_millis(100)))
-        {
-            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
-            apply_message(&mut self.entries, &mut self.next, &topic, &msg)?;
-        }
-        Ok(())
+        let entries = &mut self.entries;
+        self.reader.catch_up(|msg| apply_message(entries, msg))
     }
 }
 
+/// A checkpoint message: the latest value of its key, or a tombstone that removes the key.
 fn apply_message(
     entries: &mut BTreeMap<String, Checkpoint>,
-    next: &mut HashMap<i32, i64>,
-    topic: &str,
     msg: &rdkafka::message::BorrowedMessage<'_>,
 ) -> Result<()> {
     let key = msg
@@ -276,11 +194,15 @@ fn apply_message(
         Some(bytes) => {
             let cp = avro::decode_checkpoint(bytes).map_err(|e| Error::Checkpoint {
                 key: key.clone(),
-                message: format!("at {topic}/{}@{}: {e}", msg.partition(), msg.offset()),
+                message: format!(
+                    "at {}/{}@{}: {e}",
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset()
+                ),
             })?;
             entries.insert(key, cp);
         }
     }
-    next.insert(msg.partition(), msg.offset() + 1);
     Ok(())
 }

@@ -85,15 +85,42 @@ pub async fn send_control(config: &KafkaConfig, message: &ControlMessage) -> Res
 ///
 /// With a group, each group sees every message once across restarts (offsets committed after
 /// the message was handed out; use one group per job kind, e.g. `tidemark-backfill`). Without a
-/// group, the listener sees only messages sent after it started.
+/// group, the listener sees only messages sent after it started. A worker that must not lose a
+/// message it had not finished acting on when it was killed uses [`ControlListener::worker`] and
+/// commits with [`ControlListener::commit`] once the action is done.
 pub struct ControlListener {
     consumer: StreamConsumer,
     topic: String,
-    grouped: bool,
+    /// Commit each message's offset as it is handed out.
+    commit_on_read: bool,
 }
 
 impl ControlListener {
+    /// A listener of `group` (or, without one, of messages sent from now on) that commits each
+    /// message as it is handed out.
     pub async fn start(config: &KafkaConfig, group: Option<&str>) -> Result<Self> {
+        let mut listener = Self::connect(config, group).await?;
+        listener.commit_on_read = group.is_some();
+        Ok(listener)
+    }
+
+    /// A member of `group` that commits only through [`ControlListener::commit`]: after a
+    /// restart the group resumes at the first message not committed.
+    pub async fn worker(config: &KafkaConfig, group: &str) -> Result<Self> {
+        Self::connect(config, Some(group)).await
+    }
+
+    /// Record that every message before `next_offset` was acted on.
+    pub fn commit(&self, next_offset: i64) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(next_offset))
+            .map_err(|e| Error::kafka("committing the control topic offset", e))?;
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| Error::kafka("committing the control topic offset", e))
+    }
+
+    async fn connect(config: &KafkaConfig, group: Option<&str>) -> Result<Self> {
         config.check()?;
         let topic = Topics::new(config).control();
         let group_id = group
@@ -131,7 +158,7 @@ impl ControlListener {
         Ok(ControlListener {
             consumer,
             topic,
-            grouped: group.is_some(),
+            commit_on_read: false,
         })
     }
 
@@ -149,7 +176,7 @@ impl ControlListener {
             .ok_or_else(|| "an empty control message".to_string())
             .and_then(|p| serde_json::from_slice::<ControlMessage>(p).map_err(|e| e.to_string()));
         let timestamp_ms = msg.timestamp().to_millis();
-        if self.grouped {
+        if self.commit_on_read {
             let mut tpl = TopicPartitionList::new();
             let _ = tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset + 1));
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use tidemark_schemas::{avro, DriftEvent};
 
 use crate::checkpoints::await_delivery;
-use crate::topics::{consumer_config, producer_config};
+use crate::reader::TopicReader;
+use crate::topics::producer_config;
 use crate::{Error, KafkaConfig, Result, Topics};
 
 /// Publishes drift events to `<prefix>.drift`.
@@ -76,49 +76,23 @@ impl DriftPublisher {
     }
 }
 
-/// Read every drift event on the topic so far (blocking; for tests and operator tooling).
+/// Read every drift event on the topic up to its end as it is now (blocking; for tests and
+/// operator tooling).
 pub fn read_drift(config: &KafkaConfig) -> Result<Vec<DriftEvent>> {
-    let topic = Topics::new(config).drift();
-    let consumer: BaseConsumer =
-        consumer_config(config, &format!("{}-drift-reader", config.group_id))
-            .create()
-            .map_err(|e| Error::kafka("creating the drift reader", e))?;
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .map_err(|e| Error::kafka("reading the drift topic's metadata", e))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        list.add_partition_offset(&topic, p, Offset::Beginning)
-            .map_err(|e| Error::kafka("assigning the drift topic", e))?;
-    }
-    consumer
-        .assign(&list)
-        .map_err(|e| Error::kafka("assigning the drift topic", e))?;
+    let mut reader = TopicReader::open(config, &Topics::new(config).drift(), "drift-reader")?;
     let mut out = Vec::new();
-    let mut idle = 0;
-    while idle < 10 {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                if let Some(payload) = m.payload() {
-                    out.push(
-                        avro::decode_drift_event(payload).map_err(|e| Error::Decode {
-                            topic: topic.clone(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            message: e.to_string(),
-                        })?,
-                    );
-                }
-            }
-            Some(Err(e)) => return Err(Error::kafka("reading the drift topic", e)),
-            None => idle += 1,
+    reader.catch_up(|m| {
+        if let Some(payload) = m.payload() {
+            out.push(
+                avro::decode_drift_event(payload).map_err(|e| Error::Decode {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    message: e.to_string(),
+                })?,
+            );
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

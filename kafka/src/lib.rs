@@ -89,9 +89,11 @@ mod applier;
 mod checkpoints;
 mod config;
 mod control;
+mod dead_letters;
 mod drift;
 mod error;
 mod publisher;
+mod reader;
 mod topics;
 pub mod wire;
 
@@ -104,7 +106,9 @@ pub use checkpoints::{
 };
 pub use config::KafkaConfig;
 pub use control::{send_control, ControlEnvelope, ControlListener, ControlMessage};
+pub use dead_letters::read_rejections;
 pub use drift::{read_drift, DriftPublisher};
 pub use error::{Error, Result};
 pub use publisher::{KafkaPublisher, PublishReport};
+pub use reader::TopicReader;
 pub use topics::{topics_init, TopicStatus, Topics};

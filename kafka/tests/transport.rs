@@ -231,22 +231,18 @@ async fn publisher_to_applier_round_trip_with_checkpoints_and_frontier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_is_never_visible_before_its_data() {
     let broker = Broker::start();
-    let mut config = broker.config();
+    let config = broker.config();
     init(&config).await;
-    // Slow the data down: every batch waits 1.5 s in the producer before it is sent.
-    config.producer.insert("linger.ms".into(), "1500".into());
-    let publisher = KafkaPublisher::new(&config, "test-server", &[table()])
-        .await
-        .expect("publisher");
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let task = tokio::spawn(publisher.run(rx));
-    let messages = workload(50);
-    for m in messages {
-        tx.send(m).await.expect("publisher alive");
-    }
+    let n = 300;
+    let last_commit = format!("mysql-bin.000001:{}", 1000 + (n - 1) * 10 + 5);
 
+    // The watcher observes (checkpoint, changes in the topic) pairs, reading the checkpoint
+    // first: whatever a visible checkpoint covers must already be readable. It reports its
+    // first observation before any data is sent, so the publisher starts on an empty topic.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher_config = broker.config();
-    let observations = tokio::task::spawn_blocking(move || {
+    let done_at = last_commit.clone();
+    let watching = tokio::task::spawn_blocking(move || {
         let topics = Topics::new(&watcher_config);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", watcher_config.bootstrap())
@@ -254,11 +250,10 @@ async fn a_checkpoint_is_never_visible_before_its_data() {
             .create()
             .expect("watcher");
         let mut reader = CheckpointReader::open(&watcher_config).expect("reader");
+        let mut first_tx = Some(first_tx);
         let mut seen = Vec::new();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            // First the checkpoint, then the data: whatever the checkpoint covers must be
-            // readable by now.
+        while started.elapsed() < Duration::from_secs(90) {
             reader.catch_up().expect("catch up");
             let cp = reader
                 .entries()
@@ -269,35 +264,51 @@ async fn a_checkpoint_is_never_visible_before_its_data() {
             let mut total = 0;
             for p in 0..3 {
                 let (low, high) = consumer
-                    .fetch_watermarks(&topics.changes(&table()), p, Duration::from_secs(5))
+                    .fetch_watermarks(&topics.changes(&table()), p, Duration::from_secs(10))
                     .expect("watermarks");
                 total += high - low;
             }
-            let done = cp
-                .as_deref()
-                .is_some_and(|v| v.contains("mysql-bin.000001:1495"));
+            let done = cp.as_deref().is_some_and(|v| v.contains(&done_at));
             seen.push((cp, total));
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(());
+            }
             if done {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         seen
-    })
-    .await
-    .expect("watcher");
+    });
+    first_rx
+        .await
+        .expect("the watcher made its first observation");
+
+    // Feed the publisher in small steps so that the watcher sees it mid-way.
+    let publisher = KafkaPublisher::new(&config, "test-server", &[table()])
+        .await
+        .expect("publisher");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(publisher.run(rx));
+    for (i, m) in workload(n).into_iter().enumerate() {
+        tx.send(m).await.expect("publisher alive");
+        if i % 20 == 19 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
     drop(tx);
     task.await.expect("task").expect("publisher");
+    let observations = watching.await.expect("watcher");
 
     assert!(
         observations.first().is_some_and(|(cp, _)| cp.is_none()),
-        "no checkpoint before the data was acknowledged: {:?}",
+        "no checkpoint before anything was sent: {:?}",
         observations.first()
     );
-    let mut saw_checkpoint = false;
+    let mut checkpoints = 0;
     for (cp, total) in &observations {
         if let Some(v) = cp {
-            saw_checkpoint = true;
+            checkpoints += 1;
             // The position of change i is 1000 + 10 i + 5; every change before it must be there.
             let position: tidemark_schemas::BinlogPosition =
                 serde_json::from_str::<tidemark_ingest::CaptureCheckpoint>(v)
@@ -313,8 +324,16 @@ async fn a_checkpoint_is_never_visible_before_its_data() {
         }
     }
     assert!(
-        saw_checkpoint,
-        "the final checkpoint appeared: {observations:?}"
+        observations
+            .last()
+            .and_then(|(cp, _)| cp.as_deref())
+            .is_some_and(|v| v.contains(&last_commit)),
+        "the final checkpoint appeared: {:?}",
+        observations.last()
+    );
+    println!(
+        "{} observations, {checkpoints} with a checkpoint",
+        observations.len()
     );
 }
 
@@ -350,10 +369,18 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     unknown_fingerprint.extend_from_slice(b"\x02\x04xy");
     let change_headers =
         tidemark_kafka::wire::headers(&[("tm-kind", "change"), ("tm-schema", &schema_id)]);
+    // A well-formed change of a table no capture described (no table description in the
+    // checkpoints topic under its `tm-schema`).
+    let mut ghost = upsert(7, "boo", 1, 5500);
+    ghost.table = tidemark_schemas::TableId::new("shop", "ghost");
+    let ghost_payload = tidemark_schemas::avro::encode_change_event(&ghost).expect("encode");
+    let ghost_headers =
+        tidemark_kafka::wire::headers(&[("tm-kind", "change"), ("tm-schema", "00000000deadbeef")]);
     for (payload, headers) in [
         (b"garbage, not avro".to_vec(), Some(change_headers.clone())),
         (unknown_fingerprint, Some(change_headers.clone())),
         (b"no headers at all".to_vec(), None),
+        (ghost_payload, Some(ghost_headers)),
     ] {
         let mut record = FutureRecord::<str, [u8]>::to(&changes_topic)
             .key("{\"id\":1}")
@@ -379,7 +406,7 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     let dir = tempfile::tempdir().expect("tmp");
     let sink_path = dir.path().join("target.db");
     let report = apply(&config, &sink_path, until_caught_up()).await;
-    assert_eq!(report.undecodable, 3, "{report:?}");
+    assert_eq!(report.undecodable, 4, "{report:?}");
     assert_eq!(report.rejected.get("shop.items"), Some(&1), "{report:?}");
     let sink = contents(&sink_path);
     assert_eq!(
@@ -392,7 +419,7 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
         "apply went on after the bad messages"
     );
 
-    // The dead-letter topic holds the three raw messages and the rejection.
+    // The dead-letter topic holds the four raw messages and the rejection.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", config.bootstrap())
         .set("group.id", "dlq-reader")
@@ -405,8 +432,9 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     }
     consumer.assign(&tpl).expect("assign");
     let mut kinds = Vec::new();
+    let mut ghosts = 0;
     let started = Instant::now();
-    while kinds.len() < 4 && started.elapsed() < Duration::from_secs(20) {
+    while kinds.len() < 5 && started.elapsed() < Duration::from_secs(20) {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.expect("dlq message");
             let headers = m.headers().expect("dlq headers");
@@ -433,6 +461,10 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
                 {
                     assert!(error.contains("fingerprint"), "{error}");
                 }
+                if get("tm-original-kind").is_some() && error.contains("00000000deadbeef") {
+                    assert!(error.contains("unknown table description"), "{error}");
+                    ghosts += 1;
+                }
             } else {
                 assert_eq!(kind, "rejection");
                 let v: serde_json::Value =
@@ -446,8 +478,24 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     kinds.sort();
     assert_eq!(
         kinds,
-        vec!["rejection", "undecodable", "undecodable", "undecodable"]
+        vec![
+            "rejection",
+            "undecodable",
+            "undecodable",
+            "undecodable",
+            "undecodable"
+        ]
     );
+    assert_eq!(
+        ghosts, 1,
+        "the change of an unknown table is named in the dead-letter topic"
+    );
+    // The rejection reads back for the reconciler (schema_rejection, not missing).
+    let rejections = tidemark_kafka::read_rejections(&config).expect("read rejections");
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].source_table, "shop.items");
+    assert_eq!(rejections[0].key, "{\"id\":100}");
+    assert_eq!(rejections[0].lineage.version, 5000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,7 +380,7 @@ ports:
 {{- end }}
 {{- end -}}
 
-{{/* Probes of a long-running stage (capture, apply). */}}
+{{/* Probes of a long-running stage (capture, apply, control). */}}
 {{- define "tidemark.probes" -}}
 {{- if .Values.metrics.enabled }}
 startupProbe:

@@ -1,0 +1,223 @@
+//! The control topic end to end: `tidemark control serve` as its own process, next to capture and
+//! apply, acting on what `tidemark control send` puts on the topic: a backfill started on
+//! request, paused and resumed; a reconcile whose findings land on the drift topic (a schema
+//! rejection read back from the dead-letter topic, an unlogged change as `stale`); a key re-read
+//! that repairs it. The worker is killed with `kill -9` mid-action and its replacement finishes
+//! the action it had not committed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{run_ok, spawn, write_config};
+use tidemark_kafka::KafkaConfig;
+use tidemark_testkit::{MariaDb, Tansu};
+
+fn transport(broker: &Tansu) -> String {
+    // See kafka_e2e.rs for why tansu needs one record per batch and a short session timeout.
+    format!(
+        "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        broker.addr
+    )
+}
+
+/// Live rows of a target table.
+fn live_rows(dir: &Path, table: &str) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(dir.join("target.db")) else {
+        return 0;
+    };
+    conn.query_row(
+        &format!("SELECT COUNT(*) FROM \"{table}\" WHERE _tm_deleted = 0"),
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+fn body_of(dir: &Path, id: i64) -> Option<String> {
+    let conn = rusqlite::Connection::open(dir.join("target.db")).ok()?;
+    conn.query_row(
+        "SELECT body FROM notes WHERE id = ?1 AND _tm_deleted = 0",
+        [id],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// Wait up to `secs` for `done`, panicking with `what` and the worker's log.
+async fn wait_for(secs: u64, what: &str, log: &Path, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s; control worker log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The drift topic as (key, class) of each event, in order.
+fn drift(addr: &str) -> Vec<(String, String)> {
+    let kafka = KafkaConfig::new(addr.to_string());
+    tokio::task::block_in_place(|| tidemark_kafka::read_drift(&kafka))
+        .expect("read the drift topic")
+        .into_iter()
+        .map(|e| (format!("{} {}", e.table, e.key), e.class))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(60) NOT NULL);
+         CREATE TABLE shop.bulk (id INT PRIMARY KEY, v BIGINT NOT NULL);",
+    );
+    db.sql_db(
+        "shop",
+        "INSERT INTO notes SELECT seq, CONCAT('n', seq) FROM seq_1_to_200;
+         UPDATE notes SET body = 'far longer than ten characters' WHERE id = 7;
+         INSERT INTO bulk SELECT seq, seq * 3 FROM seq_1_to_5000;",
+    );
+    let broker = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    // notes.body holds at most 10 characters in the target: key 7 is a schema rejection.
+    let extra = format!(
+        "[backfill]\nchunk_rows = 100\nrows_per_second = 500\n[reconcile]\nsettle_timeout_seconds = 15\n\n[[mapping]]\nsource = \"shop.notes\"\n[mapping.columns.body]\ntype = \"text(10)\"\n\n{}",
+        transport(&broker)
+    );
+    let config = write_config(dir.path(), &db.url(), &["shop"], &extra);
+    let cfg = config.to_str().unwrap().to_string();
+    let log = |name: &str| dir.path().join(name);
+    let send = |message: &str| {
+        let out = run_ok(&["control", "send", "--config", &cfg, message]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("sent to"));
+    };
+    run_ok(&["topics", "init", "--config", &cfg]);
+    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
+    tokio::time::sleep(Duration::from_secs(2)).await; // capture's start is stored first
+    let mut apply = spawn(&["apply", "--config", &cfg], &log("apply.log"));
+    let worker_log = log("control.log");
+    let mut worker = spawn(&["control", "serve", "--config", &cfg], &worker_log);
+
+    // start_backfill: the worker copies notes.
+    send(r#"{"action":"start_backfill","tables":["shop.notes"]}"#);
+    wait_for(
+        90,
+        "notes backfilled (199 rows, one rejected)",
+        &worker_log,
+        || live_rows(dir.path(), "notes") == 199,
+    )
+    .await;
+
+    // pause_backfill before start_backfill: the backfill starts paused and copies nothing.
+    send(r#"{"action":"pause_backfill"}"#);
+    send(r#"{"action":"start_backfill","tables":["shop.bulk"]}"#);
+    wait_for(60, "the worker took the bulk backfill", &worker_log, || {
+        std::fs::read_to_string(&worker_log)
+            .unwrap_or_default()
+            .matches("control: starting")
+            .count()
+            >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        live_rows(dir.path(), "bulk"),
+        0,
+        "a paused backfill copies nothing"
+    );
+
+    // resume: rows flow (500 rows/s); kill -9 the worker midway through the action.
+    send(r#"{"action":"resume_backfill"}"#);
+    wait_for(60, "the bulk backfill under way", &worker_log, || {
+        live_rows(dir.path(), "bulk") >= 500
+    })
+    .await;
+    worker.kill().expect("kill -9 the control worker");
+    worker.wait().unwrap();
+    let copied = live_rows(dir.path(), "bulk");
+    assert!(copied < 5000, "killed mid-action ({copied} rows copied)");
+    // Its replacement resumes the uncommitted start_backfill (from its checkpoint) on its own.
+    let worker_log = log("control-2.log");
+    let mut worker = spawn(&["control", "serve", "--config", &cfg], &worker_log);
+    wait_for(
+        90,
+        "the bulk backfill finished by the new worker",
+        &worker_log,
+        || live_rows(dir.path(), "bulk") == 5000,
+    )
+    .await;
+
+    // An unlogged change (the binlog never sees it) and a reconcile on request.
+    db.sql("SET sql_log_bin = 0; UPDATE shop.notes SET body = 'quiet' WHERE id = 3;");
+    send(r#"{"action":"reconcile","tables":["shop.notes"]}"#);
+    let mut found = Vec::new();
+    wait_for(
+        90,
+        "drift of the reconcile on the drift topic",
+        &worker_log,
+        || {
+            found = drift(&broker.addr);
+            found.len() >= 2
+        },
+    )
+    .await;
+    let by_key: BTreeMap<String, String> = found.iter().cloned().collect();
+    assert_eq!(
+        by_key,
+        [
+            ("shop.notes {\"id\":3}".to_string(), "stale".to_string()),
+            (
+                "shop.notes {\"id\":7}".to_string(),
+                "schema_rejection".to_string()
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        "{found:?}"
+    );
+
+    // reread_keys repairs the stale key through the pipeline.
+    send(r#"{"action":"reread_keys","table":"shop.notes","keys":[{"id":3}]}"#);
+    wait_for(60, "key 3 repaired", &worker_log, || {
+        body_of(dir.path(), 3).as_deref() == Some("quiet")
+    })
+    .await;
+
+    // A message that is not a control message is refused before it is sent, naming the actions.
+    let out = common::tidemark()
+        .args([
+            "control",
+            "send",
+            "--config",
+            &cfg,
+            r#"{"action":"explode"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a control message") && err.contains("reread_keys"),
+        "{err}"
+    );
+
+    // Shut down cleanly: the worker reports what it did.
+    for child in [&mut worker, &mut apply, &mut capture] {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "clean shutdown");
+    }
+    let text = std::fs::read_to_string(&worker_log).unwrap();
+    assert!(
+        text.contains("control: done"),
+        "the new worker logged finished actions:\n{text}"
+    );
+}
