@@ -215,24 +215,69 @@ impl Row {
     /// Canonical text of the row: a JSON object in column order whose values are the canonical
     /// value texts (NULL as JSON null). Deterministic; used for keys, digests and messages.
     pub fn canonical_text(&self) -> String {
-        let mut out = String::from("{");
+        use std::fmt::Write;
+        let mut out = String::with_capacity(16 + 24 * self.0.len());
+        // One scratch buffer for every value's text: no allocation per value.
+        let mut scratch = String::new();
+        out.push('{');
         for (i, (name, value)) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&serde_json::to_string(name).expect("strings serialize"));
+            push_json_string(&mut out, name);
             out.push(':');
             match value {
                 Value::Null => out.push_str("null"),
-                Value::Int(_) | Value::UInt(_) => out.push_str(&value.to_string()),
-                other => out.push_str(
-                    &serde_json::to_string(&other.to_string()).expect("strings serialize"),
-                ),
+                Value::Int(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Value::UInt(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Value::Text(s) | Value::Enum(s) | Value::Json(s) => push_json_string(&mut out, s),
+                other => {
+                    scratch.clear();
+                    let _ = write!(scratch, "{other}");
+                    push_json_string(&mut out, &scratch);
+                }
             }
         }
         out.push('}');
         out
     }
+}
+
+/// Append `s` as a JSON string literal, escaped exactly as `serde_json` does: `"` and `\`, the
+/// short escapes `\b \f \n \r \t`, `\u00xx` (lower-case hex) for the other control characters
+/// below U+0020, everything else as is.
+pub fn push_json_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 impl FromIterator<(String, Value)> for Row {
@@ -278,5 +323,18 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(row.canonical_text(), r#"{"id":7,"n\"ame":"é","z":null}"#);
+    }
+
+    proptest::proptest! {
+        /// The hand escaper writes exactly what serde_json writes, so canonical texts (and the
+        /// digests and keys made of them) never change with it.
+        #[test]
+        fn json_strings_are_escaped_as_serde_json_does(s in "(?s).{0,40}", c in 0u8..0x20) {
+            for text in [s.clone(), format!("{s}{}", c as char), format!("\"\\{s}\u{7f}")] {
+                let mut out = String::new();
+                push_json_string(&mut out, &text);
+                proptest::prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
+            }
+        }
     }
 }
