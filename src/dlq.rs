@@ -83,6 +83,9 @@ pub fn counts(conn: &Connection) -> Result<Vec<(String, u64)>> {
 /// The reconciler's read-only view of the embedded target: dead letters and the apply frontier.
 pub struct EmbeddedView {
     conn: Connection,
+    /// Tables found without any dead letter, and when: the per-key lookup is skipped for them
+    /// for a second (a rejection stored since is seen at the next look).
+    empty_since: std::collections::HashMap<TableId, std::time::Instant>,
 }
 
 impl EmbeddedView {
@@ -91,7 +94,10 @@ impl EmbeddedView {
             .with_context(|| format!("cannot open the target database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(CREATE)?;
-        Ok(EmbeddedView { conn })
+        Ok(EmbeddedView {
+            conn,
+            empty_since: std::collections::HashMap::new(),
+        })
     }
 }
 
@@ -101,6 +107,30 @@ impl tidemark_reconcile::DeadLetters for EmbeddedView {
         table: &TableId,
         key_text: &str,
     ) -> tidemark_reconcile::Result<Option<Version>> {
+        let read_err = |e: rusqlite::Error| {
+            tidemark_reconcile::Error::Config(format!("reading the dead-letter table: {e}"))
+        };
+        let fresh = self
+            .empty_since
+            .get(table)
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1));
+        if fresh {
+            return Ok(None);
+        }
+        let any: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _tm_dlq WHERE source_table = ?1)",
+                params![table.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(read_err)?;
+        if !any {
+            self.empty_since
+                .insert(table.clone(), std::time::Instant::now());
+            return Ok(None);
+        }
+        self.empty_since.remove(table);
         self.conn
             .query_row(
                 "SELECT MAX(version) FROM _tm_dlq WHERE source_table = ?1 AND source_key = ?2",

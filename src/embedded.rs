@@ -652,7 +652,10 @@ pub async fn reconcile(
     let mut write_error = None;
     // In Kafka mode every finding also goes to the drift topic (Avro).
     let mut drift_topic = match config.transport.kafka() {
-        Some(kafka) => Some(tidemark_kafka::DriftPublisher::new(kafka)?),
+        // Blocking: with a schema registry it registers the drift schema first.
+        Some(kafka) => Some(block_in_place(|| {
+            tidemark_kafka::DriftPublisher::new(kafka)
+        })?),
         None => None,
     };
     let mut publish_error = None;

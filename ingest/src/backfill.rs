@@ -677,25 +677,44 @@ pub async fn read_chunk(
     select_rows(conn, schema, &tail, Params::Positional(params)).await
 }
 
-/// Read the rows with the given keys (locking read).
+/// Read the rows with the given keys (locking read), in statements of at most 4,000 keys (a
+/// prepared statement holds at most 65,535 placeholders).
 pub async fn read_keys(conn: &mut Conn, schema: &SourceSchema, keys: &[Row]) -> Result<Vec<Row>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(4000) {
+        out.extend(read_some_keys(conn, schema, chunk).await?);
+    }
+    Ok(out)
+}
+
+async fn read_some_keys(conn: &mut Conn, schema: &SourceSchema, keys: &[Row]) -> Result<Vec<Row>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
+    // `key IN (…)`, or `(a, b) IN ((…), …)` for a composite key: one range lookup per key for
+    // the server, where an OR chain of equalities costs the optimizer time in its length.
     let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
-    let mut params = Vec::new();
-    let mut disjuncts = Vec::new();
+    let mut params = Vec::with_capacity(keys.len() * key_cols.len());
     for key in keys {
-        let conj: Vec<String> = key_cols
-            .iter()
-            .map(|col| {
-                params.push(key_param(col, key.get(&col.name).unwrap_or(&Value::Null)));
-                format!("{} = ?", quote_ident(&col.name))
-            })
-            .collect();
-        disjuncts.push(format!("({})", conj.join(" AND ")));
+        for col in &key_cols {
+            params.push(key_param(col, key.get(&col.name).unwrap_or(&Value::Null)));
+        }
     }
-    let tail = format!("WHERE {} LOCK IN SHARE MODE", disjuncts.join(" OR "));
+    let names: Vec<String> = key_cols.iter().map(|c| quote_ident(&c.name)).collect();
+    let tail = if key_cols.len() == 1 {
+        format!(
+            "WHERE {} IN ({}) LOCK IN SHARE MODE",
+            names[0],
+            vec!["?"; keys.len()].join(",")
+        )
+    } else {
+        let tuple = format!("({})", vec!["?"; key_cols.len()].join(","));
+        format!(
+            "WHERE ({}) IN ({}) LOCK IN SHARE MODE",
+            names.join(","),
+            vec![tuple.as_str(); keys.len()].join(",")
+        )
+    };
     select_rows(conn, schema, &tail, Params::Positional(params)).await
 }
 

@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tidemark_schemas::{avro, BinlogPosition, Checkpoint, SourceSchema, TableId, TargetRecord};
+use tidemark_schemas::{
+    BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId, TargetRecord,
+};
 use tidemark_sink::{Sink, WriteStats};
 use tidemark_transform::{TablePlan, Transformer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::checkpoints::{checkpoint_key, send_checkpoint, CheckpointReader, APPLY_STAGE};
+use crate::registry::{self, Registry};
 use crate::topics::{consumer_config, partition_count, producer_config, wait_for_brokers};
 use crate::wire::{self, Marker};
 use crate::{Error, KafkaConfig, Result, Topics};
@@ -64,13 +68,25 @@ pub struct ApplyReport {
 pub struct ApplyContext {
     written: Mutex<BTreeMap<(String, i32), i64>>,
     generation: AtomicU64,
+    /// Offset commits answered by the coordinator (successful or not).
+    commits_answered: AtomicU64,
 }
 
 impl ClientContext for ApplyContext {}
 
 impl ConsumerContext for ApplyContext {
-    /// Before partitions are taken away, commit synchronously what the sink acknowledged, so the
-    /// next owner starts right after it (anything not yet written is simply read again there).
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            debug!(error = %e, "an offset commit failed; those messages are applied again (harmless)");
+        }
+        self.commits_answered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Before partitions are taken away, commit what the sink acknowledged, so the next owner
+    /// starts right after it (anything not yet written is simply read again there). The commit
+    /// is asynchronous: a synchronous commit from inside the rebalance can wait on the very
+    /// rebalance it is part of, and a commit that is lost only costs re-applying (versions make
+    /// that harmless).
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
             let mut written = self.written.lock().expect("written offsets lock");
@@ -81,7 +97,7 @@ impl ConsumerContext for ApplyContext {
                 }
             }
             if tpl.count() > 0 {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                     warn!(error = %e, "committing offsets before a rebalance failed; the next owner re-applies them (harmless)");
                 }
             }
@@ -132,6 +148,8 @@ pub struct KafkaApplier {
     /// Shared only so that [`Drop`] can leak it when the group does not let it go (see there).
     consumer: Arc<BaseConsumer<ApplyContext>>,
     producer: FutureProducer,
+    /// The schema registry of Confluent wire-format values, when configured.
+    registry: Option<Arc<Registry>>,
     transformer: Transformer,
     schemas: HashMap<String, Arc<SourceSchema>>,
     plans: HashMap<String, Arc<TablePlan>>,
@@ -154,6 +172,7 @@ impl KafkaApplier {
         tables: Option<&[TableId]>,
     ) -> Result<Self> {
         config.check()?;
+        let registry = Registry::from_config(config)?;
         let topics = Topics::new(config);
         let consumer: BaseConsumer<ApplyContext> = consumer_config(config, &config.group_id)
             .create_with_context(ApplyContext::default())
@@ -185,6 +204,7 @@ impl KafkaApplier {
             topics,
             consumer: Arc::new(consumer),
             producer,
+            registry,
             transformer,
             schemas: HashMap::new(),
             plans: HashMap::new(),
@@ -337,9 +357,35 @@ impl KafkaApplier {
             }
         }
         if tpl.count() > 0 {
+            // Asynchronous, then wait (bounded) for the coordinator's answer: a synchronous
+            // commit has no time limit, and a group in the middle of a rebalance can keep it
+            // waiting. Offsets not committed are applied again by the next owner (harmless).
+            let answered = self
+                .consumer
+                .context()
+                .commits_answered
+                .load(Ordering::SeqCst);
             self.consumer
-                .commit(&tpl, CommitMode::Sync)
+                .commit(&tpl, CommitMode::Async)
                 .map_err(|e| Error::kafka("committing offsets", e))?;
+            let deadline = Instant::now() + FINAL_COMMIT_WAIT;
+            while self
+                .consumer
+                .context()
+                .commits_answered
+                .load(Ordering::SeqCst)
+                == answered
+            {
+                if Instant::now() >= deadline {
+                    warn!(
+                        seconds = FINAL_COMMIT_WAIT.as_secs(),
+                        "the final offset commit was not answered in time; the next owner re-applies those messages (harmless)"
+                    );
+                    break;
+                }
+                // Messages polled now are not applied: their offsets are not committed.
+                let _ = self.consumer.poll(Duration::from_millis(100));
+            }
         }
         self.publish_frontier(true)?;
         self.producer
@@ -403,10 +449,14 @@ impl KafkaApplier {
             self.undecodable(msg, "a change without a value", batch);
             return Ok(());
         };
-        let change = match avro::decode_change_event(payload) {
+        // A registry that does not answer is an error (apply stops, the batch is read again
+        // after a restart); an unknown id or a foreign schema makes only this message
+        // undecodable.
+        let change = match registry::decode_value::<ChangeEvent>(self.registry.as_deref(), payload)?
+        {
             Ok(c) => c,
-            Err(e) => {
-                self.undecodable(msg, &format!("Avro: {e}"), batch);
+            Err(why) => {
+                self.undecodable(msg, &why, batch);
                 return Ok(());
             }
         };
@@ -727,6 +777,9 @@ impl KafkaApplier {
         Ok(true)
     }
 }
+
+/// How long stopping waits for the answer to the final offset commit.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long dropping an applier waits for the consumer to leave its group.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(20);

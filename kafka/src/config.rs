@@ -56,10 +56,12 @@ pub struct KafkaConfig {
     /// partitions.
     #[serde(default = "default_group")]
     pub group_id: String,
-    /// Confluent schema registry URL. Not supported yet: setting it is a configuration error
-    /// (values use Avro single-object encoding with the schemas of `schemas/`).
+    /// `[transport.schema_registry]`: a Confluent schema registry. When set, the values of the
+    /// changes and drift topics are written in the Confluent wire format with the registry's
+    /// schema id; when absent, Avro single-object encoding (fingerprint header). See the crate
+    /// documentation, *Schema registry*.
     #[serde(default)]
-    pub schema_registry_url: Option<String>,
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// Seconds between position markers (heartbeats) while the source is idle.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u64,
@@ -77,6 +79,88 @@ pub struct KafkaConfig {
     /// with an error that names the brokers.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
+}
+
+/// `[transport.schema_registry]`: where the Confluent schema registry is and how to log in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL of the registry, `http://host:8081` or `https://…` (a path prefix is kept).
+    pub url: String,
+    /// HTTP basic-auth user. The password is never in the file: it comes from the environment
+    /// variable [`REGISTRY_PASSWORD_ENV`] (`TIDEMARK_SCHEMA_REGISTRY_PASSWORD`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Seconds one HTTP request may take. Failed or unanswered requests are retried with backoff
+    /// for `transport.connect_timeout_seconds` in all.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+}
+
+/// Environment variable holding the schema registry password of `transport.schema_registry.user`
+/// (so it need not be written into a config file or a ConfigMap).
+pub const REGISTRY_PASSWORD_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_PASSWORD";
+
+impl SchemaRegistryConfig {
+    /// A registry at `url`, no login, default timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        SchemaRegistryConfig {
+            url: url.into(),
+            user: None,
+            request_timeout_seconds: default_request_timeout(),
+        }
+    }
+
+    /// The URL without a trailing `/`, to append `/subjects/…` to.
+    pub(crate) fn base_url(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        let url = self.url.trim();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        let Some(rest) = rest else {
+            return Err((
+                "url",
+                format!("`{}` is not an http:// or https:// URL", self.url),
+            ));
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || url != self.url {
+            return Err(("url", format!("`{}` names no host", self.url)));
+        }
+        if authority.contains('@') {
+            return Err((
+                "url",
+                format!("put no credentials in the URL: set transport.schema_registry.user and the environment variable {REGISTRY_PASSWORD_ENV}"),
+            ));
+        }
+        if url.contains(['?', '#']) {
+            return Err((
+                "url",
+                format!(
+                    "`{}` must be the registry's base URL, without a query or fragment",
+                    self.url
+                ),
+            ));
+        }
+        if self.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            return Err((
+                "user",
+                "must not be empty; remove it to connect without a login".into(),
+            ));
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err(("request_timeout_seconds", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn default_request_timeout() -> u64 {
+    10
 }
 
 fn default_prefix() -> String {
@@ -119,7 +203,7 @@ impl KafkaConfig {
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
             group_id: default_group(),
-            schema_registry_url: None,
+            schema_registry: None,
             heartbeat_seconds: default_heartbeat(),
             marker_interval_ms: default_marker_interval(),
             checkpoint_interval_ms: default_checkpoint_interval(),
@@ -142,11 +226,10 @@ impl KafkaConfig {
                 "list at least one broker as \"host:port\"".into(),
             );
         }
-        if let Some(url) = &self.schema_registry_url {
-            return bad(
-                "schema_registry_url",
-                format!("the Confluent schema registry ({url}) is not supported yet; remove the setting to use Avro single-object encoding (fingerprint header) with the schemas of schemas/"),
-            );
+        if let Some(registry) = &self.schema_registry {
+            if let Err((key, message)) = registry.check() {
+                return bad(&format!("schema_registry.{key}"), message);
+            }
         }
         if self.topic_prefix.is_empty()
             || !self
@@ -265,9 +348,42 @@ mod tests {
         c.producer.insert("acks".into(), "1".into());
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("transport.producer.\"acks\""), "{e}");
-        let mut c = KafkaConfig::new("k:9092");
-        c.schema_registry_url = Some("http://registry:8081".into());
-        let e = c.check().unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn schema_registry_settings() {
+        let c = parse(
+            "brokers = [\"k:9092\"]\n[schema_registry]\nurl = \"https://registry:8081/\"\nuser = \"tm\"\n",
+        );
+        c.check().expect("valid");
+        let r = c.schema_registry.as_ref().expect("registry");
+        assert_eq!(r.base_url(), "https://registry:8081");
+        assert_eq!(r.user.as_deref(), Some("tm"));
+        assert_eq!(r.request_timeout_seconds, 10);
+        assert!(toml::from_str::<KafkaConfig>(
+            "brokers = [\"k\"]\n[schema_registry]\nurl = \"http://r\"\npassword = \"x\"\n"
+        )
+        .is_err());
+        for (url, user, timeout, key) in [
+            ("registry:8081", None, 10, "url"),
+            ("http://", None, 10, "url"),
+            (" http://r:8081", None, 10, "url"),
+            ("http://u:pw@r:8081", None, 10, "url"),
+            ("http://r:8081?x=1", None, 10, "url"),
+            ("http://r:8081", Some(" "), 10, "user"),
+            ("http://r:8081", None, 0, "request_timeout_seconds"),
+        ] {
+            let mut c = KafkaConfig::new("k:9092");
+            c.schema_registry = Some(SchemaRegistryConfig {
+                url: url.into(),
+                user: user.map(str::to_string),
+                request_timeout_seconds: timeout,
+            });
+            let e = c.check().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`transport.schema_registry.{key}`")),
+                "{url}: {e}"
+            );
+        }
     }
 }

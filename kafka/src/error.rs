@@ -45,6 +45,16 @@ pub enum Error {
         offset: i64,
         message: String,
     },
+    /// The schema registry did not answer or refused a request. Transient when it did not answer
+    /// (within `transport.connect_timeout_seconds`) or answered 5xx; definite when it answered a
+    /// 4xx (the message carries its `error_code` and message).
+    #[error("schema registry {url}: {action}: {message}")]
+    Registry {
+        url: String,
+        action: String,
+        message: String,
+        transient: bool,
+    },
     /// A stored checkpoint cannot be read (definite: fix or delete the key).
     #[error("checkpoint `{key}` in the checkpoints topic is unreadable: {message}")]
     Checkpoint { key: String, message: String },
@@ -68,6 +78,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Kafka { .. } | Error::Delivery { .. } => true,
+            Error::Registry { transient, .. } => *transient,
             Error::Sink(e) => e.is_transient(),
             _ => false,
         }

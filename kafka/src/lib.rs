@@ -14,15 +14,30 @@
 //!
 //! # Topics
 //! - `<prefix>.changes.<db>.<table>`: key = canonical text of the source primary key, value =
-//!   Avro single-object encoding of the `ChangeEvent` (schema fingerprint in the header), header
-//!   `tm-kind = change` and `tm-schema = <id of the table description>`; plus position markers
-//!   (`tm-kind = marker`, JSON). See [`wire`].
+//!   Avro `ChangeEvent`, header `tm-kind = change` and `tm-schema = <id of the table
+//!   description>`; plus position markers (`tm-kind = marker`, JSON). See [`wire`]. The Avro
+//!   value is in the Confluent wire format (schema id of the registry) when
+//!   `[transport.schema_registry]` is set, else Avro single-object encoding (schema fingerprint
+//!   in the header); readers accept both. See *Schema registry* below.
 //! - `<prefix>.checkpoints`: compacted, one partition; key `stage/scope`, value Avro
 //!   `Checkpoint`. Holds `capture/*` (a `CaptureCheckpoint`), `backfill/<db.table>` (a
 //!   `BackfillCheckpoint`), `schema/<id>` (a `SourceSchema` as JSON) and
 //!   `apply/<group>/<topic>/<partition>` (the newest marker applied there).
-//! - `<prefix>.drift`, `<prefix>.dlq` (rejections as JSON, undecodable messages raw with
+//! - `<prefix>.drift` (Avro `DriftEvent`, framed like the changes), `<prefix>.dlq` (rejections as JSON, undecodable messages raw with
 //!   `tm-error` and `tm-source-*` headers), `<prefix>.control` (JSON, one partition).
+//!
+//! # Schema registry
+//! With `[transport.schema_registry] url = "http://…"` (optional `user`, password from
+//! `TIDEMARK_SCHEMA_REGISTRY_PASSWORD`), the values of the changes topics and of the drift topic
+//! use the Confluent wire format: byte 0, the 4-byte big-endian schema id, the Avro datum.
+//! Subjects follow the TopicNameStrategy (`<topic>-value`); a producer registers tidemark's
+//! schema once per topic at start and caches the id. A reader fetches the writer schema of an id
+//! once and accepts it only when it is tidemark's schema of that record (same canonical-form
+//! fingerprint as the current schema or a committed snapshot); an unknown id or a foreign schema
+//! makes the message undecodable (dead-letter topic, reason naming the id). Single-object values
+//! are read as before, so a topic may mix both during a switch-over. The checkpoints topic always
+//! stays single-object: it is tidemark's internal state and must not depend on the registry
+//! being up. Details: [`registry`].
 //!
 //! # Ordering
 //! A change goes to partition `crc32(key) mod partitions` of its table's topic, set explicitly
@@ -71,19 +86,23 @@
 //! # Failure modes
 //! - No broker at start: clients retry with backoff for `connect_timeout_seconds`, logging each
 //!   attempt, then fail with [`Error::Unreachable`] naming the brokers.
+//! - No schema registry answer (connection failures, timeouts, 5xx): retried with backoff for
+//!   `connect_timeout_seconds`, then [`Error::Registry`] (transient) naming the URL; a publisher
+//!   does not start, an applier stops without committing its batch. A refusal (4xx, e.g. an
+//!   incompatible schema under the subject, bad credentials) fails at once with the registry's
+//!   `error_code` and message.
 //! - A topic missing ([`Error::TopicMissing`]: run `tidemark topics init`) or with fewer
 //!   partitions than configured ([`Error::TopicTooSmall`]): fatal, named.
 //! - A message the broker does not acknowledge ([`Error::Delivery`], transient): the publisher
 //!   stops; no checkpoint covers the message, so a restart re-sends it.
-//! - A change that cannot be decoded (corrupt Avro, unknown fingerprint, unknown table
-//!   description, no tidemark headers): counted, logged with topic/partition/offset, sent raw to
-//!   the dead-letter topic with the reason; apply goes on.
+//! - A change that cannot be decoded (corrupt Avro, unknown fingerprint, a schema id the
+//!   registry does not know or that is not tidemark's schema, unknown table description, no
+//!   tidemark headers): counted, logged with topic/partition/offset, sent raw to the dead-letter
+//!   topic with the reason; apply goes on.
 //! - A change the target schema cannot hold: a `Rejection` as JSON in the dead-letter topic,
 //!   counted per table; apply goes on.
 //! - A mapping that does not fit a table ([`Error::Transform`]) or a sink error: apply stops
 //!   without committing the batch; a restart re-reads it.
-//! - A Confluent schema registry is not supported yet: `schema_registry_url` is a configuration
-//!   error that says so.
 
 mod applier;
 mod checkpoints;
@@ -94,6 +113,7 @@ mod drift;
 mod error;
 mod publisher;
 mod reader;
+pub mod registry;
 mod topics;
 pub mod wire;
 
@@ -104,7 +124,7 @@ pub use applier::{
 pub use checkpoints::{
     checkpoint_key, CheckpointReader, CheckpointStore, ALL_TABLES, APPLY_STAGE, CAPTURE_STAGE,
 };
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, SchemaRegistryConfig, REGISTRY_PASSWORD_ENV};
 pub use control::{send_control, ControlEnvelope, ControlListener, ControlMessage};
 pub use dead_letters::read_rejections;
 pub use drift::{read_drift, DriftPublisher};

@@ -2,6 +2,7 @@
 //! and checkpoints that never run ahead of delivered data.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
@@ -10,11 +11,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tidemark_ingest::{CaptureCheckpoint, CaptureMessage};
-use tidemark_schemas::{avro, BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId};
+use tidemark_schemas::avro::RecordKind;
+use tidemark_schemas::{BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::checkpoints::{await_delivery, checkpoint_key, send_checkpoint};
+use crate::registry::{self, Registry};
 use crate::topics::{blocking, partition_count, producer_config, wait_for_brokers};
 use crate::wire::{self, Marker};
 use crate::{Error, KafkaConfig, Result, Topics};
@@ -49,6 +52,10 @@ pub struct KafkaPublisher {
     server: String,
     /// Changes topic and partition count of every table markers go to.
     tables: BTreeMap<TableId, (String, usize)>,
+    /// The schema registry, when values use the Confluent wire format.
+    registry: Option<Arc<Registry>>,
+    /// Registry id of the `ChangeEvent` schema under each changes topic's value subject.
+    value_ids: HashMap<String, u32>,
     /// The schema id of each table's current description.
     current_schema: HashMap<TableId, String>,
     /// Schema ids stored (acknowledged) in the checkpoints topic.
@@ -81,6 +88,7 @@ impl KafkaPublisher {
         tables: &[TableId],
     ) -> Result<Self> {
         config.check()?;
+        let registry = Registry::from_config(config)?;
         let topics = Topics::new(config);
         let producer: FutureProducer = producer_config(config)
             .create()
@@ -89,19 +97,24 @@ impl KafkaPublisher {
             .iter()
             .map(|t| (t.clone(), topics.changes(t)))
             .collect();
-        let resolved = {
+        let (resolved, value_ids) = {
             let producer = producer.clone();
             let config = config.clone();
             let checkpoints = topics.checkpoints();
+            let registry = registry.clone();
             blocking(move || {
                 wait_for_brokers(producer.client(), &config)?;
                 partition_count(producer.client(), &checkpoints)?;
                 let mut out = BTreeMap::new();
+                let mut ids = HashMap::new();
                 for (t, topic) in tables_topics {
                     let n = partition_count(producer.client(), &topic)?;
+                    if let Some(r) = &registry {
+                        ids.insert(topic.clone(), r.register(&topic, RecordKind::ChangeEvent)?);
+                    }
                     out.insert(t, (topic, n));
                 }
-                Ok(out)
+                Ok((out, ids))
             })
             .await?
         };
@@ -111,6 +124,8 @@ impl KafkaPublisher {
             producer,
             server: server.into(),
             tables: resolved,
+            registry,
+            value_ids,
             current_schema: HashMap::new(),
             registered: HashSet::new(),
             pending: FuturesOrdered::new(),
@@ -206,7 +221,19 @@ impl KafkaPublisher {
             let topic = self.topics.changes(&schema.table);
             let producer = self.producer.clone();
             let t = topic.clone();
-            let n = blocking(move || partition_count(producer.client(), &t)).await?;
+            let registry = self.registry.clone();
+            let (n, id) = blocking(move || {
+                let n = partition_count(producer.client(), &t)?;
+                let id = match &registry {
+                    Some(r) => Some(r.register(&t, RecordKind::ChangeEvent)?),
+                    None => None,
+                };
+                Ok((n, id))
+            })
+            .await?;
+            if let Some(id) = id {
+                self.value_ids.insert(topic.clone(), id);
+            }
             self.tables.insert(schema.table.clone(), (topic, n));
         }
         self.current_schema.insert(schema.table.clone(), id);
@@ -222,7 +249,13 @@ impl KafkaPublisher {
         })?;
         let (topic, partitions) = &self.tables[&change.table];
         let key = change.key.canonical_text();
-        let value = avro::encode_change_event(change).map_err(|e| Error::Encode(e.to_string()))?;
+        let schema_id = match &self.registry {
+            Some(_) => Some(*self.value_ids.get(topic).ok_or_else(|| {
+                Error::Protocol(format!("no schema registry id for topic `{topic}`"))
+            })?),
+            None => None,
+        };
+        let value = registry::encode_value(schema_id, change)?;
         let headers = wire::headers(&[(wire::KIND, wire::KIND_CHANGE), (wire::SCHEMA, schema)]);
         let partition = wire::partition_for(&key, *partitions);
         let topic = topic.clone();

@@ -1,7 +1,8 @@
 //! What the messages on the changes topics look like.
 //!
 //! Every message of a changes topic has a header `tm-kind`:
-//! - `change`: value = Avro single-object encoding of a [`ChangeEvent`], key = the canonical text
+//! - `change`: value = Avro [`ChangeEvent`] (single-object encoding, or the Confluent wire format
+//!   when a schema registry is configured: see [`crate::registry`]), key = the canonical text
 //!   of its source primary key, header `tm-schema` = the id of the table description the row
 //!   image was decoded against ([`schema_id`]).
 //! - `marker`: value = JSON [`Marker`]; key empty. Written by capture into every partition of

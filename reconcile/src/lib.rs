@@ -14,8 +14,9 @@
 //!    re-read — source and target — on later passes until they settle or the settle timeout
 //!    expires (`unsettled`, actionable). With a settle timeout of zero the reconciler does not
 //!    wait and reports them as `in_flight` (not actionable).
-//! 3. **Target pass.** The target's live keys are scanned; each one the source no longer has is
-//!    settled the same way and reported `extra`.
+//! 3. **Target pass.** The target's live keys are scanned; those the source pass did not see are
+//!    read from the source (`key IN (…)`), and each one the source no longer has is settled the
+//!    same way and reported `extra`.
 //!
 //! Every finding is a [`DriftEvent`] (handed to the caller as it is found, so 100,000 findings are
 //! not held in memory) and counted in a [`Summary`] clustered by (table, class, columns).
@@ -273,7 +274,11 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             info!(table = %table, after = %k.canonical_text(), "reconcile resumes after the last compared chunk");
         }
 
-        // 1. Source pass.
+        // 1. Source pass. It remembers which keys it saw (a 64-bit hash each: 16 MB per million
+        // keys), so that the target pass re-reads from the source only the target keys it did
+        // not see, the candidates for `extra`. A key seen here and deleted from the source
+        // during this run is compared again by the next run.
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
         loop {
             if let Some(l) = &self.limiter {
                 let n = NonZeroU32::new(
@@ -301,7 +306,11 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             let batch: Vec<(Row, Option<Row>)> = rows
                 .into_iter()
                 .map(|r| (key_of(&schema, &r), Some(r)))
-                .filter(|(k, _)| sample.includes(&k.canonical_text()))
+                .filter(|(k, _)| {
+                    let text = k.canonical_text();
+                    seen.insert(key_hash(&text));
+                    sample.includes(&text)
+                })
                 .collect();
             compared += batch.len() as u64;
             let obs = Observed { p, h };
@@ -335,7 +344,8 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 let json: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(&rec.lineage.source_key).unwrap_or_default();
                 if let Ok(key) = key_from_json(&schema, &json) {
-                    if sample.includes(&key.canonical_text()) {
+                    let text = key.canonical_text();
+                    if !seen.contains(&key_hash(&text)) && sample.includes(&text) {
                         keys.push(key);
                     }
                 }
@@ -453,8 +463,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         .map_err(tidemark_ingest::Error::from)?;
         let schema = plan.source();
         let target_table = &plan.target_schema().table;
+        // What the mapping makes of each source row, and the target key to look at.
+        let mut prepared = Vec::with_capacity(batch.len());
+        let mut target_keys = Vec::with_capacity(batch.len());
         for (key, source_row) in batch {
-            let key_text = key.canonical_text();
             let expected = source_row.map(|row| self.expected(plan, &key, row));
             let (expected, rejected_by_transform) = match expected {
                 // A row the mapping filters out is expected to be absent from the target.
@@ -463,12 +475,19 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 Some(Err(())) => (None, true),
                 None => (None, false),
             };
-            let target_key = match &expected {
+            target_keys.push(match &expected {
                 Some(e) => e.key.clone(),
                 // The mapping derives the target key of a gone row as it does for a delete.
                 None => self.target_key_of_gone(plan, &key),
-            };
-            let stored = tokio::task::block_in_place(|| self.sink.read(target_table, &target_key))?;
+            });
+            prepared.push((key, expected, rejected_by_transform));
+        }
+        let stored_records =
+            tokio::task::block_in_place(|| self.sink.read_many(target_table, &target_keys))?;
+        for ((key, expected, rejected_by_transform), stored) in
+            prepared.into_iter().zip(stored_records)
+        {
+            let key_text = key.canonical_text();
             let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
             if !settled {
                 run.pending.insert(key_text, Pending { key });
@@ -551,6 +570,14 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         };
         plan.apply(&change).map_err(|_| ())
     }
+}
+
+/// A fixed 64-bit hash of a key's canonical text (the same in every run and process).
+fn key_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// A table's reconcile checkpoint.

@@ -143,6 +143,11 @@ pub trait Sink {
     /// A deleted key reads as a tombstone where the backend keeps them readable
     /// ([`Sink::reads_tombstones`]), otherwise as `None`.
     fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>>;
+    /// [`Sink::read`] of each key, in order. Backends override it where reading many keys at
+    /// once is cheaper than one at a time (SQLite: one read transaction for all of them).
+    fn read_many(&mut self, table: &str, keys: &[Row]) -> Result<Vec<Option<StoredRecord>>> {
+        keys.iter().map(|k| self.read(table, k)).collect()
+    }
     /// Up to `limit` records with keys after `after` (from the start when `None`), in the
     /// backend's own key order (SQLite: key order of the stored values; ScyllaDB: token order of
     /// the partition key, then clustering order). Paging with the last key of each page visits

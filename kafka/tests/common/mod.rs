@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;

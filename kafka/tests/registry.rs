@@ -1,0 +1,661 @@
+//! The Confluent schema registry support of the Kafka transport, against a real broker (tansu)
+//! and a faithful fake registry (`common/registry.rs`); and against a real registry when
+//! `TIDEMARK_SCHEMA_REGISTRY_URL` is set (see [`real_registry_round_trip`]).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::registry::{basic_auth, FakeRegistry};
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tidemark_ingest::CaptureMessage;
+use tidemark_kafka::{
+    read_drift, topics_init, ApplyOptions, ApplyReport, DriftPublisher, Error, KafkaApplier,
+    KafkaConfig, KafkaPublisher, SchemaRegistryConfig, Topics, REGISTRY_PASSWORD_ENV,
+};
+use tidemark_schemas::avro::{self, RecordKind};
+use tidemark_schemas::{ChangeEvent, DriftEvent, Row, TargetRecord};
+use tidemark_sink::{Sink, SqliteSink};
+use tidemark_transform::Transformer;
+use tokio_util::sync::CancellationToken;
+
+const REAL_URL_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_URL";
+const REAL_USER_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_USER";
+
+fn with_registry(config: &KafkaConfig, url: &str) -> KafkaConfig {
+    let mut c = config.clone();
+    c.schema_registry = Some(SchemaRegistryConfig::new(url));
+    c
+}
+
+async fn apply(config: &KafkaConfig, sink_path: &Path) -> ApplyReport {
+    let config = config.clone();
+    let path = sink_path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = SqliteSink::open(&path).expect("sqlite sink");
+        let mut applier = KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
+            .expect("applier joins");
+        let options = ApplyOptions {
+            until_caught_up: true,
+            ..ApplyOptions::default()
+        };
+        applier
+            .run(&mut sink, &options, &CancellationToken::new())
+            .expect("applier runs")
+    })
+    .await
+    .expect("apply thread")
+}
+
+/// What the sink must hold per source key: the transform of the newest change.
+fn expected(changes: &[ChangeEvent]) -> BTreeMap<String, TargetRecord> {
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    let mut out: BTreeMap<String, TargetRecord> = BTreeMap::new();
+    for c in changes {
+        let r = plan.apply(c).expect("no rejection");
+        let k = c.key.canonical_text();
+        if out.get(&k).is_none_or(|old| old.version() < r.version()) {
+            out.insert(k, r);
+        }
+    }
+    out
+}
+
+/// Every record in the sink, by source key text.
+fn contents(path: &Path) -> BTreeMap<String, TargetRecord> {
+    let mut sink = SqliteSink::open(path).expect("sqlite sink");
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    sink.ensure_table(plan.target_schema()).expect("ensure");
+    let table = plan.target_schema().table.clone();
+    let mut out = BTreeMap::new();
+    let mut after: Option<Row> = None;
+    loop {
+        let page = sink.scan(&table, after.as_ref(), 1000).expect("scan");
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().expect("non-empty").key.clone());
+        for r in page {
+            out.insert(r.lineage.source_key.clone(), r);
+        }
+    }
+    out
+}
+
+fn assert_same(sink: &BTreeMap<String, TargetRecord>, want: &BTreeMap<String, TargetRecord>) {
+    assert_eq!(sink.len(), want.len(), "number of keys in the sink");
+    for (k, w) in want {
+        let got = sink
+            .get(k)
+            .unwrap_or_else(|| panic!("key {k} missing in the sink"));
+        assert_eq!(got.columns, w.columns, "columns of key {k}");
+        assert_eq!(got.lineage, w.lineage, "lineage of key {k}");
+    }
+}
+
+fn changes_of(messages: &[CaptureMessage]) -> Vec<ChangeEvent> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            CaptureMessage::Changes(c) => Some(c.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// `ids` as upserts, then a commit: one transaction (after a `Schema` message).
+fn rows(ids: std::ops::Range<i64>, version_base: i64) -> Vec<CaptureMessage> {
+    let mut out = vec![CaptureMessage::Schema(Arc::new(schema()))];
+    for i in ids {
+        out.push(CaptureMessage::Changes(vec![upsert(
+            i,
+            &format!("item {i}"),
+            i * 3,
+            version_base + i,
+        )]));
+    }
+    out.push(CaptureMessage::Commit {
+        position: pos(version_base as u64 + 999),
+        gtid: None,
+    });
+    out
+}
+
+/// The messages of `topic` (all partitions) that `keep` accepts, until there are `want` of them
+/// or 20 s passed.
+fn read_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    keep: impl Fn(&OwnedMessage) -> bool,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .set("group.id", "registry-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while out.len() < want && started.elapsed() < Duration::from_secs(20) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("message").detach();
+            if keep(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+fn is_change(m: &OwnedMessage) -> bool {
+    header(m, "tm-kind").as_deref() == Some("change")
+}
+
+fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn drift_event(key: &str) -> DriftEvent {
+    DriftEvent {
+        table: "shop.items".into(),
+        key: key.into(),
+        class: "missing".into(),
+        columns: vec![],
+        target_version: None,
+        target_lineage: None,
+        observed_before: "mysql-bin.000001:4".into(),
+        observed_after: "mysql-bin.000001:9".into(),
+        reason: "not in the target".into(),
+    }
+}
+
+/// Publisher → broker → applier with the registry: Confluent framing with the registered id,
+/// registration and lookups cached, single-object messages from before the switch-over still
+/// applied; drift events framed and read back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_through_the_registry_mixed_with_single_object() {
+    let broker = Broker::start();
+    let registry = FakeRegistry::start();
+    let plain = broker.config();
+    topics_init(&plain, &[table()]).await.expect("topics init");
+    let config = with_registry(&plain, &registry.url);
+    let topic = Topics::new(&config).changes(&table());
+    let subject = format!("{topic}-value");
+
+    // Before the switch-over: 10 changes in single-object encoding.
+    let before = rows(0..10, 1000);
+    publish(&plain, before.clone()).await;
+    assert!(registry.requests().is_empty(), "no registry without config");
+    // After: 30 changes, 5 updates and a delete through the registry.
+    let mut after = rows(10..40, 2000);
+    after.push(CaptureMessage::Changes(vec![
+        upsert(3, "three again", 33, 3000),
+        upsert(12, "twelve again", 1212, 3001),
+        upsert(25, "twenty-five again", 2525, 3002),
+        upsert(30, "thirty again", 3030, 3003),
+        upsert(39, "thirty-nine again", 3939, 3004),
+        delete(20, 3005),
+    ]));
+    after.push(CaptureMessage::Commit {
+        position: pos(3010),
+        gtid: None,
+    });
+    let report = publish(&config, after.clone()).await;
+    assert_eq!(report.total_changes(), 36);
+
+    let id = registry
+        .id_of(RecordKind::ChangeEvent.schema_text())
+        .expect("the ChangeEvent schema was registered");
+    assert_eq!(registry.versions(&subject), vec![id], "TopicNameStrategy");
+    assert_eq!(
+        registry.count("POST", &format!("/subjects/{subject}/versions")),
+        1,
+        "registered once per topic at publisher start"
+    );
+
+    // The bytes on the topic: 10 single-object values, then 36 Confluent ones with the id.
+    let changes = read_topic(&config, &topic, 3, 46, is_change);
+    assert_eq!(changes.len(), 46, "every change read back");
+    let mut confluent = 0;
+    let mut single_object = 0;
+    for m in &changes {
+        let v = m.payload().expect("value");
+        if v.starts_with(&avro::SINGLE_OBJECT_MARKER) {
+            single_object += 1;
+        } else {
+            assert_eq!(v[0], 0, "magic byte");
+            assert_eq!(&v[1..5], &id.to_be_bytes(), "the registry's id, big-endian");
+            assert_eq!(avro::confluent_schema_id(v), Some(id));
+            confluent += 1;
+        }
+    }
+    assert_eq!((single_object, confluent), (10, 36));
+
+    // Apply reads both framings; the writer schema is fetched once.
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let applied = apply(&config, &sink_path).await;
+    assert_eq!(applied.undecodable, 0, "{applied:?}");
+    let mut all = changes_of(&before);
+    all.extend(changes_of(&after));
+    // 40 keys; the delete of id 20 is held as a tombstone with its lineage.
+    assert_same(&contents(&sink_path), &expected(&all));
+    assert_eq!(
+        registry.count("GET", &format!("/schemas/ids/{id}")),
+        1,
+        "the writer schema is fetched once per id: {:?}",
+        registry.requests()
+    );
+
+    // Drift events: registered under the drift topic's subject, framed, read back.
+    let drift_cfg = config.clone();
+    let mut drift = tokio::task::spawn_blocking(move || DriftPublisher::new(&drift_cfg))
+        .await
+        .expect("thread")
+        .expect("drift publisher");
+    let events = vec![drift_event("{\"id\":1}"), drift_event("{\"id\":2}")];
+    for e in &events {
+        drift.enqueue(e).expect("enqueue");
+    }
+    assert_eq!(drift.finish().await.expect("delivered"), 2);
+    let drift_topic = Topics::new(&config).drift();
+    let drift_id = registry
+        .id_of(RecordKind::DriftEvent.schema_text())
+        .expect("the DriftEvent schema was registered");
+    assert_ne!(drift_id, id);
+    assert_eq!(
+        registry.versions(&format!("{drift_topic}-value")),
+        vec![drift_id]
+    );
+    let drift_messages = read_topic(&config, &drift_topic, 3, 2, |_| true);
+    assert_eq!(drift_messages.len(), 2);
+    for m in drift_messages {
+        let v = m.payload().expect("value");
+        assert_eq!(avro::confluent_schema_id(v), Some(drift_id));
+    }
+    let c = config.clone();
+    let back = tokio::task::spawn_blocking(move || read_drift(&c))
+        .await
+        .expect("thread")
+        .expect("read drift");
+    assert_eq!(back, events);
+    // Without the registry configured, a Confluent value is a clear decode error.
+    let err = tokio::task::spawn_blocking(move || read_drift(&plain))
+        .await
+        .expect("thread")
+        .expect_err("Confluent values need the registry");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(text.contains(&format!("schema id {drift_id}")), "{text}");
+    assert!(text.contains("transport.schema_registry"), "{text}");
+}
+
+/// Confluent messages whose id the registry does not know, whose schema is another record, or
+/// whose datum is corrupt are counted, sent raw to the dead-letter topic with a reason naming
+/// the id, and apply goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
+    let broker = Broker::start();
+    let registry = FakeRegistry::start();
+    let config = with_registry(&broker.config(), &registry.url);
+    topics_init(&config, &[table()]).await.expect("topics init");
+    let topics = Topics::new(&config);
+    let changes_topic = topics.changes(&table());
+    let first = rows(0..10, 1000);
+    publish(&config, first.clone()).await;
+    let good = registry
+        .id_of(RecordKind::ChangeEvent.schema_text())
+        .expect("registered");
+    let foreign = registry.register(
+        "someone-else-value",
+        r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"x","type":"string"}]}"#,
+    );
+    assert_ne!(foreign, good);
+
+    let single = avro::encode_change_event(&upsert(7, "boo", 1, 5500)).expect("encode");
+    let datum = &single[avro::HEADER_LEN..];
+    let framed = |id: u32, datum: &[u8]| {
+        let mut v = vec![0];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(datum);
+        v
+    };
+    let schema_id = tidemark_kafka::wire::schema_id(&schema());
+    let headers =
+        tidemark_kafka::wire::headers(&[("tm-kind", "change"), ("tm-schema", &schema_id)]);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .create()
+        .expect("producer");
+    let bad = [
+        framed(4242, datum),
+        framed(4242, datum),
+        framed(foreign, datum),
+        framed(good, b"\xff\xff\xff"),
+    ];
+    for payload in &bad {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&changes_topic)
+                    .key("{\"id\":7}")
+                    .payload(payload)
+                    .partition(0)
+                    .headers(headers.clone()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("raw message delivered");
+    }
+    let later = rows(200..201, 6000);
+    publish(&config, later.clone()).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let report = apply(&config, &sink_path).await;
+    assert_eq!(report.undecodable, 4, "{report:?}");
+    let mut all = changes_of(&first);
+    all.extend(changes_of(&later));
+    assert_same(&contents(&sink_path), &expected(&all));
+    assert_eq!(
+        registry.count("GET", "/schemas/ids/4242"),
+        1,
+        "an unknown id is asked once: {:?}",
+        registry.requests()
+    );
+
+    let dead = read_topic(&config, &topics.dlq(), 3, 4, |_| true);
+    assert_eq!(dead.len(), 4);
+    let mut reasons: Vec<String> = Vec::new();
+    for m in &dead {
+        assert_eq!(header(m, "tm-kind").as_deref(), Some("undecodable"));
+        assert_eq!(
+            header(m, "tm-source-topic").as_deref(),
+            Some(changes_topic.as_str())
+        );
+        assert_eq!(header(m, "tm-source-partition").as_deref(), Some("0"));
+        assert!(header(m, "tm-source-offset").is_some());
+        assert!(
+            bad.iter().any(|b| m.payload() == Some(b.as_slice())),
+            "the raw message is kept"
+        );
+        reasons.push(header(m, "tm-error").expect("reason"));
+    }
+    reasons.sort();
+    println!("dead-letter reasons: {reasons:#?}");
+    let unknown: Vec<&String> = reasons
+        .iter()
+        .filter(|r| r.contains("schema id 4242"))
+        .collect();
+    assert_eq!(unknown.len(), 2, "{reasons:?}");
+    assert!(
+        unknown[0].contains("not in the schema registry") && unknown[0].contains("40403"),
+        "{}",
+        unknown[0]
+    );
+    let other = reasons
+        .iter()
+        .find(|r| r.contains(&format!("schema id {foreign}")))
+        .unwrap_or_else(|| panic!("a reason names id {foreign}: {reasons:?}"));
+    assert!(
+        other.contains("elsewhere.Other")
+            && other.contains("not tidemark's io.tidemark.ChangeEvent"),
+        "{other}"
+    );
+    let corrupt = reasons
+        .iter()
+        .find(|r| r.contains(&format!("schema id {good}")))
+        .unwrap_or_else(|| panic!("a reason names id {good}: {reasons:?}"));
+    assert!(corrupt.contains("corrupt"), "{corrupt}");
+}
+
+/// No registry at publisher start: retried for `connect_timeout_seconds`, then an error naming
+/// the URL. 5xx answers are retried; a refusal (401) fails at once with the registry's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_down_or_refusing_at_publisher_start_is_a_clear_error() {
+    let broker = Broker::start();
+    let mut plain = broker.config();
+    plain.connect_timeout_seconds = 3;
+    topics_init(&plain, &[table()]).await.expect("topics init");
+    let topic = Topics::new(&plain).changes(&table());
+
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let err = KafkaPublisher::new(&with_registry(&plain, &url), "s", &[table()])
+        .await
+        .err()
+        .expect("no registry is an error");
+    let waited = started.elapsed();
+    let text = err.to_string();
+    println!("registry down: {text}");
+    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(text.contains(&url), "{text}");
+    assert!(text.contains(&format!("`{topic}-value`")), "{text}");
+    assert!(text.contains("transport.schema_registry.url"), "{text}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(20),
+        "retried for about connect_timeout_seconds, not once nor forever: {waited:?}"
+    );
+
+    // Two 503s, then an answer: the publisher starts.
+    let registry = FakeRegistry::start();
+    registry.fail_next(2);
+    KafkaPublisher::new(&with_registry(&plain, &registry.url), "s", &[table()])
+        .await
+        .expect("5xx answers are retried");
+    assert_eq!(
+        registry.count("POST", &format!("/subjects/{topic}-value/versions")),
+        3
+    );
+
+    // Basic auth: the password comes only from the environment.
+    registry.require_auth("tm", "s3cret");
+    let mut config = with_registry(&plain, &registry.url);
+    config.schema_registry.as_mut().expect("set").user = Some("tm".into());
+    std::env::remove_var(REGISTRY_PASSWORD_ENV);
+    let err = KafkaPublisher::new(&config, "s", &[table()])
+        .await
+        .err()
+        .expect("a user without a password is an error");
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("`transport.schema_registry.user`"), "{text}");
+    assert!(text.contains(REGISTRY_PASSWORD_ENV), "{text}");
+
+    std::env::set_var(REGISTRY_PASSWORD_ENV, "wrong");
+    let started = Instant::now();
+    let err = KafkaPublisher::new(&config, "s", &[table()])
+        .await
+        .err()
+        .expect("a wrong password is an error");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(!err.is_transient(), "a refusal is definite: {err:?}");
+    assert!(text.contains(&registry.url), "{text}");
+    assert!(
+        text.contains("HTTP 401") && text.contains("error_code 40101"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a refusal is not retried"
+    );
+
+    std::env::set_var(REGISTRY_PASSWORD_ENV, "s3cret");
+    KafkaPublisher::new(&config, "s", &[table()])
+        .await
+        .expect("the right password is accepted");
+    std::env::remove_var(REGISTRY_PASSWORD_ENV);
+}
+
+/// `[transport.schema_registry]` is checked before anything connects; errors name the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_registry_config_errors_name_the_key() {
+    let parse = |registry: &str| -> KafkaConfig {
+        toml::from_str(&format!(
+            "brokers = [\"127.0.0.1:1\"]\n[schema_registry]\n{registry}"
+        ))
+        .expect("parses")
+    };
+    let ok = parse("url = \"https://registry.example:8081\"\nuser = \"tm\"\n");
+    ok.check().expect("valid");
+    assert_eq!(
+        ok.schema_registry,
+        Some(SchemaRegistryConfig {
+            url: "https://registry.example:8081".into(),
+            user: Some("tm".into()),
+            request_timeout_seconds: 10,
+        })
+    );
+    for (text, key) in [
+        ("url = \"registry:8081\"\n", "url"),
+        ("url = \"http://tm:pw@registry:8081\"\n", "url"),
+        ("url = \"http://r:8081\"\nuser = \"\"\n", "user"),
+        (
+            "url = \"http://r:8081\"\nrequest_timeout_seconds = 0\n",
+            "request_timeout_seconds",
+        ),
+    ] {
+        let config = parse(text);
+        let want = format!("`transport.schema_registry.{key}`");
+        for err in [
+            config.check().expect_err("invalid"),
+            KafkaPublisher::new(&config, "s", &[table()])
+                .await
+                .err()
+                .expect("the publisher refuses it"),
+            KafkaApplier::new(&config, Transformer::identity(), None)
+                .err()
+                .expect("the applier refuses it"),
+            DriftPublisher::new(&config)
+                .err()
+                .expect("the drift publisher refuses it"),
+        ] {
+            assert!(matches!(err, Error::Config { .. }), "{err:?}");
+            assert!(err.to_string().contains(&want), "{text}: {err}");
+        }
+    }
+    // The password is never a config key.
+    let err = toml::from_str::<KafkaConfig>(
+        "brokers = [\"k:1\"]\n[schema_registry]\nurl = \"http://r:8081\"\npassword = \"x\"\n",
+    )
+    .expect_err("unknown key");
+    assert!(err.to_string().contains("password"), "{err}");
+}
+
+/// Against a real Confluent-compatible registry, when `TIDEMARK_SCHEMA_REGISTRY_URL` is set
+/// (optional `TIDEMARK_SCHEMA_REGISTRY_USER` / `TIDEMARK_SCHEMA_REGISTRY_PASSWORD`), with a
+/// tansu broker as everywhere here. Subjects are under a fresh topic prefix and deleted at the
+/// end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_registry_round_trip() {
+    let Ok(url) = std::env::var(REAL_URL_ENV) else {
+        eprintln!(
+            "real_registry_round_trip NOT RUN: {REAL_URL_ENV} is not set, so no real schema \
+             registry was tested. Start one (e.g. docker run --rm -p 8081:8081 -e \
+             SCHEMA_REGISTRY_HOST_NAME=localhost -e \
+             SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS=<kafka:9092> \
+             confluentinc/cp-schema-registry, or Redpanda's built-in registry on :8081) and run \
+             {REAL_URL_ENV}=http://127.0.0.1:8081 cargo nextest run --workspace -E \
+             'binary(registry)' (plus {REAL_USER_ENV} and {REGISTRY_PASSWORD_ENV} if it needs a \
+             login)"
+        );
+        return;
+    };
+    let broker = Broker::start();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let mut config = broker.config();
+    config.topic_prefix = format!("tidemark-test-{stamp}");
+    let mut rc = SchemaRegistryConfig::new(&url);
+    rc.user = std::env::var(REAL_USER_ENV).ok();
+    config.schema_registry = Some(rc);
+    topics_init(&config, &[table()]).await.expect("topics init");
+    let topic = Topics::new(&config).changes(&table());
+    let subject = format!("{topic}-value");
+    let _cleanup = DeleteSubject {
+        url: url.clone(),
+        subject: subject.clone(),
+    };
+
+    let messages = rows(0..20, 1000);
+    publish(&config, messages.clone()).await;
+    let changes = read_topic(&config, &topic, 3, 20, is_change);
+    assert_eq!(changes.len(), 20);
+    let ids: std::collections::BTreeSet<u32> = changes
+        .iter()
+        .map(|m| avro::confluent_schema_id(m.payload().expect("value")).expect("Confluent framing"))
+        .collect();
+    assert_eq!(ids.len(), 1, "one schema id: {ids:?}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let report = apply(&config, &sink_path).await;
+    assert_eq!(report.undecodable, 0, "{report:?}");
+    assert_same(&contents(&sink_path), &expected(&changes_of(&messages)));
+    println!(
+        "real registry {url}: subject {subject} has id {:?}; 20 changes round-tripped",
+        ids
+    );
+}
+
+/// Deletes a subject of the real registry (soft, then permanent); best effort.
+struct DeleteSubject {
+    url: String,
+    subject: String,
+}
+
+impl Drop for DeleteSubject {
+    fn drop(&mut self) {
+        let base = self.url.trim_end_matches('/');
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let auth = match (
+            std::env::var(REAL_USER_ENV),
+            std::env::var(REGISTRY_PASSWORD_ENV),
+        ) {
+            (Ok(u), Ok(p)) => Some((u, p)),
+            _ => None,
+        };
+        for suffix in ["", "?permanent=true"] {
+            let mut r = agent.delete(format!("{base}/subjects/{}{suffix}", self.subject));
+            if let Some((u, p)) = &auth {
+                r = r.header("Authorization", basic_auth(u, p));
+            }
+            if let Err(e) = r.call() {
+                eprintln!("could not delete subject {}: {e}", self.subject);
+            }
+        }
+    }
+}
