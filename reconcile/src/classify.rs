@@ -64,6 +64,25 @@ fn text(v: Option<&Value>) -> Option<String> {
 
 /// Columns whose values differ between the expected and the stored row, by name.
 pub fn differing_columns(expected: &Row, stored: &Row) -> Vec<DriftColumn> {
+    // Fast path: both rows in the target schema's column order (the usual case) compare
+    // position by position, without a map.
+    if expected.len() == stored.len()
+        && expected
+            .iter()
+            .zip(stored.iter())
+            .all(|((a, _), (b, _))| a == b)
+    {
+        return expected
+            .iter()
+            .zip(stored.iter())
+            .filter(|((_, want), (_, have))| !values_equal(want, have))
+            .map(|((name, want), (_, have))| DriftColumn {
+                name: name.to_string(),
+                source: text(Some(want)),
+                target: text(Some(have)),
+            })
+            .collect();
+    }
     let stored_by_name: BTreeMap<&str, &Value> = stored.iter().collect();
     let mut out = Vec::new();
     for (name, want) in expected.iter() {
