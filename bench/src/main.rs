@@ -14,6 +14,10 @@
 //! covers streaming and decoding only (connecting and resolving the start are excluded).
 
 use std::process::ExitCode;
+
+/// The allocator the `tidemark` binary uses, so that capture is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use tidemark_ingest::{

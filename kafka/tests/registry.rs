@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,14 +15,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidemark_ingest::CaptureMessage;
 use tidemark_kafka::{
-    read_drift, topics_init, ApplyOptions, ApplyReport, DriftPublisher, Error, KafkaApplier,
-    KafkaConfig, KafkaPublisher, SchemaRegistryConfig, Topics, REGISTRY_PASSWORD_ENV,
+    read_drift, topics_init, DriftPublisher, Error, KafkaApplier, KafkaConfig, KafkaPublisher,
+    SchemaRegistryConfig, Topics, REGISTRY_PASSWORD_ENV,
 };
 use tidemark_schemas::avro::{self, RecordKind};
-use tidemark_schemas::{ChangeEvent, DriftEvent, Row, TargetRecord};
-use tidemark_sink::{Sink, SqliteSink};
+use tidemark_schemas::DriftEvent;
 use tidemark_transform::Transformer;
-use tokio_util::sync::CancellationToken;
 
 const REAL_URL_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_URL";
 const REAL_USER_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_USER";
@@ -33,82 +29,6 @@ fn with_registry(config: &KafkaConfig, url: &str) -> KafkaConfig {
     let mut c = config.clone();
     c.schema_registry = Some(SchemaRegistryConfig::new(url));
     c
-}
-
-async fn apply(config: &KafkaConfig, sink_path: &Path) -> ApplyReport {
-    let config = config.clone();
-    let path = sink_path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut sink = SqliteSink::open(&path).expect("sqlite sink");
-        let mut applier = KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
-            .expect("applier joins");
-        let options = ApplyOptions {
-            until_caught_up: true,
-            ..ApplyOptions::default()
-        };
-        applier
-            .run(&mut sink, &options, &CancellationToken::new())
-            .expect("applier runs")
-    })
-    .await
-    .expect("apply thread")
-}
-
-/// What the sink must hold per source key: the transform of the newest change.
-fn expected(changes: &[ChangeEvent]) -> BTreeMap<String, TargetRecord> {
-    let plan = Transformer::identity().plan(&schema()).expect("plan");
-    let mut out: BTreeMap<String, TargetRecord> = BTreeMap::new();
-    for c in changes {
-        let r = plan.apply(c).expect("no rejection");
-        let k = c.key.canonical_text();
-        if out.get(&k).is_none_or(|old| old.version() < r.version()) {
-            out.insert(k, r);
-        }
-    }
-    out
-}
-
-/// Every record in the sink, by source key text.
-fn contents(path: &Path) -> BTreeMap<String, TargetRecord> {
-    let mut sink = SqliteSink::open(path).expect("sqlite sink");
-    let plan = Transformer::identity().plan(&schema()).expect("plan");
-    sink.ensure_table(plan.target_schema()).expect("ensure");
-    let table = plan.target_schema().table.clone();
-    let mut out = BTreeMap::new();
-    let mut after: Option<Row> = None;
-    loop {
-        let page = sink.scan(&table, after.as_ref(), 1000).expect("scan");
-        if page.is_empty() {
-            break;
-        }
-        after = Some(page.last().expect("non-empty").key.clone());
-        for r in page {
-            out.insert(r.lineage.source_key.clone(), r);
-        }
-    }
-    out
-}
-
-fn assert_same(sink: &BTreeMap<String, TargetRecord>, want: &BTreeMap<String, TargetRecord>) {
-    assert_eq!(sink.len(), want.len(), "number of keys in the sink");
-    for (k, w) in want {
-        let got = sink
-            .get(k)
-            .unwrap_or_else(|| panic!("key {k} missing in the sink"));
-        assert_eq!(got.columns, w.columns, "columns of key {k}");
-        assert_eq!(got.lineage, w.lineage, "lineage of key {k}");
-    }
-}
-
-fn changes_of(messages: &[CaptureMessage]) -> Vec<ChangeEvent> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            CaptureMessage::Changes(c) => Some(c.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 /// `ids` as upserts, then a commit: one transaction (after a `Schema` message).
@@ -254,7 +174,7 @@ async fn round_trip_through_the_registry_mixed_with_single_object() {
     // Apply reads both framings; the writer schema is fetched once.
     let dir = tempfile::tempdir().expect("tmp");
     let sink_path = dir.path().join("target.db");
-    let applied = apply(&config, &sink_path).await;
+    let applied = apply(&config, &sink_path, until_caught_up()).await;
     assert_eq!(applied.undecodable, 0, "{applied:?}");
     let mut all = changes_of(&before);
     all.extend(changes_of(&after));
@@ -371,7 +291,7 @@ async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
 
     let dir = tempfile::tempdir().expect("tmp");
     let sink_path = dir.path().join("target.db");
-    let report = apply(&config, &sink_path).await;
+    let report = apply(&config, &sink_path, until_caught_up()).await;
     assert_eq!(report.undecodable, 4, "{report:?}");
     let mut all = changes_of(&first);
     all.extend(changes_of(&later));
@@ -618,7 +538,7 @@ async fn real_registry_round_trip() {
 
     let dir = tempfile::tempdir().expect("tmp");
     let sink_path = dir.path().join("target.db");
-    let report = apply(&config, &sink_path).await;
+    let report = apply(&config, &sink_path, until_caught_up()).await;
     assert_eq!(report.undecodable, 0, "{report:?}");
     assert_same(&contents(&sink_path), &expected(&changes_of(&messages)));
     println!(

@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,107 +13,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidemark_ingest::{BackfillCheckpoint, CaptureMessage};
 use tidemark_kafka::{
-    group_frontier, send_control, topics_init, ApplyOptions, ApplyReport, CheckpointReader,
-    CheckpointStore, ControlListener, ControlMessage, Error, KafkaApplier, KafkaConfig,
-    KafkaPublisher, Topics, CAPTURE_STAGE,
+    group_frontier, send_control, topics_init, ApplyOptions, CheckpointReader, CheckpointStore,
+    ControlListener, ControlMessage, Error, KafkaApplier, KafkaConfig, KafkaPublisher, Topics,
+    CAPTURE_STAGE,
 };
-use tidemark_schemas::{ChangeEvent, Row, TargetRecord};
-use tidemark_sink::{Sink, SqliteSink};
+use tidemark_sink::SqliteSink;
 use tidemark_transform::Transformer;
 use tokio_util::sync::CancellationToken;
 
 async fn init(config: &KafkaConfig) {
     topics_init(config, &[table()]).await.expect("topics init");
-}
-
-/// Run one applier on `sink_path` with `options` on a blocking thread.
-async fn apply(config: &KafkaConfig, sink_path: &Path, options: ApplyOptions) -> ApplyReport {
-    let config = config.clone();
-    let path = sink_path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut sink = SqliteSink::open(&path).expect("sqlite sink");
-        let mut applier = KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
-            .expect("applier joins");
-        applier
-            .run(&mut sink, &options, &CancellationToken::new())
-            .expect("applier runs")
-    })
-    .await
-    .expect("apply thread")
-}
-
-fn until_caught_up() -> ApplyOptions {
-    ApplyOptions {
-        until_caught_up: true,
-        ..ApplyOptions::default()
-    }
-}
-
-/// What the sink must hold for each key: the transform of the newest change.
-fn expected(changes: &[ChangeEvent]) -> BTreeMap<String, TargetRecord> {
-    let plan = Transformer::identity().plan(&schema()).expect("plan");
-    let mut out: BTreeMap<String, TargetRecord> = BTreeMap::new();
-    for c in changes {
-        let r = plan.apply(c).expect("no rejection");
-        let k = c.key.canonical_text();
-        if out.get(&k).is_none_or(|old| old.version() < r.version()) {
-            out.insert(k, r);
-        }
-    }
-    out
-}
-
-fn target_table() -> String {
-    Transformer::identity()
-        .plan(&schema())
-        .expect("plan")
-        .target_schema()
-        .table
-        .clone()
-}
-
-/// Every record in the sink, by source key text.
-fn contents(path: &Path) -> BTreeMap<String, TargetRecord> {
-    let mut sink = SqliteSink::open(path).expect("sqlite sink");
-    let plan = Transformer::identity().plan(&schema()).expect("plan");
-    sink.ensure_table(plan.target_schema()).expect("ensure");
-    let mut out = BTreeMap::new();
-    let mut after: Option<Row> = None;
-    loop {
-        let page = sink
-            .scan(&target_table(), after.as_ref(), 1000)
-            .expect("scan");
-        if page.is_empty() {
-            break;
-        }
-        after = Some(page.last().expect("non-empty").key.clone());
-        for r in page {
-            out.insert(r.lineage.source_key.clone(), r);
-        }
-    }
-    out
-}
-
-fn assert_same(sink: &BTreeMap<String, TargetRecord>, want: &BTreeMap<String, TargetRecord>) {
-    assert_eq!(sink.len(), want.len(), "number of keys in the sink");
-    for (k, w) in want {
-        let got = sink
-            .get(k)
-            .unwrap_or_else(|| panic!("key {k} missing in the sink"));
-        assert_eq!(got.columns, w.columns, "columns of key {k}");
-        assert_eq!(got.lineage, w.lineage, "lineage of key {k}");
-    }
-}
-
-fn changes_of(messages: &[CaptureMessage]) -> Vec<ChangeEvent> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            CaptureMessage::Changes(c) => Some(c.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,8 +487,12 @@ async fn two_appliers_in_one_group_split_the_partitions() {
     cancel.cancel();
     let mut union = BTreeMap::new();
     let mut assigned = Vec::new();
-    for (path, task) in members {
-        let report = task.await.expect("member thread");
+    for (i, (path, task)) in members.into_iter().enumerate() {
+        // A member that does not stop is a failure with a message, not a stalled run.
+        let report = tokio::time::timeout(Duration::from_secs(150), task)
+            .await
+            .unwrap_or_else(|_| panic!("member {i} did not stop within 150 s of the cancel"))
+            .expect("member thread");
         assert!(
             report.stats.applied() > 0,
             "each member applied part of the data: {report:?}"

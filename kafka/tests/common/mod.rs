@@ -4,17 +4,23 @@
 
 pub mod registry;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use tidemark_ingest::CaptureMessage;
-use tidemark_kafka::{KafkaConfig, KafkaPublisher, PublishReport};
+use tidemark_kafka::{
+    ApplyOptions, ApplyReport, KafkaApplier, KafkaConfig, KafkaPublisher, PublishReport,
+};
 use tidemark_schemas::{
     BinlogPosition, ChangeEvent, Operation, Row, SourceColumn, SourceSchema, SourceType, TableId,
-    Value,
+    TargetRecord, Value,
 };
+use tidemark_sink::{Sink, SqliteSink};
+use tidemark_transform::Transformer;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/tansu")
@@ -208,4 +214,94 @@ pub async fn publish(config: &KafkaConfig, messages: Vec<CaptureMessage>) -> Pub
     }
     drop(tx);
     task.await.expect("publisher task").expect("publisher run")
+}
+
+/// Run one applier on `sink_path` with `options` on a blocking thread.
+pub async fn apply(config: &KafkaConfig, sink_path: &Path, options: ApplyOptions) -> ApplyReport {
+    let config = config.clone();
+    let path = sink_path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = SqliteSink::open(&path).expect("sqlite sink");
+        let mut applier = KafkaApplier::new(&config, Transformer::identity(), Some(&[table()]))
+            .expect("applier joins");
+        applier
+            .run(&mut sink, &options, &CancellationToken::new())
+            .expect("applier runs")
+    })
+    .await
+    .expect("apply thread")
+}
+
+pub fn until_caught_up() -> ApplyOptions {
+    ApplyOptions {
+        until_caught_up: true,
+        ..ApplyOptions::default()
+    }
+}
+
+/// What the sink must hold for each key: the transform of the newest change.
+pub fn expected(changes: &[ChangeEvent]) -> BTreeMap<String, TargetRecord> {
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    let mut out: BTreeMap<String, TargetRecord> = BTreeMap::new();
+    for c in changes {
+        let r = plan.apply(c).expect("no rejection");
+        let k = c.key.canonical_text();
+        if out.get(&k).is_none_or(|old| old.version() < r.version()) {
+            out.insert(k, r);
+        }
+    }
+    out
+}
+
+pub fn target_table() -> String {
+    Transformer::identity()
+        .plan(&schema())
+        .expect("plan")
+        .target_schema()
+        .table
+        .clone()
+}
+
+/// Every record in the sink, by source key text.
+pub fn contents(path: &Path) -> BTreeMap<String, TargetRecord> {
+    let mut sink = SqliteSink::open(path).expect("sqlite sink");
+    let plan = Transformer::identity().plan(&schema()).expect("plan");
+    sink.ensure_table(plan.target_schema()).expect("ensure");
+    let mut out = BTreeMap::new();
+    let mut after: Option<Row> = None;
+    loop {
+        let page = sink
+            .scan(&target_table(), after.as_ref(), 1000)
+            .expect("scan");
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().expect("non-empty").key.clone());
+        for r in page {
+            out.insert(r.lineage.source_key.clone(), r);
+        }
+    }
+    out
+}
+
+pub fn assert_same(sink: &BTreeMap<String, TargetRecord>, want: &BTreeMap<String, TargetRecord>) {
+    assert_eq!(sink.len(), want.len(), "number of keys in the sink");
+    for (k, w) in want {
+        let got = sink
+            .get(k)
+            .unwrap_or_else(|| panic!("key {k} missing in the sink"));
+        assert_eq!(got.columns, w.columns, "columns of key {k}");
+        assert_eq!(got.lineage, w.lineage, "lineage of key {k}");
+    }
+}
+
+pub fn changes_of(messages: &[CaptureMessage]) -> Vec<ChangeEvent> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            CaptureMessage::Changes(c) => Some(c.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
