@@ -330,7 +330,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         let mut after: Option<Row> = None;
         loop {
             let page = tokio::task::block_in_place(|| {
-                self.sink.scan(
+                self.sink.scan_source_keys(
                     &target.table,
                     after.as_ref(),
                     self.config.chunk_rows as usize,
@@ -340,9 +340,12 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             after = Some(last.key.clone());
             let full = page.len() == self.config.chunk_rows as usize;
             let mut keys = Vec::new();
-            for rec in page.iter().filter(|r| !r.is_tombstone()) {
+            for scanned in page.iter().filter(|r| !r.tombstone) {
+                if seen.contains(&key_hash(&scanned.source_key)) {
+                    continue;
+                }
                 let json: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&rec.lineage.source_key).unwrap_or_default();
+                    serde_json::from_str(&scanned.source_key).unwrap_or_default();
                 if let Ok(key) = key_from_json(&schema, &json) {
                     let text = key.canonical_text();
                     if !seen.contains(&key_hash(&text)) && sample.includes(&text) {

@@ -154,9 +154,38 @@ pub trait Sink {
     /// every stored key once. Tombstones are included where the backend keeps them readable.
     fn scan(&mut self, table: &str, after: Option<&Row>, limit: usize)
         -> Result<Vec<StoredRecord>>;
+    /// [`Sink::scan`] reduced to what the reconciler's target pass needs: each record's target
+    /// key, the source key of its lineage and whether it is a tombstone. Backends override it
+    /// where reading three columns is cheaper than whole records.
+    fn scan_source_keys(
+        &mut self,
+        table: &str,
+        after: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<ScannedKey>> {
+        Ok(self
+            .scan(table, after, limit)?
+            .into_iter()
+            .map(|r| ScannedKey {
+                tombstone: r.is_tombstone(),
+                key: r.key,
+                source_key: r.lineage.source_key,
+            })
+            .collect())
+    }
     /// Whether a deleted key reads back as a tombstone with its version (SQLite) or as nothing
     /// (ScyllaDB: a row tombstone is invisible to reads).
     fn reads_tombstones(&self) -> bool;
+}
+
+/// One record as [`Sink::scan_source_keys`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedKey {
+    /// The target key (page with the last one).
+    pub key: Row,
+    /// `lineage.source_key`: the source key as canonical text.
+    pub source_key: String,
+    pub tombstone: bool,
 }
 
 /// A key as canonical text, for messages.

@@ -39,7 +39,9 @@ use tidemark_schemas::{
 };
 
 use crate::text::value_from_text;
-use crate::{check_schema, key_in_order, key_text, Error, Result, Sink, StoredRecord, WriteStats};
+use crate::{
+    check_schema, key_in_order, key_text, Error, Result, ScannedKey, Sink, StoredRecord, WriteStats,
+};
 
 /// Lineage columns every target table carries, after the mapped columns.
 pub const LINEAGE_COLUMNS: &[(&str, &str)] = &[
@@ -529,7 +531,78 @@ impl Sink for SqliteSink {
         limit: usize,
     ) -> Result<Vec<StoredRecord>> {
         let state = self.table_state(table)?;
-        let schema = &state.schema;
+        let schema = state.schema.clone();
+        let select = state.select_sql.clone();
+        self.page(table, &select, after, limit, |row| {
+            record_from_row(&schema, row)
+        })
+    }
+
+    fn scan_source_keys(
+        &mut self,
+        table: &str,
+        after: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<ScannedKey>> {
+        let state = self.table_state(table)?;
+        let schema = state.schema.clone();
+        let key_types: Vec<&TargetType> = schema
+            .key
+            .iter()
+            .map(|k| &schema.column(k).expect("key columns are checked").ty)
+            .collect();
+        let select = format!(
+            "SELECT {}, \"_tm_source_key\", \"_tm_deleted\" FROM {}",
+            schema
+                .key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote(&schema.table)
+        );
+        let n = schema.key.len();
+        self.page(table, &select, after, limit, |row| {
+            let read_err = |message: String| Error::Read {
+                table: schema.table.clone(),
+                key: "(stored row)".into(),
+                message,
+            };
+            let mut key = Row::new();
+            for (i, (name, ty)) in schema.key.iter().zip(&key_types).enumerate() {
+                let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
+                let value = value_from_storage(ty, stored)
+                    .map_err(|e| read_err(format!("column `{name}`: {e}")))?;
+                key.push(name.clone(), value);
+            }
+            Ok(ScannedKey {
+                key,
+                source_key: row.get(n).map_err(|e| read_err(e.to_string()))?,
+                tombstone: row
+                    .get::<_, i64>(n + 1)
+                    .map_err(|e| read_err(e.to_string()))?
+                    != 0,
+            })
+        })
+    }
+
+    fn reads_tombstones(&self) -> bool {
+        true
+    }
+}
+
+impl SqliteSink {
+    /// Up to `limit` rows of `select` (a `SELECT … FROM table` without conditions) with keys
+    /// after `after`, in key order, each made into a `T` by `each`.
+    fn page<T>(
+        &mut self,
+        table: &str,
+        select: &str,
+        after: Option<&Row>,
+        limit: usize,
+        mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let schema = &self.table_state(table)?.schema;
         let order: Vec<String> = schema.key.iter().map(|k| quote(k)).collect();
         let (condition, mut params) = match after {
             Some(after) => (
@@ -539,8 +612,7 @@ impl Sink for SqliteSink {
             None => (String::new(), Vec::new()),
         };
         let sql = format!(
-            "{}{condition} ORDER BY {} LIMIT ?{}",
-            state.select_sql,
+            "{select}{condition} ORDER BY {} LIMIT ?{}",
             order.join(", "),
             params.len() + 1
         );
@@ -556,17 +628,11 @@ impl Sink for SqliteSink {
             .map_err(scan_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(scan_err)? {
-            out.push(record_from_row(schema, row)?);
+            out.push(each(row)?);
         }
         Ok(out)
     }
 
-    fn reads_tombstones(&self) -> bool {
-        true
-    }
-}
-
-impl SqliteSink {
     fn table_state(&self, table: &str) -> Result<&TableState> {
         self.tables.get(table).ok_or_else(|| Error::Table {
             table: table.to_string(),
