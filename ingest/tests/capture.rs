@@ -476,6 +476,37 @@ async fn ddl_and_rotation_mid_stream_are_followed() {
     );
 }
 
+/// Capture the `shop` database of `db` from the earliest position to the end of log; the error
+/// it must stop with, as text.
+async fn capture_error(db: &MariaDb, server_id: u32, why: &str) -> String {
+    let cfg = SourceConfig {
+        url: db.url(),
+        server_id,
+        databases: vec!["shop".into()],
+        tables: vec![],
+    };
+    let mut source = Source::connect(&db.url()).await.unwrap();
+    source.check_binlog_settings().await.unwrap();
+    let capture_cfg = CaptureConfig {
+        start: "earliest".into(),
+        ..CaptureConfig::default()
+    };
+    let mut capture = Capture::new(
+        source,
+        Scope::from_config(&cfg).unwrap(),
+        server_id,
+        capture_cfg,
+    );
+    let start = capture.resolve_start(None).await.unwrap();
+    let end = capture.source().end_of_log().await.unwrap();
+    let (tx, _rx) = mpsc::channel(1024);
+    capture
+        .run(start, StopAt::Position(end), tx, CancellationToken::new())
+        .await
+        .expect_err(why)
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_changed_again_later_stops_capture_with_the_table_named() {
     let db = MariaDb::start();
@@ -486,27 +517,12 @@ async fn a_table_changed_again_later_stops_capture_with_the_table_named() {
          ALTER TABLE shop.items DROP COLUMN name;",
     );
     // Reading the old insert now: information_schema already has the later shape.
-    let cfg = SourceConfig {
-        url: db.url(),
-        server_id: 992,
-        databases: vec!["shop".into()],
-        tables: vec![],
-    };
-    let mut source = Source::connect(&db.url()).await.unwrap();
-    source.check_binlog_settings().await.unwrap();
-    let capture_cfg = CaptureConfig {
-        start: "earliest".into(),
-        ..CaptureConfig::default()
-    };
-    let mut capture = Capture::new(source, Scope::from_config(&cfg).unwrap(), 992, capture_cfg);
-    let start = capture.resolve_start(None).await.unwrap();
-    let end = capture.source().end_of_log().await.unwrap();
-    let (tx, _rx) = mpsc::channel(1024);
-    let err = capture
-        .run(start, StopAt::Position(end), tx, CancellationToken::new())
-        .await
-        .expect_err("decoding with the wrong shape must not pass silently");
-    let msg = err.to_string();
+    let msg = capture_error(
+        &db,
+        992,
+        "decoding with the wrong shape must not pass silently",
+    )
+    .await;
     assert!(
         msg.contains("shop.items") && msg.contains("re-backfill"),
         "{msg}"
@@ -524,26 +540,12 @@ async fn a_row_image_without_every_column_stops_capture_with_the_table_named() {
          SET SESSION binlog_row_image = 'MINIMAL';
          UPDATE shop.items SET qty = 2 WHERE id = 1;",
     );
-    let cfg = SourceConfig {
-        url: db.url(),
-        server_id: 993,
-        databases: vec!["shop".into()],
-        tables: vec![],
-    };
-    let source = Source::connect(&db.url()).await.unwrap();
-    let capture_cfg = CaptureConfig {
-        start: "earliest".into(),
-        ..CaptureConfig::default()
-    };
-    let mut capture = Capture::new(source, Scope::from_config(&cfg).unwrap(), 993, capture_cfg);
-    let start = capture.resolve_start(None).await.unwrap();
-    let end = capture.source().end_of_log().await.unwrap();
-    let (tx, _rx) = mpsc::channel(1024);
-    let err = capture
-        .run(start, StopAt::Position(end), tx, CancellationToken::new())
-        .await
-        .expect_err("a partial row image must not be applied as if it were whole");
-    let msg = err.to_string();
+    let msg = capture_error(
+        &db,
+        993,
+        "a partial row image must not be applied as if it were whole",
+    )
+    .await;
     assert!(
         msg.contains("shop.items") && msg.contains("binlog_row_image"),
         "{msg}"
