@@ -215,6 +215,18 @@ impl Config {
     }
 }
 
+/// Table names (`database.table`) as given on the command line or in a control message; an
+/// error names `setting` and the name at fault.
+pub fn parse_tables(tables: &[String], setting: &str) -> Result<Vec<tidemark_schemas::TableId>> {
+    tables
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: String| anyhow::anyhow!("{setting}: {e}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use tidemark_schemas::{Row, TableId};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{parse_tables, Config};
 use crate::embedded::{self, ReconcileArgs};
 
 /// `tidemark control send`: parse `message` as a control message and send it.
@@ -71,8 +71,9 @@ pub async fn serve(
     // The action under way: polled by this loop (not spawned: the reconciler is not `Send`),
     // so the listener keeps reading pause/resume while it runs.
     let mut running: Option<(ControlEnvelope, Action)> = None;
-    // The offset after the last message read.
+    // The offset after the last message read, and the offset last committed.
     let mut read_to: Option<i64> = None;
+    let mut committed: Option<i64> = None;
     let mut report = WorkerReport::default();
     loop {
         if running.is_none() {
@@ -94,9 +95,14 @@ pub async fn serve(
             .map(|(e, _)| e.offset)
             .or_else(|| queue.front().map(|e| e.offset))
             .or(read_to);
-        if let Some(offset) = committable {
-            if let Err(e) = listener.commit(offset) {
-                warn!(error = %e, "committing the control offset failed; it is committed again after the next message");
+        if committable != committed {
+            if let Some(offset) = committable {
+                match listener.commit(offset) {
+                    Ok(()) => committed = committable,
+                    Err(e) => {
+                        warn!(error = %e, "committing the control offset failed; it is committed again after the next message")
+                    }
+                }
             }
         }
         let finished = async {
@@ -170,8 +176,8 @@ async fn act(
 ) -> Result<String> {
     match message {
         ControlMessage::StartBackfill { tables } => {
-            let tables = parse_tables(&tables)?;
-            crate::kafka_mode::backfill(&config, &kafka, tables, None, cancel, control).await
+            let tables = parse_tables(&tables, "start_backfill: tables")?;
+            crate::kafka_mode::backfill(&config, &kafka, tables, None, cancel, control, false).await
         }
         ControlMessage::RereadKeys { table, keys } => {
             let table: TableId = table
@@ -194,12 +200,20 @@ async fn act(
                 })
                 .collect::<Result<Vec<Row>>>()?;
             let keys = [(table, typed)].into_iter().collect();
-            crate::kafka_mode::backfill(&config, &kafka, Vec::new(), Some(keys), cancel, control)
-                .await
+            crate::kafka_mode::backfill(
+                &config,
+                &kafka,
+                Vec::new(),
+                Some(keys),
+                cancel,
+                control,
+                false,
+            )
+            .await
         }
         ControlMessage::Reconcile { tables, sample } => {
             let args = ReconcileArgs {
-                tables: parse_tables(&tables)?,
+                tables: parse_tables(&tables, "reconcile: tables")?,
                 sample: sample.unwrap_or(1.0),
                 output: None,
                 settle_timeout: None,
@@ -216,14 +230,4 @@ async fn act(
             unreachable!("signals are handled by the listener loop")
         }
     }
-}
-
-fn parse_tables(tables: &[String]) -> Result<Vec<TableId>> {
-    tables
-        .iter()
-        .map(|t| {
-            t.parse()
-                .map_err(|e: String| anyhow::anyhow!("tables: `{t}`: {e}"))
-        })
-        .collect()
 }

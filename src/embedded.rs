@@ -738,6 +738,7 @@ pub async fn reconcile(
                         Some(outcome.repair),
                         cancel,
                         BackfillControl::default(),
+                        true,
                     ))
                     .await?;
                     text.push_str(&report);

@@ -114,6 +114,8 @@ pub async fn capture(
 }
 
 /// `tidemark backfill` in Kafka mode: every table in scope (or those named), or re-read keys.
+/// With `follow_control_topic`, the backfill also obeys pause/resume sent to the control topic
+/// (the control worker, which reads that topic itself, drives `control` directly instead).
 pub async fn backfill(
     config: &Config,
     kafka: &KafkaConfig,
@@ -121,6 +123,7 @@ pub async fn backfill(
     keys: Option<BTreeMap<TableId, Vec<Row>>>,
     cancel: CancellationToken,
     control: BackfillControl,
+    follow_control_topic: bool,
 ) -> Result<String> {
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
@@ -141,11 +144,13 @@ pub async fn backfill(
     let publisher = KafkaPublisher::new(kafka, identity, &all).await?;
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
     let publishing = tokio::spawn(publisher.run(rx));
-    let listening = tokio::spawn(follow_control(
-        kafka.clone(),
-        control.clone(),
-        cancel.clone(),
-    ));
+    let listening = follow_control_topic.then(|| {
+        tokio::spawn(follow_control(
+            kafka.clone(),
+            control.clone(),
+            cancel.clone(),
+        ))
+    });
 
     let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
     let display = crate::progress::spawn(
@@ -176,7 +181,9 @@ pub async fn backfill(
     }
     .await;
     display.abort();
-    listening.abort();
+    if let Some(listening) = listening {
+        listening.abort();
+    }
     drop(tx);
     let published = publishing.await.context("the publisher task panicked")?;
     result?;

@@ -232,13 +232,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             tables,
             keys,
         } => {
-            let tables = tables
-                .iter()
-                .map(|t| {
-                    t.parse()
-                        .map_err(|e: String| anyhow::anyhow!("--table: {e}"))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let tables = config::parse_tables(&tables, "--table")?;
             run_job(&config.config, embedded::Job::Backfill { tables, keys }).await
         }
         Command::Status { config } => {
@@ -283,7 +277,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let config = config::Config::load(&config.config)?;
             start_metrics(&config)?;
             let args = embedded::ReconcileArgs {
-                tables: parse_tables(&tables)?,
+                tables: config::parse_tables(&tables, "--table")?,
                 sample,
                 output,
                 settle_timeout,
@@ -340,16 +334,6 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
-fn parse_tables(tables: &[String]) -> Result<Vec<tidemark_schemas::TableId>> {
-    tables
-        .iter()
-        .map(|t| {
-            t.parse()
-                .map_err(|e: String| anyhow::anyhow!("--table: {e}"))
-        })
-        .collect()
-}
-
 /// Serve health and metrics when `[metrics]` is configured.
 fn start_metrics(config: &config::Config) -> Result<()> {
     if let Some(m) = &config.metrics {
@@ -378,10 +362,11 @@ async fn run_job(config: &std::path::Path, job: embedded::Job) -> Result<ExitCod
                     }
                     None => None,
                 };
-                kafka_mode::backfill(&config, kafka, tables, keys, cancel, control).await?
+                kafka_mode::backfill(&config, kafka, tables, keys, cancel, control, true).await?
             }
             embedded::Job::Repair { keys } => {
-                kafka_mode::backfill(&config, kafka, Vec::new(), Some(keys), cancel, control).await?
+                kafka_mode::backfill(&config, kafka, Vec::new(), Some(keys), cancel, control, true)
+                    .await?
             }
             embedded::Job::Run { .. } => anyhow::bail!(
                 "transport.kind = \"kafka\": run the stages as separate jobs (`tidemark capture`, `tidemark backfill`, `tidemark apply`); `tidemark run` is the in-process pipeline"

@@ -738,7 +738,6 @@ fn rotate_target_before_fde(event: &Event, rotate: &RotateEvent<'_>) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-/// Decode every row of a rows event into change events.
 /// The row images of one rows event, parsed straight from the event's bytes.
 ///
 /// `mysql_common`'s own iterator builds a `BinlogRow` per image with a full result-set `Column`
@@ -870,6 +869,7 @@ impl<'a> Iterator for RowImages<'a> {
     }
 }
 
+/// Decode every row of a rows event into change events.
 #[allow(clippy::too_many_arguments)]
 fn decode_rows(
     rows_event: &RowsEventData<'_>,

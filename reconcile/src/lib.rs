@@ -348,7 +348,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     serde_json::from_str(&scanned.source_key).unwrap_or_default();
                 if let Ok(key) = key_from_json(&schema, &json) {
                     let text = key.canonical_text();
-                    if !seen.contains(&key_hash(&text)) && sample.includes(&text) {
+                    if sample.includes(&text) {
                         keys.push(key);
                     }
                 }
