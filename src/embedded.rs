@@ -2,8 +2,8 @@
 //! one process.
 //!
 //! Capture runs as a tokio task and sends [`CaptureMessage`]s through a bounded channel (the
-//! backpressure of last resort). Apply runs on a blocking thread: it drains whatever is queued
-//! (up to `apply.batch_records` records), transforms it, and writes records and the newest
+//! backpressure of last resort). Apply runs on two threads: one transforms, the other drains
+//! whatever is transformed (up to `apply.batch_records` records) and writes records and the newest
 //! transaction-boundary checkpoint in one SQLite transaction. So the stored capture position
 //! never runs ahead of the rows it covers, and a `kill -9` at any instant resumes from a
 //! position whose changes are all in the target; anything re-read after it is ignored by the
@@ -355,52 +355,137 @@ pub async fn run(
     Ok(report)
 }
 
+/// A capture message after the transform stage, in the order it arrived.
+enum Transformed {
+    /// A table's first description (or a new one after DDL): create or widen its target table.
+    Table(tidemark_schemas::TargetSchema),
+    Changes {
+        records: Vec<TargetRecord>,
+        rejections: Vec<Rejection>,
+    },
+    Checkpoint(Checkpoint),
+    Commit {
+        position: BinlogPosition,
+        gtid: Option<String>,
+    },
+}
+
+/// Transformed messages in flight between the two apply stages; each holds up to one capture
+/// message's changes (≤ 256 rows from the backfill).
+const TRANSFORMED_QUEUE: usize = 64;
+
 /// Drain capture messages into the sink until the channel closes.
+///
+/// Two stages on two threads, joined by a bounded queue that keeps the order of the messages:
+/// the transform stage turns changes into records (key text, digest, lineage), the write stage
+/// batches records with the newest checkpoints into one sink transaction. A bulk backfill keeps
+/// both busy at once; either stage's error stops the other.
 fn apply_loop(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
+    rx: mpsc::Receiver<CaptureMessage>,
+    transformer: &Transformer,
+    server: &str,
+    cfg: &crate::config::ApplyConfig,
+) -> Result<ApplyTotals> {
+    let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel(TRANSFORMED_QUEUE);
+    std::thread::scope(|threads| {
+        let transform = std::thread::Builder::new()
+            .name("tidemark-transform".into())
+            .spawn_scoped(threads, move || transform_stage(rx, transformer, staged_tx))
+            .context("starting the transform thread")?;
+        let written = write_stage(sink, dlq, staged_rx, server, cfg);
+        // The write stage's end dropped its receiver: the transform stage stops at its next send.
+        let transformed = transform
+            .join()
+            .map_err(|_| anyhow::anyhow!("the transform thread panicked"))?;
+        let totals = written?;
+        transformed?;
+        Ok(totals)
+    })
+}
+
+/// The transform stage: capture messages → [`Transformed`], in order.
+fn transform_stage(
     mut rx: mpsc::Receiver<CaptureMessage>,
     transformer: &Transformer,
+    out: std::sync::mpsc::SyncSender<Transformed>,
+) -> Result<()> {
+    let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
+    while let Some(msg) = rx.blocking_recv() {
+        let staged = match msg {
+            CaptureMessage::Schema(source_schema) => {
+                let plan = transformer.plan(&source_schema)?;
+                let target = plan.target_schema().clone();
+                plans.insert(source_schema.table.clone(), plan);
+                Transformed::Table(target)
+            }
+            CaptureMessage::Changes(changes) => {
+                let mut records = Vec::with_capacity(changes.len());
+                let mut rejections = Vec::new();
+                for change in &changes {
+                    let plan = plans.get(&change.table).with_context(|| {
+                        format!(
+                            "no table description arrived for {} before its changes",
+                            change.table
+                        )
+                    })?;
+                    match plan.apply(change) {
+                        Ok(record) => records.push(record),
+                        Err(rejection) => rejections.push(*rejection),
+                    }
+                }
+                Transformed::Changes {
+                    records,
+                    rejections,
+                }
+            }
+            CaptureMessage::Checkpoint(cp) => Transformed::Checkpoint(cp),
+            CaptureMessage::Commit { position, gtid } => Transformed::Commit { position, gtid },
+        };
+        if out.send(staged).is_err() {
+            // The write stage stopped; its error is the one reported.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The write stage: batches of transformed messages → one sink transaction each.
+fn write_stage(
+    sink: &mut dyn Sink,
+    dlq: &mut dyn DeadLetterOutput,
+    rx: std::sync::mpsc::Receiver<Transformed>,
     server: &str,
     cfg: &crate::config::ApplyConfig,
 ) -> Result<ApplyTotals> {
     let mut batch = ApplyBatch::default();
     let mut totals = ApplyTotals::default();
-    let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
     let progress_every = Duration::from_secs(cfg.progress_seconds.max(1));
     let mut last_progress = Instant::now();
     let mut since_progress = 0u64;
     let mut position = String::new();
-    while let Some(first) = rx.blocking_recv() {
+    while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                CaptureMessage::Schema(source_schema) => {
+                Transformed::Table(schema) => {
                     batch.flush(sink, dlq, &mut totals)?;
-                    let plan = transformer.plan(&source_schema)?;
-                    sink.ensure_table(plan.target_schema())?;
-                    plans.insert(source_schema.table.clone(), plan);
+                    sink.ensure_table(&schema)?;
                 }
-                CaptureMessage::Changes(changes) => {
-                    for change in &changes {
-                        let plan = plans.get(&change.table).with_context(|| {
-                            format!(
-                                "no table description arrived for {} before its changes",
-                                change.table
-                            )
-                        })?;
-                        match plan.apply(change) {
-                            Ok(record) => batch.records.push(record),
-                            Err(rejection) => batch.rejections.push(*rejection),
-                        }
-                    }
+                Transformed::Changes {
+                    mut records,
+                    mut rejections,
+                } => {
+                    batch.records.append(&mut records);
+                    batch.rejections.append(&mut rejections);
                 }
-                CaptureMessage::Checkpoint(cp) => {
+                Transformed::Checkpoint(cp) => {
                     batch
                         .checkpoints
                         .insert((cp.stage.clone(), cp.scope.clone()), cp);
                 }
-                CaptureMessage::Commit { position: p, gtid } => {
+                Transformed::Commit { position: p, gtid } => {
                     metrics::gauge!("tidemark_capture_position_file_seq")
                         .set(p.file_seq().unwrap_or(0) as f64);
                     metrics::gauge!("tidemark_capture_position_offset").set(p.offset as f64);

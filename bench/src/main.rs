@@ -12,6 +12,15 @@
 //! of log right after the last commit): capture stops at the first boundary at or beyond it, and
 //! without `--stop` at the end of log observed at start, which needs a transaction there. It prints `rows=N seconds=S` on stdout; the time
 //! covers streaming and decoding only (connecting and resolving the start are excluded).
+//!
+//! ```text
+//! tidemark-bench consume --brokers HOST:PORT --topic TOPIC
+//! ```
+//!
+//! `consume` reads every message of `TOPIC` up to its end with the consumer settings `tidemark
+//! apply` uses (`tidemark_kafka::TopicReader`), touching each payload and decoding nothing: the
+//! rate at which the broker hands messages to one consumer on this machine, the ceiling of apply.
+//! It prints `rows=N seconds=S` (connecting and assigning the partitions are excluded).
 
 use std::process::ExitCode;
 
@@ -26,7 +35,8 @@ use tidemark_ingest::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: tidemark-bench capture --url URL --database DB [--start earliest|FILE:POS] [--stop FILE:POS] [--server-id N]";
+const USAGE: &str = "usage: tidemark-bench capture --url URL --database DB [--start earliest|FILE:POS] [--stop FILE:POS] [--server-id N]
+       tidemark-bench consume --brokers HOST:PORT --topic TOPIC";
 
 struct Args {
     url: String,
@@ -140,7 +150,57 @@ async fn capture(args: Args) -> Result<(u64, f64), String> {
     Ok((rows, seconds))
 }
 
+/// `consume`: read `--topic` to its end, as apply's consumer would, and count the messages.
+fn consume(mut args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
+    let (mut brokers, mut topic) = (None, None);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--brokers" => brokers = Some(value),
+            "--topic" => topic = Some(value),
+            _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
+        }
+    }
+    let brokers = brokers.ok_or_else(|| format!("--brokers is required\n{USAGE}"))?;
+    let topic = topic.ok_or_else(|| format!("--topic is required\n{USAGE}"))?;
+    let config: tidemark_kafka::KafkaConfig = toml::from_str(&format!(
+        "brokers = [{}]\ngroup_id = \"tidemark-bench\"",
+        toml::Value::from(brokers)
+    ))
+    .map_err(|e| e.to_string())?;
+    let mut reader =
+        tidemark_kafka::TopicReader::open(&config, &topic, "bench").map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    let (mut rows, mut bytes) = (0u64, 0usize);
+    reader
+        .catch_up(|msg| {
+            use rdkafka::Message;
+            rows += 1;
+            bytes += msg.payload().map_or(0, <[u8]>::len);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let seconds = began.elapsed().as_secs_f64();
+    eprintln!("consume: {rows} messages, {bytes} payload bytes");
+    Ok((rows, seconds))
+}
+
 fn main() -> ExitCode {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("consume") {
+        return match consume(raw) {
+            Ok((rows, seconds)) => {
+                println!("rows={rows} seconds={seconds:.6}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -129,6 +129,20 @@ impl Source {
         connect_opts(&self.opts).await
     }
 
+    /// A second `Source` on a fresh connection to the same server (for a reader on its own task).
+    pub async fn another(&self) -> Result<Source> {
+        Ok(Source {
+            opts: self.opts.clone(),
+            conn: self.new_connection().await?,
+            info: self.info.clone(),
+        })
+    }
+
+    /// The connection itself, for reads such as [`crate::backfill::read_chunk`].
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
     pub fn display_addr(&self) -> String {
         format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
     }

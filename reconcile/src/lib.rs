@@ -30,6 +30,7 @@ pub mod classify;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -42,7 +43,7 @@ use tidemark_schemas::{
     TargetRecord, Version,
 };
 use tidemark_sink::Sink;
-use tidemark_transform::{TablePlan, Transformer};
+use tidemark_transform::{digest_of_same_kind, TablePlan, Transformer};
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
@@ -180,7 +181,7 @@ pub struct Reconciler<'a, S: Sink + ?Sized> {
     sink: &'a mut S,
     transformer: &'a Transformer,
     config: ReconcileConfig,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
     progress: Progress,
 }
 
@@ -200,10 +201,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         config.check()?;
         let conn = source.new_connection().await?;
         let limiter = config.rows_per_second.map(|r| {
-            RateLimiter::direct(
+            Arc::new(RateLimiter::direct(
                 Quota::per_second(NonZeroU32::new(r).expect("checked"))
                     .allow_burst(NonZeroU32::new(config.chunk_rows.min(r).max(1)).expect("≥ 1")),
-            )
+            ))
         });
         Ok(Reconciler {
             source,
@@ -279,52 +280,50 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         // not see, the candidates for `extra`. A key seen here and deleted from the source
         // during this run is compared again by the next run.
         let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
-        loop {
-            if let Some(l) = &self.limiter {
-                let n = NonZeroU32::new(
-                    self.config
-                        .chunk_rows
-                        .min(self.config.rows_per_second.unwrap_or(u32::MAX))
-                        .max(1),
-                )
-                .expect("≥ 1");
-                let _ = l.until_n_ready(n).await;
+        // The next chunk is read (on its own connection and task) while this one is compared.
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel(1);
+        let reader = tokio::spawn(read_ahead(
+            self.source.another().await?,
+            plan.clone(),
+            sample,
+            last_key.clone(),
+            self.config.chunk_rows,
+            self.limiter.clone().map(|l| {
+                // Rows waited for per chunk, at most the limiter's burst.
+                let per_chunk = self
+                    .config
+                    .chunk_rows
+                    .min(self.config.rows_per_second.unwrap_or(u32::MAX))
+                    .max(1);
+                (l, NonZeroU32::new(per_chunk).expect("≥ 1"))
+            }),
+            chunks_tx,
+        ));
+        while let Some(chunk) = chunks.recv().await {
+            let SourceChunk {
+                p,
+                items,
+                hashes,
+                h,
+                last,
+            } = chunk?;
+            if last.is_some() {
+                last_key = last;
             }
-            let p = self.observe().await?;
-            let rows = read_chunk(
-                &mut self.conn,
-                &schema,
-                last_key.as_ref(),
-                self.config.chunk_rows,
-            )
-            .await?;
-            let h = self.observe().await?;
-            let full = rows.len() as u32 == self.config.chunk_rows;
-            if let Some(last) = rows.last() {
-                last_key = Some(key_of(&schema, last));
-            }
-            let batch: Vec<(Row, Option<Row>)> = rows
-                .into_iter()
-                .map(|r| (key_of(&schema, &r), Some(r)))
-                .filter(|(k, _)| {
-                    let text = k.canonical_text();
-                    seen.insert(key_hash(&text));
-                    sample.includes(&text)
-                })
-                .collect();
-            compared += batch.len() as u64;
+            seen.extend(hashes);
+            compared += items.len() as u64;
             let obs = Observed { p, h };
-            self.evaluate(&plan, batch, &obs, &mut run)?;
+            self.evaluate(&plan, items, &obs, &mut run)?;
             let cp = ReconcileCheckpoint {
                 last_key: last_key.clone(),
                 done: false,
             };
             tokio::task::block_in_place(|| self.sink.write(&[], &[cp.to_checkpoint(&scope)]))?;
             self.report(table, compared, started, false);
-            if !full {
-                break;
-            }
         }
+        reader
+            .await
+            .map_err(|e| Error::Config(format!("the source reader of {table} failed: {e}")))?;
 
         // 3. Target pass: live target keys the source no longer has.
         let mut after: Option<Row> = None;
@@ -361,10 +360,11 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .iter()
                     .map(|r| key_of(&schema, r).canonical_text())
                     .collect();
-                let gone: Vec<(Row, Option<Row>)> = keys
+                let server = &self.source.info.identity;
+                let gone: Vec<Prepared> = keys
                     .into_iter()
                     .filter(|k| !present.contains(&k.canonical_text()))
-                    .map(|k| (k, None))
+                    .map(|k| prepare(&plan, server, k, None))
                     .collect();
                 let obs = Observed { p, h };
                 self.evaluate(&plan, gone, &obs, &mut run)?;
@@ -388,9 +388,13 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .into_iter()
                     .map(|r| (key_of(&schema, &r).canonical_text(), r))
                     .collect();
+                let server = &self.source.info.identity;
                 let batch = chunk
                     .iter()
-                    .map(|k| (k.clone(), by_key.remove(&k.canonical_text())))
+                    .map(|k| {
+                        let row = by_key.remove(&k.canonical_text());
+                        prepare(&plan, server, k.clone(), row)
+                    })
                     .collect();
                 let obs = Observed { p, h };
                 self.evaluate(&plan, batch, &obs, &mut run)?;
@@ -453,7 +457,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     fn evaluate(
         &mut self,
         plan: &TablePlan,
-        batch: Vec<(Row, Option<Row>)>,
+        prepared: Vec<Prepared>,
         obs: &Observed,
         run: &mut TableRun<'_>,
     ) -> Result<()> {
@@ -466,31 +470,25 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         .map_err(tidemark_ingest::Error::from)?;
         let schema = plan.source();
         let target_table = &plan.target_schema().table;
-        // What the mapping makes of each source row, and the target key to look at.
-        let mut prepared = Vec::with_capacity(batch.len());
-        let mut target_keys = Vec::with_capacity(batch.len());
-        for (key, source_row) in batch {
-            let expected = source_row.map(|row| self.expected(plan, &key, row));
-            let (expected, rejected_by_transform) = match expected {
-                // A row the mapping filters out is expected to be absent from the target.
-                Some(Ok(rec)) if rec.is_tombstone() => (None, false),
-                Some(Ok(rec)) => (Some(rec), false),
-                Some(Err(())) => (None, true),
-                None => (None, false),
-            };
-            target_keys.push(match &expected {
-                Some(e) => e.key.clone(),
-                // The mapping derives the target key of a gone row as it does for a delete.
-                None => self.target_key_of_gone(plan, &key),
-            });
-            prepared.push((key, expected, rejected_by_transform));
-        }
+        let target_keys: Vec<Row> = prepared.iter().map(|p| p.target_key.clone()).collect();
         let stored_records =
             tokio::task::block_in_place(|| self.sink.read_many(target_table, &target_keys))?;
-        for ((key, expected, rejected_by_transform), stored) in
-            prepared.into_iter().zip(stored_records)
-        {
-            let key_text = key.canonical_text();
+        for (item, stored) in prepared.into_iter().zip(stored_records) {
+            let Prepared {
+                key,
+                key_text,
+                mut expected,
+                rejected_by_transform,
+                source_row,
+                ..
+            } = item;
+            // A target written by an earlier version holds the digest of its scheme; compare in
+            // that scheme, or every such row would look `stale`.
+            if let (Some(e), Some(s), Some(row)) = (&mut expected, &stored, &source_row) {
+                if s.lineage.source_digest.as_bytes().first() != e.lineage.source_digest.as_bytes().first() {
+                    e.lineage.source_digest = digest_of_same_kind(&s.lineage.source_digest, row);
+                }
+            }
             let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
             if !settled {
                 run.pending.insert(key_text, Pending { key });
@@ -533,45 +531,141 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         }
         Ok(())
     }
+}
 
-    /// The target key the mapping gives a source key whose row is gone.
-    fn target_key_of_gone(&self, plan: &TablePlan, key: &Row) -> Row {
-        let change = ChangeEvent {
-            source_server: self.source.info.identity.clone(),
-            table: plan.source().table.clone(),
-            op: Operation::Delete,
-            key: key.clone(),
-            after: None,
-            version: 0,
-            position: BinlogPosition::new("-", 0),
-            gtid: None,
-            commit_time_us: 0,
-            chunk: None,
-        };
-        plan.apply(&change).map_or_else(|_| key.clone(), |r| r.key)
+/// A source key made ready for comparison: what the current mapping expects in the target.
+struct Prepared {
+    key: Row,
+    key_text: String,
+    /// The record the mapping makes of the source row; `None` when the source has no row, the
+    /// mapping filters it out, or rejects it.
+    expected: Option<TargetRecord>,
+    rejected_by_transform: bool,
+    /// The source row, kept to compute a legacy digest when the target holds one.
+    source_row: Option<Row>,
+    /// The target key to read.
+    target_key: Row,
+}
+
+/// Prepare one source key (and its row, when the source has it) with the current mapping.
+fn prepare(plan: &TablePlan, server: &str, key: Row, source_row: Option<Row>) -> Prepared {
+    let key_text = key.canonical_text();
+    let change = |op, after| ChangeEvent {
+        source_server: server.to_string(),
+        table: plan.source().table.clone(),
+        op,
+        key: key.clone(),
+        after,
+        version: 0,
+        position: BinlogPosition::new("-", 0),
+        gtid: None,
+        commit_time_us: 0,
+        chunk: None,
+    };
+    let (expected, rejected_by_transform, source_row) = match source_row {
+        Some(row) => {
+            let change = change(Operation::Backfill, Some(row));
+            let (expected, rejected) = match plan.apply(&change) {
+                // A row the mapping filters out is expected to be absent from the target.
+                Ok(rec) if rec.is_tombstone() => (None, false),
+                Ok(rec) => (Some(rec), false),
+                Err(_) => (None, true),
+            };
+            (expected, rejected, change.after)
+        }
+        None => (None, false, None),
+    };
+    let target_key = match &expected {
+        Some(e) => e.key.clone(),
+        // The mapping derives the target key of a gone row as it does for a delete.
+        None => plan
+            .apply(&change(Operation::Delete, None))
+            .map_or_else(|_| key.clone(), |r| r.key),
+    };
+    Prepared {
+        key,
+        key_text,
+        expected,
+        rejected_by_transform,
+        source_row,
+        target_key,
     }
+}
 
-    /// The record the current mapping makes of a source row (`Err` when it rejects it).
-    fn expected(
-        &self,
-        plan: &TablePlan,
-        key: &Row,
-        row: Row,
-    ) -> std::result::Result<TargetRecord, ()> {
-        let schema = plan.source();
-        let change = ChangeEvent {
-            source_server: self.source.info.identity.clone(),
-            table: schema.table.clone(),
-            op: Operation::Backfill,
-            key: key.clone(),
-            after: Some(row),
-            version: 0,
-            position: BinlogPosition::new("-", 0),
-            gtid: None,
-            commit_time_us: 0,
-            chunk: None,
+/// One source chunk of the source pass: its rows in key order, observed at `p` before the read
+/// and `h` after it, and the key of its last row.
+struct SourceChunk {
+    p: BinlogPosition,
+    /// The sampled rows, prepared for comparison.
+    items: Vec<Prepared>,
+    /// [`key_hash`] of every key of the chunk, sampled or not.
+    hashes: Vec<u64>,
+    h: BinlogPosition,
+    last: Option<Row>,
+}
+
+/// The source pass's reader: keyset chunks after `after`, each between two observations of the
+/// end of log, transformed with the current mapping (so reading and transforming run beside the
+/// comparison, on another thread), sent in order until the table ends (a short chunk), the
+/// receiver is gone, or an error (sent as the last item). Throttled by the reconciler's
+/// `rows_per_second`.
+#[allow(clippy::too_many_arguments)]
+async fn read_ahead(
+    mut source: Source,
+    plan: TablePlan,
+    sample: Sample,
+    mut after: Option<Row>,
+    chunk_rows: u32,
+    limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
+    out: tokio::sync::mpsc::Sender<Result<SourceChunk>>,
+) {
+    loop {
+        if let Some((limiter, rows)) = &limiter {
+            let _ = limiter.until_n_ready(*rows).await;
+        }
+        let read = async {
+            let p = source.end_of_log().await?;
+            let rows =
+                read_chunk(source.conn_mut(), plan.source(), after.as_ref(), chunk_rows).await?;
+            let h = source.end_of_log().await?;
+            Ok::<_, Error>((p, rows, h))
+        }
+        .await;
+        let server = source.info.identity.clone();
+        let mut full = false;
+        let chunk = read.map(|(p, rows, h)| {
+            full = rows.len() == chunk_rows as usize;
+            let last = rows.last().map(|r| key_of(plan.source(), r));
+            let mut items = Vec::with_capacity(rows.len());
+            let mut hashes = Vec::with_capacity(rows.len());
+            for row in rows {
+                let key = key_of(plan.source(), &row);
+                let text = key.canonical_text();
+                hashes.push(key_hash(&text));
+                if sample.includes(&text) {
+                    items.push(prepare(&plan, &server, key, Some(row)));
+                }
+            }
+            SourceChunk {
+                p,
+                items,
+                hashes,
+                h,
+                last,
+            }
+        });
+        let more = match &chunk {
+            Ok(c) => {
+                if let Some(last) = &c.last {
+                    after = Some(last.clone());
+                }
+                full
+            }
+            Err(_) => false,
         };
-        plan.apply(&change).map_err(|_| ())
+        if out.send(chunk).await.is_err() || !more {
+            return;
+        }
     }
 }
 

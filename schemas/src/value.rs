@@ -109,12 +109,75 @@ impl Value {
     }
 }
 
-fn write_fraction(f: &mut fmt::Formatter<'_>, micros: u32, fsp: u8) -> fmt::Result {
-    if fsp == 0 {
-        return Ok(());
+/// A date or time's text, built on the stack: temporal values are formatted for every row that
+/// is written, keyed or digested, so this avoids the formatting machinery and any allocation.
+struct TemporalText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl TemporalText {
+    fn new() -> Self {
+        TemporalText {
+            bytes: [0; 48],
+            len: 0,
+        }
     }
-    let digits = format!("{micros:06}");
-    write!(f, ".{}", &digits[..usize::from(fsp.min(6))])
+
+    fn byte(&mut self, b: u8) -> &mut Self {
+        self.bytes[self.len] = b;
+        self.len += 1;
+        self
+    }
+
+    /// `v` in decimal, zero-padded to at least `width` digits (as `{v:0width$}`).
+    fn padded(&mut self, v: u32, width: usize) -> &mut Self {
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        let mut rest = v;
+        while rest > 0 || n < width.max(1) {
+            digits[n] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            n += 1;
+        }
+        for &d in digits[..n].iter().rev() {
+            self.byte(d);
+        }
+        self
+    }
+
+    /// `.` and the first `fsp` digits of `micros` as six digits; nothing when `fsp` is 0.
+    fn fraction(&mut self, micros: u32, fsp: u8) -> &mut Self {
+        if fsp > 0 {
+            let mut six = TemporalText::new();
+            six.padded(micros, 6);
+            self.byte(b'.');
+            for &d in &six.bytes[..usize::from(fsp.min(6))] {
+                self.byte(d);
+            }
+        }
+        self
+    }
+
+    fn date(&mut self, year: u16, month: u8, day: u8) -> &mut Self {
+        self.padded(u32::from(year), 4)
+            .byte(b'-')
+            .padded(u32::from(month), 2)
+            .byte(b'-')
+            .padded(u32::from(day), 2)
+    }
+
+    fn clock(&mut self, hours: u32, minute: u8, second: u8) -> &mut Self {
+        self.padded(hours, 2)
+            .byte(b':')
+            .padded(u32::from(minute), 2)
+            .byte(b':')
+            .padded(u32::from(second), 2)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII digits and separators")
+    }
 }
 
 fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -135,7 +198,9 @@ impl fmt::Display for Value {
             Value::Float(v) => write!(f, "{v}"),
             Value::Double(v) => write!(f, "{v}"),
             Value::Decimal(v) => f.write_str(v),
-            Value::Date { year, month, day } => write!(f, "{year:04}-{month:02}-{day:02}"),
+            Value::Date { year, month, day } => {
+                f.write_str(TemporalText::new().date(*year, *month, *day).as_str())
+            }
             Value::DateTime {
                 year,
                 month,
@@ -155,13 +220,14 @@ impl fmt::Display for Value {
                 second,
                 micros,
                 fsp,
-            } => {
-                write!(
-                    f,
-                    "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}"
-                )?;
-                write_fraction(f, *micros, *fsp)
-            }
+            } => f.write_str(
+                TemporalText::new()
+                    .date(*year, *month, *day)
+                    .byte(b' ')
+                    .clock(u32::from(*hour), *minute, *second)
+                    .fraction(*micros, *fsp)
+                    .as_str(),
+            ),
             Value::Time {
                 negative,
                 hours,
@@ -170,9 +236,13 @@ impl fmt::Display for Value {
                 micros,
                 fsp,
             } => {
-                let sign = if *negative { "-" } else { "" };
-                write!(f, "{sign}{hours:02}:{minute:02}:{second:02}")?;
-                write_fraction(f, *micros, *fsp)
+                let mut text = TemporalText::new();
+                if *negative {
+                    text.byte(b'-');
+                }
+                text.clock(u32::from(*hours), *minute, *second)
+                    .fraction(*micros, *fsp);
+                f.write_str(text.as_str())
             }
             Value::Year(y) => write!(f, "{y:04}"),
             Value::Text(s) | Value::Enum(s) | Value::Json(s) => f.write_str(s),
@@ -335,6 +405,38 @@ mod tests {
                 push_json_string(&mut out, &text);
                 proptest::prop_assert_eq!(out, serde_json::to_string(&text).unwrap());
             }
+        }
+
+        /// Dates and times are written by hand exactly as the format strings they replace would
+        /// write them (stored target values and digests depend on this text).
+        #[test]
+        fn temporal_texts_match_the_format_strings(
+            year in proptest::prelude::any::<u16>(), month in 0u8..=255, day in 0u8..=255,
+            hour in 0u8..=255, minute in 0u8..=255, second in 0u8..=255,
+            hours in proptest::prelude::any::<u16>(), micros in 0u32..1_000_000, fsp in 0u8..=8,
+            negative in proptest::prelude::any::<bool>(),
+        ) {
+            let fraction = if fsp == 0 {
+                String::new()
+            } else {
+                format!(".{}", &format!("{micros:06}")[..usize::from(fsp.min(6))])
+            };
+            let dt = Value::DateTime { year, month, day, hour, minute, second, micros, fsp };
+            proptest::prop_assert_eq!(
+                dt.to_string(),
+                format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}{fraction}")
+            );
+            let ts = Value::Timestamp { year, month, day, hour, minute, second, micros, fsp };
+            proptest::prop_assert_eq!(ts.to_string(), dt.to_string());
+            proptest::prop_assert_eq!(
+                Value::Date { year, month, day }.to_string(),
+                format!("{year:04}-{month:02}-{day:02}")
+            );
+            let sign = if negative { "-" } else { "" };
+            proptest::prop_assert_eq!(
+                Value::Time { negative, hours, minute, second, micros, fsp }.to_string(),
+                format!("{sign}{hours:02}:{minute:02}:{second:02}{fraction}")
+            );
         }
     }
 }

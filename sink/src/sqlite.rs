@@ -32,8 +32,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tidemark_schemas::{
     Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
 };
@@ -66,6 +66,8 @@ struct TableState {
     upsert_sql: String,
     /// `SELECT <columns and lineage> FROM t`, to which read and scan add their conditions.
     select_sql: String,
+    /// `select_sql` of one key: `… WHERE (k1, …) = (?1, …)`.
+    read_sql: String,
 }
 
 pub struct SqliteSink {
@@ -333,39 +335,74 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
     })
 }
 
-fn write_record(tx: &Transaction<'_>, state: &TableState, rec: &TargetRecord) -> Result<bool> {
-    let schema = &state.schema;
-    let mut values: Vec<SqlValue> =
-        Vec::with_capacity(schema.columns.len() + LINEAGE_COLUMNS.len());
-    for col in &schema.columns {
-        let v = match &rec.columns {
-            Some(row) => row.get(&col.name),
-            None => rec.key.get(&col.name),
-        };
-        values.push(v.map_or(SqlValue::Null, |v| storage_value(&col.ty, v)));
+/// The SQLite value of `value` in a column of type `ty`, borrowing text and bytes: the write
+/// path binds it without copying (the same mapping as [`storage_value`]).
+fn storage_ref<'a>(ty: &TargetType, value: &'a Value) -> ToSqlOutput<'a> {
+    match value {
+        Value::Text(s) | Value::Decimal(s) | Value::Enum(s) | Value::Json(s) => {
+            ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+        }
+        Value::Bytes(b) | Value::Geometry(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        Value::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
+        _ => ToSqlOutput::Owned(storage_value(ty, value)),
     }
-    let l = &rec.lineage;
-    values.extend([
-        SqlValue::Integer(l.version),
-        SqlValue::Integer(i64::from(rec.is_tombstone())),
-        SqlValue::Text(l.op.as_str().into()),
-        SqlValue::Text(l.source_server.clone()),
-        SqlValue::Text(l.source_table.clone()),
-        SqlValue::Text(l.source_key.clone()),
-        SqlValue::Text(l.position.clone()),
-        l.gtid.clone().map_or(SqlValue::Null, SqlValue::Text),
-        SqlValue::Integer(l.commit_time_us),
-        SqlValue::Text(l.transform_name.clone()),
-        SqlValue::Text(l.transform_version.clone()),
-        SqlValue::Text(l.source_digest.clone()),
-        l.chunk.clone().map_or(SqlValue::Null, SqlValue::Text),
-    ]);
-    let mut stmt = tx
-        .prepare_cached(&state.upsert_sql)
-        .map_err(|e| write_err(rec, e))?;
-    let changed = stmt
-        .execute(rusqlite::params_from_iter(values))
-        .map_err(|e| write_err(rec, e))?;
+}
+
+fn text_ref(s: &str) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+}
+
+fn opt_text_ref(s: &Option<String>) -> ToSqlOutput<'_> {
+    s.as_deref()
+        .map_or(ToSqlOutput::Owned(SqlValue::Null), text_ref)
+}
+
+/// Bind `rec` to the table's prepared upsert and run it; whether a row changed.
+fn write_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    state: &TableState,
+    rec: &TargetRecord,
+) -> Result<bool> {
+    let schema = &state.schema;
+    // Values are bound in place, borrowed from the record: no copy of any text or blob.
+    let source = rec.columns.as_ref().unwrap_or(&rec.key);
+    let mut index = 0;
+    let mut bind = |value: ToSqlOutput<'_>| {
+        index += 1;
+        stmt.raw_bind_parameter(index, value)
+    };
+    let bound = (|| -> rusqlite::Result<()> {
+        for (i, col) in schema.columns.iter().enumerate() {
+            // A record's columns come in the schema's order; look up by name only when they do
+            // not (a tombstone holds only the key).
+            let value = match source.0.get(i).filter(|(n, _)| *n == col.name) {
+                Some((_, v)) => Some(v),
+                None => source.get(&col.name),
+            };
+            bind(value.map_or(ToSqlOutput::Owned(SqlValue::Null), |v| {
+                storage_ref(&col.ty, v)
+            }))?;
+        }
+        let l = &rec.lineage;
+        bind(ToSqlOutput::Owned(SqlValue::Integer(l.version)))?;
+        bind(ToSqlOutput::Owned(SqlValue::Integer(i64::from(
+            rec.is_tombstone(),
+        ))))?;
+        bind(text_ref(l.op.as_str()))?;
+        bind(text_ref(&l.source_server))?;
+        bind(text_ref(&l.source_table))?;
+        bind(text_ref(&l.source_key))?;
+        bind(text_ref(&l.position))?;
+        bind(opt_text_ref(&l.gtid))?;
+        bind(ToSqlOutput::Owned(SqlValue::Integer(l.commit_time_us)))?;
+        bind(text_ref(&l.transform_name))?;
+        bind(text_ref(&l.transform_version))?;
+        bind(text_ref(&l.source_digest))?;
+        bind(opt_text_ref(&l.chunk))?;
+        Ok(())
+    })();
+    bound.map_err(|e| write_err(rec, e))?;
+    let changed = stmt.raw_execute().map_err(|e| write_err(rec, e))?;
     Ok(changed > 0)
 }
 
@@ -424,6 +461,11 @@ impl Sink for SqliteSink {
             TableState {
                 upsert_sql: upsert_sql(schema),
                 select_sql: select_sql(schema),
+                read_sql: format!(
+                    "{} WHERE {}",
+                    select_sql(schema),
+                    key_condition(schema, "=")
+                ),
                 schema: schema.clone(),
             },
         );
@@ -443,19 +485,37 @@ impl Sink for SqliteSink {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;
+        // Records come in runs of one table: its statement and counters are looked up once a run.
+        let mut run: Option<(&str, &TableState, rusqlite::CachedStatement<'_>, u64, u64)> = None;
         for rec in records {
-            let state = self.tables.get(&rec.table).ok_or_else(|| Error::Write {
-                table: rec.table.clone(),
-                message: "no schema was announced for this table before its records".into(),
-            })?;
-            let applied = write_record(&tx, state, rec)?;
-            let e = stats.entry(rec.table.clone()).or_default();
-            if applied {
-                e.0 += 1;
+            if run.as_ref().is_none_or(|(table, ..)| *table != rec.table) {
+                if let Some((table, _, _, applied, ignored)) = run.take() {
+                    let e = stats.entry(table.to_string()).or_default();
+                    e.0 += applied;
+                    e.1 += ignored;
+                }
+                let state = self.tables.get(&rec.table).ok_or_else(|| Error::Write {
+                    table: rec.table.clone(),
+                    message: "no schema was announced for this table before its records".into(),
+                })?;
+                let stmt = tx
+                    .prepare_cached(&state.upsert_sql)
+                    .map_err(|e| write_err(rec, e))?;
+                run = Some((&rec.table, state, stmt, 0, 0));
+            }
+            let (_, state, stmt, applied, ignored) = run.as_mut().expect("set above");
+            if write_record(stmt, state, rec)? {
+                *applied += 1;
             } else {
-                e.1 += 1;
+                *ignored += 1;
             }
         }
+        if let Some((table, _, _, applied, ignored)) = run.take() {
+            let e = stats.entry(table.to_string()).or_default();
+            e.0 += applied;
+            e.1 += ignored;
+        }
+        drop(run);
         for cp in checkpoints {
             tx.execute(
                 "INSERT INTO _tm_checkpoints (stage, scope, value) VALUES (?1, ?2, ?3)
@@ -483,29 +543,12 @@ impl Sink for SqliteSink {
     }
 
     fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>> {
-        let state = self.table_state(table)?;
-        let sql = format!(
-            "{} WHERE {}",
-            state.select_sql,
-            key_condition(&state.schema, "=")
-        );
-        let params = key_params(&state.schema, key)?;
-        let read_err = |e: rusqlite::Error| Error::Read {
-            table: table.to_string(),
-            key: key_text(key),
-            message: e.to_string(),
-        };
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(read_err)?;
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params))
-            .map_err(read_err)?;
-        match rows.next().map_err(read_err)? {
-            Some(row) => record_from_row(&state.schema, row).map(Some),
-            None => Ok(None),
-        }
+        let mut found = self.read_many(table, std::slice::from_ref(key))?;
+        Ok(found.pop().flatten())
     }
 
     fn read_many(&mut self, table: &str, keys: &[Row]) -> Result<Vec<Option<StoredRecord>>> {
+        let state = self.table_state(table)?;
         // One read transaction: each statement outside one takes and drops the WAL read lock
         // (two fcntl calls and a look at the WAL index), which cost more than the read itself.
         let begin_err = |e: rusqlite::Error| Error::Read {
@@ -514,11 +557,34 @@ impl Sink for SqliteSink {
             message: format!("starting a read transaction: {e}"),
         };
         let in_tx = !self.conn.is_autocommit();
-        if !in_tx {
+        if !in_tx && keys.len() > 1 {
             self.conn.execute_batch("BEGIN").map_err(begin_err)?;
         }
-        let out: Result<Vec<_>> = keys.iter().map(|k| self.read(table, k)).collect();
-        if !in_tx {
+        let read_one = |stmt: &mut rusqlite::CachedStatement<'_>, key: &Row| {
+            let read_err = |e: rusqlite::Error| Error::Read {
+                table: table.to_string(),
+                key: key_text(key),
+                message: e.to_string(),
+            };
+            let params = key_params(&state.schema, key)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .map_err(read_err)?;
+            match rows.next().map_err(read_err)? {
+                Some(row) => record_from_row(&state.schema, row).map(Some),
+                None => Ok(None),
+            }
+        };
+        let out: Result<Vec<_>> = self
+            .conn
+            .prepare_cached(&state.read_sql)
+            .map_err(|e| Error::Read {
+                table: table.to_string(),
+                key: String::new(),
+                message: e.to_string(),
+            })
+            .and_then(|mut stmt| keys.iter().map(|k| read_one(&mut stmt, k)).collect());
+        if !in_tx && keys.len() > 1 {
             self.conn.execute_batch("COMMIT").map_err(begin_err)?;
         }
         out
