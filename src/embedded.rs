@@ -372,14 +372,15 @@ enum Transformed {
 
 /// Transformed messages in flight between the two apply stages; each holds up to one capture
 /// message's changes (≤ 256 rows from the backfill).
-const TRANSFORMED_QUEUE: usize = 64;
+const TRANSFORMED_QUEUE: usize = 16;
 
 /// Drain capture messages into the sink until the channel closes.
 ///
 /// Two stages on two threads, joined by a bounded queue that keeps the order of the messages:
 /// the transform stage turns changes into records (key text, digest, lineage), the write stage
-/// batches records with the newest checkpoints into one sink transaction. A bulk backfill keeps
-/// both busy at once; either stage's error stops the other.
+/// batches records with the newest checkpoints into one sink transaction and hands the written
+/// records back to be freed by the thread that allocated them. A bulk backfill keeps both busy
+/// at once; either stage's error stops the other.
 fn apply_loop(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
@@ -389,12 +390,15 @@ fn apply_loop(
     cfg: &crate::config::ApplyConfig,
 ) -> Result<ApplyTotals> {
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel(TRANSFORMED_QUEUE);
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel();
     std::thread::scope(|threads| {
         let transform = std::thread::Builder::new()
             .name("tidemark-transform".into())
-            .spawn_scoped(threads, move || transform_stage(rx, transformer, staged_tx))
+            .spawn_scoped(threads, move || {
+                transform_stage(rx, transformer, staged_tx, spent_rx)
+            })
             .context("starting the transform thread")?;
-        let written = write_stage(sink, dlq, staged_rx, server, cfg);
+        let written = write_stage(sink, dlq, staged_rx, spent_tx, server, cfg);
         // The write stage's end dropped its receiver: the transform stage stops at its next send.
         let transformed = transform
             .join()
@@ -410,9 +414,14 @@ fn transform_stage(
     mut rx: mpsc::Receiver<CaptureMessage>,
     transformer: &Transformer,
     out: std::sync::mpsc::SyncSender<Transformed>,
+    spent: std::sync::mpsc::Receiver<Vec<TargetRecord>>,
 ) -> Result<()> {
     let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
+        // Free what the write stage is done with.
+        while let Ok(written) = spent.try_recv() {
+            drop(written);
+        }
         let staged = match msg {
             CaptureMessage::Schema(source_schema) => {
                 let plan = transformer.plan(&source_schema)?;
@@ -456,10 +465,14 @@ fn write_stage(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
     rx: std::sync::mpsc::Receiver<Transformed>,
+    spent: std::sync::mpsc::Sender<Vec<TargetRecord>>,
     server: &str,
     cfg: &crate::config::ApplyConfig,
 ) -> Result<ApplyTotals> {
-    let mut batch = ApplyBatch::default();
+    let mut batch = ApplyBatch {
+        spent: Some(spent),
+        ..ApplyBatch::default()
+    };
     let mut totals = ApplyTotals::default();
     let progress_every = Duration::from_secs(cfg.progress_seconds.max(1));
     let mut last_progress = Instant::now();
@@ -534,6 +547,8 @@ struct ApplyBatch {
     records: Vec<TargetRecord>,
     rejections: Vec<Rejection>,
     checkpoints: BTreeMap<(String, String), Checkpoint>,
+    /// Where written records go to be freed.
+    spent: Option<std::sync::mpsc::Sender<Vec<TargetRecord>>>,
 }
 
 impl ApplyBatch {
@@ -564,7 +579,12 @@ impl ApplyBatch {
                 .increment(*ignored);
         }
         totals.stats.merge(&stats);
-        self.records.clear();
+        let written = std::mem::take(&mut self.records);
+        if let Some(spent) = &self.spent {
+            // Freed by the thread that allocated them (cheaper there, and off the write path);
+            // dropped here if that thread is gone.
+            let _ = spent.send(written);
+        }
         Ok(())
     }
 }

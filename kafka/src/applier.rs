@@ -76,8 +76,11 @@ impl ClientContext for ApplyContext {}
 
 impl ConsumerContext for ApplyContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            debug!(error = %e, "an offset commit failed; those messages are applied again (harmless)");
+        match result {
+            Err(e) => {
+                debug!(error = %e, "an offset commit failed; those messages are applied again (harmless)")
+            }
+            Ok(()) => debug!("an offset commit was answered"),
         }
         self.commits_answered.fetch_add(1, Ordering::SeqCst);
     }
@@ -369,12 +372,30 @@ impl KafkaApplier {
                 .commit(&tpl, CommitMode::Async)
                 .map_err(|e| Error::kafka("committing offsets", e))?;
             let deadline = Instant::now() + FINAL_COMMIT_WAIT;
+            // Done when the commit callback fires, or when the group's committed offsets (asked
+            // of the coordinator) reached ours: tansu 0.6 stores commits but its answers never
+            // reach the callback.
+            let committed = |consumer: &BaseConsumer<ApplyContext>| {
+                consumer
+                    .committed_offsets(tpl.clone(), Duration::from_millis(500))
+                    .is_ok_and(|stored| {
+                        tpl.elements().iter().all(|want| {
+                            stored
+                                .find_partition(want.topic(), want.partition())
+                                .is_some_and(|got| match (got.offset(), want.offset()) {
+                                    (Offset::Offset(got), Offset::Offset(want)) => got >= want,
+                                    _ => false,
+                                })
+                        })
+                    })
+            };
             while self
                 .consumer
                 .context()
                 .commits_answered
                 .load(Ordering::SeqCst)
                 == answered
+                && !committed(&self.consumer)
             {
                 if Instant::now() >= deadline {
                     warn!(

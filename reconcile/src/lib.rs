@@ -5,7 +5,9 @@
 //! 1. **Source pass.** Keyset chunks of the source, as the backfill reads them (locking read, so
 //!    nothing in the binlog before P is invisible to it). Around each read the end of log is
 //!    observed: P before, H after. The rows are transformed with the *current* mapping and the
-//!    same keys are read from the target.
+//!    same keys are read from the target. Reading and transforming run on a task of their own
+//!    (its own connection), one chunk ahead of the comparison. A target written before source
+//!    digests became XXH3 holds SHA-256 ones; those are compared in their own scheme.
 //! 2. **Settling.** A key is *settled* once the apply frontier (every change up to it is in the
 //!    target; in embedded mode the capture checkpoint stored with the rows) has reached H, and the
 //!    target's version for the key is at most `repair_version(P)` — the target reflects the
@@ -485,7 +487,9 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             // A target written by an earlier version holds the digest of its scheme; compare in
             // that scheme, or every such row would look `stale`.
             if let (Some(e), Some(s), Some(row)) = (&mut expected, &stored, &source_row) {
-                if s.lineage.source_digest.as_bytes().first() != e.lineage.source_digest.as_bytes().first() {
+                if s.lineage.source_digest.as_bytes().first()
+                    != e.lineage.source_digest.as_bytes().first()
+                {
                     e.lineage.source_digest = digest_of_same_kind(&s.lineage.source_digest, row);
                 }
             }

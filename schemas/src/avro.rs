@@ -411,6 +411,19 @@ struct WriterSchema {
     /// Named types by full name, to follow references while checking data.
     names: HashMap<String, Schema>,
     fingerprint: [u8; 8],
+    /// The schema with its names resolved once: `apache_avro::from_avro_datum` resolves them
+    /// again for every datum, which cost more than decoding it. Built with an empty header, so
+    /// it decodes a bare datum (the single-object header was checked before).
+    decoder: apache_avro::GenericSingleObjectReader,
+}
+
+/// The header the datum decoder expects: none.
+struct NoHeader;
+
+impl apache_avro::headers::HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl WriterSchema {
@@ -420,11 +433,17 @@ impl WriterSchema {
         let fingerprint = schema.fingerprint::<Rabin>().bytes;
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&fingerprint[..8]);
+        let decoder = apache_avro::GenericSingleObjectReader::new_with_header_builder(
+            schema.clone(),
+            NoHeader,
+        )
+        .unwrap_or_else(|e| panic!("schemas/avro/{file}: its names do not resolve: {e}"));
         WriterSchema {
             file,
             schema,
             names,
             fingerprint: fp,
+            decoder,
         }
     }
 }
@@ -513,12 +532,17 @@ fn decode_datum<T: AvroRecord>(writer: &WriterSchema, datum: &[u8]) -> Result<T,
     })?;
     let same = writer.fingerprint == current.fingerprint;
     let mut reader = datum;
-    let value = apache_avro::from_avro_datum(
-        &writer.schema,
-        &mut reader,
-        (!same).then_some(&current.schema),
-    )
-    .map_err(|source| AvroError::Datum { record, source })?;
+    let value = writer
+        .decoder
+        .read_value(&mut reader)
+        .and_then(|value| {
+            if same {
+                Ok(value)
+            } else {
+                value.resolve(&current.schema)
+            }
+        })
+        .map_err(|source| AvroError::Datum { record, source })?;
     T::from_avro(value).map_err(|e| AvroError::DecodeField {
         record,
         field: e.path,
