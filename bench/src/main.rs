@@ -56,10 +56,7 @@ fn parse_args() -> Result<Args, String> {
     let mut start = "earliest".to_string();
     let mut stop = None;
     let mut server_id = 7301;
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+    for (flag, value) in flag_values(it)? {
         match flag.as_str() {
             "--url" => url = Some(value),
             "--database" => database = Some(value),
@@ -150,13 +147,22 @@ async fn capture(args: Args) -> Result<(u64, f64), String> {
     Ok((rows, seconds))
 }
 
-/// `consume`: read `--topic` to its end, as apply's consumer would, and count the messages.
-fn consume(mut args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
-    let (mut brokers, mut topic) = (None, None);
+/// The arguments as `(--flag, value)` pairs; every flag takes a value.
+fn flag_values(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
     while let Some(flag) = args.next() {
         let value = args
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
+}
+
+/// `consume`: read `--topic` to its end, as apply's consumer would, and count the messages.
+fn consume(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
+    let (mut brokers, mut topic) = (None, None);
+    for (flag, value) in flag_values(args)? {
         match flag.as_str() {
             "--brokers" => brokers = Some(value),
             "--topic" => topic = Some(value),
