@@ -196,16 +196,7 @@ fn consume(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
 fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     if raw.next().as_deref() == Some("consume") {
-        return match consume(raw) {
-            Ok((rows, seconds)) => {
-                println!("rows={rows} seconds={seconds:.6}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        };
+        return report(consume(raw));
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -224,7 +215,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(capture(args)) {
+    report(runtime.block_on(capture(args)))
+}
+
+/// Print a measurement as `rows=N seconds=S`, or its error; the exit code says which.
+fn report(measured: Result<(u64, f64), String>) -> ExitCode {
+    match measured {
         Ok((rows, seconds)) => {
             println!("rows={rows} seconds={seconds:.6}");
             ExitCode::SUCCESS

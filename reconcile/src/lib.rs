@@ -365,8 +365,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 let server = &self.source.info.identity;
                 let gone: Vec<Prepared> = keys
                     .into_iter()
-                    .filter(|k| !present.contains(&k.canonical_text()))
-                    .map(|k| prepare(&plan, server, k, None))
+                    .filter_map(|k| {
+                        let text = k.canonical_text();
+                        (!present.contains(&text)).then(|| prepare(&plan, server, k, text, None))
+                    })
                     .collect();
                 let obs = Observed { p, h };
                 self.evaluate(&plan, gone, &obs, &mut run)?;
@@ -394,8 +396,9 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 let batch = chunk
                     .iter()
                     .map(|k| {
-                        let row = by_key.remove(&k.canonical_text());
-                        prepare(&plan, server, k.clone(), row)
+                        let text = k.canonical_text();
+                        let row = by_key.remove(&text);
+                        prepare(&plan, server, k.clone(), text, row)
                     })
                     .collect();
                 let obs = Observed { p, h };
@@ -551,9 +554,15 @@ struct Prepared {
     target_key: Row,
 }
 
-/// Prepare one source key (and its row, when the source has it) with the current mapping.
-fn prepare(plan: &TablePlan, server: &str, key: Row, source_row: Option<Row>) -> Prepared {
-    let key_text = key.canonical_text();
+/// Prepare one source key (`key_text` is its canonical text) and its row, when the source has
+/// it, with the current mapping.
+fn prepare(
+    plan: &TablePlan,
+    server: &str,
+    key: Row,
+    key_text: String,
+    source_row: Option<Row>,
+) -> Prepared {
     let change = |op, after| ChangeEvent {
         source_server: server.to_string(),
         table: plan.source().table.clone(),
@@ -647,7 +656,7 @@ async fn read_ahead(
                 let text = key.canonical_text();
                 hashes.push(key_hash(&text));
                 if sample.includes(&text) {
-                    items.push(prepare(&plan, &server, key, Some(row)));
+                    items.push(prepare(&plan, &server, key, text, Some(row)));
                 }
             }
             SourceChunk {

@@ -68,6 +68,8 @@ struct TableState {
     select_sql: String,
     /// `select_sql` of one key: `… WHERE (k1, …) = (?1, …)`.
     read_sql: String,
+    /// `SELECT <key columns>, _tm_source_key, _tm_deleted FROM t`, for the reconciler's scan.
+    source_keys_sql: String,
 }
 
 pub struct SqliteSink {
@@ -363,47 +365,51 @@ fn write_record(
     state: &TableState,
     rec: &TargetRecord,
 ) -> Result<bool> {
-    let schema = &state.schema;
-    // Values are bound in place, borrowed from the record: no copy of any text or blob.
-    let source = rec.columns.as_ref().unwrap_or(&rec.key);
+    bind_record(stmt, &state.schema, rec).map_err(|e| write_err(rec, e))?;
+    let changed = stmt.raw_execute().map_err(|e| write_err(rec, e))?;
+    Ok(changed > 0)
+}
+
+/// Bind the columns of `rec`, then its lineage, in the order of [`upsert_sql`]. Values are
+/// borrowed from the record: no text or blob is copied.
+fn bind_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    schema: &TargetSchema,
+    rec: &TargetRecord,
+) -> rusqlite::Result<()> {
     let mut index = 0;
     let mut bind = |value: ToSqlOutput<'_>| {
         index += 1;
         stmt.raw_bind_parameter(index, value)
     };
-    let bound = (|| -> rusqlite::Result<()> {
-        for (i, col) in schema.columns.iter().enumerate() {
-            // A record's columns come in the schema's order; look up by name only when they do
-            // not (a tombstone holds only the key).
-            let value = match source.0.get(i).filter(|(n, _)| *n == col.name) {
-                Some((_, v)) => Some(v),
-                None => source.get(&col.name),
-            };
-            bind(value.map_or(ToSqlOutput::Owned(SqlValue::Null), |v| {
-                storage_ref(&col.ty, v)
-            }))?;
-        }
-        let l = &rec.lineage;
-        bind(ToSqlOutput::Owned(SqlValue::Integer(l.version)))?;
-        bind(ToSqlOutput::Owned(SqlValue::Integer(i64::from(
-            rec.is_tombstone(),
-        ))))?;
-        bind(text_ref(l.op.as_str()))?;
-        bind(text_ref(&l.source_server))?;
-        bind(text_ref(&l.source_table))?;
-        bind(text_ref(&l.source_key))?;
-        bind(text_ref(&l.position))?;
-        bind(opt_text_ref(&l.gtid))?;
-        bind(ToSqlOutput::Owned(SqlValue::Integer(l.commit_time_us)))?;
-        bind(text_ref(&l.transform_name))?;
-        bind(text_ref(&l.transform_version))?;
-        bind(text_ref(&l.source_digest))?;
-        bind(opt_text_ref(&l.chunk))?;
-        Ok(())
-    })();
-    bound.map_err(|e| write_err(rec, e))?;
-    let changed = stmt.raw_execute().map_err(|e| write_err(rec, e))?;
-    Ok(changed > 0)
+    let source = rec.columns.as_ref().unwrap_or(&rec.key);
+    for (i, col) in schema.columns.iter().enumerate() {
+        // A record's columns come in the schema's order; look up by name only when they do
+        // not (a tombstone holds only the key).
+        let value = match source.0.get(i).filter(|(n, _)| *n == col.name) {
+            Some((_, v)) => Some(v),
+            None => source.get(&col.name),
+        };
+        bind(value.map_or(ToSqlOutput::Owned(SqlValue::Null), |v| {
+            storage_ref(&col.ty, v)
+        }))?;
+    }
+    let l = &rec.lineage;
+    bind(ToSqlOutput::Owned(SqlValue::Integer(l.version)))?;
+    bind(ToSqlOutput::Owned(SqlValue::Integer(i64::from(
+        rec.is_tombstone(),
+    ))))?;
+    bind(text_ref(l.op.as_str()))?;
+    bind(text_ref(&l.source_server))?;
+    bind(text_ref(&l.source_table))?;
+    bind(text_ref(&l.source_key))?;
+    bind(text_ref(&l.position))?;
+    bind(opt_text_ref(&l.gtid))?;
+    bind(ToSqlOutput::Owned(SqlValue::Integer(l.commit_time_us)))?;
+    bind(text_ref(&l.transform_name))?;
+    bind(text_ref(&l.transform_version))?;
+    bind(text_ref(&l.source_digest))?;
+    bind(opt_text_ref(&l.chunk))
 }
 
 fn write_err(rec: &TargetRecord, e: impl std::fmt::Display) -> Error {
@@ -456,15 +462,22 @@ impl Sink for SqliteSink {
             }
         }
         tx.commit().map_err(|e| table_err(&schema.table, e))?;
+        let select = select_sql(schema);
         self.tables.insert(
             schema.table.clone(),
             TableState {
                 upsert_sql: upsert_sql(schema),
-                select_sql: select_sql(schema),
-                read_sql: format!(
-                    "{} WHERE {}",
-                    select_sql(schema),
-                    key_condition(schema, "=")
+                read_sql: format!("{select} WHERE {}", key_condition(schema, "=")),
+                select_sql: select,
+                source_keys_sql: format!(
+                    "SELECT {}, \"_tm_source_key\", \"_tm_deleted\" FROM {}",
+                    schema
+                        .key
+                        .iter()
+                        .map(|k| quote(k))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    quote(&schema.table)
                 ),
                 schema: schema.clone(),
             },
@@ -485,37 +498,28 @@ impl Sink for SqliteSink {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;
-        // Records come in runs of one table: its statement and counters are looked up once a run.
-        let mut run: Option<(&str, &TableState, rusqlite::CachedStatement<'_>, u64, u64)> = None;
-        for rec in records {
-            if run.as_ref().is_none_or(|(table, ..)| *table != rec.table) {
-                if let Some((table, _, _, applied, ignored)) = run.take() {
-                    let e = stats.entry(table.to_string()).or_default();
-                    e.0 += applied;
-                    e.1 += ignored;
+        // Records come in runs of one table: its statement is looked up once a run.
+        for run in records.chunk_by(|a, b| a.table == b.table) {
+            let table = &run[0].table;
+            let state = self.tables.get(table).ok_or_else(|| Error::Write {
+                table: table.clone(),
+                message: "no schema was announced for this table before its records".into(),
+            })?;
+            let mut stmt = tx
+                .prepare_cached(&state.upsert_sql)
+                .map_err(|e| write_err(&run[0], e))?;
+            let (mut applied, mut ignored) = (0, 0);
+            for rec in run {
+                if write_record(&mut stmt, state, rec)? {
+                    applied += 1;
+                } else {
+                    ignored += 1;
                 }
-                let state = self.tables.get(&rec.table).ok_or_else(|| Error::Write {
-                    table: rec.table.clone(),
-                    message: "no schema was announced for this table before its records".into(),
-                })?;
-                let stmt = tx
-                    .prepare_cached(&state.upsert_sql)
-                    .map_err(|e| write_err(rec, e))?;
-                run = Some((&rec.table, state, stmt, 0, 0));
             }
-            let (_, state, stmt, applied, ignored) = run.as_mut().expect("set above");
-            if write_record(stmt, state, rec)? {
-                *applied += 1;
-            } else {
-                *ignored += 1;
-            }
-        }
-        if let Some((table, _, _, applied, ignored)) = run.take() {
-            let e = stats.entry(table.to_string()).or_default();
+            let e = stats.entry(table.clone()).or_default();
             e.0 += applied;
             e.1 += ignored;
         }
-        drop(run);
         for cp in checkpoints {
             tx.execute(
                 "INSERT INTO _tm_checkpoints (stage, scope, value) VALUES (?1, ?2, ?3)
@@ -617,16 +621,7 @@ impl Sink for SqliteSink {
             .iter()
             .map(|k| &schema.column(k).expect("key columns are checked").ty)
             .collect();
-        let select = format!(
-            "SELECT {}, \"_tm_source_key\", \"_tm_deleted\" FROM {}",
-            schema
-                .key
-                .iter()
-                .map(|k| quote(k))
-                .collect::<Vec<_>>()
-                .join(", "),
-            quote(&schema.table)
-        );
+        let select = state.source_keys_sql.clone();
         let n = schema.key.len();
         self.page(table, &select, after, limit, |row| {
             let read_err = |message: String| Error::Read {
