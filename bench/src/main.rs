@@ -14,12 +14,14 @@
 //! covers streaming and decoding only (connecting and resolving the start are excluded).
 //!
 //! ```text
-//! tidemark-bench consume --brokers HOST:PORT --topic TOPIC
+//! tidemark-bench consume --brokers HOST:PORT --topic TOPIC [--consumer KEY=VALUE]...
 //! ```
 //!
 //! `consume` reads every message of `TOPIC` up to its end with the consumer settings `tidemark
 //! apply` uses (`tidemark_kafka::TopicReader`), touching each payload and decoding nothing: the
 //! rate at which the broker hands messages to one consumer on this machine, the ceiling of apply.
+//! Each `--consumer KEY=VALUE` is a librdkafka consumer setting, as `[transport.consumer]` of a
+//! tidemark configuration.
 //! It prints `rows=N seconds=S` (connecting and assigning the partitions are excluded).
 
 use std::process::ExitCode;
@@ -36,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: tidemark-bench capture --url URL --database DB [--start earliest|FILE:POS] [--stop FILE:POS] [--server-id N]
-       tidemark-bench consume --brokers HOST:PORT --topic TOPIC";
+       tidemark-bench consume --brokers HOST:PORT --topic TOPIC [--consumer KEY=VALUE]...";
 
 struct Args {
     url: String,
@@ -162,17 +164,24 @@ fn flag_values(mut args: impl Iterator<Item = String>) -> Result<Vec<(String, St
 /// `consume`: read `--topic` to its end, as apply's consumer would, and count the messages.
 fn consume(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
     let (mut brokers, mut topic) = (None, None);
+    let mut settings = toml::Table::new();
     for (flag, value) in flag_values(args)? {
         match flag.as_str() {
             "--brokers" => brokers = Some(value),
             "--topic" => topic = Some(value),
+            "--consumer" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--consumer wants KEY=VALUE, not {value}"))?;
+                settings.insert(k.to_string(), toml::Value::from(v));
+            }
             _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
         }
     }
     let brokers = brokers.ok_or_else(|| format!("--brokers is required\n{USAGE}"))?;
     let topic = topic.ok_or_else(|| format!("--topic is required\n{USAGE}"))?;
     let config: tidemark_kafka::KafkaConfig = toml::from_str(&format!(
-        "brokers = [{}]\ngroup_id = \"tidemark-bench\"",
+        "brokers = [{}]\ngroup_id = \"tidemark-bench\"\n[consumer]\n{settings}",
         toml::Value::from(brokers)
     ))
     .map_err(|e| e.to_string())?;

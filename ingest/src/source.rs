@@ -2,6 +2,7 @@
 //! coordinates and describing its tables from `information_schema`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row as MyRow};
@@ -340,11 +341,32 @@ pub fn source_opts(url: &str) -> Result<Opts> {
     }
 }
 
+/// How long a connection may take from the TCP connect to the end of the MySQL handshake. A
+/// peer that accepts the connection but never speaks MySQL (a wrong port: a Kafka broker, a
+/// proxy whose backend is down) would otherwise hold tidemark forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) async fn connect_opts(opts: &Opts) -> Result<Conn> {
-    let mut conn = Conn::new(opts.clone()).await.map_err(|e| Error::Connect {
-        addr: format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
-        message: e.to_string(),
-    })?;
+    connect_within(opts, HANDSHAKE_TIMEOUT).await
+}
+
+async fn connect_within(opts: &Opts, limit: Duration) -> Result<Conn> {
+    let addr = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+    let mut conn = match tokio::time::timeout(limit, Conn::new(opts.clone())).await {
+        Ok(conn) => conn.map_err(|e| Error::Connect {
+            addr,
+            message: e.to_string(),
+        })?,
+        Err(_) => {
+            return Err(Error::Connect {
+                addr,
+                message: format!(
+                    "no MySQL handshake within {} s; check that source.url names a MySQL or MariaDB server",
+                    limit.as_secs_f64()
+                ),
+            })
+        }
+    };
     // Text arrives as UTF-8 and TIMESTAMP columns read as UTC, whatever the server's defaults.
     conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
         .await?;
@@ -563,6 +585,37 @@ pub fn parse_members(column_type: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port that accepts connections and never says a word (as a Kafka broker or a stuck proxy
+    /// would to a MySQL client) gives an error naming the address, not a hang.
+    #[tokio::test]
+    async fn a_peer_that_never_greets_is_a_clear_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                held.push(socket);
+            }
+        });
+        let opts = source_opts(&format!("mysql://root@{addr}/")).unwrap();
+        let started = std::time::Instant::now();
+        let err = connect_within(&opts, Duration::from_millis(300))
+            .await
+            .err()
+            .expect("connecting to a silent peer must fail");
+        silent.abort();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("no MySQL handshake within 0.3 s"), "{text}");
+        assert!(text.contains("source.url"), "{text}");
+    }
 
     #[test]
     fn parses_enum_and_set_members() {

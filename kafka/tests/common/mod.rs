@@ -66,7 +66,10 @@ impl Broker {
         // tansu 0.6 bugs, measured: (1) a Fetch at an offset inside a record batch returns the
         // *next* batch, so a consumer resuming from a committed offset in the middle of a batch
         // never sees the rest of it; (2) ListOffsets(latest) answers the base offset of the last
-        // batch + 1. One record per batch avoids both. Real Kafka needs no such setting.
+        // batch + 1. One record per batch avoids both. (3) A consumer reading a backlog waits
+        // on Fetch answers most of the time (both processes idle): 43k messages/s with
+        // librdkafka's default fetch.wait.max.ms of 500, 513k/s with 10. Real Kafka needs none
+        // of these settings.
         c.producer.insert("batch.num.messages".into(), "1".into());
         c.consumer
             .insert("session.timeout.ms".into(), "6000".into());
@@ -74,6 +77,7 @@ impl Broker {
             .insert("heartbeat.interval.ms".into(), "500".into());
         c.consumer
             .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+        c.consumer.insert("fetch.wait.max.ms".into(), "10".into());
         c
     }
 
