@@ -603,8 +603,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = connect_within(&opts, Duration::from_millis(300))
             .await
-            .err()
-            .expect("connecting to a silent peer must fail");
+            .expect_err("connecting to a silent peer must fail");
         silent.abort();
         assert!(
             started.elapsed() < Duration::from_secs(10),

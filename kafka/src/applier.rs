@@ -4,19 +4,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tidemark_schemas::{
-    BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId, TargetRecord,
+    BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId, TargetRecord, TargetSchema,
 };
 use tidemark_sink::{Sink, WriteStats};
 use tidemark_transform::{TablePlan, Transformer};
@@ -144,6 +144,65 @@ impl Batch {
     }
 }
 
+/// What the sink thread is asked to do.
+enum SinkJob {
+    Write(Vec<TargetRecord>),
+    EnsureTable(TargetSchema),
+}
+
+/// The sink's end of [`KafkaApplier::run`]: jobs in order, one answer per job.
+fn sink_loop<S: Sink + ?Sized>(
+    sink: &mut S,
+    jobs: mpsc::Receiver<SinkJob>,
+    answers: mpsc::SyncSender<tidemark_sink::Result<WriteStats>>,
+) {
+    for job in jobs {
+        let answer = match job {
+            SinkJob::Write(records) if records.is_empty() => Ok(WriteStats::default()),
+            SinkJob::Write(records) => sink.write(&records, &[]),
+            SinkJob::EnsureTable(schema) => {
+                sink.ensure_table(&schema).map(|()| WriteStats::default())
+            }
+        };
+        if answers.send(answer).is_err() {
+            break;
+        }
+    }
+}
+
+/// The applier's handle on the sink thread. At most one write is in flight; `in_flight` holds
+/// the rest of its batch (offsets, markers, counts) until the sink acknowledges it.
+struct SinkThread {
+    jobs: mpsc::SyncSender<SinkJob>,
+    answers: mpsc::Receiver<tidemark_sink::Result<WriteStats>>,
+    in_flight: Option<(Batch, bool)>,
+}
+
+impl SinkThread {
+    fn stopped() -> Error {
+        Error::Protocol("the sink thread stopped".into())
+    }
+
+    fn start_write(&mut self, records: Vec<TargetRecord>) -> Result<()> {
+        self.jobs
+            .send(SinkJob::Write(records))
+            .map_err(|_| Self::stopped())
+    }
+
+    fn wait(&mut self) -> Result<WriteStats> {
+        Ok(self.answers.recv().map_err(|_| Self::stopped())??)
+    }
+
+    /// Create or alter a target table (nothing may be in flight: callers settle first).
+    fn ensure_table(&mut self, schema: TargetSchema) -> Result<()> {
+        debug_assert!(self.in_flight.is_none());
+        self.jobs
+            .send(SinkJob::EnsureTable(schema))
+            .map_err(|_| Self::stopped())?;
+        self.wait().map(drop)
+    }
+}
+
 /// A member of the apply consumer group. Synchronous (the sink is): run it on a blocking thread.
 pub struct KafkaApplier {
     config: KafkaConfig,
@@ -254,9 +313,35 @@ impl KafkaApplier {
     }
 
     /// Consume, transform and write until `cancel`, or as `options` say. Returns the counts.
-    pub fn run<S: Sink + ?Sized>(
+    ///
+    /// The sink writes on a thread of its own ([`SinkThread`]) while this one polls, decodes and
+    /// transforms the next batch.
+    pub fn run<S: Sink + Send + ?Sized>(
         &mut self,
         sink: &mut S,
+        options: &ApplyOptions,
+        cancel: &CancellationToken,
+    ) -> Result<ApplyReport> {
+        std::thread::scope(|scope| {
+            let (jobs, jobs_rx) = mpsc::sync_channel::<SinkJob>(1);
+            let (answers_tx, answers) = mpsc::sync_channel::<tidemark_sink::Result<WriteStats>>(1);
+            std::thread::Builder::new()
+                .name("tidemark-sink".into())
+                .spawn_scoped(scope, move || sink_loop(sink, jobs_rx, answers_tx))
+                .map_err(|e| Error::Protocol(format!("cannot start the sink thread: {e}")))?;
+            let mut sink = SinkThread {
+                jobs,
+                answers,
+                in_flight: None,
+            };
+            self.run_on(&mut sink, options, cancel)
+            // Dropping `sink` ends the sink thread; the scope joins it.
+        })
+    }
+
+    fn run_on(
+        &mut self,
+        sink: &mut SinkThread,
         options: &ApplyOptions,
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
@@ -278,6 +363,9 @@ impl KafkaApplier {
             let generation = self.consumer.context().generation.load(Ordering::SeqCst);
             let mut batch = Batch::default();
             let started = Instant::now();
+            // Messages are handled where librdkafka holds them (no copy): they borrow this
+            // handle, not `self`.
+            let consumer = Arc::clone(&self.consumer);
             while (batch.messages as usize) < self.config.batch_records {
                 let timeout = if batch.messages == 0 {
                     Duration::from_millis(200)
@@ -288,7 +376,7 @@ impl KafkaApplier {
                     }
                     left
                 };
-                match self.consumer.poll(Timeout::After(timeout)) {
+                match consumer.poll(Timeout::After(timeout)) {
                     None => break,
                     Some(Err(e)) => {
                         if last_error_log.elapsed() > Duration::from_secs(10) {
@@ -297,10 +385,7 @@ impl KafkaApplier {
                         }
                         break;
                     }
-                    Some(Ok(m)) => {
-                        let m = m.detach();
-                        self.handle(sink, &m, &mut batch)?;
-                    }
+                    Some(Ok(m)) => self.handle(sink, &m, &mut batch)?,
                 }
                 if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
                     // Partitions moved: write what we have now.
@@ -340,6 +425,8 @@ impl KafkaApplier {
                 }
             }
         }
+        // The last batch reaches the sink (and, unless abandoned, its offsets are committed).
+        self.settle(sink)?;
         if options.abandon {
             self.report.frontier = self.frontier();
             return Ok(self.report.clone());
@@ -416,10 +503,10 @@ impl KafkaApplier {
         Ok(self.report.clone())
     }
 
-    fn handle<S: Sink + ?Sized>(
+    fn handle(
         &mut self,
-        sink: &mut S,
-        msg: &OwnedMessage,
+        sink: &mut SinkThread,
+        msg: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<()> {
         let tp = (msg.topic().to_string(), msg.partition());
@@ -460,10 +547,10 @@ impl KafkaApplier {
         Ok(())
     }
 
-    fn change<S: Sink + ?Sized>(
+    fn change(
         &mut self,
-        sink: &mut S,
-        msg: &OwnedMessage,
+        sink: &mut SinkThread,
+        msg: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<()> {
         let Some(payload) = msg.payload() else {
@@ -533,9 +620,9 @@ impl KafkaApplier {
     /// Build the plan of a table description seen for the first time: find it in the
     /// checkpoints topic, write what is batched so far (as embedded mode does before a schema
     /// change), create or alter the target table.
-    fn new_plan<S: Sink + ?Sized>(
+    fn new_plan(
         &mut self,
-        sink: &mut S,
+        sink: &mut SinkThread,
         schema_id: &str,
         batch: &mut Batch,
     ) -> Result<Option<Arc<TablePlan>>> {
@@ -546,6 +633,7 @@ impl KafkaApplier {
             return Ok(None);
         };
         self.flush(sink, batch, true)?;
+        self.settle(sink)?;
         let plan = self
             .transformer
             .plan(&schema)
@@ -553,7 +641,7 @@ impl KafkaApplier {
                 table: schema.table.to_string(),
                 message: e.to_string(),
             })?;
-        sink.ensure_table(plan.target_schema())?;
+        sink.ensure_table(plan.target_schema().clone())?;
         debug!(table = %schema.table, schema = %schema_id, "table plan built");
         let plan = Arc::new(plan);
         self.plans.insert(schema_id.to_string(), plan.clone());
@@ -586,7 +674,7 @@ impl KafkaApplier {
         Ok(())
     }
 
-    fn undecodable(&mut self, msg: &OwnedMessage, why: &str, batch: &mut Batch) {
+    fn undecodable(&mut self, msg: &BorrowedMessage<'_>, why: &str, batch: &mut Batch) {
         let e = Error::Decode {
             topic: msg.topic().to_string(),
             partition: msg.partition(),
@@ -612,17 +700,15 @@ impl KafkaApplier {
         });
     }
 
-    /// Dead letters (acknowledged) → sink write → offsets and markers of the batch.
-    fn flush<S: Sink + ?Sized>(
-        &mut self,
-        sink: &mut S,
-        batch: &mut Batch,
-        commit: bool,
-    ) -> Result<()> {
-        let b = std::mem::take(batch);
+    /// Dead letters (acknowledged) → sink write → offsets and markers of the batch. The write
+    /// is handed to the sink thread; the offsets and markers follow in [`Self::settle`], once the
+    /// sink acknowledged it (the previous batch is settled first: one batch in flight at most).
+    fn flush(&mut self, sink: &mut SinkThread, batch: &mut Batch, commit: bool) -> Result<()> {
+        let mut b = std::mem::take(batch);
         if b.is_empty() {
             return Ok(());
         }
+        self.settle(sink)?;
         // 1. Dead letters first, acknowledged: the offsets below must never be ahead of them.
         if !b.dead.is_empty() {
             let topic = self.topics.dlq();
@@ -686,11 +772,20 @@ impl KafkaApplier {
                 }
             }
         }
-        // 2. The sink.
-        if !b.records.is_empty() {
-            let stats = sink.write(&b.records, &[])?;
-            self.report.stats.merge(&stats);
-        }
+        // 2. The sink, on its thread.
+        sink.start_write(std::mem::take(&mut b.records))?;
+        sink.in_flight = Some((b, commit));
+        Ok(())
+    }
+
+    /// Wait for the batch in flight to be written, then count it and make its offsets and
+    /// markers count: offsets committed (of partitions still ours), markers applied.
+    fn settle(&mut self, sink: &mut SinkThread) -> Result<()> {
+        let Some((b, commit)) = sink.in_flight.take() else {
+            return Ok(());
+        };
+        let stats = sink.wait()?;
+        self.report.stats.merge(&stats);
         for (t, n) in &b.rejected {
             *self.report.rejected.entry(t.clone()).or_default() += n;
         }
