@@ -374,7 +374,11 @@ impl Backfill {
             let n = rows.len() as u64;
             checkpoint.chunks += 1;
             let chunk_name = format!("{table}#{}", checkpoint.chunks);
-            let bytes: u64 = rows.iter().map(row_bytes).sum();
+            // Sized only when a bytes-per-second cap needs it.
+            let bytes: u64 = match self.bytes_limiter {
+                Some(_) => rows.iter().map(row_bytes).sum(),
+                None => 0,
+            };
             if let Some(last) = rows.last() {
                 checkpoint.last_key = Some(key_of(&schema, last));
             }
