@@ -248,12 +248,22 @@ fn inside(path: &str) -> String {
 }
 
 /// A record type with an Avro schema. Implemented for the five contract records only.
-pub trait AvroRecord: conv::ToFromAvro {
+pub trait AvroRecord: conv::ToFromAvro + Sized {
     const KIND: RecordKind;
+
+    /// Decode a datum written with the current schema without apache-avro's generic values, or
+    /// `None` to leave it to the generic path (which then decodes it or names the problem).
+    fn decode_current(_datum: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 impl AvroRecord for ChangeEvent {
     const KIND: RecordKind = RecordKind::ChangeEvent;
+
+    fn decode_current(datum: &[u8]) -> Option<Self> {
+        fast::change_event(datum)
+    }
 }
 impl AvroRecord for Lineage {
     const KIND: RecordKind = RecordKind::Lineage;
@@ -523,6 +533,20 @@ fn encode_datum<T: AvroRecord>(value: &T) -> Result<Vec<u8>, AvroError> {
 }
 
 fn decode_datum<T: AvroRecord>(writer: &WriterSchema, datum: &[u8]) -> Result<T, AvroError> {
+    if writer.fingerprint == compiled(T::KIND).current.fingerprint {
+        if let Some(value) = T::decode_current(datum) {
+            return Ok(value);
+        }
+    }
+    decode_datum_generic(writer, datum)
+}
+
+/// Bounds check, apache-avro's generic decoding (resolving older data to the current schema),
+/// then the conversion to `T`.
+fn decode_datum_generic<T: AvroRecord>(
+    writer: &WriterSchema,
+    datum: &[u8],
+) -> Result<T, AvroError> {
     let record = T::KIND;
     let current = &compiled(record).current;
     check::datum(&writer.schema, &writer.names, datum).map_err(|e| AvroError::Corrupt {
@@ -785,6 +809,8 @@ mod check {
         }
     }
 }
+
+mod fast;
 
 // ---------------------------------------------------------------------------------------------
 // Rust <-> apache-avro values, field by field.
