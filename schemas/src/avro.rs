@@ -812,6 +812,37 @@ mod check {
 
 mod fast;
 
+/// year, month, day, hour, minute, second, micros, fsp of an `io.tidemark.value.CalendarDateTime`.
+type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32, u8);
+
+/// The `DateTime` value of decoded parts, or with `timestamp` the `Timestamp` value.
+fn datetime_value(parts: DateTimeParts, timestamp: bool) -> Value {
+    let (year, month, day, hour, minute, second, micros, fsp) = parts;
+    if timestamp {
+        Value::Timestamp {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+            fsp,
+        }
+    } else {
+        Value::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+            fsp,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rust <-> apache-avro values, field by field.
 
@@ -1130,9 +1161,6 @@ mod conv {
         }
     }
 
-    /// year, month, day, hour, minute, second, micros, fsp.
-    type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32, u8);
-
     fn datetime_parts(v: Avro) -> Result<DateTimeParts, FieldError> {
         let mut f = Fields::of(v)?;
         Ok((
@@ -1184,30 +1212,8 @@ mod conv {
                     day: f.take("day", number)?,
                 })
             }),
-            "datetime" => datetime_parts(payload).map(
-                |(year, month, day, hour, minute, second, micros, fsp)| Value::DateTime {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                    fsp,
-                },
-            ),
-            "timestamp" => datetime_parts(payload).map(
-                |(year, month, day, hour, minute, second, micros, fsp)| Value::Timestamp {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                    fsp,
-                },
-            ),
+            "datetime" => datetime_parts(payload).map(|p| datetime_value(p, false)),
+            "timestamp" => datetime_parts(payload).map(|p| datetime_value(p, true)),
             "time" => Fields::of(payload).and_then(|mut f| {
                 Ok(Value::Time {
                     negative: f.take("negative", boolean)?,

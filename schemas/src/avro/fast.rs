@@ -13,7 +13,7 @@
 //! whichever path reads it; `tests::the_fast_path_agrees_with_the_generic_one` checks that on
 //! random events and on random corruptions of them.
 
-use super::{OPERATIONS, VALUE_BRANCHES};
+use super::{datetime_value, DateTimeParts, OPERATIONS, VALUE_BRANCHES};
 use crate::{BinlogPosition, ChangeEvent, Row, TableId, Value};
 
 /// Decode `datum` (a change event written with the current schema, no header) or answer `None`.
@@ -163,32 +163,8 @@ impl Reader<'_> {
                 month: self.int()?,
                 day: self.int()?,
             },
-            "datetime" => {
-                let (year, month, day, hour, minute, second, micros, fsp) = self.datetime()?;
-                Value::DateTime {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                    fsp,
-                }
-            }
-            "timestamp" => {
-                let (year, month, day, hour, minute, second, micros, fsp) = self.datetime()?;
-                Value::Timestamp {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                    fsp,
-                }
-            }
+            "datetime" => datetime_value(self.datetime()?, false),
+            "timestamp" => datetime_value(self.datetime()?, true),
             "time" => Value::Time {
                 negative: self.boolean()?,
                 hours: self.int()?,
@@ -213,8 +189,7 @@ impl Reader<'_> {
     }
 
     /// `CalendarDateTime`: year, month, day, hour, minute, second, micros, fsp.
-    #[allow(clippy::type_complexity)]
-    fn datetime(&mut self) -> Option<(u16, u8, u8, u8, u8, u8, u32, u8)> {
+    fn datetime(&mut self) -> Option<DateTimeParts> {
         Some((
             self.int()?,
             self.int()?,
