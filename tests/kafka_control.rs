@@ -15,14 +15,6 @@ use common::{run_ok, spawn, write_config};
 use tidemark_kafka::KafkaConfig;
 use tidemark_testkit::{MariaDb, Tansu};
 
-fn transport(broker: &Tansu) -> String {
-    // See kafka_e2e.rs for why tansu needs one record per batch and a short session timeout.
-    format!(
-        "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-        broker.addr
-    )
-}
-
 /// Live rows of a target table.
 fn live_rows(dir: &Path, table: &str) -> i64 {
     let Ok(conn) = rusqlite::Connection::open(dir.join("target.db")) else {
@@ -88,7 +80,7 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
     // notes.body holds at most 10 characters in the target: key 7 is a schema rejection.
     let extra = format!(
         "[backfill]\nchunk_rows = 100\nrows_per_second = 500\n[reconcile]\nsettle_timeout_seconds = 15\n\n[[mapping]]\nsource = \"shop.notes\"\n[mapping.columns.body]\ntype = \"text(10)\"\n\n{}",
-        transport(&broker)
+        broker.transport_toml()
     );
     let config = write_config(dir.path(), &db.url(), &["shop"], &extra);
     let cfg = config.to_str().unwrap().to_string();

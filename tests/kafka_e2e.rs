@@ -13,16 +13,6 @@ use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{MariaDb, Tansu};
 
-/// `[transport]` for the broker. tansu 0.6 loses records when a consumer resumes inside a record
-/// batch, so producers write one record per batch (real Kafka needs nothing of the sort). A short
-/// session timeout lets the group notice a killed member in seconds rather than 45.
-fn transport(broker: &Tansu) -> String {
-    format!(
-        "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-        broker.addr
-    )
-}
-
 async fn workload(url: String, until: Instant) -> u64 {
     let mut conn = mysql_async::Conn::from_url(url)
         .await
@@ -60,7 +50,7 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         dir.path(),
         &db.url(),
         &["shop"],
-        &format!("[backfill]\nchunk_rows = 500\n{}", transport(&broker)),
+        &format!("[backfill]\nchunk_rows = 500\n{}", broker.transport_toml()),
     );
     let cfg = config.to_str().unwrap().to_string();
     run_ok(&["topics", "init", "--config", &cfg]);

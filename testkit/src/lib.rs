@@ -539,6 +539,18 @@ impl Tansu {
         );
         Tansu { dir, addr }
     }
+
+    /// `[transport]` of a tidemark configuration for this broker, with the settings tansu 0.6
+    /// needs (real Kafka needs none of them): one record per batch (a consumer resuming inside a
+    /// record batch loses the rest of it), a short fetch wait (it leaves a consumer of a backlog
+    /// waiting on its fetch answers otherwise), and a short session timeout so that the group
+    /// notices a killed member in seconds rather than 45.
+    pub fn transport_toml(&self) -> String {
+        format!(
+            "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"fetch.wait.max.ms\" = \"10\"\n",
+            self.addr
+        )
+    }
 }
 
 impl Drop for Tansu {
