@@ -97,8 +97,9 @@ async fn each_injected_fault_is_reported_with_exactly_its_class() {
     .unwrap(); // extra (out-of-band target insert)
     t.execute("UPDATE accounts SET note = 'edited' WHERE id = 3", [])
         .unwrap(); // value_mismatch
-                   // Rows written by an earlier version carry SHA-256 digests: the one of the same image is
-                   // no drift, the one of another image is `stale`.
+
+    // Rows written by an earlier version carry SHA-256 digests: the one of the same image is
+    // no drift, the one of another image is `stale`.
     let account = |id: i64, note: &str| {
         tidemark_schemas::Row(vec![
             ("id".into(), tidemark_schemas::Value::Int(id)),

@@ -45,7 +45,7 @@ use tidemark_schemas::{
     TargetRecord, Version,
 };
 use tidemark_sink::Sink;
-use tidemark_transform::{digest_of_same_kind, TablePlan, Transformer};
+use tidemark_transform::{is_current_digest, legacy_source_digest, TablePlan, Transformer};
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
@@ -490,10 +490,8 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             // A target written by an earlier version holds the digest of its scheme; compare in
             // that scheme, or every such row would look `stale`.
             if let (Some(e), Some(s), Some(row)) = (&mut expected, &stored, &source_row) {
-                if s.lineage.source_digest.as_bytes().first()
-                    != e.lineage.source_digest.as_bytes().first()
-                {
-                    e.lineage.source_digest = digest_of_same_kind(&s.lineage.source_digest, row);
+                if !is_current_digest(&s.lineage.source_digest) {
+                    e.lineage.source_digest = legacy_source_digest(row);
                 }
             }
             let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
