@@ -763,7 +763,7 @@ pub fn key_from_json(
     let mut row = Row::new();
     for col in schema.key_columns() {
         let json = key
-            .get(&col.name)
+            .get(col.name.as_str())
             .ok_or_else(|| format!("key column {} missing", col.name))?;
         let text = match json {
             serde_json::Value::String(s) => s.clone(),
@@ -775,10 +775,7 @@ pub fn key_from_json(
                 ))
             }
         };
-        row.push(
-            col.name.clone(),
-            crate::decode::from_canonical_text(col, &text)?,
-        );
+        row.push(col.name, crate::decode::from_canonical_text(col, &text)?);
     }
     if key.len() != row.len() {
         return Err(format!(

@@ -53,7 +53,6 @@ use mysql_common::io::ParseBuf;
 use serde::Deserialize;
 use tidemark_schemas::{
     file_seq, row_version, BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, TableId,
-    Value,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -922,7 +921,7 @@ fn decode_rows(
                     position: position.clone(),
                     detail: format!("column {}: {detail}", col.name),
                 })?;
-                row.0.push((col.name.clone(), v));
+                row.0.push((col.name, v));
             }
             Ok(row)
         };
@@ -969,7 +968,7 @@ pub fn key_of(schema: &SourceSchema, row: &Row) -> Row {
         .key
         .iter()
         .map(|&i| row.0[i].clone())
-        .collect::<Vec<(String, Value)>>())
+        .collect::<Vec<_>>())
 }
 
 fn classify_stream_error(e: mysql_async::Error, at: &BinlogPosition) -> Error {

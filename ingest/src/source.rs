@@ -7,7 +7,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row as MyRow};
 use serde::Deserialize;
-use tidemark_schemas::{BinlogPosition, SourceColumn, SourceSchema, SourceType, TableId};
+use tidemark_schemas::{
+    BinlogPosition, ColumnName, SourceColumn, SourceSchema, SourceType, TableId,
+};
 
 use crate::{Error, Result};
 
@@ -314,7 +316,7 @@ pub async fn select_rows(
                     position: BinlogPosition::new("-", 0),
                     detail: format!("column {}: {detail}", col.name),
                 })?;
-            decoded.0.push((col.name.clone(), v));
+            decoded.0.push((col.name, v));
         }
         out.push(decoded);
     }
@@ -475,7 +477,7 @@ pub(crate) async fn load_schema(
             _ => return Err(unsupported()),
         };
         columns.push(SourceColumn {
-            name,
+            name: ColumnName::from(&name),
             ty,
             nullable,
             column_type,

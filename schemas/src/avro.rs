@@ -74,8 +74,8 @@ use apache_avro::types::Value as Avro;
 pub use apache_avro::Schema;
 
 use crate::{
-    BinlogPosition, ChangeEvent, Checkpoint, DriftColumn, DriftEvent, Lineage, Operation, Row,
-    TableId, TargetRecord, Value,
+    BinlogPosition, ChangeEvent, Checkpoint, ColumnName, DriftColumn, DriftEvent, Lineage,
+    Operation, Row, TableId, TargetRecord, Value,
 };
 
 /// The two bytes that open every single-object encoded message.
@@ -1251,7 +1251,7 @@ mod conv {
             let mut f = Fields::of(col)?;
             let name = f.take("name", text)?;
             let value = f.take("value", value_from_avro)?;
-            Ok((name, value))
+            Ok((ColumnName::from(name.as_str()), value))
         })
         .map(Row)
     }

@@ -62,7 +62,7 @@ pub enum SourceType {
 /// One source column.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceColumn {
-    pub name: String,
+    pub name: crate::ColumnName,
     pub ty: SourceType,
     pub nullable: bool,
     /// The full `COLUMN_TYPE` text (e.g. `bigint(20) unsigned`), for messages.

@@ -57,7 +57,7 @@ pub enum TargetType {
 /// One target column.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TargetColumn {
-    pub name: String,
+    pub name: crate::ColumnName,
     pub ty: TargetType,
     pub nullable: bool,
 }
@@ -67,7 +67,7 @@ pub struct TargetColumn {
 pub struct TargetSchema {
     pub table: String,
     pub columns: Vec<TargetColumn>,
-    pub key: Vec<String>,
+    pub key: Vec<crate::ColumnName>,
 }
 
 impl TargetSchema {

@@ -253,16 +253,25 @@ impl fmt::Display for Value {
     }
 }
 
+/// A column name as rows carry it: an interned string ([`ustr::Ustr`]), so that naming a column
+/// in every row of a table costs one pointer copy — no allocation, no copy of the text, nothing
+/// to free. Column names are a small set that lives as long as the process (every name of every
+/// table in scope), which is what interning is for: the cache is never emptied. (Names decoded
+/// from Kafka messages are interned too; only a producer other than tidemark could make that set
+/// grow beyond the tables' columns.) Schemas hold their column names as `ColumnName` as well, so
+/// a row built from a schema never looks a name up.
+pub type ColumnName = ustr::Ustr;
+
 /// An ordered list of named column values.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Row(pub Vec<(String, Value)>);
+pub struct Row(pub Vec<(ColumnName, Value)>);
 
 impl Row {
     pub fn new() -> Self {
         Row(Vec::new())
     }
 
-    pub fn push(&mut self, name: impl Into<String>, value: Value) {
+    pub fn push(&mut self, name: impl Into<ColumnName>, value: Value) {
         self.0.push((name.into(), value));
     }
 
@@ -363,8 +372,8 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-impl FromIterator<(String, Value)> for Row {
-    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+impl FromIterator<(ColumnName, Value)> for Row {
+    fn from_iter<I: IntoIterator<Item = (ColumnName, Value)>>(iter: I) -> Self {
         Row(iter.into_iter().collect())
     }
 }
@@ -399,9 +408,9 @@ mod tests {
         assert_eq!(Value::Float(0.1).to_string(), "0.1");
         assert_eq!(Value::UInt(u64::MAX).to_string(), "18446744073709551615");
         let row: Row = [
-            ("id".to_string(), Value::Int(7)),
-            ("n\"ame".to_string(), Value::Text("é".into())),
-            ("z".to_string(), Value::Null),
+            ("id".into(), Value::Int(7)),
+            ("n\"ame".into(), Value::Text("é".into())),
+            ("z".into(), Value::Null),
         ]
         .into_iter()
         .collect();

@@ -279,7 +279,7 @@ fn change_event_with_every_value_variant_round_trips_exactly() {
 fn every_variant_of_each_column_round_trips_alone() {
     for (name, value) in every_value().0 {
         let ev = ChangeEvent {
-            key: Row(vec![(name.clone(), value.clone())]),
+            key: Row(vec![(name, value.clone())]),
             after: None,
             op: Operation::Delete,
             gtid: None,
@@ -615,7 +615,12 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn row() -> impl Strategy<Value = Row> {
-    prop::collection::vec((small_string(), value()), 0..12).prop_map(Row)
+    prop::collection::vec((small_string(), value()), 0..12).prop_map(|columns| {
+        Row(columns
+            .into_iter()
+            .map(|(name, v)| (tidemark_schemas::ColumnName::from(name.as_str()), v))
+            .collect())
+    })
 }
 
 fn operation() -> impl Strategy<Value = Operation> {

@@ -279,7 +279,7 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
         let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
         let value = value_from_storage(&col.ty, stored)
             .map_err(|e| read_err(format!("column `{}`: {e}", col.name)))?;
-        columns.push(col.name.clone(), value);
+        columns.push(col.name, value);
     }
     let n = schema.columns.len();
     let get =
@@ -327,7 +327,7 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
     let key: Row = schema
         .key
         .iter()
-        .map(|k| (k.clone(), columns.get(k).cloned().unwrap_or(Value::Null)))
+        .map(|k| (*k, columns.get(k).cloned().unwrap_or(Value::Null)))
         .collect();
     Ok(TargetRecord {
         table: schema.table.clone(),
@@ -450,7 +450,7 @@ impl Sink for SqliteSink {
             .map_err(|e| table_err(&schema.table, e))?;
         } else {
             for col in &schema.columns {
-                if !existing.contains(&col.name) {
+                if !existing.iter().any(|e| *e == col.name) {
                     tx.execute_batch(&format!(
                         "ALTER TABLE {} ADD COLUMN {} {}",
                         quote(&schema.table),
@@ -634,7 +634,7 @@ impl Sink for SqliteSink {
                 let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
                 let value = value_from_storage(ty, stored)
                     .map_err(|e| read_err(format!("column `{name}`: {e}")))?;
-                key.push(name.clone(), value);
+                key.push(*name, value);
             }
             Ok(ScannedKey {
                 key,

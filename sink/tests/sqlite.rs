@@ -43,7 +43,7 @@ fn schema() -> TargetSchema {
 }
 
 fn record(id: i64, v: Option<&str>, version: i64, position: &str) -> TargetRecord {
-    let key: Row = [("id".to_string(), Value::Int(id))].into_iter().collect();
+    let key: Row = [("id".into(), Value::Int(id))].into_iter().collect();
     TargetRecord {
         table: "t".into(),
         columns: v.map(|v| {
@@ -143,7 +143,7 @@ fn a_failed_write_stores_neither_records_nor_checkpoint() {
         matches!(&err, Error::Write { table, .. } if table == "never_announced"),
         "the error names the table: {err}"
     );
-    let key: Row = [("id".to_string(), Value::Int(1))].into_iter().collect();
+    let key: Row = [("id".into(), Value::Int(1))].into_iter().collect();
     assert_eq!(
         sink.read("t", &key).expect("read"),
         None,
@@ -160,7 +160,7 @@ fn a_failed_write_stores_neither_records_nor_checkpoint() {
 fn read_before_ensure_table_says_what_to_do() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sink = open(&dir.path().join("t.db"));
-    let key: Row = [("id".to_string(), Value::Int(1))].into_iter().collect();
+    let key: Row = [("id".into(), Value::Int(1))].into_iter().collect();
     let err = sink.read("t", &key).expect_err("unknown table");
     assert!(err.to_string().contains("ensure_table"), "{err}");
 }

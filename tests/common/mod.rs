@@ -92,7 +92,7 @@ pub async fn assert_target_equals_source(url: &str, target: &Path, tables: &[Tab
         let rows = select_rows(&mut conn, &schema, "", mysql_async::Params::Empty)
             .await
             .expect("source rows");
-        let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<String> = schema.columns.iter().map(|c| c.name.to_string()).collect();
         let expected: BTreeMap<String, Vec<SqlValue>> = rows
             .iter()
             .map(|row| {

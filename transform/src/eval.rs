@@ -23,7 +23,7 @@
 use std::cmp::Ordering;
 
 use sha2::{Digest, Sha256};
-use tidemark_schemas::{SourceSchema, TargetType, Value};
+use tidemark_schemas::{ColumnName, SourceSchema, TargetType, Value};
 use time::format_description::OwnedFormatItem;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -109,13 +109,13 @@ pub(crate) enum CPred {
 
 /// The source row as the plan sees it: values by source column position.
 pub(crate) struct Input<'a> {
-    names: &'a [String],
+    names: &'a [ColumnName],
     values: Vec<Option<&'a Value>>,
 }
 
 impl<'a> Input<'a> {
     /// Values of `row` in the order of `names` (a fast path when the row is in table order).
-    pub(crate) fn resolve(names: &'a [String], row: &'a tidemark_schemas::Row) -> Input<'a> {
+    pub(crate) fn resolve(names: &'a [ColumnName], row: &'a tidemark_schemas::Row) -> Input<'a> {
         let values = names
             .iter()
             .enumerate()
@@ -133,7 +133,7 @@ impl<'a> Input<'a> {
                 RejectionKind::SchemaMismatch,
                 format!(
                     "column {} is missing from the row image; the source table changed without a new table description",
-                    self.names.get(index).map_or("?", String::as_str)
+                    self.names.get(index).map_or("?", ColumnName::as_str)
                 ),
             )
         })

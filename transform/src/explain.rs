@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use tidemark_schemas::{BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, Value};
+use tidemark_schemas::{
+    BinlogPosition, ChangeEvent, ColumnName, Operation, Row, SourceSchema, Value,
+};
 
 use crate::error::ConfigError;
 use crate::plan::{Outcome, TablePlan, Transformer};
@@ -16,7 +18,7 @@ pub fn sample_change(schema: &SourceSchema, row: &Row) -> ChangeEvent {
         .key_columns()
         .map(|c| {
             (
-                c.name.clone(),
+                ColumnName::from(&c.name),
                 row.get(&c.name).cloned().unwrap_or(Value::Null),
             )
         })
@@ -117,7 +119,7 @@ impl TablePlan {
             .iter()
             .map(|c| {
                 vec![
-                    c.name.clone(),
+                    c.name.to_string(),
                     c.column_type.clone(),
                     if c.nullable { "null" } else { "not null" }.into(),
                     format!("-> {}", render_type(&target_type_for(&c.ty))),
@@ -129,7 +131,12 @@ impl TablePlan {
             w,
             "\ntarget {} (key {})",
             self.target_schema().table,
-            self.target_schema().key.join(", ")
+            self.target_schema()
+                .key
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let rows: Vec<Vec<String>> = self
             .column_lines()

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use tidemark_schemas::{
-    ChangeEvent, Lineage, Row, SourceSchema, TableId, TargetColumn, TargetRecord, TargetSchema,
-    TargetType, Value,
+    ChangeEvent, ColumnName, Lineage, Row, SourceSchema, TableId, TargetColumn, TargetRecord,
+    TargetSchema, TargetType, Value,
 };
 
 use crate::config::{MappingConfig, ZeroDates};
@@ -380,7 +380,7 @@ enum ColumnSource {
 
 #[derive(Debug, Clone)]
 struct PlanColumn {
-    name: String,
+    name: ColumnName,
     ty: TargetType,
     nullable: bool,
     source: ColumnSource,
@@ -401,7 +401,7 @@ impl PlanColumn {
 #[derive(Debug, Clone)]
 pub struct TablePlan {
     source: SourceSchema,
-    source_names: Vec<String>,
+    source_names: Vec<ColumnName>,
     target: TargetSchema,
     transform_name: String,
     transform_version: String,
@@ -439,7 +439,7 @@ fn identity_plan(
             PlanColumn {
                 nullable: c.nullable
                     || (!is_key && zero_dates == ZeroDates::Null && is_dateish(&ty)),
-                name: c.name.clone(),
+                name: ColumnName::from(&c.name),
                 ty,
                 source: ColumnSource::Column { index },
             }
@@ -494,10 +494,14 @@ fn compile(m: &Mapping, schema: &SourceSchema) -> Result<TablePlan, ConfigError>
 
     let mut columns: Vec<PlanColumn> = Vec::new();
     for (index, sc) in schema.columns.iter().enumerate() {
-        if cfg.drop.contains(&sc.name) {
+        if cfg.drop.iter().any(|d| *d == sc.name) {
             continue;
         }
-        let settings = cfg.columns.get(&sc.name).cloned().unwrap_or_default();
+        let settings = cfg
+            .columns
+            .get(sc.name.as_str())
+            .cloned()
+            .unwrap_or_default();
         let from = target_type_for(&sc.ty);
         let ty = match &settings.ty {
             Some(spec) => {
@@ -515,7 +519,7 @@ fn compile(m: &Mapping, schema: &SourceSchema) -> Result<TablePlan, ConfigError>
             .nullable
             .unwrap_or(sc.nullable || (cfg.zero_dates == ZeroDates::Null && is_dateish(&ty)));
         columns.push(PlanColumn {
-            name: settings.rename.unwrap_or_else(|| sc.name.clone()),
+            name: settings.rename.as_deref().map_or(sc.name, ColumnName::from),
             ty,
             nullable,
             source: ColumnSource::Column { index },
@@ -540,7 +544,7 @@ fn compile(m: &Mapping, schema: &SourceSchema) -> Result<TablePlan, ConfigError>
             .nullable
             .unwrap_or(typed.nullable || (cfg.zero_dates == ZeroDates::Null && is_dateish(&ty)));
         columns.push(PlanColumn {
-            name: cname.clone(),
+            name: ColumnName::from(cname),
             ty,
             nullable,
             source: ColumnSource::Computed {
@@ -610,7 +614,7 @@ fn plan_key(
                     .iter()
                     .find(|c| matches!(c.source, ColumnSource::Column { index } if index == i));
                 match target {
-                    Some(c) => names.push(c.name.clone()),
+                    Some(c) => names.push(c.name.to_string()),
                     None => {
                         return Err(ConfigError::new(
                             mapping,
@@ -634,7 +638,7 @@ fn plan_key(
     let mut key = Vec::new();
     let mut covered = BTreeSet::new();
     for k in &key_names {
-        let pos = columns.iter().position(|c| &c.name == k).ok_or_else(|| {
+        let pos = columns.iter().position(|c| c.name == k).ok_or_else(|| {
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
             err(format!(
                 "`{k}` is not a target column; the target columns are {}",
@@ -723,15 +727,19 @@ impl TablePlan {
             columns: columns
                 .iter()
                 .map(|c| TargetColumn {
-                    name: c.name.clone(),
+                    name: c.name,
                     ty: c.ty.clone(),
                     nullable: c.nullable,
                 })
                 .collect(),
-            key: key.iter().map(|&i| columns[i].name.clone()).collect(),
+            key: key.iter().map(|&i| columns[i].name).collect(),
         };
         TablePlan {
-            source_names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            source_names: schema
+                .columns
+                .iter()
+                .map(|c| ColumnName::from(c.name.as_str()))
+                .collect(),
             source: schema.clone(),
             target,
             transform_name,
@@ -857,7 +865,7 @@ impl TablePlan {
         let mut out = Row(Vec::with_capacity(self.columns.len()));
         for col in &self.columns {
             let v = self.column_value(col, &input, &lineage)?;
-            out.0.push((col.name.clone(), v));
+            out.0.push((col.name, v));
         }
         let key = Row(self.key.iter().map(|&i| out.0[i].clone()).collect());
         Ok((
@@ -876,7 +884,7 @@ impl TablePlan {
         for &i in &self.key {
             let col = &self.columns[i];
             key.0
-                .push((col.name.clone(), self.column_value(col, input, lineage)?));
+                .push((col.name, self.column_value(col, input, lineage)?));
         }
         Ok(key)
     }
@@ -932,9 +940,9 @@ impl TablePlan {
             target_table: self.target.table.clone(),
             position: lineage.position.clone(),
             key: lineage.source_key.clone(),
-            column: col.map(|c| c.name.clone()).unwrap_or_default(),
+            column: col.map(|c| c.name.to_string()).unwrap_or_default(),
             source_column: col.and_then(|c| match c.source {
-                ColumnSource::Column { index } => Some(self.source_names[index].clone()),
+                ColumnSource::Column { index } => Some(self.source_names[index].to_string()),
                 ColumnSource::Computed { .. } => None,
             }),
             target_type: col.map(PlanColumn::type_text).unwrap_or_default(),
@@ -950,11 +958,11 @@ impl TablePlan {
             .iter()
             .map(|c| {
                 let from = match &c.source {
-                    ColumnSource::Column { index } => self.source_names[*index].clone(),
+                    ColumnSource::Column { index } => self.source_names[*index].to_string(),
                     ColumnSource::Computed { text, .. } => format!("= {text}"),
                 };
                 [
-                    c.name.clone(),
+                    c.name.to_string(),
                     render_type(&c.ty),
                     if c.nullable { "null" } else { "not null" }.to_string(),
                     from,

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use tidemark_schemas::{ChangeEvent, Operation, Row, SourceSchema, SourceType, Value};
+use tidemark_schemas::{ChangeEvent, ColumnName, Operation, Row, SourceSchema, SourceType, Value};
 use tidemark_transform::{canonical_bytes, canonical_json, TablePlan, Transformer};
 
 /// A table with one column of (nearly) every source type.
@@ -300,17 +300,17 @@ fn value_for(ty: &SourceType) -> BoxedStrategy<Value> {
 
 /// A row of `schema`: NULL only where the column admits it.
 fn row_for(schema: &SourceSchema) -> BoxedStrategy<Row> {
-    let cols: Vec<BoxedStrategy<(String, Value)>> = schema
+    let cols: Vec<BoxedStrategy<(ColumnName, Value)>> = schema
         .columns
         .iter()
         .map(|c| {
-            let name = c.name.clone();
+            let name = c.name;
             let v = if c.nullable {
                 nullable(value_for(&c.ty))
             } else {
                 value_for(&c.ty)
             };
-            v.prop_map(move |v| (name.clone(), v)).boxed()
+            v.prop_map(move |v| (name, v)).boxed()
         })
         .collect();
     cols.prop_map(Row).boxed()

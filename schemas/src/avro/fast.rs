@@ -14,7 +14,7 @@
 //! random events and on random corruptions of them.
 
 use super::{datetime_value, DateTimeParts, OPERATIONS, VALUE_BRANCHES};
-use crate::{BinlogPosition, ChangeEvent, Row, TableId, Value};
+use crate::{BinlogPosition, ChangeEvent, ColumnName, Row, TableId, Value};
 
 /// Decode `datum` (a change event written with the current schema, no header) or answer `None`.
 pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
@@ -52,8 +52,8 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.data.get(self.pos..end)?;
         self.pos = end;
@@ -96,9 +96,14 @@ impl Reader<'_> {
     }
 
     fn string(&mut self) -> Option<String> {
+        self.str().map(str::to_string)
+    }
+
+    /// A string borrowed from the datum (for names, which are interned, not copied).
+    fn str(&mut self) -> Option<&'a str> {
         let n = self.index()?;
         let raw = self.take(n)?;
-        std::str::from_utf8(raw).ok().map(str::to_string)
+        std::str::from_utf8(raw).ok()
     }
 
     fn optional_string(&mut self) -> Option<Option<String>> {
@@ -146,7 +151,8 @@ impl Reader<'_> {
     }
 
     fn row(&mut self) -> Option<Row> {
-        self.array(|r| Some((r.string()?, r.value()?))).map(Row)
+        self.array(|r| Some((ColumnName::from(r.str()?), r.value()?)))
+            .map(Row)
     }
 
     /// One `io.tidemark.Column.value`: the union branch, then its one-field record.
@@ -304,7 +310,12 @@ mod tests {
     }
 
     fn row() -> impl Strategy<Value = Row> {
-        vec(("[a-z_]{1,8}", value()), 0..4).prop_map(Row)
+        vec(("[a-z_]{1,8}", value()), 0..4).prop_map(|columns| {
+            Row(columns
+                .into_iter()
+                .map(|(name, v)| (ColumnName::from(name.as_str()), v))
+                .collect())
+        })
     }
 
     fn event() -> impl Strategy<Value = ChangeEvent> {

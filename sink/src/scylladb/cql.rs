@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use scylla::value::CqlValue;
 use tidemark_schemas::{
-    Lineage, Operation, Row, TargetRecord, TargetSchema, Value, Version, MAX_FILE_SEQ,
+    ColumnName, Lineage, Operation, Row, TargetRecord, TargetSchema, Value, Version, MAX_FILE_SEQ,
 };
 
 use super::config::defaults;
@@ -206,7 +206,7 @@ impl TableLayout {
         self.schema
             .columns
             .iter()
-            .map(|c| (c.name.clone(), cql_type(&c.ty)))
+            .map(|c| (c.name.to_string(), cql_type(&c.ty)))
             .chain(LINEAGE_COLUMNS.iter().map(|(n, t)| (n.to_string(), *t)))
             .collect()
     }
@@ -350,7 +350,7 @@ impl TableLayout {
         for col in &self.schema.columns {
             let v = value_from_cql(&col.ty, cells.next().flatten())
                 .map_err(|e| self.read_err(format!("column `{}`: {e}", col.name)))?;
-            columns.push(col.name.clone(), v);
+            columns.push(col.name, v);
         }
         let lineage: Vec<Option<CqlValue>> = cells.collect();
         let text = |i: usize| -> Result<Option<String>> {
@@ -397,7 +397,12 @@ impl TableLayout {
             .schema
             .key
             .iter()
-            .map(|k| (k.clone(), columns.get(k).cloned().unwrap_or(Value::Null)))
+            .map(|k| {
+                (
+                    ColumnName::from(k),
+                    columns.get(k).cloned().unwrap_or(Value::Null),
+                )
+            })
             .collect();
         Ok(TargetRecord {
             table: self.schema.table.clone(),
@@ -427,7 +432,7 @@ fn column_names(schema: &TargetSchema) -> impl Iterator<Item = String> + '_ {
     schema
         .columns
         .iter()
-        .map(|c| c.name.clone())
+        .map(|c| c.name.to_string())
         .chain(LINEAGE_COLUMNS.iter().map(|(n, _)| n.to_string()))
 }
 
@@ -596,7 +601,7 @@ mod tests {
                 col("id", TargetType::UInt { bits: 64 }, false),
                 col("note", TargetType::Text { max_chars: None }, true),
             ],
-            key: key.iter().map(|k| k.to_string()).collect(),
+            key: key.iter().map(|k| (*k).into()).collect(),
         }
     }
 
@@ -619,8 +624,8 @@ mod tests {
 
     fn rec(customer: i64, id: u64, version: Version, note: Option<&str>) -> TargetRecord {
         let key: Row = [
-            ("customer".to_string(), Value::Int(customer)),
-            ("id".to_string(), Value::UInt(id)),
+            ("customer".into(), Value::Int(customer)),
+            ("id".into(), Value::UInt(id)),
         ]
         .into_iter()
         .collect();
@@ -761,7 +766,7 @@ mod tests {
         s.columns[2].nullable = false;
         let l = TableLayout::new("shop", &s, None).expect("layout");
         let mut r = rec(1, 1, 5, Some(""));
-        r.key = [("note".to_string(), Value::Text(String::new()))]
+        r.key = [("note".into(), Value::Text(String::new()))]
             .into_iter()
             .collect();
         let e = l.insert_values(&r).expect_err("empty partition key");

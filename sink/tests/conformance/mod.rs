@@ -114,7 +114,7 @@ fn schema(table: &str, columns: Vec<TargetColumn>, key: &[&str]) -> TargetSchema
     TargetSchema {
         table: table.into(),
         columns,
-        key: key.iter().map(|k| k.to_string()).collect(),
+        key: key.iter().map(|k| (*k).into()).collect(),
     }
 }
 
@@ -151,16 +151,11 @@ fn upsert(schema: &TargetSchema, values: Vec<Value>, version: Version) -> Target
         "test bug: an upsert of {} needs a value for every column",
         schema.table
     );
-    let columns: Row = schema
-        .columns
-        .iter()
-        .map(|c| c.name.clone())
-        .zip(values)
-        .collect();
+    let columns: Row = schema.columns.iter().map(|c| c.name).zip(values).collect();
     let key: Row = schema
         .key
         .iter()
-        .map(|k| (k.clone(), columns.get(k).expect("key column").clone()))
+        .map(|k| (*k, columns.get(k).expect("key column").clone()))
         .collect();
     let op = match version % 3 {
         0 => Operation::Insert,
@@ -295,9 +290,7 @@ pub fn rejects_older_and_equal_versions<S: Sink>(make: &(dyn Fn() -> S + Sync), 
     let mut sink = make();
     let s = basic_schema("cf_versions");
     ensure(&mut sink, &s);
-    let key1 = [("id".to_string(), Value::Int(1))]
-        .into_iter()
-        .collect::<Row>();
+    let key1 = [("id".into(), Value::Int(1))].into_iter().collect::<Row>();
     assert!(
         read(&mut sink, &s.table, &key1).is_none(),
         "a key never written must read as nothing"

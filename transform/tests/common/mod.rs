@@ -253,12 +253,7 @@ pub fn row(schema: &SourceSchema, values: Vec<Value>) -> Row {
         schema.table,
         schema.columns.len()
     );
-    schema
-        .columns
-        .iter()
-        .map(|c| c.name.clone())
-        .zip(values)
-        .collect()
+    schema.columns.iter().map(|c| c.name).zip(values).collect()
 }
 
 /// Sakila `customer` row `(id, store, first, last, email, address, active, create, update)`.
@@ -293,7 +288,7 @@ fn key_of(schema: &SourceSchema, row: &Row) -> Row {
         .key_columns()
         .map(|c| {
             (
-                c.name.clone(),
+                c.name,
                 row.get(&c.name)
                     .unwrap_or_else(|| panic!("row lacks key column {}", c.name))
                     .clone(),
