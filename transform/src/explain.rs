@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 
-use tidemark_schemas::{
-    BinlogPosition, ChangeEvent, ColumnName, Operation, Row, SourceSchema, Value,
-};
+use tidemark_schemas::{BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, Value};
 
 use crate::error::ConfigError;
 use crate::plan::{Outcome, TablePlan, Transformer};
@@ -16,12 +14,7 @@ use crate::{canonical_bytes, syntax::render_type, target_type_for};
 pub fn sample_change(schema: &SourceSchema, row: &Row) -> ChangeEvent {
     let key = schema
         .key_columns()
-        .map(|c| {
-            (
-                ColumnName::from(&c.name),
-                row.get(&c.name).cloned().unwrap_or(Value::Null),
-            )
-        })
+        .map(|c| (c.name, row.get(&c.name).cloned().unwrap_or(Value::Null)))
         .collect();
     ChangeEvent {
         source_server: "sample".into(),

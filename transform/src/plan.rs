@@ -439,7 +439,7 @@ fn identity_plan(
             PlanColumn {
                 nullable: c.nullable
                     || (!is_key && zero_dates == ZeroDates::Null && is_dateish(&ty)),
-                name: ColumnName::from(&c.name),
+                name: c.name,
                 ty,
                 source: ColumnSource::Column { index },
             }
@@ -735,11 +735,7 @@ impl TablePlan {
             key: key.iter().map(|&i| columns[i].name).collect(),
         };
         TablePlan {
-            source_names: schema
-                .columns
-                .iter()
-                .map(|c| ColumnName::from(c.name.as_str()))
-                .collect(),
+            source_names: schema.columns.iter().map(|c| c.name).collect(),
             source: schema.clone(),
             target,
             transform_name,

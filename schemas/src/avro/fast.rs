@@ -255,29 +255,7 @@ mod tests {
             )
                 .prop_map(
                     |((year, month, day), (hour, minute, second), (micros, fsp, ts))| {
-                        if ts {
-                            Value::Timestamp {
-                                year,
-                                month,
-                                day,
-                                hour,
-                                minute,
-                                second,
-                                micros,
-                                fsp,
-                            }
-                        } else {
-                            Value::DateTime {
-                                year,
-                                month,
-                                day,
-                                hour,
-                                minute,
-                                second,
-                                micros,
-                                fsp,
-                            }
-                        }
+                        datetime_value((year, month, day, hour, minute, second, micros, fsp), ts)
                     }
                 ),
             (

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use scylla::value::CqlValue;
 use tidemark_schemas::{
-    ColumnName, Lineage, Operation, Row, TargetRecord, TargetSchema, Value, Version, MAX_FILE_SEQ,
+    Lineage, Operation, Row, TargetRecord, TargetSchema, Value, Version, MAX_FILE_SEQ,
 };
 
 use super::config::defaults;
@@ -397,12 +397,7 @@ impl TableLayout {
             .schema
             .key
             .iter()
-            .map(|k| {
-                (
-                    ColumnName::from(k),
-                    columns.get(k).cloned().unwrap_or(Value::Null),
-                )
-            })
+            .map(|k| (*k, columns.get(k).cloned().unwrap_or(Value::Null)))
             .collect();
         Ok(TargetRecord {
             table: self.schema.table.clone(),
