@@ -24,12 +24,17 @@ fn sqlite_conformance() {
 }
 
 fn schema() -> TargetSchema {
+    keyed_schema("t", TargetType::Int { bits: 64 })
+}
+
+/// Table `table`: key `id` of type `key_type`, one nullable text column `v`.
+fn keyed_schema(table: &str, key_type: TargetType) -> TargetSchema {
     TargetSchema {
-        table: "t".into(),
+        table: table.into(),
         columns: vec![
             TargetColumn {
                 name: "id".into(),
-                ty: TargetType::Int { bits: 64 },
+                ty: key_type,
                 nullable: false,
             },
             TargetColumn {
@@ -163,4 +168,139 @@ fn read_before_ensure_table_says_what_to_do() {
     let key: Row = [("id".into(), Value::Int(1))].into_iter().collect();
     let err = sink.read("t", &key).expect_err("unknown table");
     assert!(err.to_string().contains("ensure_table"), "{err}");
+}
+
+fn u64_schema() -> TargetSchema {
+    keyed_schema("u", TargetType::UInt { bits: 64 })
+}
+
+fn u64_record(id: u64, v: &str, version: i64) -> TargetRecord {
+    let key: Row = [("id".into(), Value::UInt(id))].into_iter().collect();
+    let mut columns = key.clone();
+    columns.push("v", Value::Text(v.into()));
+    let mut rec = record(0, Some(v), version, "f:1");
+    rec.table = "u".into();
+    rec.lineage.source_key = key.canonical_text();
+    rec.key = key;
+    rec.columns = Some(columns);
+    rec
+}
+
+/// BIGINT UNSIGNED keys on both sides of 2^63: written, read back, scanned once each in pages,
+/// older versions ignored; returns the storage class SQLite holds for each key.
+fn exercise_u64_keys(sink: &mut SqliteSink) -> Vec<(String, String)> {
+    let keys = [0, 1, 42, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX];
+    let records: Vec<TargetRecord> = keys
+        .iter()
+        .map(|&k| u64_record(k, &format!("v{k}"), 10))
+        .collect();
+    let stats = sink.write(&records, &[]).expect("write");
+    assert_eq!(stats.per_table["u"], (keys.len() as u64, 0));
+    let older: Vec<TargetRecord> = keys.iter().map(|&k| u64_record(k, "old", 5)).collect();
+    assert_eq!(
+        sink.write(&older, &[]).expect("write").per_table["u"],
+        (0, keys.len() as u64),
+        "older versions are ignored on every key"
+    );
+    for rec in &records {
+        assert_eq!(
+            sink.read("u", &rec.key).expect("read").as_ref(),
+            Some(rec),
+            "key {}",
+            rec.lineage.source_key
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<Row> = None;
+    loop {
+        let page = sink.scan("u", after.as_ref(), 2).expect("scan");
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        seen.extend(page.iter().map(|r| r.key.clone()));
+    }
+    let mut want: Vec<Row> = records.iter().map(|r| r.key.clone()).collect();
+    want.sort_by_key(|k| k.canonical_text());
+    seen.sort_by_key(|k| k.canonical_text());
+    assert_eq!(seen, want, "a paged scan visits every key once");
+    let mut stmt = sink
+        .connection()
+        .prepare("SELECT typeof(\"id\"), CAST(\"id\" AS TEXT) FROM \"u\" ORDER BY 2")
+        .expect("prepare");
+    let stored = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    stored
+}
+
+#[test]
+fn bigint_unsigned_keys_are_integers_up_to_2_63_and_text_above_in_one_b_tree() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sink = open(&dir.path().join("t.db"));
+    sink.ensure_table(&u64_schema()).expect("table");
+    let stored = exercise_u64_keys(&mut sink);
+    for (class, text) in &stored {
+        let expected = if text.parse::<i64>().is_ok() {
+            "integer"
+        } else {
+            "text"
+        };
+        assert_eq!(class, expected, "key {text} is stored as {class}");
+    }
+    let (sql, page_size): (String, i64) = sink
+        .connection()
+        .query_row(
+            "SELECT sql, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 'u'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("table definition");
+    assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+    assert_eq!(page_size, i64::from(tidemark_sink::sqlite::PAGE_SIZE));
+    let indexes: i64 = sink
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'u'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("indexes");
+    assert_eq!(
+        indexes, 0,
+        "the key is the table's own B-tree, not a second index"
+    );
+}
+
+#[test]
+fn a_target_of_the_earlier_layout_keeps_its_text_keys_and_works_alike() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sink = open(&dir.path().join("t.db"));
+    // The table as earlier versions created it: a rowid table (so a separate key index) with
+    // the BIGINT UNSIGNED column declared TEXT.
+    let lineage: Vec<String> = tidemark_sink::sqlite::LINEAGE_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("\"{n}\" {t}"))
+        .collect();
+    sink.connection()
+        .execute_batch(&format!(
+            "CREATE TABLE \"u\" (\"id\" TEXT, \"v\" TEXT, {}, PRIMARY KEY (\"id\"))",
+            lineage.join(", ")
+        ))
+        .expect("earlier layout");
+    sink.ensure_table(&u64_schema()).expect("table");
+    let stored = exercise_u64_keys(&mut sink);
+    assert!(
+        stored.iter().all(|(class, _)| class == "text"),
+        "the TEXT column keeps the digits it always held: {stored:?}"
+    );
+    // A row written by an earlier version is found by its key.
+    let old = u64_record(7, "written before", 3);
+    sink.connection()
+        .execute(
+            "INSERT INTO \"u\" SELECT '7', 'written before', 3, 0, 'insert', 's', 'db.t', '{\"id\":7}', 'f:1', NULL, 0, 'identity', 'x', '', NULL",
+            [],
+        )
+        .expect("row of an earlier version");
+    assert_eq!(sink.read("u", &old.key).expect("read"), Some(old));
 }
