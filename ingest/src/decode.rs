@@ -105,7 +105,7 @@ pub fn from_mysql(column: &SourceColumn, value: MyValue, origin: Origin) -> Resu
             }
         }
         (SourceType::Decimal { scale, .. }, M::Bytes(b)) => {
-            Value::Decimal(normalize_decimal(&utf8(b)?, *scale)?)
+            Value::Decimal(canonical_decimal(utf8(b)?, *scale)?)
         }
         (SourceType::Float, M::Float(f)) => Value::Float(f),
         (SourceType::Float, M::Double(f)) => Value::Float(f as f32),
@@ -347,6 +347,38 @@ pub fn from_canonical_text(column: &SourceColumn, text: &str) -> Result<Value, S
 }
 
 /// Normalise exact decimal text to `scale` fraction digits, as MySQL prints DECIMAL(p, scale).
+/// [`normalize_decimal`] of an owned text, which is handed back as it is when it already is the
+/// canonical form (as the server sends a DECIMAL: it is checked, not trusted).
+pub fn canonical_decimal(text: String, scale: u8) -> Result<String, String> {
+    if is_canonical_decimal(&text, scale) {
+        Ok(text)
+    } else {
+        normalize_decimal(&text, scale)
+    }
+}
+
+/// Whether `text` is what [`normalize_decimal`] would make of it: optional `-`, digits without
+/// a leading zero (or one `0`), and exactly `scale` fraction digits after a `.` (none and no
+/// `.` for scale 0), never a negative zero.
+fn is_canonical_decimal(text: &str, scale: u8) -> bool {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) if scale > 0 => (int, frac),
+        None if scale == 0 => (digits, ""),
+        _ => return false,
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    !int.is_empty()
+        && (int.len() == 1 || !int.starts_with('0'))
+        && frac.len() == usize::from(scale)
+        && all_digits(int)
+        && all_digits(frac)
+        && !(negative && int == "0" && frac.bytes().all(|b| b == b'0'))
+}
+
 pub fn normalize_decimal(text: &str, scale: u8) -> Result<String, String> {
     let bad = || format!("`{text}` is not a decimal");
     let (negative, digits) = match text.strip_prefix('-') {
@@ -463,6 +495,31 @@ mod tests {
 
     #[test]
     fn decimals_are_normalised_exactly() {
+        for (text, scale) in [
+            ("1.5", 2),
+            ("-000.000", 3),
+            ("007", 0),
+            ("-0", 0),
+            ("-0.00", 2),
+            ("0.00", 2),
+            ("-12.30", 2),
+            ("12", 0),
+            ("12.", 0),
+            (".5", 1),
+            ("+1.0", 1),
+            ("1.50", 2),
+            ("01.50", 2),
+            ("1.500", 2),
+            ("1e5", 0),
+            ("", 0),
+            ("-", 0),
+        ] {
+            assert_eq!(
+                canonical_decimal(text.to_string(), scale),
+                normalize_decimal(text, scale),
+                "{text} at scale {scale}"
+            );
+        }
         assert_eq!(normalize_decimal("1.5", 2).unwrap(), "1.50");
         assert_eq!(normalize_decimal("-000.000", 3).unwrap(), "0.000");
         assert_eq!(normalize_decimal("007", 0).unwrap(), "7");

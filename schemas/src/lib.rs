@@ -178,7 +178,9 @@ impl TableId {
 
 impl std::fmt::Display for TableId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.database, self.table)
+        f.write_str(&self.database)?;
+        f.write_str(".")?;
+        f.write_str(&self.table)
     }
 }
 

@@ -60,7 +60,10 @@ impl PartialOrd for BinlogPosition {
 
 impl fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.offset)
+        // Written piece by piece: lineage carries this text for every record.
+        f.write_str(&self.file)?;
+        f.write_str(":")?;
+        f.write_str(itoa::Buffer::new().format(self.offset))
     }
 }
 
