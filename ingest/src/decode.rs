@@ -346,7 +346,6 @@ pub fn from_canonical_text(column: &SourceColumn, text: &str) -> Result<Value, S
     from_mysql(column, MyValue::Bytes(bytes), Origin::ResultSet)
 }
 
-/// Normalise exact decimal text to `scale` fraction digits, as MySQL prints DECIMAL(p, scale).
 /// [`normalize_decimal`] of an owned text, which is handed back as it is when it already is the
 /// canonical form (as the server sends a DECIMAL: it is checked, not trusted).
 pub fn canonical_decimal(text: String, scale: u8) -> Result<String, String> {
@@ -379,6 +378,7 @@ fn is_canonical_decimal(text: &str, scale: u8) -> bool {
         && !(negative && int == "0" && frac.bytes().all(|b| b == b'0'))
 }
 
+/// Normalise exact decimal text to `scale` fraction digits, as MySQL prints DECIMAL(p, scale).
 pub fn normalize_decimal(text: &str, scale: u8) -> Result<String, String> {
     let bad = || format!("`{text}` is not a decimal");
     let (negative, digits) = match text.strip_prefix('-') {
