@@ -13,8 +13,27 @@
 //! whichever path reads it; `tests::the_fast_path_agrees_with_the_generic_one` checks that on
 //! random events and on random corruptions of them.
 
-use super::{datetime_value, DateTimeParts, OPERATIONS, VALUE_BRANCHES};
+use std::cell::RefCell;
+
+use super::{datetime_value, DateTimeParts, OPERATIONS};
 use crate::{BinlogPosition, ChangeEvent, ColumnName, Row, TableId, Value};
+
+/// Most column positions whose names a thread remembers (see [`Reader::column_name`]).
+const MAX_REMEMBERED_NAMES: usize = 4096;
+
+/// Which row of an event a name belongs to (each has its own remembered names).
+#[derive(Clone, Copy)]
+enum Names {
+    Key = 0,
+    After = 1,
+}
+
+thread_local! {
+    /// The column names of the last key and the last row image this thread decoded, by
+    /// position.
+    static LAST_NAMES: RefCell<[Vec<ColumnName>; 2]> =
+        const { RefCell::new([Vec::new(), Vec::new()]) };
+}
 
 /// Decode `datum` (a change event written with the current schema, no header) or answer `None`.
 pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
@@ -29,10 +48,10 @@ pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
             table: r.string()?,
         },
         op: *OPERATIONS.get(r.index()?)?,
-        key: r.row()?,
+        key: r.row(Names::Key)?,
         after: match r.index()? {
             0 => None,
-            1 => Some(r.row()?),
+            1 => Some(r.row(Names::After)?),
             _ => return None,
         },
         version: r.long()?,
@@ -99,7 +118,7 @@ impl<'a> Reader<'a> {
         self.str().map(str::to_string)
     }
 
-    /// A string borrowed from the datum (for names, which are interned, not copied).
+    /// A string borrowed from the datum.
     fn str(&mut self) -> Option<&'a str> {
         let n = self.index()?;
         let raw = self.take(n)?;
@@ -150,28 +169,60 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn row(&mut self) -> Option<Row> {
-        self.array(|r| Some((ColumnName::from(r.str()?), r.value()?)))
-            .map(Row)
+    fn row(&mut self, names: Names) -> Option<Row> {
+        let mut column = 0;
+        self.array(|r| {
+            let name = r.column_name(names, column)?;
+            column += 1;
+            Some((name, r.value()?))
+        })
+        .map(Row)
+    }
+
+    /// The name of the `column`-th column of a row. Consecutive events of a table name their
+    /// columns alike, so each thread keeps the names of the last key and the last row image it
+    /// read, by position: a name whose bytes equal the one remembered there is that name
+    /// (already checked UTF-8 and interned) and costs one comparison instead of a UTF-8 check
+    /// and a lookup in the global table of names.
+    fn column_name(&mut self, which: Names, column: usize) -> Option<ColumnName> {
+        let n = self.index()?;
+        let raw = self.take(n)?;
+        LAST_NAMES.with_borrow_mut(|last| {
+            let names = &mut last[which as usize];
+            if let Some(name) = names.get(column) {
+                if name.as_bytes() == raw {
+                    return Some(*name);
+                }
+            }
+            let name = ColumnName::from(std::str::from_utf8(raw).ok()?);
+            if column < names.len() {
+                names[column] = name;
+            } else if column == names.len() && column < MAX_REMEMBERED_NAMES {
+                names.push(name);
+            }
+            Some(name)
+        })
     }
 
     /// One `io.tidemark.Column.value`: the union branch, then its one-field record.
     fn value(&mut self) -> Option<Value> {
-        Some(match *VALUE_BRANCHES.get(self.index()?)? {
-            "null" => Value::Null,
-            "int" => Value::Int(self.long()?),
-            "uint" => Value::UInt(self.u64_text()?),
-            "float" => Value::Float(f32::from_le_bytes(self.take(4)?.try_into().ok()?)),
-            "double" => Value::Double(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
-            "decimal" => Value::Decimal(self.string()?),
-            "date" => Value::Date {
+        // By branch number, in the order of VALUE_BRANCHES (named beside each arm; matching the
+        // names themselves would compare up to 18 strings per value).
+        Some(match self.index()? {
+            0 /* null */ => Value::Null,
+            1 /* int */ => Value::Int(self.long()?),
+            2 /* uint */ => Value::UInt(self.u64_text()?),
+            3 /* float */ => Value::Float(f32::from_le_bytes(self.take(4)?.try_into().ok()?)),
+            4 /* double */ => Value::Double(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            5 /* decimal */ => Value::Decimal(self.string()?),
+            6 /* date */ => Value::Date {
                 year: self.int()?,
                 month: self.int()?,
                 day: self.int()?,
             },
-            "datetime" => datetime_value(self.datetime()?, false),
-            "timestamp" => datetime_value(self.datetime()?, true),
-            "time" => Value::Time {
+            7 /* datetime */ => datetime_value(self.datetime()?, false),
+            8 /* timestamp */ => datetime_value(self.datetime()?, true),
+            9 /* time */ => Value::Time {
                 negative: self.boolean()?,
                 hours: self.int()?,
                 minute: self.int()?,
@@ -179,17 +230,17 @@ impl<'a> Reader<'a> {
                 micros: self.long_as()?,
                 fsp: self.int()?,
             },
-            "year" => Value::Year(self.int()?),
-            "text" => Value::Text(self.string()?),
-            "bytes" => Value::Bytes(self.bytes()?),
-            "enum" => Value::Enum(self.string()?),
-            "set" => Value::Set(self.array(Self::string)?),
-            "bit" => Value::Bit {
+            10 /* year */ => Value::Year(self.int()?),
+            11 /* text */ => Value::Text(self.string()?),
+            12 /* bytes */ => Value::Bytes(self.bytes()?),
+            13 /* enum */ => Value::Enum(self.string()?),
+            14 /* set */ => Value::Set(self.array(Self::string)?),
+            15 /* bit */ => Value::Bit {
                 width: self.int()?,
                 value: self.u64_text()?,
             },
-            "json" => Value::Json(self.string()?),
-            "geometry" => Value::Geometry(self.bytes()?),
+            16 /* json */ => Value::Json(self.string()?),
+            17 /* geometry */ => Value::Geometry(self.bytes()?),
             _ => return None,
         })
     }
