@@ -656,9 +656,10 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
         }
         T::Text { max_chars } => {
             let s = text_of(v)?;
-            if let Some(max) = max_chars {
+            // A text of at most `max` bytes has at most `max` characters: count only longer ones.
+            if let Some(max) = max_chars.filter(|max| s.len() as u64 > *max) {
                 let n = s.chars().count() as u64;
-                if n > *max {
+                if n > max {
                     return Err(Fail::new(
                         RejectionKind::TooLong,
                         format!("is {n} characters long; text({max}) holds at most {max}"),

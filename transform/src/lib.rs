@@ -151,10 +151,12 @@ pub fn transform_version(canonical_mapping: &str) -> String {
 /// [`is_current_digest`]): compare those in their own scheme, or they look like another image.
 pub fn source_digest(row: &Row) -> String {
     let digest = twox_hash::XxHash3_128::oneshot(row.canonical_text().as_bytes());
-    let mut text = String::with_capacity(33);
-    text.push('x');
-    text.push_str(&hex::encode(digest.to_be_bytes()));
-    text
+    // Into a fixed buffer: `hex::encode` goes through a char iterator, a tenth of this
+    // function's time.
+    let mut text = [0u8; 33];
+    text[0] = b'x';
+    hex::encode_to_slice(digest.to_be_bytes(), &mut text[1..]).expect("32 hex digits fit");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
 }
 
 /// The digest of earlier versions: the first 128 bits of SHA-256 of the canonical text, in hex.
