@@ -1,6 +1,16 @@
 //! The consumer side: changes topics → transform → [`Sink`], offsets committed only after the
 //! sink acknowledged, rejections and undecodable messages to the dead-letter topic, and the
 //! apply frontier published to the checkpoints topic.
+//!
+//! A pipeline of three threads, each holding one batch, batches moving on strictly in order:
+//! the consumer thread polls and decodes (Avro → [`ChangeEvent`], the table's plan looked up by
+//! schema id), the transform thread applies the plan (records, or rejections), the sink thread
+//! writes. Between transform and sink the consumer thread turns the batch's rejections into
+//! dead letters and waits for the dead-letter topic to acknowledge them; after the sink
+//! acknowledged the write it commits the batch's offsets (of partitions still assigned) and
+//! applies its position markers. So an offset is never committed ahead of its record or its
+//! dead letter, and a crash anywhere re-delivers at most the batches in the pipeline, which the
+//! version-aware sink absorbs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +29,7 @@ use tidemark_schemas::{
     BinlogPosition, ChangeEvent, Checkpoint, SourceSchema, TableId, TargetRecord, TargetSchema,
 };
 use tidemark_sink::{Sink, WriteStats};
-use tidemark_transform::{TablePlan, Transformer};
+use tidemark_transform::{Rejection, TablePlan, Transformer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -127,7 +137,10 @@ struct DeadLetter {
 
 #[derive(Default)]
 struct Batch {
-    records: Vec<TargetRecord>,
+    /// Decoded changes, for the transform thread.
+    changes: Vec<DecodedChange>,
+    /// The partitions `changes` came from (`DecodedChange::partition` indexes this).
+    partitions: Vec<PartitionKey>,
     dead: Vec<DeadLetter>,
     /// next offset to read, per partition
     offsets: BTreeMap<PartitionKey, i64>,
@@ -142,6 +155,75 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.messages == 0 && self.offsets.is_empty()
     }
+
+    /// The index of `tp` in [`Batch::partitions`] (a batch holds a few partitions at most).
+    fn partition_index(&mut self, topic: &str, partition: i32) -> u32 {
+        let found = self
+            .partitions
+            .iter()
+            .rposition(|(t, p)| *p == partition && t == topic);
+        let i = found.unwrap_or_else(|| {
+            self.partitions.push((topic.to_string(), partition));
+            self.partitions.len() - 1
+        });
+        u32::try_from(i).expect("a batch holds fewer than 2^32 partitions")
+    }
+}
+
+/// A change decoded by the consumer thread, waiting for the transform thread: its table's plan,
+/// and where it came from (for the dead letter of a rejection).
+struct DecodedChange {
+    plan: Arc<TablePlan>,
+    change: ChangeEvent,
+    /// Index into the batch's [`Batch::partitions`].
+    partition: u32,
+    offset: i64,
+}
+
+/// A change the target schema rejected, with where it came from.
+struct RejectedChange {
+    rejection: Box<Rejection>,
+    partition: u32,
+    offset: i64,
+}
+
+/// What the transform thread made of a batch's changes, in their order.
+struct TransformedBatch {
+    records: Vec<TargetRecord>,
+    rejected: Vec<RejectedChange>,
+}
+
+/// The transform's end of [`KafkaApplier::run`]: each batch's changes → records and rejections,
+/// in order. It also frees the records the sink thread is done with, so they go back to the
+/// thread that allocated them.
+fn transform_loop(
+    jobs: mpsc::Receiver<Vec<DecodedChange>>,
+    answers: mpsc::SyncSender<TransformedBatch>,
+    spent: mpsc::Receiver<Vec<TargetRecord>>,
+) {
+    for changes in jobs {
+        while let Ok(written) = spent.try_recv() {
+            drop(written);
+        }
+        let mut records = Vec::with_capacity(changes.len());
+        let mut rejected = Vec::new();
+        for d in &changes {
+            match d.plan.apply(&d.change) {
+                Ok(record) => records.push(record),
+                Err(rejection) => rejected.push(RejectedChange {
+                    rejection,
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+            }
+        }
+        if answers
+            .send(TransformedBatch { records, rejected })
+            .is_err()
+        {
+            break;
+        }
+    }
 }
 
 /// What the sink thread is asked to do.
@@ -150,16 +232,22 @@ enum SinkJob {
     EnsureTable(TargetSchema),
 }
 
-/// The sink's end of [`KafkaApplier::run`]: jobs in order, one answer per job.
+/// The sink's end of [`KafkaApplier::run`]: jobs in order, one answer per job. Written records
+/// go to `spent`, to be freed by the transform thread.
 fn sink_loop<S: Sink + ?Sized>(
     sink: &mut S,
     jobs: mpsc::Receiver<SinkJob>,
     answers: mpsc::SyncSender<tidemark_sink::Result<WriteStats>>,
+    spent: mpsc::Sender<Vec<TargetRecord>>,
 ) {
     for job in jobs {
         let answer = match job {
             SinkJob::Write(records) if records.is_empty() => Ok(WriteStats::default()),
-            SinkJob::Write(records) => sink.write(&records, &[]),
+            SinkJob::Write(records) => {
+                let answer = sink.write(&records, &[]);
+                let _ = spent.send(records);
+                answer
+            }
             SinkJob::EnsureTable(schema) => {
                 sink.ensure_table(&schema).map(|()| WriteStats::default())
             }
@@ -167,6 +255,20 @@ fn sink_loop<S: Sink + ?Sized>(
         if answers.send(answer).is_err() {
             break;
         }
+    }
+}
+
+/// The applier's handle on the transform thread. At most one batch is being transformed;
+/// `in_flight` holds the rest of it (offsets, markers, dead letters) meanwhile.
+struct TransformThread {
+    jobs: mpsc::SyncSender<Vec<DecodedChange>>,
+    answers: mpsc::Receiver<TransformedBatch>,
+    in_flight: Option<(Batch, bool)>,
+}
+
+impl TransformThread {
+    fn stopped() -> Error {
+        Error::Protocol("the transform thread stopped".into())
     }
 }
 
@@ -201,6 +303,12 @@ impl SinkThread {
             .map_err(|_| Self::stopped())?;
         self.wait().map(drop)
     }
+}
+
+/// The transform and sink threads of a running applier.
+struct Stages {
+    transform: TransformThread,
+    sink: SinkThread,
 }
 
 /// A member of the apply consumer group. Synchronous (the sink is): run it on a blocking thread.
@@ -314,8 +422,10 @@ impl KafkaApplier {
 
     /// Consume, transform and write until `cancel`, or as `options` say. Returns the counts.
     ///
-    /// The sink writes on a thread of its own ([`SinkThread`]) while this one polls, decodes and
-    /// transforms the next batch.
+    /// Three threads, each on its own batch: this one polls and decodes batch N+2 while the
+    /// transform thread ([`TransformThread`]) turns batch N+1 into records and the sink thread
+    /// ([`SinkThread`]) writes batch N. A batch moves on only in order, and its dead letters are
+    /// acknowledged before its records go to the sink (see [`Self::advance`]).
     pub fn run<S: Sink + Send + ?Sized>(
         &mut self,
         sink: &mut S,
@@ -325,23 +435,41 @@ impl KafkaApplier {
         std::thread::scope(|scope| {
             let (jobs, jobs_rx) = mpsc::sync_channel::<SinkJob>(1);
             let (answers_tx, answers) = mpsc::sync_channel::<tidemark_sink::Result<WriteStats>>(1);
+            let (spent_tx, spent_rx) = mpsc::channel::<Vec<TargetRecord>>();
             std::thread::Builder::new()
                 .name("tidemark-sink".into())
-                .spawn_scoped(scope, move || sink_loop(sink, jobs_rx, answers_tx))
+                .spawn_scoped(scope, move || {
+                    sink_loop(sink, jobs_rx, answers_tx, spent_tx)
+                })
                 .map_err(|e| Error::Protocol(format!("cannot start the sink thread: {e}")))?;
-            let mut sink = SinkThread {
-                jobs,
-                answers,
-                in_flight: None,
+            let (transform_jobs, transform_jobs_rx) = mpsc::sync_channel(1);
+            let (transformed_tx, transformed) = mpsc::sync_channel(1);
+            std::thread::Builder::new()
+                .name("tidemark-transform".into())
+                .spawn_scoped(scope, move || {
+                    transform_loop(transform_jobs_rx, transformed_tx, spent_rx)
+                })
+                .map_err(|e| Error::Protocol(format!("cannot start the transform thread: {e}")))?;
+            let mut stages = Stages {
+                transform: TransformThread {
+                    jobs: transform_jobs,
+                    answers: transformed,
+                    in_flight: None,
+                },
+                sink: SinkThread {
+                    jobs,
+                    answers,
+                    in_flight: None,
+                },
             };
-            self.run_on(&mut sink, options, cancel)
-            // Dropping `sink` ends the sink thread; the scope joins it.
+            self.run_on(&mut stages, options, cancel)
+            // Dropping `stages` ends both threads; the scope joins them.
         })
     }
 
     fn run_on(
         &mut self,
-        sink: &mut SinkThread,
+        stages: &mut Stages,
         options: &ApplyOptions,
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
@@ -385,7 +513,7 @@ impl KafkaApplier {
                         }
                         break;
                     }
-                    Some(Ok(m)) => self.handle(sink, &m, &mut batch)?,
+                    Some(Ok(m)) => self.handle(stages, &m, &mut batch)?,
                 }
                 if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
                     // Partitions moved: write what we have now.
@@ -401,7 +529,7 @@ impl KafkaApplier {
                     .max_batches
                     .is_some_and(|m| self.report.batches + 1 >= m);
                 let commit = !(options.abandon && last);
-                self.flush(sink, &mut batch, commit)?;
+                self.flush(stages, &mut batch, commit)?;
                 self.report.batches += 1;
             }
             self.publish_frontier(false)?;
@@ -425,8 +553,8 @@ impl KafkaApplier {
                 }
             }
         }
-        // The last batch reaches the sink (and, unless abandoned, its offsets are committed).
-        self.settle(sink)?;
+        // The last batches reach the sink (and, unless abandoned, their offsets are committed).
+        self.drain(stages)?;
         if options.abandon {
             self.report.frontier = self.frontier();
             return Ok(self.report.clone());
@@ -505,15 +633,14 @@ impl KafkaApplier {
 
     fn handle(
         &mut self,
-        sink: &mut SinkThread,
+        stages: &mut Stages,
         msg: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<()> {
-        let tp = (msg.topic().to_string(), msg.partition());
         batch.messages += 1;
-        let kind = wire::header(msg.headers(), wire::KIND).map(str::to_string);
-        match kind.as_deref() {
+        match wire::header(msg.headers(), wire::KIND) {
             Some(wire::KIND_MARKER) => {
+                let tp = (msg.topic().to_string(), msg.partition());
                 match msg
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Marker>(p).ok())
@@ -523,7 +650,7 @@ impl KafkaApplier {
                         batch.marker_count += 1;
                         let newer = batch.markers.get(&tp).is_none_or(|(old, _)| pos >= *old);
                         if newer {
-                            batch.markers.insert(tp.clone(), (pos, marker));
+                            batch.markers.insert(tp, (pos, marker));
                         }
                     }
                     None => self.undecodable(
@@ -533,7 +660,7 @@ impl KafkaApplier {
                     ),
                 }
             }
-            Some(wire::KIND_CHANGE) => self.change(sink, msg, batch)?,
+            Some(wire::KIND_CHANGE) => self.change(stages, msg, batch)?,
             other => {
                 let why = match other {
                     None => "no `tm-kind` header (not written by tidemark)".to_string(),
@@ -543,13 +670,25 @@ impl KafkaApplier {
             }
         }
         // Recorded last: a flush inside `change` must not commit this message before it is done.
-        batch.offsets.insert(tp, msg.offset() + 1);
+        let next = msg.offset() + 1;
+        match batch
+            .offsets
+            .iter_mut()
+            .find(|((t, p), _)| *p == msg.partition() && t == msg.topic())
+        {
+            Some((_, offset)) => *offset = next,
+            None => {
+                batch
+                    .offsets
+                    .insert((msg.topic().to_string(), msg.partition()), next);
+            }
+        }
         Ok(())
     }
 
     fn change(
         &mut self,
-        sink: &mut SinkThread,
+        stages: &mut Stages,
         msg: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<()> {
@@ -568,13 +707,13 @@ impl KafkaApplier {
                 return Ok(());
             }
         };
-        let Some(schema_id) = wire::header(msg.headers(), wire::SCHEMA).map(str::to_string) else {
+        let Some(schema_id) = wire::header(msg.headers(), wire::SCHEMA) else {
             self.undecodable(msg, "a change without a `tm-schema` header", batch);
             return Ok(());
         };
-        let plan = match self.plans.get(&schema_id) {
+        let plan = match self.plans.get(schema_id) {
             Some(p) => p.clone(),
-            None => match self.new_plan(sink, &schema_id, batch)? {
+            None => match self.new_plan(stages, schema_id, batch)? {
                 Some(p) => p,
                 None => {
                     self.undecodable(
@@ -595,25 +734,13 @@ impl KafkaApplier {
             self.undecodable(msg, &why, batch);
             return Ok(());
         }
-        match plan.apply(&change) {
-            Ok(record) => batch.records.push(record),
-            Err(rejection) => {
-                *batch
-                    .rejected
-                    .entry(rejection.source_table.clone())
-                    .or_default() += 1;
-                batch.dead.push(DeadLetter {
-                    key: Some(rejection.key.clone().into_bytes()),
-                    value: Some(rejection.to_json().into_bytes()),
-                    headers: vec![
-                        (wire::KIND, wire::KIND_REJECTION.to_string()),
-                        (wire::SOURCE_TOPIC, msg.topic().to_string()),
-                        (wire::SOURCE_PARTITION, msg.partition().to_string()),
-                        (wire::SOURCE_OFFSET, msg.offset().to_string()),
-                    ],
-                });
-            }
-        }
+        let partition = batch.partition_index(msg.topic(), msg.partition());
+        batch.changes.push(DecodedChange {
+            plan,
+            change,
+            partition,
+            offset: msg.offset(),
+        });
         Ok(())
     }
 
@@ -622,7 +749,7 @@ impl KafkaApplier {
     /// change), create or alter the target table.
     fn new_plan(
         &mut self,
-        sink: &mut SinkThread,
+        stages: &mut Stages,
         schema_id: &str,
         batch: &mut Batch,
     ) -> Result<Option<Arc<TablePlan>>> {
@@ -632,8 +759,8 @@ impl KafkaApplier {
         let Some(schema) = self.schemas.get(schema_id).cloned() else {
             return Ok(None);
         };
-        self.flush(sink, batch, true)?;
-        self.settle(sink)?;
+        self.flush(stages, batch, true)?;
+        self.drain(stages)?;
         let plan = self
             .transformer
             .plan(&schema)
@@ -641,7 +768,7 @@ impl KafkaApplier {
                 table: schema.table.to_string(),
                 message: e.to_string(),
             })?;
-        sink.ensure_table(plan.target_schema().clone())?;
+        stages.sink.ensure_table(plan.target_schema().clone())?;
         debug!(table = %schema.table, schema = %schema_id, "table plan built");
         let plan = Arc::new(plan);
         self.plans.insert(schema_id.to_string(), plan.clone());
@@ -700,20 +827,72 @@ impl KafkaApplier {
         });
     }
 
-    /// Dead letters (acknowledged) → sink write → offsets and markers of the batch. The write
-    /// is handed to the sink thread; the offsets and markers follow in [`Self::settle`], once the
-    /// sink acknowledged it (the previous batch is settled first: one batch in flight at most).
-    fn flush(&mut self, sink: &mut SinkThread, batch: &mut Batch, commit: bool) -> Result<()> {
+    /// Hand a batch to the transform thread, after moving the batch before it (transformed by
+    /// now, or soon) on to the sink ([`Self::advance`]).
+    fn flush(&mut self, stages: &mut Stages, batch: &mut Batch, commit: bool) -> Result<()> {
         let mut b = std::mem::take(batch);
         if b.is_empty() {
             return Ok(());
         }
-        self.settle(sink)?;
-        // 1. Dead letters first, acknowledged: the offsets below must never be ahead of them.
-        if !b.dead.is_empty() {
+        self.advance(stages)?;
+        stages
+            .transform
+            .jobs
+            .send(std::mem::take(&mut b.changes))
+            .map_err(|_| TransformThread::stopped())?;
+        stages.transform.in_flight = Some((b, commit));
+        Ok(())
+    }
+
+    /// Move the batch in the transform thread on to the sink: its rejections become dead
+    /// letters; the batch before it is settled ([`Self::settle`]); then, in this order, the dead
+    /// letters are sent and acknowledged (the offsets must never be ahead of them) and the
+    /// records handed to the sink thread. The batch's offsets and markers follow once the sink
+    /// acknowledged it.
+    fn advance(&mut self, stages: &mut Stages) -> Result<()> {
+        let Some((mut b, commit)) = stages.transform.in_flight.take() else {
+            return Ok(());
+        };
+        let transformed = stages
+            .transform
+            .answers
+            .recv()
+            .map_err(|_| TransformThread::stopped())?;
+        for r in transformed.rejected {
+            let (topic, partition) = &b.partitions[r.partition as usize];
+            *b.rejected
+                .entry(r.rejection.source_table.clone())
+                .or_default() += 1;
+            b.dead.push(DeadLetter {
+                key: Some(r.rejection.key.clone().into_bytes()),
+                value: Some(r.rejection.to_json().into_bytes()),
+                headers: vec![
+                    (wire::KIND, wire::KIND_REJECTION.to_string()),
+                    (wire::SOURCE_TOPIC, topic.clone()),
+                    (wire::SOURCE_PARTITION, partition.to_string()),
+                    (wire::SOURCE_OFFSET, r.offset.to_string()),
+                ],
+            });
+        }
+        self.settle(&mut stages.sink)?;
+        self.send_dead_letters(&std::mem::take(&mut b.dead))?;
+        stages.sink.start_write(transformed.records)?;
+        stages.sink.in_flight = Some((b, commit));
+        Ok(())
+    }
+
+    /// Both stages emptied: every batch handed over is written and settled.
+    fn drain(&mut self, stages: &mut Stages) -> Result<()> {
+        self.advance(stages)?;
+        self.settle(&mut stages.sink)
+    }
+
+    /// Send dead letters to the dead-letter topic and wait until each is acknowledged.
+    fn send_dead_letters(&mut self, dead: &[DeadLetter]) -> Result<()> {
+        if !dead.is_empty() {
             let topic = self.topics.dlq();
-            let mut futures: Vec<DeliveryFuture> = Vec::with_capacity(b.dead.len());
-            for d in &b.dead {
+            let mut futures: Vec<DeliveryFuture> = Vec::with_capacity(dead.len());
+            for d in dead {
                 let pairs: Vec<(&str, &str)> =
                     d.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let mut record =
@@ -772,9 +951,6 @@ impl KafkaApplier {
                 }
             }
         }
-        // 2. The sink, on its thread.
-        sink.start_write(std::mem::take(&mut b.records))?;
-        sink.in_flight = Some((b, commit));
         Ok(())
     }
 
