@@ -142,35 +142,43 @@ pub fn storage_value(ty: &TargetType, value: &Value) -> SqlValue {
 }
 
 /// The value stored as `stored` in a column of type `ty`: the inverse of [`storage_value`].
-pub fn value_from_storage(ty: &TargetType, stored: SqlValue) -> std::result::Result<Value, String> {
+/// It reads SQLite's value in place (a text becomes one `String`, or none for a date or a number
+/// stored as text).
+pub fn value_from_storage(
+    ty: &TargetType,
+    stored: ValueRef<'_>,
+) -> std::result::Result<Value, String> {
     let mismatch = |got: &str| format!("a {got} is stored where {ty:?} was expected");
     match (ty, stored) {
-        (_, SqlValue::Null) => Ok(Value::Null),
-        (TargetType::Int { .. }, SqlValue::Integer(i)) => Ok(Value::Int(i)),
-        (TargetType::UInt { .. }, SqlValue::Integer(i)) => u64::try_from(i)
+        (_, ValueRef::Null) => Ok(Value::Null),
+        (TargetType::Int { .. }, ValueRef::Integer(i)) => Ok(Value::Int(i)),
+        (TargetType::UInt { .. }, ValueRef::Integer(i)) => u64::try_from(i)
             .map(Value::UInt)
             .map_err(|_| format!("{i} is stored in an unsigned column")),
-        (TargetType::Year, SqlValue::Integer(i)) => u16::try_from(i)
+        (TargetType::Year, ValueRef::Integer(i)) => u16::try_from(i)
             .map(Value::Year)
             .map_err(|_| format!("{i} is not a YEAR")),
-        (TargetType::Bit { width }, SqlValue::Integer(i)) => u64::try_from(i)
+        (TargetType::Bit { width }, ValueRef::Integer(i)) => u64::try_from(i)
             .map(|value| Value::Bit {
                 width: *width,
                 value,
             })
             .map_err(|_| format!("{i} is not a BIT value")),
         // REAL affinity may hand back an integral value as INTEGER.
-        (TargetType::Float, SqlValue::Integer(i)) => Ok(Value::Float(i as f32)),
-        (TargetType::Double, SqlValue::Integer(i)) => Ok(Value::Double(i as f64)),
+        (TargetType::Float, ValueRef::Integer(i)) => Ok(Value::Float(i as f32)),
+        (TargetType::Double, ValueRef::Integer(i)) => Ok(Value::Double(i as f64)),
         // The f64 holds an f32 exactly, so narrowing gives back the written f32.
-        (TargetType::Float, SqlValue::Real(f)) => Ok(Value::Float(f as f32)),
-        (TargetType::Double, SqlValue::Real(f)) => Ok(Value::Double(f)),
-        (TargetType::Bytes { .. }, SqlValue::Blob(b)) => Ok(Value::Bytes(b)),
-        (TargetType::Geometry, SqlValue::Blob(b)) => Ok(Value::Geometry(b)),
-        (ty, SqlValue::Text(t)) => value_from_text(ty, &t),
-        (_, SqlValue::Integer(_)) => Err(mismatch("INTEGER")),
-        (_, SqlValue::Real(_)) => Err(mismatch("REAL")),
-        (_, SqlValue::Blob(_)) => Err(mismatch("BLOB")),
+        (TargetType::Float, ValueRef::Real(f)) => Ok(Value::Float(f as f32)),
+        (TargetType::Double, ValueRef::Real(f)) => Ok(Value::Double(f)),
+        (TargetType::Bytes { .. }, ValueRef::Blob(b)) => Ok(Value::Bytes(b.to_vec())),
+        (TargetType::Geometry, ValueRef::Blob(b)) => Ok(Value::Geometry(b.to_vec())),
+        (ty, ValueRef::Text(t)) => match std::str::from_utf8(t) {
+            Ok(text) => value_from_text(ty, text),
+            Err(e) => Err(format!("the stored text is not UTF-8: {e}")),
+        },
+        (_, ValueRef::Integer(_)) => Err(mismatch("INTEGER")),
+        (_, ValueRef::Real(_)) => Err(mismatch("REAL")),
+        (_, ValueRef::Blob(_)) => Err(mismatch("BLOB")),
     }
 }
 
@@ -317,9 +325,9 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
         key: "(stored row)".into(),
         message,
     };
-    let mut columns = Row::new();
+    let mut columns = Row(Vec::with_capacity(schema.columns.len()));
     for (i, col) in schema.columns.iter().enumerate() {
-        let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
+        let stored = row.get_ref(i).map_err(|e| read_err(e.to_string()))?;
         let value = value_from_storage(&col.ty, stored)
             .map_err(|e| read_err(format!("column `{}`: {e}", col.name)))?;
         columns.push(col.name, value);
@@ -720,7 +728,7 @@ impl Sink for SqliteSink {
             };
             let mut key = Row::new();
             for (i, (name, ty)) in schema.key.iter().zip(&key_types).enumerate() {
-                let stored: SqlValue = row.get(i).map_err(|e| read_err(e.to_string()))?;
+                let stored = row.get_ref(i).map_err(|e| read_err(e.to_string()))?;
                 let value = value_from_storage(ty, stored)
                     .map_err(|e| read_err(format!("column `{name}`: {e}")))?;
                 key.push(*name, value);

@@ -91,8 +91,59 @@ fn num<T: std::str::FromStr>(s: &str, width: usize, whole: &str) -> Result<T, St
 }
 
 fn parse_date(s: &str) -> Result<Value, String> {
-    let (year, month, day) = parse_ymd(s, s)?;
+    let (year, month, day) = match fixed_ymd(s.as_bytes()) {
+        Some(ymd) => ymd,
+        None => parse_ymd(s, s)?,
+    };
     Ok(Value::Date { year, month, day })
+}
+
+/// The number written by `digits`, when every byte is an ASCII digit (at most 9 of them).
+fn fixed_digits(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD` read at fixed positions: the only spelling [`parse_ymd`] accepts, without
+/// splitting. `None` for anything else (the general parser then says what is wrong).
+fn fixed_ymd(b: &[u8]) -> Option<(u16, u8, u8)> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    Some((
+        u16::try_from(fixed_digits(&b[0..4])?).ok()?,
+        u8::try_from(fixed_digits(&b[5..7])?).ok()?,
+        u8::try_from(fixed_digits(&b[8..10])?).ok()?,
+    ))
+}
+
+/// `YYYY-MM-DD hh:mm:ss[.f…]` with exactly `fsp` fraction digits, read at fixed positions: the
+/// only spelling the general path of [`parse_datetime`] accepts (the two are property-tested
+/// to agree). Date, hour, minute, second and microseconds, or `None`.
+#[allow(clippy::type_complexity)]
+fn fixed_datetime(s: &str, fsp: u8) -> Option<((u16, u8, u8), u8, u8, u8, u32)> {
+    let b = s.as_bytes();
+    let fsp = usize::from(fsp.min(6));
+    let len = if fsp == 0 { 19 } else { 20 + fsp };
+    if b.len() != len || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let micros = if fsp == 0 {
+        0
+    } else {
+        if b[19] != b'.' {
+            return None;
+        }
+        fixed_digits(&b[20..])? * 10u32.pow(6 - fsp as u32)
+    };
+    Some((
+        fixed_ymd(&b[..10])?,
+        u8::try_from(fixed_digits(&b[11..13])?).ok()?,
+        u8::try_from(fixed_digits(&b[14..16])?).ok()?,
+        u8::try_from(fixed_digits(&b[17..19])?).ok()?,
+        micros,
+    ))
 }
 
 fn parse_ymd(s: &str, whole: &str) -> Result<(u16, u8, u8), String> {
@@ -126,16 +177,10 @@ fn parse_seconds(s: &str, fsp: u8, whole: &str) -> Result<(u8, u32), String> {
 }
 
 fn parse_datetime(s: &str, fsp: u8, timestamp: bool) -> Result<Value, String> {
-    let Some((date, time)) = s.split_once(' ') else {
-        return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
+    let ((year, month, day), hour, minute, second, micros) = match fixed_datetime(s, fsp) {
+        Some(parts) => parts,
+        None => general_datetime(s, fsp)?,
     };
-    let (year, month, day) = parse_ymd(date, s)?;
-    let mut parts = time.splitn(3, ':');
-    let (Some(h), Some(mi), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
-    };
-    let (hour, minute) = (num(h, 2, s)?, num(mi, 2, s)?);
-    let (second, micros) = parse_seconds(rest, fsp, s)?;
     Ok(if timestamp {
         Value::Timestamp {
             year,
@@ -159,6 +204,22 @@ fn parse_datetime(s: &str, fsp: u8, timestamp: bool) -> Result<Value, String> {
             fsp,
         }
     })
+}
+
+/// [`parse_datetime`]'s parts by splitting at the separators, with an error naming the text.
+#[allow(clippy::type_complexity)]
+fn general_datetime(s: &str, fsp: u8) -> Result<((u16, u8, u8), u8, u8, u8, u32), String> {
+    let Some((date, time)) = s.split_once(' ') else {
+        return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
+    };
+    let ymd = parse_ymd(date, s)?;
+    let mut parts = time.splitn(3, ':');
+    let (Some(h), Some(mi), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
+    };
+    let (hour, minute) = (num(h, 2, s)?, num(mi, 2, s)?);
+    let (second, micros) = parse_seconds(rest, fsp, s)?;
+    Ok((ymd, hour, minute, second, micros))
 }
 
 fn parse_time(s: &str, fsp: u8) -> Result<Value, String> {
@@ -202,6 +263,60 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Canonical temporal texts, and near misses of them (a digit, a separator or the length
+    /// changed).
+    fn temporal_texts() -> impl Strategy<Value = String> {
+        let canonical = (
+            0u32..10000,
+            0u32..100,
+            0u32..100,
+            0u32..100,
+            0u32..100,
+            0u32..100,
+        )
+            .prop_flat_map(|(y, mo, d, h, mi, s)| {
+                (0usize..=6, 0u32..1_000_000).prop_map(move |(fsp, f)| {
+                    let mut t = format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
+                    if fsp > 0 {
+                        t.push_str(&format!(".{:06}", f)[..=fsp]);
+                    }
+                    t
+                })
+            });
+        (canonical, any::<u8>(), 0usize..30, 0u8..4).prop_map(|(t, byte, at, how)| {
+            let mut b = t.into_bytes();
+            let at = at % (b.len() + 1);
+            match how {
+                0 => {}
+                1 if at < b.len() => b[at] = byte % 128,
+                2 => b.insert(at, byte % 128),
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+            String::from_utf8(b).expect("ASCII")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The fixed-position readers accept exactly what the splitting parsers accept, with the
+        /// same result.
+        #[test]
+        fn fixed_position_parsing_agrees_with_the_general_parsers(
+            text in temporal_texts(),
+            fsp in 0u8..=6,
+        ) {
+            let general = general_datetime(&text, fsp).ok();
+            prop_assert_eq!(fixed_datetime(&text, fsp), general, "datetime `{}` fsp {}", text, fsp);
+            let date = &text[..text.len().min(10)];
+            prop_assert_eq!(fixed_ymd(date.as_bytes()), parse_ymd(date, date).ok(), "date `{}`", date);
+        }
+    }
 
     fn round_trip(ty: TargetType, v: Value) {
         let text = v.to_string();
