@@ -462,7 +462,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     fn evaluate(
         &mut self,
         plan: &TablePlan,
-        prepared: Vec<Prepared>,
+        mut prepared: Vec<Prepared>,
         obs: &Observed,
         run: &mut TableRun<'_>,
     ) -> Result<()> {
@@ -475,7 +475,11 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         .map_err(tidemark_ingest::Error::from)?;
         let schema = plan.source();
         let target_table = &plan.target_schema().table;
-        let target_keys: Vec<Row> = prepared.iter().map(|p| p.target_key.clone()).collect();
+        // Taken, not cloned: nothing below reads them again.
+        let target_keys: Vec<Row> = prepared
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.target_key))
+            .collect();
         let stored_records =
             tokio::task::block_in_place(|| self.sink.read_many(target_table, &target_keys))?;
         for (item, stored) in prepared.into_iter().zip(stored_records) {
