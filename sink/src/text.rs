@@ -118,11 +118,13 @@ fn fixed_ymd(b: &[u8]) -> Option<(u16, u8, u8)> {
     ))
 }
 
+/// (year, month, day), hour, minute, second and microseconds of a DATETIME or TIMESTAMP text.
+type DateTimeParts = ((u16, u8, u8), u8, u8, u8, u32);
+
 /// `YYYY-MM-DD hh:mm:ss[.f…]` with exactly `fsp` fraction digits, read at fixed positions: the
 /// only spelling the general path of [`parse_datetime`] accepts (the two are property-tested
-/// to agree). Date, hour, minute, second and microseconds, or `None`.
-#[allow(clippy::type_complexity)]
-fn fixed_datetime(s: &str, fsp: u8) -> Option<((u16, u8, u8), u8, u8, u8, u32)> {
+/// to agree). `None` for anything else.
+fn fixed_datetime(s: &str, fsp: u8) -> Option<DateTimeParts> {
     let b = s.as_bytes();
     let fsp = usize::from(fsp.min(6));
     let len = if fsp == 0 { 19 } else { 20 + fsp };
@@ -207,8 +209,7 @@ fn parse_datetime(s: &str, fsp: u8, timestamp: bool) -> Result<Value, String> {
 }
 
 /// [`parse_datetime`]'s parts by splitting at the separators, with an error naming the text.
-#[allow(clippy::type_complexity)]
-fn general_datetime(s: &str, fsp: u8) -> Result<((u16, u8, u8), u8, u8, u8, u32), String> {
+fn general_datetime(s: &str, fsp: u8) -> Result<DateTimeParts, String> {
     let Some((date, time)) = s.split_once(' ') else {
         return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
     };
