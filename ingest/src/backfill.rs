@@ -10,6 +10,9 @@
 //! 3. Emit each row as a `backfill` change with version `V(P) = file_seq × 2^32 + P − 2` (see
 //!    `tidemark_schemas::backfill_version` for why not `− 1`: that value is the repair version)
 //!    and the chunk named in its lineage, then a checkpoint `{last key, rows, done}` for the table.
+//!    Rows are emitted as the result set streams in (in messages of [`ROWS_PER_MESSAGE`]), so
+//!    reading a chunk overlaps with transforming and writing it and no chunk is held whole in
+//!    memory; the checkpoint follows the chunk's last row.
 //!
 //! Why labelling a row with a position observed *before* the read is safe: the read sees every
 //! transaction written before `P`, so the row is at least as new as `V(P)`; any change that also
@@ -56,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::capture::{key_of, CaptureMessage};
-use crate::source::{load_schema, quote_ident, select_rows, Source};
+use crate::source::{decode_row, load_schema, quote_ident, select_rows, select_sql, Source};
 use crate::{Error, Result};
 
 /// Checkpoint stage of the backfill; the scope is the table (`db.table`).
@@ -368,41 +371,62 @@ impl Backfill {
             }
             let p = self.source.end_of_log().await?;
             let version = backfill_version(p.file_seq()?, p.offset)?;
-            let read_started = Instant::now();
-            let rows = read_chunk(conn, &schema, checkpoint.last_key.as_ref(), limit).await?;
-            let elapsed = read_started.elapsed().as_secs_f64();
-            let n = rows.len() as u64;
             checkpoint.chunks += 1;
             let chunk_name = format!("{table}#{}", checkpoint.chunks);
-            // Sized only when a bytes-per-second cap needs it.
-            let bytes: u64 = match self.bytes_limiter {
-                Some(_) => rows.iter().map(row_bytes).sum(),
-                None => 0,
+            let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+            let event = |row: Row| ChangeEvent {
+                source_server: self.source.info.identity.clone(),
+                table: table.clone(),
+                op: Operation::Backfill,
+                key: key_of(&schema, &row),
+                after: Some(row),
+                version,
+                position: p.clone(),
+                gtid: None,
+                commit_time_us: now_us as i64,
+                chunk: Some(chunk_name.clone()),
             };
-            if let Some(last) = rows.last() {
-                checkpoint.last_key = Some(key_of(&schema, last));
+            // Rows go downstream in messages of ROWS_PER_MESSAGE as they arrive, so the server's
+            // read of a chunk overlaps with transform and write, and a chunk is never held whole
+            // in memory. The chunk's row locks last until its last row is read, backpressure
+            // included: that is the time `elapsed` measures and the chunk size adapts to.
+            let read_started = Instant::now();
+            let (tail, params) = chunk_tail(&schema, checkpoint.last_key.as_ref(), limit);
+            let mut result = conn.exec_iter(select_sql(&schema, &tail), params).await?;
+            let mut n = 0u64;
+            // Sized only when a bytes-per-second cap needs it.
+            let mut bytes = 0u64;
+            let mut piece = Vec::with_capacity(ROWS_PER_MESSAGE);
+            let mut last_key = None;
+            loop {
+                let row = result.next().await?;
+                let at_end = row.is_none();
+                if let Some(row) = row {
+                    let row = decode_row(&schema, row)?;
+                    if self.bytes_limiter.is_some() {
+                        bytes += row_bytes(&row);
+                    }
+                    piece.push(event(row));
+                    n += 1;
+                }
+                if piece.len() == ROWS_PER_MESSAGE || (at_end && !piece.is_empty()) {
+                    last_key = piece.last().map(|e: &ChangeEvent| e.key.clone());
+                    let full = std::mem::replace(&mut piece, Vec::with_capacity(ROWS_PER_MESSAGE));
+                    if out.send(CaptureMessage::Changes(full)).await.is_err() {
+                        return Ok(emitted);
+                    }
+                }
+                if at_end {
+                    break;
+                }
+            }
+            result.drop_result().await?;
+            let elapsed = read_started.elapsed().as_secs_f64();
+            if last_key.is_some() {
+                checkpoint.last_key = last_key;
             }
             checkpoint.rows += n;
             checkpoint.done = n < u64::from(limit);
-            let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
-            let changes: Vec<ChangeEvent> = rows
-                .into_iter()
-                .map(|row| ChangeEvent {
-                    source_server: self.source.info.identity.clone(),
-                    table: table.clone(),
-                    op: Operation::Backfill,
-                    key: key_of(&schema, &row),
-                    after: Some(row),
-                    version,
-                    position: p.clone(),
-                    gtid: None,
-                    commit_time_us: now_us as i64,
-                    chunk: Some(chunk_name.clone()),
-                })
-                .collect();
-            if !send_changes(out, changes).await {
-                return Ok(emitted);
-            }
             if out
                 .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
                 .await
@@ -653,6 +677,13 @@ pub async fn read_chunk(
     after: Option<&Row>,
     limit: u32,
 ) -> Result<Vec<Row>> {
+    let (tail, params) = chunk_tail(schema, after, limit);
+    select_rows(conn, schema, &tail, params).await
+}
+
+/// The `WHERE … ORDER BY … LIMIT … LOCK IN SHARE MODE` of a chunk of up to `limit` rows after
+/// `after`, with its parameters.
+fn chunk_tail(schema: &SourceSchema, after: Option<&Row>, limit: u32) -> (String, Params) {
     let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
     let order: Vec<String> = key_cols.iter().map(|c| quote_ident(&c.name)).collect();
     let mut params = Vec::new();
@@ -678,7 +709,7 @@ pub async fn read_chunk(
         "{predicate} ORDER BY {} LIMIT {limit} LOCK IN SHARE MODE",
         order.join(", ")
     );
-    select_rows(conn, schema, &tail, Params::Positional(params)).await
+    (tail, Params::Positional(params))
 }
 
 /// Read the rows with the given keys (locking read), in statements of at most 4,000 keys (a

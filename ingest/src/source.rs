@@ -293,34 +293,43 @@ pub async fn select_rows(
     tail: &str,
     params: mysql_async::Params,
 ) -> Result<Vec<tidemark_schemas::Row>> {
+    let rows: Vec<MyRow> = conn.exec(select_sql(schema, tail), params).await?;
+    rows.into_iter()
+        .map(|row| decode_row(schema, row))
+        .collect()
+}
+
+/// The statement [`select_rows`] runs: every column of `schema`, in schema order, then `tail`.
+pub fn select_sql(schema: &SourceSchema, tail: &str) -> String {
     let columns: Vec<String> = schema
         .columns
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect();
-    let sql = format!(
+    format!(
         "SELECT {} FROM {}.{} {tail}",
         columns.join(", "),
         quote_ident(&schema.table.database),
         quote_ident(&schema.table.table)
-    );
-    let rows: Vec<MyRow> = conn.exec(sql, params).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let values = row.unwrap();
-        let mut decoded = tidemark_schemas::Row(Vec::with_capacity(values.len()));
-        for (col, value) in schema.columns.iter().zip(values) {
-            let v = crate::decode::from_mysql(col, value, crate::decode::Origin::ResultSet)
-                .map_err(|detail| Error::Decode {
-                    table: schema.table.clone(),
-                    position: BinlogPosition::new("-", 0),
-                    detail: format!("column {}: {detail}", col.name),
-                })?;
-            decoded.0.push((col.name, v));
-        }
-        out.push(decoded);
+    )
+}
+
+/// Decode one result-set row of [`select_sql`] into a row of `schema`; the error names the
+/// table and the column.
+pub fn decode_row(schema: &SourceSchema, row: MyRow) -> Result<tidemark_schemas::Row> {
+    let values = row.unwrap();
+    let mut decoded = tidemark_schemas::Row(Vec::with_capacity(values.len()));
+    for (col, value) in schema.columns.iter().zip(values) {
+        let v = crate::decode::from_mysql(col, value, crate::decode::Origin::ResultSet).map_err(
+            |detail| Error::Decode {
+                table: schema.table.clone(),
+                position: BinlogPosition::new("-", 0),
+                detail: format!("column {}: {detail}", col.name),
+            },
+        )?;
+        decoded.0.push((col.name, v));
     }
-    Ok(out)
+    Ok(decoded)
 }
 
 /// Environment variable holding the source password when `source.url` has none (so a password
