@@ -432,14 +432,14 @@ fn transform_stage(
             CaptureMessage::Changes(changes) => {
                 let mut records = Vec::with_capacity(changes.len());
                 let mut rejections = Vec::new();
-                for change in &changes {
+                for change in changes {
                     let plan = plans.get(&change.table).with_context(|| {
                         format!(
                             "no table description arrived for {} before its changes",
                             change.table
                         )
                     })?;
-                    match plan.apply(change) {
+                    match plan.apply_owned(change) {
                         Ok(record) => records.push(record),
                         Err(rejection) => rejections.push(*rejection),
                     }

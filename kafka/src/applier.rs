@@ -207,8 +207,8 @@ fn transform_loop(
         }
         let mut records = Vec::with_capacity(changes.len());
         let mut rejected = Vec::new();
-        for d in &changes {
-            match d.plan.apply(&d.change) {
+        for d in changes {
+            match d.plan.apply_owned(d.change) {
                 Ok(record) => records.push(record),
                 Err(rejection) => rejected.push(RejectedChange {
                     rejection,

@@ -549,6 +549,23 @@ pub(crate) fn text_of(v: &Value) -> Conv<String> {
     }
 }
 
+/// Whether [`convert`] of `v` into `to` gives back `v` itself: a text that fits a text column,
+/// an ENUM member into its ENUM, JSON into JSON, bytes that fit a binary column. Such a value
+/// can be moved into the target record instead of copied. Never true for NULL (whose
+/// nullability the caller checks against the value it still holds).
+pub(crate) fn moves_unchanged(v: &Value, to: &TargetType) -> bool {
+    use TargetType as T;
+    match (v, to) {
+        (Value::Text(s), T::Text { max_chars }) => {
+            max_chars.is_none_or(|max| s.len() as u64 <= max || s.chars().count() as u64 <= max)
+        }
+        (Value::Enum(s), T::Enum { members }) => s.is_empty() || members.contains(s),
+        (Value::Json(_), T::Json) => true,
+        (Value::Bytes(b), T::Bytes { max_len }) => max_len.is_none_or(|max| b.len() as u64 <= max),
+        _ => false,
+    }
+}
+
 /// Convert `v` into a value of type `to`, exactly. NULL stays NULL (nullability is the caller's
 /// check); an invalid date follows `zero_dates`.
 pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv<Value> {
@@ -772,6 +789,36 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value `moves_unchanged` says may move is exactly what `convert` makes of it; the
+    /// others (too long, not a member, another kind, NULL) are left to `convert`.
+    #[test]
+    fn values_that_move_are_what_convert_gives() {
+        let text = |s: &str| Value::Text(s.into());
+        let cases: Vec<(Value, &str, bool)> = vec![
+            (text("abc"), "text(3)", true),
+            (text("çéü"), "text(3)", true),
+            (text("abcd"), "text(3)", false),
+            (text(""), "text", true),
+            (Value::Enum("b".into()), "enum('a','b')", true),
+            (Value::Enum("".into()), "enum('a','b')", true),
+            (Value::Enum("c".into()), "enum('a','b')", false),
+            (Value::Json("{\"a\":1}".into()), "json", true),
+            (Value::Bytes(vec![1, 2]), "bytes(2)", true),
+            (Value::Bytes(vec![1, 2, 3]), "bytes(2)", false),
+            (Value::Null, "text", false),
+            (Value::Int(3), "text", false),
+            (Value::Decimal("1.50".into()), "decimal(4,2)", false),
+            (text("x"), "enum('x')", false),
+        ];
+        for (v, ty, moves) in cases {
+            let to = crate::syntax::parse_type(ty).unwrap();
+            assert_eq!(moves_unchanged(&v, &to), moves, "{v:?} into {ty}");
+            if moves {
+                assert_eq!(convert(&v, &to, ZeroDates::Reject).unwrap(), v, "{ty}");
+            }
+        }
+    }
 
     fn conv(v: Value, ty: &str) -> Conv<Value> {
         convert(

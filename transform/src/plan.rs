@@ -10,7 +10,7 @@ use tidemark_schemas::{
 };
 
 use crate::config::{MappingConfig, ZeroDates};
-use crate::convert::{convert, convertible, injective, Fail};
+use crate::convert::{convert, convertible, injective, moves_unchanged, Fail};
 use crate::error::{clip, ConfigError, Rejection, RejectionClass, RejectionKind};
 use crate::eval::{unknown_column, CExpr, CPred, Ctx, Input};
 use crate::syntax::render_type;
@@ -413,6 +413,11 @@ pub struct TablePlan {
     filter: Option<(CPred, String)>,
     dropped: Vec<String>,
     identity: bool,
+    /// Every target column is a source column, each source column used once, and no filter
+    /// reads the row: [`TablePlan::apply_owned`] may move values out of the source row.
+    moves_values: bool,
+    /// `source.table` as lineage spells it (`db.table`), made once rather than for every record.
+    source_table_text: String,
 }
 
 fn identity_plan(
@@ -458,6 +463,12 @@ fn identity_plan(
         Vec::new(),
         true,
     ))
+}
+
+/// Whether `row` holds exactly the columns `names`, in that order (the row image of the table
+/// description the plan was compiled for).
+fn in_table_order(row: &Row, names: &[ColumnName]) -> bool {
+    row.len() == names.len() && row.0.iter().zip(names).all(|((n, _), name)| n == name)
 }
 
 fn is_dateish(ty: &TargetType) -> bool {
@@ -734,7 +745,15 @@ impl TablePlan {
                 .collect(),
             key: key.iter().map(|&i| columns[i].name).collect(),
         };
+        let mut used = BTreeSet::new();
+        let moves_values = filter.is_none()
+            && columns.iter().all(|c| match c.source {
+                ColumnSource::Column { index } => used.insert(index),
+                ColumnSource::Computed { .. } => false,
+            });
         TablePlan {
+            moves_values,
+            source_table_text: schema.table.to_string(),
             source_names: schema.columns.iter().map(|c| c.name).collect(),
             source: schema.clone(),
             target,
@@ -793,14 +812,53 @@ impl TablePlan {
         self.apply_with_outcome(change).map(|(record, _)| record)
     }
 
-    /// [`TablePlan::apply`], also saying which kind of record the change became.
-    pub fn apply_with_outcome(
-        &self,
-        change: &ChangeEvent,
-    ) -> Result<(TargetRecord, Outcome), Box<Rejection>> {
-        let lineage = Lineage {
+    /// [`TablePlan::apply`] of a change the caller gives away. Where the plan copies a source
+    /// column unchanged (the identity mapping, a rename), its text moves into the record instead
+    /// of being copied and the original freed. The record or rejection is the same as
+    /// [`TablePlan::apply`]'s: a value that fails is still in the row when it is reported.
+    pub fn apply_owned(&self, mut change: ChangeEvent) -> Result<TargetRecord, Box<Rejection>> {
+        let movable = self.moves_values
+            && change.table == self.source.table
+            && change
+                .after
+                .as_ref()
+                .is_some_and(|row| in_table_order(row, &self.source_names));
+        if !movable {
+            return self.apply(&change);
+        }
+        let lineage = self.lineage(&change);
+        let mut values = change.after.take().expect("checked above").0;
+        let mut out = Row(Vec::with_capacity(self.columns.len()));
+        for col in &self.columns {
+            let ColumnSource::Column { index } = col.source else {
+                unreachable!("a plan that moves values has only source columns")
+            };
+            let slot = &mut values[index].1;
+            let value = if moves_unchanged(slot, &col.ty) {
+                std::mem::replace(slot, Value::Null)
+            } else {
+                self.converted(col, slot, &lineage)?
+            };
+            out.0.push((col.name, value));
+        }
+        let key = Row(self.key.iter().map(|&i| out.0[i].clone()).collect());
+        Ok(TargetRecord {
+            table: self.target.table.clone(),
+            key,
+            columns: Some(out),
+            lineage,
+        })
+    }
+
+    /// The lineage of the record made from `change`.
+    fn lineage(&self, change: &ChangeEvent) -> Lineage {
+        Lineage {
             source_server: change.source_server.clone(),
-            source_table: change.table.to_string(),
+            source_table: if change.table == self.source.table {
+                self.source_table_text.clone()
+            } else {
+                change.table.to_string()
+            },
             source_key: change.key.canonical_text(),
             position: change.position.to_string(),
             gtid: change.gtid.clone(),
@@ -811,7 +869,15 @@ impl TablePlan {
             transform_version: self.transform_version.clone(),
             source_digest: change.after.as_ref().map(source_digest).unwrap_or_default(),
             chunk: change.chunk.clone(),
-        };
+        }
+    }
+
+    /// [`TablePlan::apply`], also saying which kind of record the change became.
+    pub fn apply_with_outcome(
+        &self,
+        change: &ChangeEvent,
+    ) -> Result<(TargetRecord, Outcome), Box<Rejection>> {
+        let lineage = self.lineage(change);
         if change.table != self.source.table {
             let fail = Fail::new(
                 RejectionKind::SchemaMismatch,
@@ -904,6 +970,17 @@ impl TablePlan {
             },
         }
         .map_err(|f| self.reject(lineage, Some(col), f, None))?;
+        self.converted(col, raw, lineage)
+    }
+
+    /// `raw` converted into `col`'s type, or the rejection (a failed conversion, or NULL into a
+    /// NOT NULL column).
+    fn converted(
+        &self,
+        col: &PlanColumn,
+        raw: &Value,
+        lineage: &Lineage,
+    ) -> Result<Value, Box<Rejection>> {
         let value = convert(raw, &col.ty, self.zero_dates)
             .map_err(|f| self.reject(lineage, Some(col), f, Some(raw)))?;
         if value.is_null() && !col.nullable {
