@@ -45,7 +45,7 @@ use tidemark_schemas::{
     TargetRecord, Version,
 };
 use tidemark_sink::Sink;
-use tidemark_transform::{is_current_digest, legacy_source_digest, TablePlan, Transformer};
+use tidemark_transform::{is_current_digest, source_digest_like, TablePlan, Transformer};
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
@@ -495,7 +495,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             // that scheme, or every such row would look `stale`.
             if let (Some(e), Some(s), Some(row)) = (&mut expected, &stored, &source_row) {
                 if !is_current_digest(&s.lineage.source_digest) {
-                    e.lineage.source_digest = legacy_source_digest(row);
+                    e.lineage.source_digest = source_digest_like(&s.lineage.source_digest, row);
                 }
             }
             let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);

@@ -111,7 +111,7 @@ impl Value {
 
 /// A date or time's text, built on the stack: temporal values are formatted for every row that
 /// is written, keyed or digested, so this avoids the formatting machinery and any allocation.
-struct TemporalText {
+pub struct TemporalText {
     bytes: [u8; 48],
     len: usize,
 }
@@ -172,7 +172,8 @@ impl TemporalText {
             .padded(u32::from(second), 2)
     }
 
-    fn as_str(&self) -> &str {
+    /// The text.
+    pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII digits and separators")
     }
 }
@@ -188,7 +189,7 @@ fn hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 impl Value {
     /// The canonical text of a DATE, DATETIME, TIMESTAMP or TIME, built without the formatting
     /// machinery; `None` for every other kind of value.
-    fn temporal_text(&self) -> Option<TemporalText> {
+    pub fn temporal_text(&self) -> Option<TemporalText> {
         let mut text = TemporalText::new();
         match self {
             Value::Date { year, month, day } => {
@@ -354,6 +355,60 @@ impl Row {
         }
         out.push('}');
         out
+    }
+}
+
+impl Row {
+    /// Append the bytes a source digest hashes: for each column, its name, then its value as a
+    /// kind (`n` NULL, `+`/`-` a non-negative/negative integer, `s` any other value) and
+    /// content (the integer's eight bytes, or the length and bytes of the value's canonical
+    /// text). Every text is preceded by its length, so nothing needs escaping.
+    ///
+    /// Two rows give equal bytes exactly when their [`Row::canonical_text`]s are equal: both are
+    /// unambiguous encodings of the same (name, bare number | NULL | string text) sequence; a
+    /// signed and an unsigned integer of one value are one number in either. This costs a
+    /// fraction of the canonical text: no JSON escape test, no digits for integers, no string
+    /// to build.
+    pub fn digest_input(&self, out: &mut Vec<u8>) {
+        use std::fmt::Write;
+        fn text(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
+            out.push(kind);
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        let mut scratch = String::new();
+        for (name, value) in &self.0 {
+            text(out, b'c', name.as_bytes());
+            match value {
+                Value::Null => out.push(b'n'),
+                Value::Int(n) if *n < 0 => {
+                    out.push(b'-');
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                Value::Int(n) => {
+                    out.push(b'+');
+                    out.extend_from_slice(&(*n as u64).to_le_bytes());
+                }
+                Value::UInt(n) => {
+                    out.push(b'+');
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                Value::Text(s) | Value::Enum(s) | Value::Json(s) | Value::Decimal(s) => {
+                    text(out, b's', s.as_bytes())
+                }
+                Value::Bit { value, .. } => {
+                    text(out, b's', itoa::Buffer::new().format(*value).as_bytes())
+                }
+                other => match other.temporal_text() {
+                    Some(t) => text(out, b's', t.as_str().as_bytes()),
+                    None => {
+                        scratch.clear();
+                        let _ = write!(scratch, "{other}");
+                        text(out, b's', scratch.as_bytes());
+                    }
+                },
+            }
+        }
     }
 }
 
