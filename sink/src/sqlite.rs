@@ -465,9 +465,19 @@ fn bind_record(
     let mut before = prev.map(|p| column_values(schema, p));
     for (col, value) in schema.columns.iter().zip(column_values(schema, rec)) {
         let was = before.as_mut().and_then(|b| b.next()).flatten();
-        let stored = value.map_or(ToSqlOutput::Owned(SqlValue::Null), |v| {
-            storage_ref(&col.ty, v)
+        // A date or time is bound as its text from the stack, not from a `String` made for it.
+        let temporal = value.and_then(|v| match v {
+            Value::Date { .. }
+            | Value::DateTime { .. }
+            | Value::Timestamp { .. }
+            | Value::Time { .. } => v.temporal_text(),
+            _ => None,
         });
+        let stored = match (&temporal, value) {
+            (Some(text), _) => text_ref(text.as_str()),
+            (None, Some(v)) => storage_ref(&col.ty, v),
+            (None, None) => ToSqlOutput::Owned(SqlValue::Null),
+        };
         // What is bound by reference (text, blob) is what SQLite copies; numbers cost nothing.
         let unchanged = matches!(stored, ToSqlOutput::Borrowed(_)) && was.is_some() && value == was;
         bind(stored, unchanged)?;
