@@ -39,6 +39,22 @@
 //! key lookups compare under the column's affinity, so old and new files are read and written
 //! alike.
 //!
+//! ## Checkpoints off the write path
+//!
+//! In WAL mode every commit appends pages to the WAL, and a checkpoint copies them into the
+//! database file (and syncs both). SQLite's automatic checkpoint runs inside the commit that
+//! crosses its threshold, so a bulk load stopped for a quarter of a second every 64 MiB while the
+//! queues behind it filled up and the reader and the transform waited. The writer's connection
+//! therefore never checkpoints (`wal_autocheckpoint = 0`); after a commit that leaves the WAL at
+//! [`CHECKPOINT_AFTER_BYTES`] or more, it wakes a checkpointer thread with a connection of its
+//! own, which runs a `PASSIVE` checkpoint (copies what is committed, waits for no one) while the
+//! writer goes on. The WAL starts over at the writer's next transaction once all of it has been
+//! copied; `journal_size_limit = 0` then cuts the file back, so its size tells how much the WAL
+//! holds. Should the checkpointer never catch up, a writer that finds the WAL four times the
+//! threshold runs a `RESTART` checkpoint itself. Durability is unchanged: a commit is in the WAL,
+//! and a checkpoint syncs before it copies. Measured on a 1,000,000-row backfill (three
+//! alternating runs): 3.92 → 3.63 s.
+//!
 //! Concurrency: several `SqliteSink`s (threads or processes) may share one file. Every write and
 //! every schema change runs in an `IMMEDIATE` transaction, so a writer takes the write lock
 //! before it reads anything and waits for it (busy timeout 30 s) instead of failing on a stale
@@ -97,6 +113,86 @@ pub struct SqliteSink {
     conn: Connection,
     path: String,
     tables: HashMap<String, TableState>,
+    /// Started by the first write; dropped after `conn`, so its connection closes last and
+    /// copies what is left of the WAL.
+    checkpointer: Option<Checkpointer>,
+    /// The WAL size past which a write wakes the checkpointer.
+    checkpoint_after_bytes: u64,
+}
+
+/// The WAL size past which a write wakes the checkpointer, by default: 64 MiB.
+pub const CHECKPOINT_AFTER_BYTES: u64 = 64 << 20;
+
+/// The WAL size, in multiples of the checkpoint threshold, past which the writer stops and
+/// checkpoints itself, should the checkpointer never catch up (the WAL only starts over once all
+/// of it has been copied).
+const CHECKPOINT_NOW_FACTOR: u64 = 4;
+
+/// Copies the WAL into the database file on its own thread and connection, so that the writer
+/// never stops for it (see the module doc).
+struct Checkpointer {
+    wal: std::path::PathBuf,
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &str) -> Result<Checkpointer> {
+        let open_err = |e: rusqlite::Error| Error::Open {
+            path: path.to_string(),
+            message: format!("opening the checkpointer's connection: {e}"),
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(open_err)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let name = path.to_string();
+        let thread = std::thread::Builder::new()
+            .name("tidemark-wal-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    // Each pass copies what the writer committed during the one before, so the
+                    // passes shrink until one ends between two commits with nothing left: then
+                    // the writer's next transaction starts the WAL over.
+                    let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = pass {
+                        // Nothing is lost: the WAL keeps what was not copied.
+                        tracing::warn!(target = %name, error = %e, "WAL checkpoint failed; it is retried after the next write");
+                    }
+                }
+            })
+            .map_err(|e| Error::Open {
+                path: path.to_string(),
+                message: format!("starting the checkpointer thread: {e}"),
+            })?;
+        Ok(Checkpointer {
+            wal: std::path::PathBuf::from(format!("{path}-wal")),
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    /// After a commit: wake the checkpointer when the WAL holds `after` bytes or more; whether
+    /// it holds [`CHECKPOINT_NOW_FACTOR`] times that.
+    fn after_commit(&self, after: u64) -> bool {
+        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size >= after {
+            if let Some(wake) = &self.wake {
+                // Full: it is awake already.
+                let _ = wake.try_send(());
+            }
+        }
+        size >= CHECKPOINT_NOW_FACTOR * after
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Quote an identifier for SQLite.
@@ -200,11 +296,15 @@ impl SqliteSink {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         // A 64 MiB page cache (the default is 2 MiB): a bulk load re-reads the B-tree's interior
-        // pages on every batch otherwise. WAL checkpoints every 16 MiB rather than 4 MiB, so
-        // pages rewritten by consecutive batches are copied into the database file less often.
+        // pages on every batch otherwise.
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(open_err)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 4096)
+        // This connection never checkpoints: the checkpointer does, on its own thread (see the
+        // module doc). A WAL that starts over is cut back to its first transaction, so the
+        // file's size tells how much the WAL holds.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", 0)
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_err)?;
@@ -221,7 +321,45 @@ impl SqliteSink {
             conn,
             path: path_str,
             tables: HashMap::new(),
+            checkpointer: None,
+            checkpoint_after_bytes: CHECKPOINT_AFTER_BYTES,
         })
+    }
+
+    /// Wake the checkpointer once the WAL holds this many bytes (default
+    /// [`CHECKPOINT_AFTER_BYTES`]; tests use less).
+    pub fn set_checkpoint_after(&mut self, bytes: u64) {
+        self.checkpoint_after_bytes = bytes.max(1);
+    }
+
+    /// The writer's own checkpoint, for a WAL the checkpointer has not caught up with: copy all
+    /// of it, so that the next write transaction starts it over. A checkpoint already running
+    /// (the checkpointer's pass) makes SQLite answer "busy" at once rather than wait, so this
+    /// retries until that pass is over.
+    fn checkpoint_now(&mut self, after: u64) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+                .map_err(|e| Error::Open {
+                    path: self.path.clone(),
+                    message: format!(
+                        "checkpointing a WAL of over {} MiB: {e}",
+                        (CHECKPOINT_NOW_FACTOR * after) >> 20
+                    ),
+                })?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                // Only another process's long read keeps it busy this long; the WAL keeps
+                // everything meanwhile, and the next write tries again.
+                tracing::warn!(target = %self.path, "the WAL could not be checkpointed for 30 s; another connection is reading an old snapshot");
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// The underlying connection, for reads (reconcile, tests).
@@ -639,6 +777,17 @@ impl Sink for SqliteSink {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
+        if self.checkpointer.is_none() {
+            self.checkpointer = Some(Checkpointer::start(&self.path)?);
+        }
+        let after = self.checkpoint_after_bytes;
+        let overgrown = self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.after_commit(after));
+        if overgrown {
+            self.checkpoint_now(after)?;
+        }
         Ok(WriteStats { per_table: stats })
     }
 
