@@ -11,8 +11,10 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use tidemark_schemas::{ChangeEvent, ColumnName, Operation, Row, SourceSchema, SourceType, Value};
-use tidemark_transform::{canonical_bytes, canonical_json, TablePlan, Transformer};
+use tidemark_schemas::{
+    ChangeEvent, ColumnName, Operation, Row, SourceSchema, SourceType, TargetRecord, Value,
+};
+use tidemark_transform::{canonical_bytes, canonical_json, Rejection, TablePlan, Transformer};
 
 /// A table with one column of (nearly) every source type.
 fn kitchen() -> SourceSchema {
@@ -357,7 +359,12 @@ fn plan(schema: &SourceSchema, mapping: &str) -> TablePlan {
 
 /// The canonical bytes of a change's outcome, record or rejection alike.
 fn outcome_bytes(plan: &TablePlan, change: &ChangeEvent) -> Vec<u8> {
-    match plan.apply(change) {
+    bytes_of(plan.apply(change))
+}
+
+/// The canonical bytes of an outcome.
+fn bytes_of(outcome: Result<TargetRecord, Box<Rejection>>) -> Vec<u8> {
+    match outcome {
         Ok(record) => {
             let bytes = canonical_bytes(&record);
             let mut out = b"record ".to_vec();
@@ -387,15 +394,9 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (schema, mapping) = cases().swap_remove(which);
-        let mut runner = TestRunner::new_with_rng(
-            Config::default(),
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
-        );
-        let strategy = change_for(schema.clone());
         let first = plan(&schema, mapping);
         let second = plan(&schema, mapping);
-        for _ in 0..8 {
-            let c = strategy.new_tree(&mut runner).expect("a change").current();
+        for c in changes(&schema, seed) {
             let a = outcome_bytes(&first, &c);
             let b = outcome_bytes(&first, &c.clone());
             let d = outcome_bytes(&second, &c);
@@ -403,14 +404,6 @@ proptest! {
             prop_assert_eq!(&a, &d);
         }
     }
-}
-
-proptest! {
-    #![proptest_config(Config {
-        cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
-        ..Config::default()
-    })]
 
     /// Giving the change away (`apply_owned`, which moves unchanged values into the record)
     /// gives the same record or rejection as lending it (`apply`), also for a row image whose
@@ -422,27 +415,30 @@ proptest! {
         reversed in any::<bool>(),
     ) {
         let (schema, mapping) = cases().swap_remove(which);
-        let mut runner = TestRunner::new_with_rng(
-            Config::default(),
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
-        );
-        let strategy = change_for(schema.clone());
         let plan = plan(&schema, mapping);
-        for _ in 0..8 {
-            let mut c = strategy.new_tree(&mut runner).expect("a change").current();
+        for mut c in changes(&schema, seed) {
             if reversed {
                 if let Some(row) = &mut c.after {
                     row.0.reverse();
                 }
             }
             let lent = outcome_bytes(&plan, &c);
-            let given = match plan.apply_owned(c) {
-                Ok(record) => [b"record ".to_vec(), canonical_bytes(&record)].concat(),
-                Err(rejection) => [b"rejection ".to_vec(), canonical_json(&rejection)].concat(),
-            };
+            let given = bytes_of(plan.apply_owned(c));
             prop_assert_eq!(String::from_utf8_lossy(&lent), String::from_utf8_lossy(&given));
         }
     }
+}
+
+/// Eight changes of `schema`, drawn from `seed`.
+fn changes(schema: &SourceSchema, seed: u64) -> Vec<ChangeEvent> {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed)),
+    );
+    let strategy = change_for(schema.clone());
+    (0..8)
+        .map(|_| strategy.new_tree(&mut runner).expect("a change").current())
+        .collect()
 }
 
 fn seed_bytes(seed: u64) -> [u8; 32] {
