@@ -313,7 +313,6 @@ impl Row {
     /// Canonical text of the row: a JSON object in column order whose values are the canonical
     /// value texts (NULL as JSON null). Deterministic; used for keys, digests and messages.
     pub fn canonical_text(&self) -> String {
-        use std::fmt::Write;
         let mut out = String::with_capacity(16 + 24 * self.0.len());
         // One scratch buffer for every value's text: no allocation per value.
         let mut scratch = String::new();
@@ -324,53 +323,27 @@ impl Row {
             }
             push_json_string(&mut out, name);
             out.push(':');
-            // The kinds of every row are written without the formatting machinery (which cost
-            // more than the rest of the digest); the text is the same as `Display`'s.
-            match value {
-                Value::Null => out.push_str("null"),
-                Value::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
-                Value::UInt(n) => out.push_str(itoa::Buffer::new().format(*n)),
-                Value::Text(s) | Value::Enum(s) | Value::Json(s) | Value::Decimal(s) => {
-                    push_json_string(&mut out, s)
-                }
-                Value::Bit { value, .. } => {
-                    out.push('"');
-                    out.push_str(itoa::Buffer::new().format(*value));
-                    out.push('"');
-                }
-                other => match other.temporal_text() {
-                    // Digits and `-: .` only: nothing to escape.
-                    Some(text) => {
-                        out.push('"');
-                        out.push_str(text.as_str());
-                        out.push('"');
-                    }
-                    None => {
-                        scratch.clear();
-                        let _ = write!(scratch, "{other}");
-                        push_json_string(&mut out, &scratch);
-                    }
-                },
-            }
+            with_canonical_piece(value, &mut scratch, |piece| match piece {
+                CanonicalPiece::Null => out.push_str("null"),
+                CanonicalPiece::Signed(n) => out.push_str(itoa::Buffer::new().format(n)),
+                CanonicalPiece::Unsigned(n) => out.push_str(itoa::Buffer::new().format(n)),
+                CanonicalPiece::Text(text) => push_json_string(&mut out, text),
+            });
         }
         out.push('}');
         out
     }
-}
 
-impl Row {
-    /// Append the bytes a source digest hashes: for each column, its name, then its value as a
-    /// kind (`n` NULL, `+`/`-` a non-negative/negative integer, `s` any other value) and
-    /// content (the integer's eight bytes, or the length and bytes of the value's canonical
-    /// text). Every text is preceded by its length, so nothing needs escaping.
+    /// Append the bytes a source digest hashes: for each column, its name, then its value's
+    /// [`CanonicalPiece`] as a kind (`n` NULL, `+`/`-` a non-negative/negative integer, `s` a
+    /// text) and content (the integer's eight bytes, or the text's length and bytes). Every text
+    /// is preceded by its length, so nothing needs escaping.
     ///
-    /// Two rows give equal bytes exactly when their [`Row::canonical_text`]s are equal: both are
-    /// unambiguous encodings of the same (name, bare number | NULL | string text) sequence; a
-    /// signed and an unsigned integer of one value are one number in either. This costs a
-    /// fraction of the canonical text: no JSON escape test, no digits for integers, no string
-    /// to build.
+    /// Two rows give equal bytes exactly when their [`Row::canonical_text`]s are equal: both
+    /// encode the same sequence of (name, piece) unambiguously, and a signed and an unsigned
+    /// integer of one value are one number in either. This costs a fraction of the canonical
+    /// text: no JSON escape test, no digits for integers, no string to build.
     pub fn digest_input(&self, out: &mut Vec<u8>) {
-        use std::fmt::Write;
         fn text(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
             out.push(kind);
             out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -379,36 +352,61 @@ impl Row {
         let mut scratch = String::new();
         for (name, value) in &self.0 {
             text(out, b'c', name.as_bytes());
-            match value {
-                Value::Null => out.push(b'n'),
-                Value::Int(n) if *n < 0 => {
+            with_canonical_piece(value, &mut scratch, |piece| match piece {
+                CanonicalPiece::Null => out.push(b'n'),
+                CanonicalPiece::Signed(n) if n < 0 => {
                     out.push(b'-');
                     out.extend_from_slice(&n.to_le_bytes());
                 }
-                Value::Int(n) => {
+                CanonicalPiece::Signed(n) => {
                     out.push(b'+');
-                    out.extend_from_slice(&(*n as u64).to_le_bytes());
+                    out.extend_from_slice(&(n as u64).to_le_bytes());
                 }
-                Value::UInt(n) => {
+                CanonicalPiece::Unsigned(n) => {
                     out.push(b'+');
                     out.extend_from_slice(&n.to_le_bytes());
                 }
-                Value::Text(s) | Value::Enum(s) | Value::Json(s) | Value::Decimal(s) => {
-                    text(out, b's', s.as_bytes())
-                }
-                Value::Bit { value, .. } => {
-                    text(out, b's', itoa::Buffer::new().format(*value).as_bytes())
-                }
-                other => match other.temporal_text() {
-                    Some(t) => text(out, b's', t.as_str().as_bytes()),
-                    None => {
-                        scratch.clear();
-                        let _ = write!(scratch, "{other}");
-                        text(out, b's', scratch.as_bytes());
-                    }
-                },
-            }
+                CanonicalPiece::Text(t) => text(out, b's', t.as_bytes()),
+            });
         }
+    }
+}
+
+/// What the canonical text of a row writes for one value: `null`, a bare integer, or a JSON
+/// string of this text. [`Row::canonical_text`] and [`Row::digest_input`] both encode values
+/// through it, which is what makes them tell apart the same rows.
+enum CanonicalPiece<'a> {
+    Null,
+    Signed(i64),
+    Unsigned(u64),
+    Text(&'a str),
+}
+
+/// Call `f` with the [`CanonicalPiece`] of `value`. The kinds of every row are written without
+/// the formatting machinery (which cost more than the rest of a digest); the text is the same as
+/// `Display`'s. `scratch` holds the text of the other kinds, so no value allocates.
+fn with_canonical_piece<R>(
+    value: &Value,
+    scratch: &mut String,
+    f: impl FnOnce(CanonicalPiece<'_>) -> R,
+) -> R {
+    use std::fmt::Write;
+    match value {
+        Value::Null => f(CanonicalPiece::Null),
+        Value::Int(n) => f(CanonicalPiece::Signed(*n)),
+        Value::UInt(n) => f(CanonicalPiece::Unsigned(*n)),
+        Value::Text(s) | Value::Enum(s) | Value::Json(s) | Value::Decimal(s) => {
+            f(CanonicalPiece::Text(s))
+        }
+        Value::Bit { value, .. } => f(CanonicalPiece::Text(itoa::Buffer::new().format(*value))),
+        other => match other.temporal_text() {
+            Some(text) => f(CanonicalPiece::Text(text.as_str())),
+            None => {
+                scratch.clear();
+                let _ = write!(scratch, "{other}");
+                f(CanonicalPiece::Text(scratch))
+            }
+        },
     }
 }
 
