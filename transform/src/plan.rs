@@ -841,13 +841,17 @@ impl TablePlan {
             };
             out.0.push((col.name, value));
         }
-        let key = Row(self.key.iter().map(|&i| out.0[i].clone()).collect());
-        Ok(TargetRecord {
+        Ok(self.row_record(out, lineage))
+    }
+
+    /// The record of the target row `out`, keyed by its key columns.
+    fn row_record(&self, out: Row, lineage: Lineage) -> TargetRecord {
+        TargetRecord {
             table: self.target.table.clone(),
-            key,
+            key: Row(self.key.iter().map(|&i| out.0[i].clone()).collect()),
             columns: Some(out),
             lineage,
-        })
+        }
     }
 
     /// The lineage of the record made from `change`.
@@ -929,16 +933,7 @@ impl TablePlan {
             let v = self.column_value(col, &input, &lineage)?;
             out.0.push((col.name, v));
         }
-        let key = Row(self.key.iter().map(|&i| out.0[i].clone()).collect());
-        Ok((
-            TargetRecord {
-                table: self.target.table.clone(),
-                key,
-                columns: Some(out),
-                lineage,
-            },
-            Outcome::Row,
-        ))
+        Ok((self.row_record(out, lineage), Outcome::Row))
     }
 
     fn key_row(&self, input: &Input<'_>, lineage: &Lineage) -> Result<Row, Box<Rejection>> {
