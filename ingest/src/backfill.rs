@@ -398,27 +398,21 @@ impl Backfill {
             let mut bytes = 0u64;
             let mut piece = Vec::with_capacity(ROWS_PER_MESSAGE);
             let mut last_key = None;
-            loop {
-                let row = result.next().await?;
-                let at_end = row.is_none();
-                if let Some(row) = row {
-                    let row = decode_row(&schema, row)?;
-                    if self.bytes_limiter.is_some() {
-                        bytes += row_bytes(&row);
-                    }
-                    piece.push(event(row));
-                    n += 1;
+            while let Some(row) = result.next().await? {
+                let row = decode_row(&schema, row)?;
+                if self.bytes_limiter.is_some() {
+                    bytes += row_bytes(&row);
                 }
-                if piece.len() == ROWS_PER_MESSAGE || (at_end && !piece.is_empty()) {
-                    last_key = piece.last().map(|e: &ChangeEvent| e.key.clone());
-                    let full = std::mem::replace(&mut piece, Vec::with_capacity(ROWS_PER_MESSAGE));
-                    if out.send(CaptureMessage::Changes(full)).await.is_err() {
-                        return Ok(emitted);
-                    }
+                piece.push(event(row));
+                n += 1;
+                if piece.len() == ROWS_PER_MESSAGE
+                    && !send_piece(out, &mut piece, &mut last_key).await
+                {
+                    return Ok(emitted);
                 }
-                if at_end {
-                    break;
-                }
+            }
+            if !piece.is_empty() && !send_piece(out, &mut piece, &mut last_key).await {
+                return Ok(emitted);
             }
             result.drop_result().await?;
             let elapsed = read_started.elapsed().as_secs_f64();
@@ -771,6 +765,18 @@ pub fn parse_key_line(
 /// what bounds the rows in flight (and the memory they hold) to `queue_capacity` × this, however
 /// large a chunk grows.
 pub const ROWS_PER_MESSAGE: usize = 256;
+
+/// Send the changes of `piece` as one message, leaving it empty (with room for the next) and
+/// `last_key` the key of its last change; false when downstream is gone.
+async fn send_piece(
+    out: &mpsc::Sender<CaptureMessage>,
+    piece: &mut Vec<ChangeEvent>,
+    last_key: &mut Option<Row>,
+) -> bool {
+    *last_key = piece.last().map(|e| e.key.clone());
+    let full = std::mem::replace(piece, Vec::with_capacity(ROWS_PER_MESSAGE));
+    out.send(CaptureMessage::Changes(full)).await.is_ok()
+}
 
 /// Send `changes` in messages of at most [`ROWS_PER_MESSAGE`]; false when downstream is gone.
 async fn send_changes(out: &mpsc::Sender<CaptureMessage>, changes: Vec<ChangeEvent>) -> bool {
