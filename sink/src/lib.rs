@@ -27,6 +27,7 @@
 //! - fatal configuration (bad consistency name, credentials half set, keyspace missing): stop;
 //!   the message names the setting.
 
+mod borrowing;
 pub mod scylladb;
 pub mod sqlite;
 mod text;

@@ -67,14 +67,16 @@
 //! [`Error::Write`] naming the table.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_int;
 use std::path::Path;
 
-use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tidemark_schemas::{
     Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
 };
 
+use crate::borrowing::BorrowingStatement;
 use crate::text::value_from_text;
 use crate::{
     check_schema, key_in_order, key_text, Error, Result, ScannedKey, Sink, StoredRecord, WriteStats,
@@ -528,36 +530,57 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
 
 /// The SQLite value of `value` in a column of type `ty`, borrowing text and bytes: the write
 /// path binds it without copying (the same mapping as [`storage_value`]).
-fn storage_ref<'a>(ty: &TargetType, value: &'a Value) -> ToSqlOutput<'a> {
+/// The upsert of one table, borrowing the values of the records it writes (see
+/// [`crate::borrowing`]).
+type Upsert<'c, 'v> = BorrowingStatement<'c, 'v>;
+
+/// Bind `value` (of a column of type `ty`) to parameter `index`: texts and blobs of the record
+/// where they are, a date or time as its text from the stack, a number as itself.
+fn bind_value<'v>(
+    stmt: &mut Upsert<'_, 'v>,
+    index: c_int,
+    ty: &TargetType,
+    value: Option<&'v Value>,
+) -> rusqlite::Result<()> {
+    let Some(value) = value else {
+        return stmt.null(index);
+    };
     match value {
-        Value::Text(s) | Value::Decimal(s) | Value::Enum(s) | Value::Json(s) => {
-            ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
-        }
-        Value::Bytes(b) | Value::Geometry(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-        Value::Int(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
-        _ => ToSqlOutput::Owned(storage_value(ty, value)),
+        Value::Text(s) | Value::Decimal(s) | Value::Enum(s) | Value::Json(s) => stmt.text(index, s),
+        Value::Bytes(v) | Value::Geometry(v) => stmt.blob(index, v),
+        Value::Int(i) => stmt.int(index, *i),
+        Value::Date { .. }
+        | Value::DateTime { .. }
+        | Value::Timestamp { .. }
+        | Value::Time { .. } => match value.temporal_text() {
+            Some(text) => stmt.text_copied(index, text.as_str()),
+            None => bind_owned(stmt, index, storage_value(ty, value)),
+        },
+        _ => bind_owned(stmt, index, storage_value(ty, value)),
     }
 }
 
-fn text_ref(s: &str) -> ToSqlOutput<'_> {
-    ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+/// Bind a value made for this execution (SQLite copies its text or blob).
+fn bind_owned(stmt: &mut Upsert<'_, '_>, index: c_int, value: SqlValue) -> rusqlite::Result<()> {
+    match value {
+        SqlValue::Null => stmt.null(index),
+        SqlValue::Integer(i) => stmt.int(index, i),
+        SqlValue::Real(r) => stmt.real(index, r),
+        SqlValue::Text(s) => stmt.text_copied(index, &s),
+        SqlValue::Blob(v) => stmt.blob_copied(index, &v),
+    }
 }
 
-fn opt_text_ref(s: &Option<String>) -> ToSqlOutput<'_> {
-    s.as_deref()
-        .map_or(ToSqlOutput::Owned(SqlValue::Null), text_ref)
-}
-
-/// Bind `rec` to the table's prepared upsert and run it; whether a row changed. `prev` is the
-/// record the statement ran with last, if any (see [`bind_record`]).
-fn write_record(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    state: &TableState,
-    rec: &TargetRecord,
-    prev: Option<&TargetRecord>,
+/// Bind `rec` to the table's upsert and run it; whether a row changed. `prev` is the record the
+/// statement ran with last, if any (see [`bind_record`]).
+fn write_record<'v>(
+    stmt: &mut Upsert<'_, 'v>,
+    state: &'v TableState,
+    rec: &'v TargetRecord,
+    prev: Option<&'v TargetRecord>,
 ) -> Result<bool> {
     bind_record(stmt, &state.schema, rec, prev).map_err(|e| write_err(rec, e))?;
-    let changed = stmt.raw_execute().map_err(|e| write_err(rec, e))?;
+    let changed = stmt.execute().map_err(|e| write_err(rec, e))?;
     Ok(changed > 0)
 }
 
@@ -577,76 +600,54 @@ fn column_values<'r>(
     })
 }
 
-/// Bind the columns of `rec`, then its lineage, in the order of [`upsert_sql`]. Values are
-/// borrowed from the record: SQLite copies each bound text once, not twice.
+/// Bind the columns of `rec`, then its lineage, in the order of [`upsert_sql`]. Texts and blobs
+/// are bound where they are in the record: the only copy SQLite makes of them is into the row.
 ///
-/// SQLite keeps a statement's parameters from one execution to the next, so a text or blob
-/// equal to the one `prev` (the statement's last record) bound at the same place is not bound
-/// again. The lineage of a run of records mostly repeats (server, table, transform and its
-/// version, operation; in a backfill also the position and the chunk), and comparing a few bytes
-/// costs less than SQLite's copy, allocation and release of them. Numbers are always bound.
-fn bind_record(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    schema: &TargetSchema,
-    rec: &TargetRecord,
-    prev: Option<&TargetRecord>,
+/// SQLite keeps a statement's parameters from one execution to the next, and `prev` (the
+/// statement's last record) lives as long as the statement, so a lineage text equal to `prev`'s
+/// is left bound to `prev`'s. In a run of records most of the lineage repeats (operation, server,
+/// table, transform and its version; in a backfill also the position and the chunk), and
+/// comparing a few bytes costs less than SQLite's unbinding and binding. Column values, which
+/// seldom repeat, are always bound.
+fn bind_record<'v>(
+    stmt: &mut Upsert<'_, 'v>,
+    schema: &'v TargetSchema,
+    rec: &'v TargetRecord,
+    prev: Option<&'v TargetRecord>,
 ) -> rusqlite::Result<()> {
-    let mut index = 0;
-    let mut bind = |value: ToSqlOutput<'_>, unchanged: bool| {
-        index += 1;
-        if unchanged {
-            Ok(())
-        } else {
-            stmt.raw_bind_parameter(index, value)
-        }
-    };
-    let mut before = prev.map(|p| column_values(schema, p));
+    let mut index: c_int = 0;
     for (col, value) in schema.columns.iter().zip(column_values(schema, rec)) {
-        let was = before.as_mut().and_then(|b| b.next()).flatten();
-        // A date or time is bound as its text from the stack, not from a `String` made for it.
-        let temporal = value.and_then(|v| match v {
-            Value::Date { .. }
-            | Value::DateTime { .. }
-            | Value::Timestamp { .. }
-            | Value::Time { .. } => v.temporal_text(),
-            _ => None,
-        });
-        let stored = match (&temporal, value) {
-            (Some(text), _) => text_ref(text.as_str()),
-            (None, Some(v)) => storage_ref(&col.ty, v),
-            (None, None) => ToSqlOutput::Owned(SqlValue::Null),
-        };
-        // What is bound by reference (text, blob) is what SQLite copies; numbers cost nothing.
-        let unchanged = matches!(stored, ToSqlOutput::Borrowed(_)) && was.is_some() && value == was;
-        bind(stored, unchanged)?;
+        index += 1;
+        bind_value(stmt, index, &col.ty, value)?;
     }
     let l = &rec.lineage;
     let p = prev.map(|p| &p.lineage);
-    let same = |f: fn(&Lineage) -> &str| p.is_some_and(|p| f(p) == f(l));
-    let same_opt =
-        |f: fn(&Lineage) -> &Option<String>| p.is_some_and(|p| f(p).is_some() && f(p) == f(l));
-    bind(ToSqlOutput::Owned(SqlValue::Integer(l.version)), false)?;
-    bind(
-        ToSqlOutput::Owned(SqlValue::Integer(i64::from(rec.is_tombstone()))),
-        false,
-    )?;
-    bind(text_ref(l.op.as_str()), same(|l| l.op.as_str()))?;
-    bind(text_ref(&l.source_server), same(|l| &l.source_server))?;
-    bind(text_ref(&l.source_table), same(|l| &l.source_table))?;
-    bind(text_ref(&l.source_key), false)?;
-    bind(text_ref(&l.position), same(|l| &l.position))?;
-    bind(opt_text_ref(&l.gtid), same_opt(|l| &l.gtid))?;
-    bind(
-        ToSqlOutput::Owned(SqlValue::Integer(l.commit_time_us)),
-        false,
-    )?;
-    bind(text_ref(&l.transform_name), same(|l| &l.transform_name))?;
-    bind(
-        text_ref(&l.transform_version),
-        same(|l| &l.transform_version),
-    )?;
-    bind(text_ref(&l.source_digest), false)?;
-    bind(opt_text_ref(&l.chunk), same_opt(|l| &l.chunk))
+    let text = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &str| {
+        if p.is_some_and(|p| f(p) == f(l)) {
+            Ok(())
+        } else {
+            stmt.text(index, f(l))
+        }
+    };
+    let opt_text =
+        |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &Option<String>| match f(l) {
+            Some(v) if p.is_some_and(|p| f(p).as_deref() == Some(v)) => Ok(()),
+            Some(v) => stmt.text(index, v),
+            None => stmt.null(index),
+        };
+    stmt.int(index + 1, l.version)?;
+    stmt.int(index + 2, i64::from(rec.is_tombstone()))?;
+    text(stmt, index + 3, |l| l.op.as_str())?;
+    text(stmt, index + 4, |l| &l.source_server)?;
+    text(stmt, index + 5, |l| &l.source_table)?;
+    stmt.text(index + 6, &l.source_key)?;
+    text(stmt, index + 7, |l| &l.position)?;
+    opt_text(stmt, index + 8, |l| &l.gtid)?;
+    stmt.int(index + 9, l.commit_time_us)?;
+    text(stmt, index + 10, |l| &l.transform_name)?;
+    text(stmt, index + 11, |l| &l.transform_version)?;
+    stmt.text(index + 12, &l.source_digest)?;
+    opt_text(stmt, index + 13, |l| &l.chunk)
 }
 
 fn write_err(rec: &TargetRecord, e: impl std::fmt::Display) -> Error {
@@ -747,8 +748,7 @@ impl Sink for SqliteSink {
                 table: table.clone(),
                 message: "no schema was announced for this table before its records".into(),
             })?;
-            let mut stmt = tx
-                .prepare_cached(&state.upsert_sql)
+            let mut stmt = BorrowingStatement::prepare(&tx, &state.upsert_sql)
                 .map_err(|e| write_err(&run[0], e))?;
             let (mut applied, mut ignored) = (0, 0);
             let mut prev = None;

@@ -161,6 +161,73 @@ fn a_failed_write_stores_neither_records_nor_checkpoint() {
     );
 }
 
+/// A value SQLite itself refuses (here a NULL key of a `WITHOUT ROWID` table) fails the write
+/// with SQLite's reason, the table and the key; the batch is rolled back, and the same sink then
+/// writes and reads back texts of every length, bound where they are in the records.
+#[test]
+fn a_write_sqlite_refuses_names_the_key_and_the_sink_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sink = open(&dir.path().join("t.db"));
+    let text_keyed = keyed_schema("t", TargetType::Text { max_chars: None });
+    sink.ensure_table(&text_keyed).expect("table");
+    let text_record = |id: &str, v: &str, version: i64| {
+        let mut rec = record(0, Some(v), version, "f:1");
+        rec.key = [("id".into(), Value::Text(id.into()))]
+            .into_iter()
+            .collect();
+        let mut columns = rec.key.clone();
+        columns.push("v", Value::Text(v.into()));
+        rec.columns = Some(columns);
+        rec.lineage.source_key = rec.key.canonical_text();
+        rec
+    };
+    let mut keyless = text_record("b", "lost", 10);
+    keyless.columns = Some(
+        [("v".into(), Value::Text("lost".into()))]
+            .into_iter()
+            .collect(),
+    );
+    let err = sink
+        .write(&[text_record("a", "first", 10), keyless], &[])
+        .expect_err("a NULL key must fail the write");
+    let message = err.to_string();
+    assert!(
+        matches!(&err, Error::Write { table, .. } if table == "t")
+            && message.contains(r#"{"id":"b"}"#)
+            && message.contains("NOT NULL"),
+        "the error names the table, the key and SQLite's reason: {message}"
+    );
+    let key = |id: &str| -> Row {
+        [("id".into(), Value::Text(id.into()))]
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        sink.read("t", &key("a")).expect("read"),
+        None,
+        "rolled back"
+    );
+
+    let long = "é".repeat(100_000);
+    let records = [
+        text_record("", "", 11),
+        text_record("a", &long, 11),
+        text_record("c", "third", 11),
+    ];
+    let stats = sink
+        .write(&records, &[])
+        .expect("the sink writes after a failure");
+    assert_eq!(stats.per_table["t"], (3, 0));
+    for rec in &records {
+        let stored = sink
+            .read("t", &rec.key)
+            .expect("read")
+            .unwrap_or_else(|| panic!("{} was written", rec.lineage.source_key));
+        assert_eq!(stored.columns, rec.columns, "{}", rec.lineage.source_key);
+        assert_eq!(stored.lineage, rec.lineage, "{}", rec.lineage.source_key);
+    }
+}
+
 #[test]
 fn read_before_ensure_table_says_what_to_do() {
     let dir = tempfile::tempdir().expect("temp dir");
