@@ -29,6 +29,18 @@ impl BinlogPosition {
         }
     }
 
+    /// `file:offset`, as [`fmt::Display`] writes it, in one allocation of the exact size
+    /// (lineage carries this text for every record).
+    pub fn text(&self) -> String {
+        let mut digits = itoa::Buffer::new();
+        let offset = digits.format(self.offset);
+        let mut text = String::with_capacity(self.file.len() + 1 + offset.len());
+        text.push_str(&self.file);
+        text.push(':');
+        text.push_str(offset);
+        text
+    }
+
     /// The sequence number of the binlog file: the numeric extension of `mysql-bin.000003`.
     pub fn file_seq(&self) -> Result<u64, PositionError> {
         file_seq(&self.file)

@@ -826,7 +826,7 @@ impl TablePlan {
         if !movable {
             return self.apply(&change);
         }
-        let lineage = self.lineage(&change);
+        let lineage = self.lineage_owned(&mut change);
         let mut values = change.after.take().expect("checked above").0;
         let mut out = Row(Vec::with_capacity(self.columns.len()));
         for col in &self.columns {
@@ -858,21 +858,42 @@ impl TablePlan {
     fn lineage(&self, change: &ChangeEvent) -> Lineage {
         Lineage {
             source_server: change.source_server.clone(),
+            gtid: change.gtid.clone(),
+            chunk: change.chunk.clone(),
+            ..self.lineage_of_image(change)
+        }
+    }
+
+    /// [`TablePlan::lineage`], moving the texts it shares with `change` out of it.
+    fn lineage_owned(&self, change: &mut ChangeEvent) -> Lineage {
+        Lineage {
+            source_server: std::mem::take(&mut change.source_server),
+            gtid: change.gtid.take(),
+            chunk: change.chunk.take(),
+            ..self.lineage_of_image(change)
+        }
+    }
+
+    /// The lineage of `change` but for the texts it carries as they are (server, GTID, chunk),
+    /// which are left empty.
+    fn lineage_of_image(&self, change: &ChangeEvent) -> Lineage {
+        Lineage {
+            source_server: String::new(),
             source_table: if change.table == self.source.table {
                 self.source_table_text.clone()
             } else {
                 change.table.to_string()
             },
             source_key: change.key.canonical_text(),
-            position: change.position.to_string(),
-            gtid: change.gtid.clone(),
+            position: change.position.text(),
+            gtid: None,
             version: change.version,
             op: change.op,
             commit_time_us: change.commit_time_us,
             transform_name: self.transform_name.clone(),
             transform_version: self.transform_version.clone(),
             source_digest: change.after.as_ref().map(source_digest).unwrap_or_default(),
-            chunk: change.chunk.clone(),
+            chunk: None,
         }
     }
 
