@@ -7,12 +7,13 @@
 //! stay where they are, unchanged, for as long as they are bound. Measured on a 1,000,000-row
 //! backfill: see the README's performance section.
 //!
-//! A [`BorrowingStatement`] makes that promise hold by construction: it borrows the values it is
-//! given for `'v`, a lifetime that outlives the statement itself (the records of one write), and
-//! finalizes the statement when dropped, so SQLite never holds a pointer past the borrow. That
-//! also lets a caller leave a parameter as the last execution bound it: what it points at is still
-//! there. A value made for one execution (a date's text on the stack, a number's digits) is bound
-//! with [`BorrowingStatement::text_copied`], which SQLite copies as before.
+//! A [`BorrowingStatement`] makes that promise hold by construction. It is a borrow of a
+//! [`PreparedStatement`] (prepared once per table and kept) that also borrows the values it is
+//! given for `'v`, a lifetime that outlives it (the records of one write); when it is dropped the
+//! statement is reset and its parameters cleared, so between writes SQLite holds no pointer at
+//! all. That also lets a caller leave a parameter as the last execution bound it: what it points
+//! at is still there. A value made for one execution (a date's text on the stack, a number's
+//! digits) is bound with [`BorrowingStatement::text_copied`], which SQLite copies as before.
 //!
 //! This is the only `unsafe` code in tidemark: the few FFI calls rusqlite does not wrap. Every
 //! other use of SQLite goes through rusqlite.
@@ -24,14 +25,25 @@ use std::ptr::NonNull;
 
 use rusqlite::{ffi, Connection};
 
-/// A statement prepared on `conn` whose texts and blobs, borrowed for `'v`, are bound where they
-/// are; finalized when dropped, which the borrow checker places before `'v` ends and before the
-/// connection (or the transaction it is used in) goes.
-pub(crate) struct BorrowingStatement<'c, 'v> {
-    conn: &'c Connection,
+/// A statement prepared on a connection and kept by whoever owns that connection. It must be
+/// dropped (finalized) before the connection closes; if it is not, rusqlite's close fails and
+/// says so (SQLite refuses to close a connection with live statements), nothing worse.
+pub(crate) struct PreparedStatement {
     stmt: NonNull<ffi::sqlite3_stmt>,
-    /// Invariant in `'v` (`fn(&'v) -> &'v`), so the statement cannot be handed values that live
-    /// shorter than it does.
+}
+
+// SAFETY: SQLite runs in multi-thread mode (rusqlite opens with SQLITE_OPEN_NO_MUTEX, and a
+// `Connection` is `Send` but not `Sync`): a connection and its statements may move between
+// threads as long as one thread uses them at a time, which `&mut` access guarantees for the owner
+// of both.
+unsafe impl Send for PreparedStatement {}
+
+/// A [`PreparedStatement`] borrowed to bind texts and blobs that live for `'v` where they are and
+/// run it; reset and its parameters cleared when dropped, which the borrow checker places before
+/// `'v` ends.
+pub(crate) struct BorrowingStatement<'s, 'v> {
+    stmt: &'s mut PreparedStatement,
+    /// Invariant in `'v`, so the statement cannot be handed values that live shorter than it.
     values: PhantomData<Invariant<'v>>,
 }
 
@@ -56,8 +68,8 @@ fn bytes_for_sqlite(bytes: &[u8]) -> (*const std::ffi::c_void, u64) {
     }
 }
 
-impl<'c, 'v> BorrowingStatement<'c, 'v> {
-    pub(crate) fn prepare(conn: &'c Connection, sql: &str) -> rusqlite::Result<Self> {
+impl PreparedStatement {
+    pub(crate) fn prepare(conn: &Connection, sql: &str) -> rusqlite::Result<Self> {
         // SAFETY: the handle is used only while `conn` is borrowed, on this thread.
         let db = unsafe { conn.handle() };
         let len = c_int::try_from(sql.len()).map_err(|_| {
@@ -84,16 +96,35 @@ impl<'c, 'v> BorrowingStatement<'c, 'v> {
                 Some(format!("no statement in {sql:?}")),
             )
         })?;
-        Ok(BorrowingStatement {
-            conn,
-            stmt,
+        Ok(PreparedStatement { stmt })
+    }
+
+    /// Borrow the statement to bind values that live for `'v` and run it.
+    pub(crate) fn borrowing<'v>(&mut self) -> BorrowingStatement<'_, 'v> {
+        BorrowingStatement {
+            stmt: self,
             values: PhantomData,
-        })
+        }
+    }
+}
+
+impl Drop for PreparedStatement {
+    fn drop(&mut self) {
+        // SAFETY: the statement was prepared by `prepare` and is finalized once, here.
+        unsafe {
+            ffi::sqlite3_finalize(self.stmt.as_ptr());
+        }
+    }
+}
+
+impl<'v> BorrowingStatement<'_, 'v> {
+    fn raw(&self) -> *mut ffi::sqlite3_stmt {
+        self.stmt.stmt.as_ptr()
     }
 
     fn db(&self) -> *mut ffi::sqlite3 {
-        // SAFETY: as in `prepare`.
-        unsafe { self.conn.handle() }
+        // SAFETY: a valid statement knows its connection.
+        unsafe { ffi::sqlite3_db_handle(self.raw()) }
     }
 
     fn bound(&self, rc: c_int) -> rusqlite::Result<()> {
@@ -109,7 +140,7 @@ impl<'c, 'v> BorrowingStatement<'c, 'v> {
     /// the outcome.
     pub(crate) fn execute(&mut self) -> rusqlite::Result<usize> {
         // SAFETY: the statement is valid and every bound text or blob lives for `'v`.
-        let outcome = match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
+        let outcome = match unsafe { ffi::sqlite3_step(self.raw()) } {
             ffi::SQLITE_DONE => {
                 // SAFETY: as in `prepare`.
                 let changed = unsafe { ffi::sqlite3_changes(self.db()) };
@@ -119,26 +150,26 @@ impl<'c, 'v> BorrowingStatement<'c, 'v> {
             rc => Err(failure(self.db(), rc)),
         };
         // SAFETY: the statement is valid. Its result code repeats the step's, already taken.
-        unsafe { ffi::sqlite3_reset(self.stmt.as_ptr()) };
+        unsafe { ffi::sqlite3_reset(self.raw()) };
         outcome
     }
 
     /// Parameter `index` (from 1) to NULL.
     pub(crate) fn null(&mut self, index: c_int) -> rusqlite::Result<()> {
         // SAFETY: a valid statement; an index out of range is an error code, not UB.
-        let rc = unsafe { ffi::sqlite3_bind_null(self.stmt.as_ptr(), index) };
+        let rc = unsafe { ffi::sqlite3_bind_null(self.raw(), index) };
         self.bound(rc)
     }
 
     pub(crate) fn int(&mut self, index: c_int, value: i64) -> rusqlite::Result<()> {
         // SAFETY: as in `null`.
-        let rc = unsafe { ffi::sqlite3_bind_int64(self.stmt.as_ptr(), index, value) };
+        let rc = unsafe { ffi::sqlite3_bind_int64(self.raw(), index, value) };
         self.bound(rc)
     }
 
     pub(crate) fn real(&mut self, index: c_int, value: f64) -> rusqlite::Result<()> {
         // SAFETY: as in `null`.
-        let rc = unsafe { ffi::sqlite3_bind_double(self.stmt.as_ptr(), index, value) };
+        let rc = unsafe { ffi::sqlite3_bind_double(self.raw(), index, value) };
         self.bound(rc)
     }
 
@@ -163,7 +194,7 @@ impl<'c, 'v> BorrowingStatement<'c, 'v> {
         // outlives the statement; with SQLITE_TRANSIENT SQLite copies it now.
         let rc = unsafe {
             ffi::sqlite3_bind_text64(
-                self.stmt.as_ptr(),
+                self.raw(),
                 index,
                 ptr.cast(),
                 len,
@@ -193,16 +224,17 @@ impl<'c, 'v> BorrowingStatement<'c, 'v> {
         let (ptr, len) = bytes_for_sqlite(value);
         // SAFETY: as in `text_with`; a zero-length blob is a blob, not NULL, since the pointer
         // is not NULL.
-        let rc = unsafe { ffi::sqlite3_bind_blob64(self.stmt.as_ptr(), index, ptr, len, lifetime) };
+        let rc = unsafe { ffi::sqlite3_bind_blob64(self.raw(), index, ptr, len, lifetime) };
         self.bound(rc)
     }
 }
 
 impl Drop for BorrowingStatement<'_, '_> {
     fn drop(&mut self) {
-        // SAFETY: the statement was prepared by `prepare` and is finalized once, here.
+        // SAFETY: the statement is valid; after this it holds no pointer to a borrowed value.
         unsafe {
-            ffi::sqlite3_finalize(self.stmt.as_ptr());
+            ffi::sqlite3_reset(self.raw());
+            ffi::sqlite3_clear_bindings(self.raw());
         }
     }
 }

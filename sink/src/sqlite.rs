@@ -76,7 +76,7 @@ use tidemark_schemas::{
     Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
 };
 
-use crate::borrowing::BorrowingStatement;
+use crate::borrowing::{BorrowingStatement, PreparedStatement};
 use crate::text::value_from_text;
 use crate::{
     check_schema, key_in_order, key_text, Error, Result, ScannedKey, Sink, StoredRecord, WriteStats,
@@ -102,7 +102,8 @@ pub const LINEAGE_COLUMNS: &[(&str, &str)] = &[
 /// A prepared description of one target table.
 struct TableState {
     schema: TargetSchema,
-    upsert_sql: String,
+    /// The conditional upsert ([`upsert_sql`]), prepared once.
+    upsert: PreparedStatement,
     /// `SELECT <columns and lineage> FROM t`, to which read and scan add their conditions.
     select_sql: String,
     /// `select_sql` of one key: `… WHERE (k1, …) = (?1, …)`.
@@ -112,9 +113,11 @@ struct TableState {
 }
 
 pub struct SqliteSink {
+    /// Declared before `conn`, so its prepared statements are finalized before the connection
+    /// closes.
+    tables: HashMap<String, TableState>,
     conn: Connection,
     path: String,
-    tables: HashMap<String, TableState>,
     /// Started by the first write; dropped after `conn`, so its connection closes last and
     /// copies what is left of the WAL.
     checkpointer: Option<Checkpointer>,
@@ -532,7 +535,7 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
 /// path binds it without copying (the same mapping as [`storage_value`]).
 /// The upsert of one table, borrowing the values of the records it writes (see
 /// [`crate::borrowing`]).
-type Upsert<'c, 'v> = BorrowingStatement<'c, 'v>;
+type Upsert<'s, 'v> = BorrowingStatement<'s, 'v>;
 
 /// Bind `value` (of a column of type `ty`) to parameter `index`: texts and blobs of the record
 /// where they are, a date or time as its text from the stack, a number as itself.
@@ -575,11 +578,11 @@ fn bind_owned(stmt: &mut Upsert<'_, '_>, index: c_int, value: SqlValue) -> rusql
 /// statement ran with last, if any (see [`bind_record`]).
 fn write_record<'v>(
     stmt: &mut Upsert<'_, 'v>,
-    state: &'v TableState,
+    schema: &'v TargetSchema,
     rec: &'v TargetRecord,
     prev: Option<&'v TargetRecord>,
 ) -> Result<bool> {
-    bind_record(stmt, &state.schema, rec, prev).map_err(|e| write_err(rec, e))?;
+    bind_record(stmt, schema, rec, prev).map_err(|e| write_err(rec, e))?;
     let changed = stmt.execute().map_err(|e| write_err(rec, e))?;
     Ok(changed > 0)
 }
@@ -709,7 +712,8 @@ impl Sink for SqliteSink {
         self.tables.insert(
             schema.table.clone(),
             TableState {
-                upsert_sql: upsert_sql(schema),
+                upsert: PreparedStatement::prepare(&self.conn, &upsert_sql(schema))
+                    .map_err(|e| table_err(&schema.table, e))?,
                 read_sql: format!("{select} WHERE {}", key_condition(schema, "=")),
                 select_sql: select,
                 source_keys_sql: format!(
@@ -744,16 +748,16 @@ impl Sink for SqliteSink {
         // Records come in runs of one table: its statement is looked up once a run.
         for run in records.chunk_by(|a, b| a.table == b.table) {
             let table = &run[0].table;
-            let state = self.tables.get(table).ok_or_else(|| Error::Write {
-                table: table.clone(),
-                message: "no schema was announced for this table before its records".into(),
-            })?;
-            let mut stmt = BorrowingStatement::prepare(&tx, &state.upsert_sql)
-                .map_err(|e| write_err(&run[0], e))?;
+            let TableState { schema, upsert, .. } =
+                self.tables.get_mut(table).ok_or_else(|| Error::Write {
+                    table: table.clone(),
+                    message: "no schema was announced for this table before its records".into(),
+                })?;
+            let mut stmt = upsert.borrowing();
             let (mut applied, mut ignored) = (0, 0);
             let mut prev = None;
             for rec in run {
-                let changed = write_record(&mut stmt, state, rec, prev)?;
+                let changed = write_record(&mut stmt, schema, rec, prev)?;
                 prev = Some(rec);
                 if changed {
                     applied += 1;
