@@ -531,14 +531,13 @@ fn record_from_row(schema: &TargetSchema, row: &rusqlite::Row<'_>) -> Result<Sto
     })
 }
 
-/// The SQLite value of `value` in a column of type `ty`, borrowing text and bytes: the write
-/// path binds it without copying (the same mapping as [`storage_value`]).
 /// The upsert of one table, borrowing the values of the records it writes (see
 /// [`crate::borrowing`]).
 type Upsert<'s, 'v> = BorrowingStatement<'s, 'v>;
 
 /// Bind `value` (of a column of type `ty`) to parameter `index`: texts and blobs of the record
-/// where they are, a date or time as its text from the stack, a number as itself.
+/// where they are, a date or time as its text from the stack, a number as itself (the mapping of
+/// [`storage_value`]).
 fn bind_value<'v>(
     stmt: &mut Upsert<'_, 'v>,
     index: c_int,
