@@ -2,17 +2,24 @@
 //! sink acknowledged, rejections and undecodable messages to the dead-letter topic, and the
 //! apply frontier published to the checkpoints topic.
 //!
-//! A pipeline of three threads, each holding one batch, batches moving on strictly in order:
-//! the consumer thread polls and decodes (Avro → [`ChangeEvent`], the table's plan looked up by
-//! schema id), the transform thread applies the plan (records, or rejections), the sink thread
-//! writes. Between transform and sink the consumer thread turns the batch's rejections into
-//! dead letters and waits for the dead-letter topic to acknowledge them; after the sink
-//! acknowledged the write it commits the batch's offsets (of partitions still assigned) and
-//! applies its position markers. So an offset is never committed ahead of its record or its
-//! dead letter, and a crash anywhere re-delivers at most the batches in the pipeline, which the
-//! version-aware sink absorbs.
+//! A pipeline of three free-running threads, batches moving on strictly in order: the consumer
+//! thread polls and decodes (Avro → [`ChangeEvent`], the table's plan looked up by schema id)
+//! and hands each batch to the transform thread, which applies the plan (records, or
+//! rejections) and hands the result to the sink thread, which writes it and answers. The
+//! queues between the stages hold one batch each, and at most [`MAX_BATCHES_IN_FLIGHT`] batches
+//! are between the consumer thread's hand-over and its settling of the sink's answer. A stage
+//! waits only for its input or for room in the queue after it, never for the batch before to
+//! finish everywhere: on two cores, a lock-step pipeline (every stage starting its next batch
+//! only when the slowest had finished its last) left a core idle a third of the time.
+//!
+//! Settling an answer, on the consumer thread, in the batches' order: the batch's rejections
+//! and undecodable messages become dead letters, sent and acknowledged by the dead-letter
+//! topic; then its offsets are committed (of partitions still assigned) and its position
+//! markers applied. So an offset is never committed ahead of its record or its dead letter, and
+//! a crash anywhere re-delivers at most the batches in flight, which the version-aware sink
+//! absorbs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,70 +194,91 @@ struct RejectedChange {
     offset: i64,
 }
 
-/// What the transform thread made of a batch's changes, in their order.
-struct TransformedBatch {
-    records: Vec<TargetRecord>,
+/// What the transform thread is asked to do. Jobs go on to the sink thread in the order they
+/// came.
+enum TransformJob {
+    /// A batch's changes, to be made into records and written.
+    Changes(Vec<DecodedChange>),
+    /// Create or alter a target table (sent only with nothing in flight).
+    EnsureTable(TargetSchema),
+}
+
+/// What the sink thread is asked to do.
+enum SinkJob {
+    /// A batch's records, in its order, and its rejections (passed back untouched).
+    Write {
+        records: Vec<TargetRecord>,
+        rejected: Vec<RejectedChange>,
+    },
+    EnsureTable(TargetSchema),
+}
+
+/// The sink thread's answer to one job, in job order.
+struct SinkAnswer {
+    written: tidemark_sink::Result<WriteStats>,
+    /// The batch's rejections, for its dead letters.
     rejected: Vec<RejectedChange>,
 }
 
-/// The transform's end of [`KafkaApplier::run`]: each batch's changes → records and rejections,
-/// in order. It also frees the records the sink thread is done with, so they go back to the
-/// thread that allocated them.
+/// The transform's stage of [`KafkaApplier::run`]: each batch's changes → records and
+/// rejections, in order, handed straight to the sink thread. It also frees the records the sink
+/// thread is done with, so they go back to the thread that allocated them.
 fn transform_loop(
-    jobs: mpsc::Receiver<Vec<DecodedChange>>,
-    answers: mpsc::SyncSender<TransformedBatch>,
+    jobs: mpsc::Receiver<TransformJob>,
+    sink: mpsc::SyncSender<SinkJob>,
     spent: mpsc::Receiver<Vec<TargetRecord>>,
 ) {
-    for changes in jobs {
+    for job in jobs {
         while let Ok(written) = spent.try_recv() {
             drop(written);
         }
-        let mut records = Vec::with_capacity(changes.len());
-        let mut rejected = Vec::new();
-        for d in changes {
-            match d.plan.apply_owned(d.change) {
-                Ok(record) => records.push(record),
-                Err(rejection) => rejected.push(RejectedChange {
-                    rejection,
-                    partition: d.partition,
-                    offset: d.offset,
-                }),
+        let next = match job {
+            TransformJob::Changes(changes) => {
+                let mut records = Vec::with_capacity(changes.len());
+                let mut rejected = Vec::new();
+                for d in changes {
+                    match d.plan.apply_owned(d.change) {
+                        Ok(record) => records.push(record),
+                        Err(rejection) => rejected.push(RejectedChange {
+                            rejection,
+                            partition: d.partition,
+                            offset: d.offset,
+                        }),
+                    }
+                }
+                SinkJob::Write { records, rejected }
             }
-        }
-        if answers
-            .send(TransformedBatch { records, rejected })
-            .is_err()
-        {
+            TransformJob::EnsureTable(schema) => SinkJob::EnsureTable(schema),
+        };
+        if sink.send(next).is_err() {
             break;
         }
     }
 }
 
-/// What the sink thread is asked to do.
-enum SinkJob {
-    Write(Vec<TargetRecord>),
-    EnsureTable(TargetSchema),
-}
-
-/// The sink's end of [`KafkaApplier::run`]: jobs in order, one answer per job. Written records
+/// The sink's stage of [`KafkaApplier::run`]: jobs in order, one answer per job. Written records
 /// go to `spent`, to be freed by the transform thread.
 fn sink_loop<S: Sink + ?Sized>(
     sink: &mut S,
     jobs: mpsc::Receiver<SinkJob>,
-    answers: mpsc::SyncSender<tidemark_sink::Result<WriteStats>>,
+    answers: mpsc::Sender<SinkAnswer>,
     spent: mpsc::Sender<Vec<TargetRecord>>,
 ) {
     for job in jobs {
         let answer = match job {
-            SinkJob::Write(records) if records.is_empty() => Ok(WriteStats::default()),
-            SinkJob::Write(records) => {
-                let answer = sink.write(&records, &[]);
+            SinkJob::Write { records, rejected } if records.is_empty() => SinkAnswer {
+                written: Ok(WriteStats::default()),
+                rejected,
+            },
+            SinkJob::Write { records, rejected } => {
+                let written = sink.write(&records, &[]);
                 let _ = spent.send(records);
-                answer
+                SinkAnswer { written, rejected }
             }
-            SinkJob::EnsureTable(schema) => {
-                sink.ensure_table(&schema).map(|()| WriteStats::default())
-            }
+            SinkJob::EnsureTable(schema) => SinkAnswer {
+                written: sink.ensure_table(&schema).map(|()| WriteStats::default()),
+                rejected: Vec::new(),
+            },
         };
         if answers.send(answer).is_err() {
             break;
@@ -258,57 +286,39 @@ fn sink_loop<S: Sink + ?Sized>(
     }
 }
 
-/// The applier's handle on the transform thread. At most one batch is being transformed;
-/// `in_flight` holds the rest of it (offsets, markers, dead letters) meanwhile.
-struct TransformThread {
-    jobs: mpsc::SyncSender<Vec<DecodedChange>>,
-    answers: mpsc::Receiver<TransformedBatch>,
-    in_flight: Option<(Batch, bool)>,
-}
+/// Batches handed to the transform thread whose sink answer has not been settled yet, at most:
+/// one queued for the transform, one being transformed, one queued for the sink, one being
+/// written. A crash re-delivers at most these (the version-aware sink absorbs them).
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
-impl TransformThread {
-    fn stopped() -> Error {
-        Error::Protocol("the transform thread stopped".into())
-    }
-}
-
-/// The applier's handle on the sink thread. At most one write is in flight; `in_flight` holds
-/// the rest of its batch (offsets, markers, counts) until the sink acknowledges it.
-struct SinkThread {
-    jobs: mpsc::SyncSender<SinkJob>,
-    answers: mpsc::Receiver<tidemark_sink::Result<WriteStats>>,
-    in_flight: Option<(Batch, bool)>,
-}
-
-impl SinkThread {
-    fn stopped() -> Error {
-        Error::Protocol("the sink thread stopped".into())
-    }
-
-    fn start_write(&mut self, records: Vec<TargetRecord>) -> Result<()> {
-        self.jobs
-            .send(SinkJob::Write(records))
-            .map_err(|_| Self::stopped())
-    }
-
-    fn wait(&mut self) -> Result<WriteStats> {
-        Ok(self.answers.recv().map_err(|_| Self::stopped())??)
-    }
-
-    /// Create or alter a target table (nothing may be in flight: callers settle first).
-    fn ensure_table(&mut self, schema: TargetSchema) -> Result<()> {
-        debug_assert!(self.in_flight.is_none());
-        self.jobs
-            .send(SinkJob::EnsureTable(schema))
-            .map_err(|_| Self::stopped())?;
-        self.wait().map(drop)
-    }
-}
-
-/// The transform and sink threads of a running applier.
+/// The applier's handle on the transform and sink threads of a running applier.
 struct Stages {
-    transform: TransformThread,
-    sink: SinkThread,
+    jobs: mpsc::SyncSender<TransformJob>,
+    answers: mpsc::Receiver<SinkAnswer>,
+    /// The rest of each batch handed over (offsets, markers, dead letters, counts) and whether
+    /// to commit its offsets, oldest first: the sink's answers come in this order.
+    in_flight: VecDeque<(Batch, bool)>,
+}
+
+impl Stages {
+    fn stopped() -> Error {
+        Error::Protocol("the transform or sink thread stopped".into())
+    }
+
+    fn send(&self, job: TransformJob) -> Result<()> {
+        self.jobs.send(job).map_err(|_| Self::stopped())
+    }
+
+    fn wait(&self) -> Result<SinkAnswer> {
+        self.answers.recv().map_err(|_| Self::stopped())
+    }
+
+    /// Create or alter a target table (nothing may be in flight: callers drain first).
+    fn ensure_table(&mut self, schema: TargetSchema) -> Result<()> {
+        debug_assert!(self.in_flight.is_empty());
+        self.send(TransformJob::EnsureTable(schema))?;
+        Ok(self.wait()?.written.map(drop)?)
+    }
 }
 
 /// A member of the apply consumer group. Synchronous (the sink is): run it on a blocking thread.
@@ -422,10 +432,13 @@ impl KafkaApplier {
 
     /// Consume, transform and write until `cancel`, or as `options` say. Returns the counts.
     ///
-    /// Three threads, each on its own batch: this one polls and decodes batch N+2 while the
-    /// transform thread ([`TransformThread`]) turns batch N+1 into records and the sink thread
-    /// ([`SinkThread`]) writes batch N. A batch moves on only in order, and its dead letters are
-    /// acknowledged before its records go to the sink (see [`Self::advance`]).
+    /// Three threads, free-running on their own batches: this one polls and decodes while the
+    /// transform thread turns earlier batches into records and hands them to the sink thread,
+    /// which writes them and answers, in order. No stage waits for another to finish its batch
+    /// before starting its next; only the queues between them (one batch each) hold one back.
+    /// This thread settles each answer (see [`Self::settle`]): the batch's dead letters are
+    /// sent and acknowledged, then its offsets committed and its markers applied. So an offset
+    /// is never committed ahead of its record or its dead letter.
     pub fn run<S: Sink + Send + ?Sized>(
         &mut self,
         sink: &mut S,
@@ -433,34 +446,25 @@ impl KafkaApplier {
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
         std::thread::scope(|scope| {
-            let (jobs, jobs_rx) = mpsc::sync_channel::<SinkJob>(1);
-            let (answers_tx, answers) = mpsc::sync_channel::<tidemark_sink::Result<WriteStats>>(1);
+            let (sink_jobs, sink_jobs_rx) = mpsc::sync_channel::<SinkJob>(1);
+            // Unbounded, so the sink never waits to answer: the batches in flight bound it.
+            let (answers_tx, answers) = mpsc::channel::<SinkAnswer>();
             let (spent_tx, spent_rx) = mpsc::channel::<Vec<TargetRecord>>();
             std::thread::Builder::new()
                 .name("tidemark-sink".into())
                 .spawn_scoped(scope, move || {
-                    sink_loop(sink, jobs_rx, answers_tx, spent_tx)
+                    sink_loop(sink, sink_jobs_rx, answers_tx, spent_tx)
                 })
                 .map_err(|e| Error::Protocol(format!("cannot start the sink thread: {e}")))?;
-            let (transform_jobs, transform_jobs_rx) = mpsc::sync_channel(1);
-            let (transformed_tx, transformed) = mpsc::sync_channel(1);
+            let (jobs, jobs_rx) = mpsc::sync_channel::<TransformJob>(1);
             std::thread::Builder::new()
                 .name("tidemark-transform".into())
-                .spawn_scoped(scope, move || {
-                    transform_loop(transform_jobs_rx, transformed_tx, spent_rx)
-                })
+                .spawn_scoped(scope, move || transform_loop(jobs_rx, sink_jobs, spent_rx))
                 .map_err(|e| Error::Protocol(format!("cannot start the transform thread: {e}")))?;
             let mut stages = Stages {
-                transform: TransformThread {
-                    jobs: transform_jobs,
-                    answers: transformed,
-                    in_flight: None,
-                },
-                sink: SinkThread {
-                    jobs,
-                    answers,
-                    in_flight: None,
-                },
+                jobs,
+                answers,
+                in_flight: VecDeque::new(),
             };
             self.run_on(&mut stages, options, cancel)
             // Dropping `stages` ends both threads; the scope joins them.
@@ -531,6 +535,9 @@ impl KafkaApplier {
                 let commit = !(options.abandon && last);
                 self.flush(stages, &mut batch, commit)?;
                 self.report.batches += 1;
+            } else {
+                // Nothing arrived: let everything handed over count before looking at the lag.
+                self.drain(stages)?;
             }
             self.publish_frontier(false)?;
             if idle && options.until_caught_up {
@@ -768,7 +775,7 @@ impl KafkaApplier {
                 table: schema.table.to_string(),
                 message: e.to_string(),
             })?;
-        stages.sink.ensure_table(plan.target_schema().clone())?;
+        stages.ensure_table(plan.target_schema().clone())?;
         debug!(table = %schema.table, schema = %schema_id, "table plan built");
         let plan = Arc::new(plan);
         self.plans.insert(schema_id.to_string(), plan.clone());
@@ -827,64 +834,41 @@ impl KafkaApplier {
         });
     }
 
-    /// Hand a batch to the transform thread, after moving the batch before it (transformed by
-    /// now, or soon) on to the sink ([`Self::advance`]).
+    /// Hand a batch to the transform thread, first settling the oldest batches in flight while
+    /// [`MAX_BATCHES_IN_FLIGHT`] are, and afterwards every batch already answered.
     fn flush(&mut self, stages: &mut Stages, batch: &mut Batch, commit: bool) -> Result<()> {
         let mut b = std::mem::take(batch);
         if b.is_empty() {
             return Ok(());
         }
-        self.advance(stages)?;
-        stages
-            .transform
-            .jobs
-            .send(std::mem::take(&mut b.changes))
-            .map_err(|_| TransformThread::stopped())?;
-        stages.transform.in_flight = Some((b, commit));
-        Ok(())
-    }
-
-    /// Move the batch in the transform thread on to the sink: its rejections become dead
-    /// letters; the batch before it is settled ([`Self::settle`]); then, in this order, the dead
-    /// letters are sent and acknowledged (the offsets must never be ahead of them) and the
-    /// records handed to the sink thread. The batch's offsets and markers follow once the sink
-    /// acknowledged it.
-    fn advance(&mut self, stages: &mut Stages) -> Result<()> {
-        let Some((mut b, commit)) = stages.transform.in_flight.take() else {
-            return Ok(());
-        };
-        let transformed = stages
-            .transform
-            .answers
-            .recv()
-            .map_err(|_| TransformThread::stopped())?;
-        for r in transformed.rejected {
-            let (topic, partition) = &b.partitions[r.partition as usize];
-            *b.rejected
-                .entry(r.rejection.source_table.clone())
-                .or_default() += 1;
-            b.dead.push(DeadLetter {
-                key: Some(r.rejection.key.clone().into_bytes()),
-                value: Some(r.rejection.to_json().into_bytes()),
-                headers: vec![
-                    (wire::KIND, wire::KIND_REJECTION.to_string()),
-                    (wire::SOURCE_TOPIC, topic.clone()),
-                    (wire::SOURCE_PARTITION, partition.to_string()),
-                    (wire::SOURCE_OFFSET, r.offset.to_string()),
-                ],
-            });
+        while stages.in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
+            let answer = stages.wait()?;
+            self.settle(stages, answer)?;
         }
-        self.settle(&mut stages.sink)?;
-        self.send_dead_letters(&std::mem::take(&mut b.dead))?;
-        stages.sink.start_write(transformed.records)?;
-        stages.sink.in_flight = Some((b, commit));
+        stages.send(TransformJob::Changes(std::mem::take(&mut b.changes)))?;
+        stages.in_flight.push_back((b, commit));
+        self.settle_answered(stages)
+    }
+
+    /// Settle the batches whose answers have come, without waiting.
+    fn settle_answered(&mut self, stages: &mut Stages) -> Result<()> {
+        while !stages.in_flight.is_empty() {
+            match stages.answers.try_recv() {
+                Ok(answer) => self.settle(stages, answer)?,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Err(Stages::stopped()),
+            }
+        }
         Ok(())
     }
 
-    /// Both stages emptied: every batch handed over is written and settled.
+    /// Every batch handed over is written and settled.
     fn drain(&mut self, stages: &mut Stages) -> Result<()> {
-        self.advance(stages)?;
-        self.settle(&mut stages.sink)
+        while !stages.in_flight.is_empty() {
+            let answer = stages.wait()?;
+            self.settle(stages, answer)?;
+        }
+        Ok(())
     }
 
     /// Send dead letters to the dead-letter topic and wait until each is acknowledged.
@@ -954,13 +938,32 @@ impl KafkaApplier {
         Ok(())
     }
 
-    /// Wait for the batch in flight to be written, then count it and make its offsets and
-    /// markers count: offsets committed (of partitions still ours), markers applied.
-    fn settle(&mut self, sink: &mut SinkThread) -> Result<()> {
-        let Some((b, commit)) = sink.in_flight.take() else {
-            return Ok(());
-        };
-        let stats = sink.wait()?;
+    /// The sink answered for the oldest batch in flight: count it, send its dead letters (its
+    /// rejections and undecodable messages) and wait for their acknowledgement, then make its
+    /// offsets and markers count: offsets committed (of partitions still ours), markers applied.
+    fn settle(&mut self, stages: &mut Stages, answer: SinkAnswer) -> Result<()> {
+        let (mut b, commit) = stages
+            .in_flight
+            .pop_front()
+            .ok_or_else(|| Error::Protocol("a sink answer for no batch in flight".into()))?;
+        let stats = answer.written?;
+        for r in answer.rejected {
+            let (topic, partition) = &b.partitions[r.partition as usize];
+            *b.rejected
+                .entry(r.rejection.source_table.clone())
+                .or_default() += 1;
+            b.dead.push(DeadLetter {
+                key: Some(r.rejection.key.clone().into_bytes()),
+                value: Some(r.rejection.to_json().into_bytes()),
+                headers: vec![
+                    (wire::KIND, wire::KIND_REJECTION.to_string()),
+                    (wire::SOURCE_TOPIC, topic.clone()),
+                    (wire::SOURCE_PARTITION, partition.to_string()),
+                    (wire::SOURCE_OFFSET, r.offset.to_string()),
+                ],
+            });
+        }
+        self.send_dead_letters(&std::mem::take(&mut b.dead))?;
         self.report.stats.merge(&stats);
         for (t, n) in &b.rejected {
             *self.report.rejected.entry(t.clone()).or_default() += n;
