@@ -132,8 +132,16 @@ type PartitionKey = (String, i32);
 /// positions to high watermarks. Besides letting the first fetches after a join arrive, this is
 /// what makes the check sound on brokers whose ListOffsets answer is low: tansu 0.6 reports the
 /// base offset of the last record batch + 1 as the high watermark, so a committed offset can look
-/// caught up while records wait. Any record waiting is fetched within this window.
-const CAUGHT_UP_QUIET: Duration = Duration::from_secs(1);
+/// caught up while records wait. A record waiting is in the answer to the next Fetch, which the
+/// broker sends at the latest `fetch.wait.max.ms` after the one before: so the window is two of
+/// those and a margin for the round trips, and never under [`CAUGHT_UP_QUIET_MIN`] (500 ms, or
+/// 1.1 s with librdkafka's default of 500 ms).
+fn caught_up_quiet(config: &KafkaConfig) -> Duration {
+    (config.fetch_wait() * 2 + Duration::from_millis(100)).max(CAUGHT_UP_QUIET_MIN)
+}
+
+/// The shortest [`caught_up_quiet`] window, for short fetch waits on a loaded machine.
+const CAUGHT_UP_QUIET_MIN: Duration = Duration::from_millis(500);
 
 /// One message for the dead-letter topic.
 struct DeadLetter {
@@ -478,6 +486,7 @@ impl KafkaApplier {
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
         let linger = Duration::from_millis(50);
+        let quiet = caught_up_quiet(&self.config);
         let mut empty_since: Option<Instant> = None;
         // Since when nothing arrived and the assignment did not change.
         let mut quiet_since = Instant::now();
@@ -550,7 +559,7 @@ impl KafkaApplier {
                     }
                 } else {
                     empty_since = None;
-                    if quiet_since.elapsed() >= CAUGHT_UP_QUIET && self.caught_up(&assigned)? {
+                    if quiet_since.elapsed() >= quiet && self.caught_up(&assigned)? {
                         info!(
                             partitions = assigned.len(),
                             "caught up: no lag on any assigned partition"
@@ -1192,4 +1201,40 @@ pub async fn group_frontier(config: &KafkaConfig, tables: &[TableId]) -> Result<
     let config = config.clone();
     let tables = tables.to_vec();
     crate::topics::blocking(move || FrontierReader::open(&config, &tables)?.read()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_fetch_wait(value: Option<&str>) -> KafkaConfig {
+        let mut c = KafkaConfig::new("k:9092");
+        if let Some(v) = value {
+            c.consumer.insert("fetch.wait.max.ms".into(), v.into());
+        }
+        c
+    }
+
+    #[test]
+    fn the_caught_up_window_covers_two_fetch_waits() {
+        // librdkafka's default fetch wait (500 ms): two of them and the margin.
+        assert_eq!(
+            caught_up_quiet(&with_fetch_wait(None)),
+            Duration::from_millis(1100)
+        );
+        assert_eq!(
+            caught_up_quiet(&with_fetch_wait(Some("800"))),
+            Duration::from_millis(1700)
+        );
+        // A short fetch wait (the tests' and the bench's 10 ms) keeps the floor.
+        assert_eq!(
+            caught_up_quiet(&with_fetch_wait(Some("10"))),
+            CAUGHT_UP_QUIET_MIN
+        );
+        // A value librdkafka would refuse counts as its default here.
+        assert_eq!(
+            caught_up_quiet(&with_fetch_wait(Some("soon"))),
+            Duration::from_millis(1100)
+        );
+    }
 }
