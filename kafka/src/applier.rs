@@ -2,24 +2,27 @@
 //! sink acknowledged, rejections and undecodable messages to the dead-letter topic, and the
 //! apply frontier published to the checkpoints topic.
 //!
-//! A pipeline of three free-running threads, batches moving on strictly in order: the consumer
-//! thread polls and decodes (Avro → [`ChangeEvent`], the table's plan looked up by schema id)
-//! and hands each batch to the transform thread, which applies the plan (records, or
-//! rejections) and hands the result to the sink thread, which writes it and answers. The
-//! queues between the stages hold one batch each, and at most [`MAX_BATCHES_IN_FLIGHT`] batches
-//! are between the consumer thread's hand-over and its settling of the sink's answer. A stage
-//! waits only for its input or for room in the queue after it, never for the batch before to
-//! finish everywhere: on two cores, a lock-step pipeline (every stage starting its next batch
-//! only when the slowest had finished its last) left a core idle a third of the time.
+//! A pipeline of four free-running threads, batches moving on strictly in order: the consumer
+//! thread polls, finds each change's table plan by its `tm-schema` header (building it, and the
+//! target table, the first time) and copies the message's key and value into the batch; the
+//! decode thread decodes the values (Avro → [`ChangeEvent`], through the schema registry when
+//! configured); the transform thread applies the plans (records, or rejections); the sink thread
+//! writes and answers. The queues between the stages hold one batch each, and at most
+//! [`MAX_BATCHES_IN_FLIGHT`] batches are between the consumer thread's hand-over and its settling
+//! of the sink's answer. A stage waits only for its input or for room in the queue after it,
+//! never for the batch before to finish everywhere: on two cores, a lock-step pipeline (every
+//! stage starting its next batch only when the slowest had finished its last) left a core idle a
+//! third of the time, and decoding on the consumer thread made it the slowest stage.
 //!
 //! Settling an answer, on the consumer thread, in the batches' order: the batch's rejections
-//! and undecodable messages become dead letters, sent and acknowledged by the dead-letter
+//! and undecodable messages (found by the consumer or the decode thread) become dead letters, sent and acknowledged by the dead-letter
 //! topic; then its offsets are committed (of partitions still assigned) and its position
 //! markers applied. So an offset is never committed ahead of its record or its dead letter, and
 //! a crash anywhere re-delivers at most the batches in flight, which the version-aware sink
 //! absorbs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,9 +155,11 @@ struct DeadLetter {
 
 #[derive(Default)]
 struct Batch {
-    /// Decoded changes, for the transform thread.
-    changes: Vec<DecodedChange>,
-    /// The partitions `changes` came from (`DecodedChange::partition` indexes this).
+    /// Changes whose plan is known, for the decode thread; their bytes are in `bytes`.
+    changes: Vec<PendingChange>,
+    /// The keys and values of `changes`, one after the other.
+    bytes: Vec<u8>,
+    /// The partitions `changes` came from (`PendingChange::partition` indexes this).
     partitions: Vec<PartitionKey>,
     dead: Vec<DeadLetter>,
     /// next offset to read, per partition
@@ -171,6 +176,13 @@ impl Batch {
         self.messages == 0 && self.offsets.is_empty()
     }
 
+    /// Append `data` to the batch's bytes; where it is.
+    fn copy_in(&mut self, data: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        start..self.bytes.len()
+    }
+
     /// The index of `tp` in [`Batch::partitions`] (a batch holds a few partitions at most).
     fn partition_index(&mut self, topic: &str, partition: i32) -> u32 {
         let found = self
@@ -185,7 +197,97 @@ impl Batch {
     }
 }
 
-/// A change decoded by the consumer thread, waiting for the transform thread: its table's plan,
+/// A change message as the consumer thread leaves it for the decode thread: its table's plan
+/// (found by the message's `tm-schema` header), where its key and value are in the batch's bytes,
+/// and where it came from.
+struct PendingChange {
+    plan: Arc<TablePlan>,
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+    /// Index into the batch's [`Batch::partitions`].
+    partition: u32,
+    offset: i64,
+}
+
+/// A batch's changes for the decode thread.
+struct PendingBatch {
+    changes: Vec<PendingChange>,
+    bytes: Vec<u8>,
+}
+
+/// A change message the decode thread could not make a change of, with what the dead letter
+/// needs.
+struct UndecodableChange {
+    why: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    partition: u32,
+    offset: i64,
+}
+
+/// The decode's stage of [`KafkaApplier::run`]: each batch's messages → changes (Avro, through
+/// the schema registry when configured) and undecodable messages, in order, handed to the
+/// transform thread. A registry that does not answer ends the batch with that error (apply
+/// stops; the batch is read again after a restart).
+fn decode_loop(
+    registry: Option<Arc<Registry>>,
+    jobs: mpsc::Receiver<DecodeJob>,
+    transform: mpsc::SyncSender<TransformJob>,
+) {
+    for job in jobs {
+        let next = match job {
+            DecodeJob::Changes(batch) => match decode_batch(registry.as_deref(), batch) {
+                Ok((changes, undecodable)) => TransformJob::Changes {
+                    changes,
+                    undecodable,
+                },
+                Err(e) => TransformJob::Fail(e),
+            },
+            DecodeJob::EnsureTable(schema) => TransformJob::EnsureTable(schema),
+        };
+        if transform.send(next).is_err() {
+            break;
+        }
+    }
+}
+
+fn decode_batch(
+    registry: Option<&Registry>,
+    batch: PendingBatch,
+) -> Result<(Vec<DecodedChange>, Vec<UndecodableChange>)> {
+    let mut changes = Vec::with_capacity(batch.changes.len());
+    let mut undecodable = Vec::new();
+    for p in batch.changes {
+        let value = &batch.bytes[p.value.clone()];
+        let why = match registry::decode_value::<ChangeEvent>(registry, value)? {
+            Ok(change) if change.table == p.plan.source().table => {
+                changes.push(DecodedChange {
+                    plan: p.plan,
+                    change,
+                    partition: p.partition,
+                    offset: p.offset,
+                });
+                continue;
+            }
+            Ok(change) => format!(
+                "a change of {} names the table description of {}",
+                change.table,
+                p.plan.source().table
+            ),
+            Err(why) => why,
+        };
+        undecodable.push(UndecodableChange {
+            why,
+            key: p.key.map(|k| batch.bytes[k].to_vec()),
+            value: value.to_vec(),
+            partition: p.partition,
+            offset: p.offset,
+        });
+    }
+    Ok((changes, undecodable))
+}
+
+/// A change decoded by the decode thread, waiting for the transform thread: its table's plan,
 /// and where it came from (for the dead letter of a rejection).
 struct DecodedChange {
     plan: Arc<TablePlan>,
@@ -202,30 +304,46 @@ struct RejectedChange {
     offset: i64,
 }
 
-/// What the transform thread is asked to do. Jobs go on to the sink thread in the order they
-/// came.
-enum TransformJob {
-    /// A batch's changes, to be made into records and written.
-    Changes(Vec<DecodedChange>),
+/// What the decode thread is asked to do. Jobs go on to the transform and sink threads in the
+/// order they came.
+enum DecodeJob {
+    /// A batch's change messages, to be decoded, made into records and written.
+    Changes(PendingBatch),
     /// Create or alter a target table (sent only with nothing in flight).
     EnsureTable(TargetSchema),
 }
 
+/// What the transform thread is asked to do.
+enum TransformJob {
+    /// A batch's changes, to be made into records and written, and its undecodable messages.
+    Changes {
+        changes: Vec<DecodedChange>,
+        undecodable: Vec<UndecodableChange>,
+    },
+    EnsureTable(TargetSchema),
+    /// The batch could not be decoded: answer with this error.
+    Fail(Error),
+}
+
 /// What the sink thread is asked to do.
 enum SinkJob {
-    /// A batch's records, in its order, and its rejections (passed back untouched).
+    /// A batch's records, in its order, and its rejections and undecodable messages (passed
+    /// back untouched).
     Write {
         records: Vec<TargetRecord>,
         rejected: Vec<RejectedChange>,
+        undecodable: Vec<UndecodableChange>,
     },
     EnsureTable(TargetSchema),
+    Fail(Error),
 }
 
 /// The sink thread's answer to one job, in job order.
 struct SinkAnswer {
-    written: tidemark_sink::Result<WriteStats>,
-    /// The batch's rejections, for its dead letters.
+    written: Result<WriteStats>,
+    /// The batch's rejections and undecodable messages, for its dead letters.
     rejected: Vec<RejectedChange>,
+    undecodable: Vec<UndecodableChange>,
 }
 
 /// The transform's stage of [`KafkaApplier::run`]: each batch's changes → records and
@@ -241,7 +359,10 @@ fn transform_loop(
             drop(written);
         }
         let next = match job {
-            TransformJob::Changes(changes) => {
+            TransformJob::Changes {
+                changes,
+                undecodable,
+            } => {
                 let mut records = Vec::with_capacity(changes.len());
                 let mut rejected = Vec::new();
                 for d in changes {
@@ -254,9 +375,14 @@ fn transform_loop(
                         }),
                     }
                 }
-                SinkJob::Write { records, rejected }
+                SinkJob::Write {
+                    records,
+                    rejected,
+                    undecodable,
+                }
             }
             TransformJob::EnsureTable(schema) => SinkJob::EnsureTable(schema),
+            TransformJob::Fail(e) => SinkJob::Fail(e),
         };
         if sink.send(next).is_err() {
             break;
@@ -274,18 +400,40 @@ fn sink_loop<S: Sink + ?Sized>(
 ) {
     for job in jobs {
         let answer = match job {
-            SinkJob::Write { records, rejected } if records.is_empty() => SinkAnswer {
+            SinkJob::Write {
+                records,
+                rejected,
+                undecodable,
+            } if records.is_empty() => SinkAnswer {
                 written: Ok(WriteStats::default()),
                 rejected,
+                undecodable,
             },
-            SinkJob::Write { records, rejected } => {
-                let written = sink.write(&records, &[]);
+            SinkJob::Write {
+                records,
+                rejected,
+                undecodable,
+            } => {
+                let written = sink.write(&records, &[]).map_err(Error::from);
                 let _ = spent.send(records);
-                SinkAnswer { written, rejected }
+                SinkAnswer {
+                    written,
+                    rejected,
+                    undecodable,
+                }
             }
             SinkJob::EnsureTable(schema) => SinkAnswer {
-                written: sink.ensure_table(&schema).map(|()| WriteStats::default()),
+                written: sink
+                    .ensure_table(&schema)
+                    .map(|()| WriteStats::default())
+                    .map_err(Error::from),
                 rejected: Vec::new(),
+                undecodable: Vec::new(),
+            },
+            SinkJob::Fail(e) => SinkAnswer {
+                written: Err(e),
+                rejected: Vec::new(),
+                undecodable: Vec::new(),
             },
         };
         if answers.send(answer).is_err() {
@@ -294,14 +442,14 @@ fn sink_loop<S: Sink + ?Sized>(
     }
 }
 
-/// Batches handed to the transform thread whose sink answer has not been settled yet, at most:
-/// one queued for the transform, one being transformed, one queued for the sink, one being
-/// written. A crash re-delivers at most these (the version-aware sink absorbs them).
-const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Batches handed to the decode thread whose sink answer has not been settled yet, at most: one
+/// queued and one being worked on for each of the decode, transform and sink threads. A crash
+/// re-delivers at most these (the version-aware sink absorbs them).
+const MAX_BATCHES_IN_FLIGHT: usize = 6;
 
 /// The applier's handle on the transform and sink threads of a running applier.
 struct Stages {
-    jobs: mpsc::SyncSender<TransformJob>,
+    jobs: mpsc::SyncSender<DecodeJob>,
     answers: mpsc::Receiver<SinkAnswer>,
     /// The rest of each batch handed over (offsets, markers, dead letters, counts) and whether
     /// to commit its offsets, oldest first: the sink's answers come in this order.
@@ -310,10 +458,10 @@ struct Stages {
 
 impl Stages {
     fn stopped() -> Error {
-        Error::Protocol("the transform or sink thread stopped".into())
+        Error::Protocol("the decode, transform or sink thread stopped".into())
     }
 
-    fn send(&self, job: TransformJob) -> Result<()> {
+    fn send(&self, job: DecodeJob) -> Result<()> {
         self.jobs.send(job).map_err(|_| Self::stopped())
     }
 
@@ -324,8 +472,8 @@ impl Stages {
     /// Create or alter a target table (nothing may be in flight: callers drain first).
     fn ensure_table(&mut self, schema: TargetSchema) -> Result<()> {
         debug_assert!(self.in_flight.is_empty());
-        self.send(TransformJob::EnsureTable(schema))?;
-        Ok(self.wait()?.written.map(drop)?)
+        self.send(DecodeJob::EnsureTable(schema))?;
+        self.wait()?.written.map(drop)
     }
 }
 
@@ -440,9 +588,9 @@ impl KafkaApplier {
 
     /// Consume, transform and write until `cancel`, or as `options` say. Returns the counts.
     ///
-    /// Three threads, free-running on their own batches: this one polls and decodes while the
-    /// transform thread turns earlier batches into records and hands them to the sink thread,
-    /// which writes them and answers, in order. No stage waits for another to finish its batch
+    /// Four threads, free-running on their own batches: this one polls while the decode thread
+    /// decodes earlier batches and the transform thread turns those into records for the sink
+    /// thread, which writes them and answers, in order. No stage waits for another to finish its batch
     /// before starting its next; only the queues between them (one batch each) hold one back.
     /// This thread settles each answer (see [`Self::settle`]): the batch's dead letters are
     /// sent and acknowledged, then its offsets committed and its markers applied. So an offset
@@ -464,11 +612,21 @@ impl KafkaApplier {
                     sink_loop(sink, sink_jobs_rx, answers_tx, spent_tx)
                 })
                 .map_err(|e| Error::Protocol(format!("cannot start the sink thread: {e}")))?;
-            let (jobs, jobs_rx) = mpsc::sync_channel::<TransformJob>(1);
+            let (transform_jobs, transform_jobs_rx) = mpsc::sync_channel::<TransformJob>(1);
             std::thread::Builder::new()
                 .name("tidemark-transform".into())
-                .spawn_scoped(scope, move || transform_loop(jobs_rx, sink_jobs, spent_rx))
+                .spawn_scoped(scope, move || {
+                    transform_loop(transform_jobs_rx, sink_jobs, spent_rx)
+                })
                 .map_err(|e| Error::Protocol(format!("cannot start the transform thread: {e}")))?;
+            let (jobs, jobs_rx) = mpsc::sync_channel::<DecodeJob>(1);
+            let registry = self.registry.clone();
+            std::thread::Builder::new()
+                .name("tidemark-decode".into())
+                .spawn_scoped(scope, move || {
+                    decode_loop(registry, jobs_rx, transform_jobs)
+                })
+                .map_err(|e| Error::Protocol(format!("cannot start the decode thread: {e}")))?;
             let mut stages = Stages {
                 jobs,
                 answers,
@@ -712,17 +870,6 @@ impl KafkaApplier {
             self.undecodable(msg, "a change without a value", batch);
             return Ok(());
         };
-        // A registry that does not answer is an error (apply stops, the batch is read again
-        // after a restart); an unknown id or a foreign schema makes only this message
-        // undecodable.
-        let change = match registry::decode_value::<ChangeEvent>(self.registry.as_deref(), payload)?
-        {
-            Ok(c) => c,
-            Err(why) => {
-                self.undecodable(msg, &why, batch);
-                return Ok(());
-            }
-        };
         let Some(schema_id) = wire::header(msg.headers(), wire::SCHEMA) else {
             self.undecodable(msg, "a change without a `tm-schema` header", batch);
             return Ok(());
@@ -741,19 +888,14 @@ impl KafkaApplier {
                 }
             },
         };
-        if plan.source().table != change.table {
-            let why = format!(
-                "a change of {} names the table description of {}",
-                change.table,
-                plan.source().table
-            );
-            self.undecodable(msg, &why, batch);
-            return Ok(());
-        }
+        // Decoding (Avro, and the table check) is the decode thread's: see `decode_batch`.
         let partition = batch.partition_index(msg.topic(), msg.partition());
-        batch.changes.push(DecodedChange {
+        let key = msg.key().map(|k| batch.copy_in(k));
+        let value = batch.copy_in(payload);
+        batch.changes.push(PendingChange {
             plan,
-            change,
+            key,
+            value,
             partition,
             offset: msg.offset(),
         });
@@ -818,29 +960,48 @@ impl KafkaApplier {
     }
 
     fn undecodable(&mut self, msg: &BorrowedMessage<'_>, why: &str, batch: &mut Batch) {
+        let letter = self.undecodable_letter(
+            (msg.topic(), msg.partition(), msg.offset()),
+            why,
+            wire::header(msg.headers(), wire::KIND),
+            msg.key().map(<[u8]>::to_vec),
+            msg.payload().map(<[u8]>::to_vec),
+        );
+        batch.undecodable += 1;
+        batch.dead.push(letter);
+    }
+
+    /// The dead letter of the undecodable message at `(topic, partition, offset)`, logged.
+    fn undecodable_letter(
+        &self,
+        (topic, partition, offset): (&str, i32, i64),
+        why: &str,
+        original_kind: Option<&str>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> DeadLetter {
         let e = Error::Decode {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
+            topic: topic.to_string(),
+            partition,
+            offset,
             message: why.to_string(),
         };
         warn!(error = %e, dlq = %self.topics.dlq(), "undecodable message sent to the dead-letter topic");
-        batch.undecodable += 1;
         let mut headers = vec![
             (wire::KIND, wire::KIND_UNDECODABLE.to_string()),
             (wire::ERROR, why.to_string()),
-            (wire::SOURCE_TOPIC, msg.topic().to_string()),
-            (wire::SOURCE_PARTITION, msg.partition().to_string()),
-            (wire::SOURCE_OFFSET, msg.offset().to_string()),
+            (wire::SOURCE_TOPIC, topic.to_string()),
+            (wire::SOURCE_PARTITION, partition.to_string()),
+            (wire::SOURCE_OFFSET, offset.to_string()),
         ];
-        if let Some(kind) = wire::header(msg.headers(), wire::KIND) {
+        if let Some(kind) = original_kind {
             headers.push((wire::KIND_ORIGINAL, kind.to_string()));
         }
-        batch.dead.push(DeadLetter {
-            key: msg.key().map(<[u8]>::to_vec),
-            value: msg.payload().map(<[u8]>::to_vec),
+        DeadLetter {
+            key,
+            value,
             headers,
-        });
+        }
     }
 
     /// Hand a batch to the transform thread, first settling the oldest batches in flight while
@@ -854,7 +1015,10 @@ impl KafkaApplier {
             let answer = stages.wait()?;
             self.settle(stages, answer)?;
         }
-        stages.send(TransformJob::Changes(std::mem::take(&mut b.changes)))?;
+        stages.send(DecodeJob::Changes(PendingBatch {
+            changes: std::mem::take(&mut b.changes),
+            bytes: std::mem::take(&mut b.bytes),
+        }))?;
         stages.in_flight.push_back((b, commit));
         self.settle_answered(stages)
     }
@@ -956,6 +1120,18 @@ impl KafkaApplier {
             .pop_front()
             .ok_or_else(|| Error::Protocol("a sink answer for no batch in flight".into()))?;
         let stats = answer.written?;
+        for u in answer.undecodable {
+            let (topic, partition) = &b.partitions[u.partition as usize];
+            let letter = self.undecodable_letter(
+                (topic, *partition, u.offset),
+                &u.why,
+                Some(wire::KIND_CHANGE),
+                u.key,
+                Some(u.value),
+            );
+            b.undecodable += 1;
+            b.dead.push(letter);
+        }
         for r in answer.rejected {
             let (topic, partition) = &b.partitions[r.partition as usize];
             *b.rejected

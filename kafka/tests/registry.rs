@@ -583,3 +583,45 @@ impl Drop for DeleteSubject {
         }
     }
 }
+
+/// A registry that refuses the applier's lookup of a writer schema stops apply with an error
+/// that names the registry (the lookup happens on apply's decode thread, after the batch was
+/// polled), nothing of that batch is committed, and a later apply of the same group, with the
+/// registry answering again, applies every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refusing_during_apply_stops_it_and_loses_nothing() {
+    let broker = Broker::start();
+    let registry = FakeRegistry::start();
+    let plain = broker.config();
+    topics_init(&plain, &[table()]).await.expect("topics init");
+    let config = with_registry(&plain, &registry.url);
+    let messages = rows(0..50, 1000);
+    publish(&config, messages.clone()).await;
+
+    registry.require_auth("someone", "else");
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let (c, path) = (config.clone(), sink_path.clone());
+    let err = tokio::task::spawn_blocking(move || {
+        let mut sink = tidemark_sink::SqliteSink::open(&path).expect("sqlite sink");
+        let mut applier = KafkaApplier::new(&c, Transformer::identity(), Some(&[table()]))
+            .expect("applier joins");
+        applier.run(&mut sink, &until_caught_up(), &Default::default())
+    })
+    .await
+    .expect("apply thread")
+    .expect_err("a refusing registry stops apply");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(text.contains(&registry.url), "{text}");
+    assert!(text.contains("HTTP 401"), "{text}");
+    assert!(
+        contents(&sink_path).is_empty(),
+        "no change of an undecoded batch is written"
+    );
+
+    registry.allow_anyone();
+    let report = apply(&config, &sink_path, until_caught_up()).await;
+    assert_eq!(report.undecodable, 0, "{report:?}");
+    assert_same(&contents(&sink_path), &expected(&changes_of(&messages)));
+}

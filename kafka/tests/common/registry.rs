@@ -118,6 +118,11 @@ impl FakeRegistry {
     pub fn require_auth(&self, user: &str, password: &str) {
         self.state.lock().unwrap().auth = Some(basic_auth(user, password));
     }
+
+    /// Answer everyone again (after [`FakeRegistry::require_auth`]).
+    pub fn allow_anyone(&self) {
+        self.state.lock().unwrap().auth = None;
+    }
 }
 
 /// The `Authorization` header value of HTTP basic auth, written out here (base64, RFC 4648) so
