@@ -15,9 +15,9 @@
 //! third of the time, and decoding on the consumer thread made it the slowest stage.
 //!
 //! Settling an answer, on the consumer thread, in the batches' order: the batch's rejections
-//! and undecodable messages (found by the consumer or the decode thread) become dead letters, sent and acknowledged by the dead-letter
-//! topic; then its offsets are committed (of partitions still assigned) and its position
-//! markers applied. So an offset is never committed ahead of its record or its dead letter, and
+//! and undecodable messages (found by the consumer or the decode thread) become dead letters,
+//! sent and acknowledged by the dead-letter topic; then its offsets are committed (of
+//! partitions still assigned) and its position markers applied. So an offset is never committed ahead of its record or its dead letter, and
 //! a crash anywhere re-delivers at most the batches in flight, which the version-aware sink
 //! absorbs.
 
@@ -155,11 +155,9 @@ struct DeadLetter {
 
 #[derive(Default)]
 struct Batch {
-    /// Changes whose plan is known, for the decode thread; their bytes are in `bytes`.
-    changes: Vec<PendingChange>,
-    /// The keys and values of `changes`, one after the other.
-    bytes: Vec<u8>,
-    /// The partitions `changes` came from (`PendingChange::partition` indexes this).
+    /// Changes whose plan is known, for the decode thread.
+    pending: PendingBatch,
+    /// The partitions the changes came from (`PendingChange::partition` indexes this).
     partitions: Vec<PartitionKey>,
     dead: Vec<DeadLetter>,
     /// next offset to read, per partition
@@ -174,13 +172,6 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.messages == 0 && self.offsets.is_empty()
-    }
-
-    /// Append `data` to the batch's bytes; where it is.
-    fn copy_in(&mut self, data: &[u8]) -> Range<usize> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        start..self.bytes.len()
     }
 
     /// The index of `tp` in [`Batch::partitions`] (a batch holds a few partitions at most).
@@ -210,9 +201,20 @@ struct PendingChange {
 }
 
 /// A batch's changes for the decode thread.
+#[derive(Default)]
 struct PendingBatch {
     changes: Vec<PendingChange>,
+    /// The keys and values of `changes`, one after the other.
     bytes: Vec<u8>,
+}
+
+impl PendingBatch {
+    /// Append `data` to the batch's bytes; where it is.
+    fn copy_in(&mut self, data: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        start..self.bytes.len()
+    }
 }
 
 /// A change message the decode thread could not make a change of, with what the dead letter
@@ -346,6 +348,17 @@ struct SinkAnswer {
     undecodable: Vec<UndecodableChange>,
 }
 
+impl SinkAnswer {
+    /// The answer to a job that carries no dead letters (a table created, a batch failed).
+    fn without_letters(written: Result<WriteStats>) -> Self {
+        SinkAnswer {
+            written,
+            rejected: Vec::new(),
+            undecodable: Vec::new(),
+        }
+    }
+}
+
 /// The transform's stage of [`KafkaApplier::run`]: each batch's changes → records and
 /// rejections, in order, handed straight to the sink thread. It also frees the records the sink
 /// thread is done with, so they go back to the thread that allocated them.
@@ -422,19 +435,12 @@ fn sink_loop<S: Sink + ?Sized>(
                     undecodable,
                 }
             }
-            SinkJob::EnsureTable(schema) => SinkAnswer {
-                written: sink
-                    .ensure_table(&schema)
+            SinkJob::EnsureTable(schema) => SinkAnswer::without_letters(
+                sink.ensure_table(&schema)
                     .map(|()| WriteStats::default())
                     .map_err(Error::from),
-                rejected: Vec::new(),
-                undecodable: Vec::new(),
-            },
-            SinkJob::Fail(e) => SinkAnswer {
-                written: Err(e),
-                rejected: Vec::new(),
-                undecodable: Vec::new(),
-            },
+            ),
+            SinkJob::Fail(e) => SinkAnswer::without_letters(Err(e)),
         };
         if answers.send(answer).is_err() {
             break;
@@ -447,7 +453,7 @@ fn sink_loop<S: Sink + ?Sized>(
 /// re-delivers at most these (the version-aware sink absorbs them).
 const MAX_BATCHES_IN_FLIGHT: usize = 6;
 
-/// The applier's handle on the transform and sink threads of a running applier.
+/// The applier's handle on the decode, transform and sink threads of a running applier.
 struct Stages {
     jobs: mpsc::SyncSender<DecodeJob>,
     answers: mpsc::Receiver<SinkAnswer>,
@@ -590,8 +596,9 @@ impl KafkaApplier {
     ///
     /// Four threads, free-running on their own batches: this one polls while the decode thread
     /// decodes earlier batches and the transform thread turns those into records for the sink
-    /// thread, which writes them and answers, in order. No stage waits for another to finish its batch
-    /// before starting its next; only the queues between them (one batch each) hold one back.
+    /// thread, which writes them and answers, in order. No stage waits for another to finish its
+    /// batch before starting its next; only the queues between them (one batch each) hold one
+    /// back.
     /// This thread settles each answer (see [`Self::settle`]): the batch's dead letters are
     /// sent and acknowledged, then its offsets committed and its markers applied. So an offset
     /// is never committed ahead of its record or its dead letter.
@@ -633,7 +640,7 @@ impl KafkaApplier {
                 in_flight: VecDeque::new(),
             };
             self.run_on(&mut stages, options, cancel)
-            // Dropping `stages` ends both threads; the scope joins them.
+            // Dropping `stages` ends the three threads, one after the other; the scope joins them.
         })
     }
 
@@ -890,9 +897,9 @@ impl KafkaApplier {
         };
         // Decoding (Avro, and the table check) is the decode thread's: see `decode_batch`.
         let partition = batch.partition_index(msg.topic(), msg.partition());
-        let key = msg.key().map(|k| batch.copy_in(k));
-        let value = batch.copy_in(payload);
-        batch.changes.push(PendingChange {
+        let key = msg.key().map(|k| batch.pending.copy_in(k));
+        let value = batch.pending.copy_in(payload);
+        batch.pending.changes.push(PendingChange {
             plan,
             key,
             value,
@@ -1004,7 +1011,7 @@ impl KafkaApplier {
         }
     }
 
-    /// Hand a batch to the transform thread, first settling the oldest batches in flight while
+    /// Hand a batch to the decode thread, first settling the oldest batches in flight while
     /// [`MAX_BATCHES_IN_FLIGHT`] are, and afterwards every batch already answered.
     fn flush(&mut self, stages: &mut Stages, batch: &mut Batch, commit: bool) -> Result<()> {
         let mut b = std::mem::take(batch);
@@ -1012,13 +1019,9 @@ impl KafkaApplier {
             return Ok(());
         }
         while stages.in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
-            let answer = stages.wait()?;
-            self.settle(stages, answer)?;
+            self.settle_oldest(stages)?;
         }
-        stages.send(DecodeJob::Changes(PendingBatch {
-            changes: std::mem::take(&mut b.changes),
-            bytes: std::mem::take(&mut b.bytes),
-        }))?;
+        stages.send(DecodeJob::Changes(std::mem::take(&mut b.pending)))?;
         stages.in_flight.push_back((b, commit));
         self.settle_answered(stages)
     }
@@ -1035,11 +1038,16 @@ impl KafkaApplier {
         Ok(())
     }
 
+    /// Wait for the sink's answer for the oldest batch in flight, and settle it.
+    fn settle_oldest(&mut self, stages: &mut Stages) -> Result<()> {
+        let answer = stages.wait()?;
+        self.settle(stages, answer)
+    }
+
     /// Every batch handed over is written and settled.
     fn drain(&mut self, stages: &mut Stages) -> Result<()> {
         while !stages.in_flight.is_empty() {
-            let answer = stages.wait()?;
-            self.settle(stages, answer)?;
+            self.settle_oldest(stages)?;
         }
         Ok(())
     }
