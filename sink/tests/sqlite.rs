@@ -301,29 +301,47 @@ fn exercise_u64_keys(sink: &mut SqliteSink) -> Vec<(String, String)> {
     stored
 }
 
+/// The table definition SQLite keeps for `table`, and the file's page size.
+fn table_sql_and_page_size(sink: &SqliteSink, table: &str) -> (String, i64) {
+    sink.connection()
+        .query_row(
+            "SELECT sql, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?1",
+            [table],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("table definition")
+}
+
+/// The lineage columns as a `CREATE TABLE` lists them.
+fn lineage_column_defs() -> String {
+    tidemark_sink::sqlite::LINEAGE_COLUMNS
+        .iter()
+        .map(|(n, t)| format!("\"{n}\" {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[test]
-fn bigint_unsigned_keys_are_integers_up_to_2_63_and_text_above_in_one_b_tree() {
+fn a_bigint_unsigned_key_is_the_rowid_holding_its_64_bits() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sink = open(&dir.path().join("t.db"));
     sink.ensure_table(&u64_schema()).expect("table");
     let stored = exercise_u64_keys(&mut sink);
-    for (class, text) in &stored {
-        let expected = if text.parse::<i64>().is_ok() {
-            "integer"
-        } else {
-            "text"
-        };
-        assert_eq!(class, expected, "key {text} is stored as {class}");
-    }
-    let (sql, page_size): (String, i64) = sink
-        .connection()
-        .query_row(
-            "SELECT sql, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 'u'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("table definition");
-    assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+    let mut want: Vec<(String, String)> =
+        [0, 1, 42, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX]
+            .iter()
+            .map(|&k| ("integer".to_string(), (k as i64).to_string()))
+            .collect();
+    want.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        stored, want,
+        "every key is an integer holding the key's bits (2^63 and above negative)"
+    );
+    let (sql, page_size) = table_sql_and_page_size(&sink, "u");
+    assert!(
+        sql.contains("\"id\" INTEGER") && !sql.contains("WITHOUT ROWID"),
+        "the key is the rowid: {sql}"
+    );
     assert_eq!(page_size, i64::from(tidemark_sink::sqlite::PAGE_SIZE));
     let indexes: i64 = sink
         .connection()
@@ -340,19 +358,41 @@ fn bigint_unsigned_keys_are_integers_up_to_2_63_and_text_above_in_one_b_tree() {
 }
 
 #[test]
+fn a_target_of_the_clustered_layout_keeps_integers_up_to_2_63_and_text_above() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sink = open(&dir.path().join("t.db"));
+    // The table as the versions before the rowid key created it: clustered on a BIGINT
+    // UNSIGNED key declared without a type.
+    sink.connection()
+        .execute_batch(&format!(
+            "CREATE TABLE \"u\" (\"id\" , \"v\" TEXT, {}, PRIMARY KEY (\"id\")) WITHOUT ROWID",
+            lineage_column_defs()
+        ))
+        .expect("clustered layout");
+    sink.ensure_table(&u64_schema()).expect("table");
+    let stored = exercise_u64_keys(&mut sink);
+    for (class, text) in &stored {
+        let expected = if text.parse::<i64>().is_ok() {
+            "integer"
+        } else {
+            "text"
+        };
+        assert_eq!(class, expected, "key {text} is stored as {class}");
+    }
+    let (sql, _) = table_sql_and_page_size(&sink, "u");
+    assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+}
+
+#[test]
 fn a_target_of_the_earlier_layout_keeps_its_text_keys_and_works_alike() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sink = open(&dir.path().join("t.db"));
     // The table as earlier versions created it: a rowid table (so a separate key index) with
     // the BIGINT UNSIGNED column declared TEXT.
-    let lineage: Vec<String> = tidemark_sink::sqlite::LINEAGE_COLUMNS
-        .iter()
-        .map(|(n, t)| format!("\"{n}\" {t}"))
-        .collect();
     sink.connection()
         .execute_batch(&format!(
             "CREATE TABLE \"u\" (\"id\" TEXT, \"v\" TEXT, {}, PRIMARY KEY (\"id\"))",
-            lineage.join(", ")
+            lineage_column_defs()
         ))
         .expect("earlier layout");
     sink.ensure_table(&u64_schema()).expect("table");
