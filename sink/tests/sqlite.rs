@@ -312,13 +312,22 @@ fn table_sql_and_page_size(sink: &SqliteSink, table: &str) -> (String, i64) {
         .expect("table definition")
 }
 
-/// The lineage columns as a `CREATE TABLE` lists them.
-fn lineage_column_defs() -> String {
-    tidemark_sink::sqlite::LINEAGE_COLUMNS
+/// A sink in `dir` whose table `u` (of [`u64_schema`]) an earlier version created: the key
+/// declared `key_type`, the table definition ending in `options`.
+fn earlier_u64_target(dir: &Path, key_type: &str, options: &str) -> SqliteSink {
+    let mut sink = open(&dir.join("t.db"));
+    let lineage: Vec<String> = tidemark_sink::sqlite::LINEAGE_COLUMNS
         .iter()
         .map(|(n, t)| format!("\"{n}\" {t}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    sink.connection()
+        .execute_batch(&format!(
+            "CREATE TABLE \"u\" (\"id\" {key_type}, \"v\" TEXT, {}, PRIMARY KEY (\"id\")){options}",
+            lineage.join(", ")
+        ))
+        .expect("table of an earlier layout");
+    sink.ensure_table(&u64_schema()).expect("table");
+    sink
 }
 
 #[test]
@@ -360,16 +369,9 @@ fn a_bigint_unsigned_key_is_the_rowid_holding_its_64_bits() {
 #[test]
 fn a_target_of_the_clustered_layout_keeps_integers_up_to_2_63_and_text_above() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sink = open(&dir.path().join("t.db"));
     // The table as the versions before the rowid key created it: clustered on a BIGINT
     // UNSIGNED key declared without a type.
-    sink.connection()
-        .execute_batch(&format!(
-            "CREATE TABLE \"u\" (\"id\" , \"v\" TEXT, {}, PRIMARY KEY (\"id\")) WITHOUT ROWID",
-            lineage_column_defs()
-        ))
-        .expect("clustered layout");
-    sink.ensure_table(&u64_schema()).expect("table");
+    let mut sink = earlier_u64_target(dir.path(), "", " WITHOUT ROWID");
     let stored = exercise_u64_keys(&mut sink);
     for (class, text) in &stored {
         let expected = if text.parse::<i64>().is_ok() {
@@ -386,16 +388,9 @@ fn a_target_of_the_clustered_layout_keeps_integers_up_to_2_63_and_text_above() {
 #[test]
 fn a_target_of_the_earlier_layout_keeps_its_text_keys_and_works_alike() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sink = open(&dir.path().join("t.db"));
     // The table as earlier versions created it: a rowid table (so a separate key index) with
     // the BIGINT UNSIGNED column declared TEXT.
-    sink.connection()
-        .execute_batch(&format!(
-            "CREATE TABLE \"u\" (\"id\" TEXT, \"v\" TEXT, {}, PRIMARY KEY (\"id\"))",
-            lineage_column_defs()
-        ))
-        .expect("earlier layout");
-    sink.ensure_table(&u64_schema()).expect("table");
+    let mut sink = earlier_u64_target(dir.path(), "TEXT", "");
     let stored = exercise_u64_keys(&mut sink);
     assert!(
         stored.iter().all(|(class, _)| class == "text"),
