@@ -13,7 +13,8 @@
 //! statement is reset and its parameters cleared, so between writes SQLite holds no pointer at
 //! all. That also lets a caller leave a parameter as the last execution bound it: what it points
 //! at is still there. A value made for one execution (a date's text on the stack, a number's
-//! digits) is bound with [`BorrowingStatement::text_copied`], which SQLite copies as before.
+//! digits) is bound with [`BorrowingStatement::text_copied`] (a date or time with
+//! [`BorrowingStatement::temporal_copied`]), which SQLite copies as before.
 //!
 //! This is the only `unsafe` code in tidemark: the few FFI calls rusqlite does not wrap. Every
 //! other use of SQLite goes through rusqlite.
@@ -183,13 +184,33 @@ impl<'v> BorrowingStatement<'_, 'v> {
         self.text_with(index, value, ffi::SQLITE_TRANSIENT())
     }
 
+    /// A date or time's text, made for one execution: SQLite copies it. Its bytes are bound as
+    /// they are (ASCII by construction), without a UTF-8 check.
+    pub(crate) fn temporal_copied(
+        &mut self,
+        index: c_int,
+        value: &tidemark_schemas::TemporalText,
+    ) -> rusqlite::Result<()> {
+        self.utf8_with(index, value.as_bytes(), ffi::SQLITE_TRANSIENT())
+    }
+
     fn text_with(
         &mut self,
         index: c_int,
         value: &str,
         lifetime: ffi::sqlite3_destructor_type,
     ) -> rusqlite::Result<()> {
-        let (ptr, len) = bytes_for_sqlite(value.as_bytes());
+        self.utf8_with(index, value.as_bytes(), lifetime)
+    }
+
+    /// Bind `value`, UTF-8 text, as TEXT.
+    fn utf8_with(
+        &mut self,
+        index: c_int,
+        value: &[u8],
+        lifetime: ffi::sqlite3_destructor_type,
+    ) -> rusqlite::Result<()> {
+        let (ptr, len) = bytes_for_sqlite(value);
         // SAFETY: `ptr` is UTF-8 for `len` bytes; with SQLITE_STATIC it lives for `'v`, which
         // outlives the statement; with SQLITE_TRANSIENT SQLite copies it now.
         let rc = unsafe {

@@ -630,7 +630,7 @@ fn bind_value<'v>(
         | Value::DateTime { .. }
         | Value::Timestamp { .. }
         | Value::Time { .. } => match value.temporal_text() {
-            Some(text) => stmt.text_copied(index, text.as_str()),
+            Some(text) => stmt.temporal_copied(index, &text),
             None => bind_owned(stmt, index, storage_value(ty, value)),
         },
         _ => bind_owned(stmt, index, storage_value(ty, value)),
