@@ -579,7 +579,10 @@ impl ApplyBatch {
                 .increment(*ignored);
         }
         totals.stats.merge(&stats);
-        let written = std::mem::take(&mut self.records);
+        // The next batch is likely as large as this one: room for it up front, so appending a
+        // bulk load's messages never copies the records gathered so far into a larger vector.
+        let next = Vec::with_capacity(self.records.len());
+        let written = std::mem::replace(&mut self.records, next);
         if let Some(spent) = &self.spent {
             // Freed by the thread that allocated them (cheaper there, and off the write path);
             // dropped here if that thread is gone.
