@@ -391,14 +391,20 @@ fn apply_loop(
 ) -> Result<ApplyTotals> {
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel(TRANSFORMED_QUEUE);
     let (spent_tx, spent_rx) = std::sync::mpsc::channel();
+    let (emptied_tx, emptied_rx) = std::sync::mpsc::channel();
     std::thread::scope(|threads| {
         let transform = std::thread::Builder::new()
             .name("tidemark-transform".into())
             .spawn_scoped(threads, move || {
-                transform_stage(rx, transformer, staged_tx, spent_rx)
+                transform_stage(rx, transformer, staged_tx, spent_rx, emptied_tx)
             })
             .context("starting the transform thread")?;
-        let written = write_stage(sink, dlq, staged_rx, spent_tx, server, cfg);
+        let batch = ApplyBatch {
+            spent: Some(spent_tx),
+            emptied: Some(emptied_rx),
+            ..ApplyBatch::default()
+        };
+        let written = write_stage(sink, dlq, staged_rx, batch, server, cfg);
         // The write stage's end dropped its receiver: the transform stage stops at its next send.
         let transformed = transform
             .join()
@@ -415,12 +421,15 @@ fn transform_stage(
     transformer: &Transformer,
     out: std::sync::mpsc::SyncSender<Transformed>,
     spent: std::sync::mpsc::Receiver<Vec<TargetRecord>>,
+    emptied: std::sync::mpsc::Sender<Vec<TargetRecord>>,
 ) -> Result<()> {
     let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
-        // Free what the write stage is done with.
-        while let Ok(written) = spent.try_recv() {
-            drop(written);
+        // Free what the write stage is done with, and give it back the emptied vector to gather
+        // a later batch in (already allocated and paged in).
+        while let Ok(mut written) = spent.try_recv() {
+            written.clear();
+            let _ = emptied.send(written);
         }
         let staged = match msg {
             CaptureMessage::Schema(source_schema) => {
@@ -465,14 +474,10 @@ fn write_stage(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
     rx: std::sync::mpsc::Receiver<Transformed>,
-    spent: std::sync::mpsc::Sender<Vec<TargetRecord>>,
+    mut batch: ApplyBatch,
     server: &str,
     cfg: &crate::config::ApplyConfig,
 ) -> Result<ApplyTotals> {
-    let mut batch = ApplyBatch {
-        spent: Some(spent),
-        ..ApplyBatch::default()
-    };
     let mut totals = ApplyTotals::default();
     let progress_every = Duration::from_secs(cfg.progress_seconds.max(1));
     let mut last_progress = Instant::now();
@@ -549,6 +554,8 @@ struct ApplyBatch {
     checkpoints: BTreeMap<(String, String), Checkpoint>,
     /// Where written records go to be freed.
     spent: Option<std::sync::mpsc::Sender<Vec<TargetRecord>>>,
+    /// Where the vectors they were in come back, emptied, to gather later batches.
+    emptied: Option<std::sync::mpsc::Receiver<Vec<TargetRecord>>>,
 }
 
 impl ApplyBatch {
@@ -579,9 +586,15 @@ impl ApplyBatch {
                 .increment(*ignored);
         }
         totals.stats.merge(&stats);
-        // The next batch is likely as large as this one: room for it up front, so appending a
-        // bulk load's messages never copies the records gathered so far into a larger vector.
-        let next = Vec::with_capacity(self.records.len());
+        // The next batch is likely as large as this one: room for it up front (an emptied vector
+        // of a batch before, or a new one), so appending a bulk load's messages never copies the
+        // records gathered so far into a larger vector, nor pages in fresh memory.
+        let next = self
+            .emptied
+            .as_ref()
+            .and_then(|emptied| emptied.try_recv().ok())
+            .filter(|emptied| emptied.capacity() >= self.records.len())
+            .unwrap_or_else(|| Vec::with_capacity(self.records.len()));
         let written = std::mem::replace(&mut self.records, next);
         if let Some(spent) = &self.spent {
             // Freed by the thread that allocated them (cheaper there, and off the write path);
