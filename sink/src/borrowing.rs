@@ -243,7 +243,7 @@ impl<'v> BorrowingStatement<'_, 'v> {
         lifetime: ffi::sqlite3_destructor_type,
     ) -> rusqlite::Result<()> {
         let (ptr, len) = bytes_for_sqlite(value);
-        // SAFETY: as in `text_with`; a zero-length blob is a blob, not NULL, since the pointer
+        // SAFETY: as in `utf8_with`; a zero-length blob is a blob, not NULL, since the pointer
         // is not NULL.
         let rc = unsafe { ffi::sqlite3_bind_blob64(self.raw(), index, ptr, len, lifetime) };
         self.bound(rc)
