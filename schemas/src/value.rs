@@ -533,10 +533,9 @@ fn push_float_text(out: &mut String, printed: &str) {
         Some(rest) => (true, rest),
         None => (false, printed),
     };
-    let (mantissa, exponent) = match printed.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().expect("zmij writes a decimal exponent")),
-        None => (printed, 0),
-    };
+    // Past the plain case above, zmij has written `<mantissa>e<exponent>`.
+    let (mantissa, exponent) = printed.split_once('e').expect("an exponent, tested above");
+    let exponent: i32 = exponent.parse().expect("zmij writes a decimal exponent");
     // The significant digits, and where the decimal point falls among them.
     let mut digits = [0u8; 40];
     let mut n = 0;
