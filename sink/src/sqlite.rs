@@ -30,9 +30,9 @@
 //! bulk load in key order fills each leaf and starts the next (its "quick balance"), where a
 //! clustered table redistributes three leaves at every split. Measured on a 1,000,000-row
 //! backfill keyed by BIGINT UNSIGNED (three alternating runs): 4.04, 3.76, 4.29 s → 3.35, 3.82,
-//! 3.53 s, the file 438 → 393 MB. Targets written before keep their clustered table (the key declared without a type):
-//! the key's declared type in the file decides how it is stored. Either
-//! way a row lives in one B-tree, found and written by its key: a rowid table with any other
+//! 3.53 s, the file 438 → 393 MB. Targets written before keep their clustered table (the key
+//! declared without a type): the key's declared type in the file decides how it is stored.
+//! Either way a row lives in one B-tree, found and written by its key: a rowid table with any other
 //! key needs a second B-tree (the key index) that every upsert searches and writes too. New
 //! database files use 16 KiB pages (SQLite's default is 4 KiB): a target row with its lineage
 //! is about 350 bytes, well under the twentieth of a page that `WITHOUT ROWID` rows should stay
