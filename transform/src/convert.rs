@@ -314,6 +314,38 @@ fn to_decimal(v: &Value, precision: u8, scale: u8) -> Conv<String> {
     })
 }
 
+/// Whether `s` is already what [`to_decimal`] makes of it for `decimal(precision, scale)`: an
+/// optional `-` (never on zero), the integer digits without leading zeros (`0` for none, at most
+/// `precision - scale` of them), and when `scale > 0` a point and exactly `scale` digits. A
+/// source DECIMAL column mapped to the same type always is (the server sends that form), so
+/// its text moves into the record instead of being parsed and rendered again.
+fn decimal_in_target_form(s: &str, precision: u8, scale: u8) -> bool {
+    let (neg, body) = match s.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let scale = usize::from(scale);
+    let (int, frac): (&[u8], &[u8]) = if scale == 0 {
+        (body, &[])
+    } else {
+        match body.len().checked_sub(scale + 1) {
+            Some(point) if body[point] == b'.' => (&body[..point], &body[point + 1..]),
+            _ => return false,
+        }
+    };
+    let int_room = usize::from(precision.saturating_sub(scale as u8));
+    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+    let int_ok = match int {
+        [b'0'] => true,
+        [b'1'..=b'9', ..] => int.len() <= int_room,
+        _ => false,
+    };
+    int_ok
+        && digits(int)
+        && digits(frac)
+        && !(neg && int == b"0" && frac.iter().all(|&d| d == b'0'))
+}
+
 /// Date and time-of-day parts of a temporal value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Parts {
@@ -562,6 +594,21 @@ pub(crate) fn moves_unchanged(v: &Value, to: &TargetType) -> bool {
         (Value::Enum(s), T::Enum { members }) => s.is_empty() || members.contains(s),
         (Value::Json(_), T::Json) => true,
         (Value::Bytes(b), T::Bytes { max_len }) => max_len.is_none_or(|max| b.len() as u64 <= max),
+        (Value::Decimal(s), T::Decimal { precision, scale }) => {
+            decimal_in_target_form(s, *precision, *scale)
+        }
+        (Value::Int(i), T::Int { bits }) => {
+            let (lo, hi) = int_range(*bits);
+            (lo..=hi).contains(&i128::from(*i))
+        }
+        (Value::UInt(u), T::UInt { bits }) => i128::from(*u) <= uint_max(*bits),
+        (Value::Double(d), T::Double) => d.is_finite(),
+        (Value::Float(f), T::Float) => f.is_finite(),
+        (Value::Date { .. }, T::Date) => Parts::of(v).is_some_and(|p| p.valid_date()),
+        (Value::DateTime { micros, fsp, .. }, T::DateTime { fsp: to_fsp })
+        | (Value::Timestamp { micros, fsp, .. }, T::Timestamp { fsp: to_fsp }) => {
+            fsp == to_fsp && fits_fsp(*micros, *fsp) && Parts::of(v).is_some_and(|p| p.valid_date())
+        }
         _ => false,
     }
 }
@@ -808,7 +855,17 @@ mod tests {
             (Value::Bytes(vec![1, 2, 3]), "bytes(2)", false),
             (Value::Null, "text", false),
             (Value::Int(3), "text", false),
-            (Value::Decimal("1.50".into()), "decimal(4,2)", false),
+            (Value::Decimal("1.50".into()), "decimal(4,2)", true),
+            (Value::Decimal("-0.05".into()), "decimal(4,2)", true),
+            (Value::Decimal("0.0500".into()), "decimal(4,4)", true),
+            (Value::Decimal("12".into()), "decimal(2,0)", true),
+            (Value::Decimal("1.5".into()), "decimal(4,2)", false),
+            (Value::Decimal("1.500".into()), "decimal(4,2)", false),
+            (Value::Decimal("01.50".into()), "decimal(4,2)", false),
+            (Value::Decimal("-0.00".into()), "decimal(4,2)", false),
+            (Value::Decimal("-0".into()), "decimal(2,0)", false),
+            (Value::Decimal("123.00".into()), "decimal(4,2)", false),
+            (Value::Decimal("12.".into()), "decimal(2,0)", false),
             (text("x"), "enum('x')", false),
         ];
         for (v, ty, moves) in cases {
@@ -817,6 +874,106 @@ mod tests {
             if moves {
                 assert_eq!(convert(&v, &to, ZeroDates::Reject).unwrap(), v, "{ty}");
             }
+        }
+    }
+
+    fn value_strategy() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let date = (0u16..10000, 0u8..14, 0u8..33);
+        prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            (-300i64..300).prop_map(Value::Int),
+            any::<u64>().prop_map(Value::UInt),
+            (0u64..70000).prop_map(Value::UInt),
+            any::<f64>().prop_map(Value::Double),
+            any::<f32>().prop_map(Value::Float),
+            date.clone()
+                .prop_map(|(year, month, day)| Value::Date { year, month, day }),
+            (date, 0u32..1_000_000, 0u8..7, any::<bool>()).prop_map(
+                |((year, month, day), micros, fsp, timestamp)| {
+                    let micros = if micros % 2 == 0 {
+                        micros / 1000 * 1000
+                    } else {
+                        micros
+                    };
+                    if timestamp {
+                        Value::Timestamp {
+                            year,
+                            month,
+                            day,
+                            hour: 12,
+                            minute: 30,
+                            second: 59,
+                            micros,
+                            fsp,
+                        }
+                    } else {
+                        Value::DateTime {
+                            year,
+                            month,
+                            day,
+                            hour: 12,
+                            minute: 30,
+                            second: 59,
+                            micros,
+                            fsp,
+                        }
+                    }
+                }
+            ),
+        ]
+    }
+
+    fn target_strategy() -> impl proptest::strategy::Strategy<Value = TargetType> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::sample::select(vec![8u8, 16, 24, 32, 64])
+                .prop_map(|bits| TargetType::Int { bits }),
+            prop::sample::select(vec![8u8, 16, 24, 32, 64])
+                .prop_map(|bits| TargetType::UInt { bits }),
+            Just(TargetType::Double),
+            Just(TargetType::Float),
+            Just(TargetType::Date),
+            (0u8..7).prop_map(|fsp| TargetType::DateTime { fsp }),
+            (0u8..7).prop_map(|fsp| TargetType::Timestamp { fsp }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A number, date or time moves exactly when converting it gives the same value back,
+        /// under every zero-date policy.
+        #[test]
+        fn values_move_exactly_when_convert_keeps_them(v in value_strategy(), to in target_strategy()) {
+            let moves = moves_unchanged(&v, &to);
+            for zero_dates in [ZeroDates::Reject, ZeroDates::Null, ZeroDates::Keep] {
+                let kept = convert(&v, &to, zero_dates).is_ok_and(|c| c == v);
+                if moves {
+                    proptest::prop_assert!(kept, "{:?} into {:?} moves, but converts otherwise", v, to);
+                } else if zero_dates == ZeroDates::Reject {
+                    proptest::prop_assert!(!kept, "{:?} into {:?} converts to itself, but does not move", v, to);
+                }
+            }
+        }
+
+        /// A decimal text moves exactly when converting it would give the same text back.
+        #[test]
+        fn decimals_move_exactly_when_convert_keeps_their_text(
+            neg in proptest::bool::ANY,
+            int in "[0-9]{0,5}",
+            frac in proptest::option::of("[0-9]{0,4}"),
+            precision in 1u8..8,
+            scale in 0u8..5,
+        ) {
+            proptest::prop_assume!(scale <= precision);
+            let text = format!(
+                "{}{int}{}",
+                if neg { "-" } else { "" },
+                frac.map(|f| format!(".{f}")).unwrap_or_default()
+            );
+            let v = Value::Decimal(text.clone());
+            let to = TargetType::Decimal { precision, scale };
+            let kept = matches!(convert(&v, &to, ZeroDates::Reject), Ok(Value::Decimal(t)) if t == text);
+            proptest::prop_assert_eq!(moves_unchanged(&v, &to), kept, "{} into {:?}", text, to);
         }
     }
 
