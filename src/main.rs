@@ -7,12 +7,6 @@
 //! Exit status: 0 on success, 1 on error (the message names the table, key or setting and the
 //! fix), 2 when `reconcile` finds actionable drift.
 
-/// mimalloc instead of the system allocator: the pipeline allocates and frees row values on one
-/// thread and drops them on another, which glibc's allocator serialises on its arena locks
-/// (measured: over a third of backfill CPU went to malloc/free).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod config;
 mod control;
 mod dlq;
@@ -189,6 +183,9 @@ enum TransformCommand {
 }
 
 fn main() -> ExitCode {
+    // mimalloc, set up for rows freed on another thread than the one that allocated them (see
+    // the tidemark-allocator crate).
+    tidemark_allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")

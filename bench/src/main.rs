@@ -25,10 +25,6 @@
 //! It prints `rows=N seconds=S` (connecting and assigning the partitions are excluded).
 
 use std::process::ExitCode;
-
-/// The allocator the `tidemark` binary uses, so that capture is measured as it runs there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use tidemark_ingest::{
@@ -203,6 +199,9 @@ fn consume(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
 }
 
 fn main() -> ExitCode {
+    // The allocator the `tidemark` binary uses, set up alike, so that capture is measured as it
+    // runs there.
+    tidemark_allocator::configure();
     let mut raw = std::env::args().skip(1);
     if raw.next().as_deref() == Some("consume") {
         return report(consume(raw));
