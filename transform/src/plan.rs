@@ -416,6 +416,10 @@ pub struct TablePlan {
     /// Every target column is a source column, each source column used once, and no filter
     /// reads the row: [`TablePlan::apply_owned`] may move values out of the source row.
     moves_values: bool,
+    /// Also, the target's columns are the source's, in the source's order (the identity mapping,
+    /// renames, type changes): [`TablePlan::apply_owned`] converts the row where it is, and it
+    /// becomes the record's row, instead of moving each value into a new one.
+    in_place: bool,
     /// `source.table` as lineage spells it (`db.table`), made once rather than for every record.
     source_table_text: String,
 }
@@ -751,8 +755,15 @@ impl TablePlan {
                 ColumnSource::Column { index } => used.insert(index),
                 ColumnSource::Computed { .. } => false,
             });
+        let in_place = moves_values
+            && columns.len() == schema.columns.len()
+            && columns
+                .iter()
+                .enumerate()
+                .all(|(i, c)| matches!(c.source, ColumnSource::Column { index } if index == i));
         TablePlan {
             moves_values,
+            in_place,
             source_table_text: schema.table.to_string(),
             source_names: schema.columns.iter().map(|c| c.name).collect(),
             source: schema.clone(),
@@ -828,6 +839,16 @@ impl TablePlan {
         }
         let lineage = self.lineage_owned(&mut change);
         let mut values = change.after.take().expect("checked above").0;
+        if self.in_place {
+            for (col, (name, slot)) in self.columns.iter().zip(values.iter_mut()) {
+                if !moves_unchanged(slot, &col.ty) {
+                    // A value that fails is still in its slot when the rejection reports it.
+                    *slot = self.converted(col, slot, &lineage)?;
+                }
+                *name = col.name;
+            }
+            return Ok(self.row_record(Row(values), lineage));
+        }
         let mut out = Row(Vec::with_capacity(self.columns.len()));
         for col in &self.columns {
             let ColumnSource::Column { index } = col.source else {
