@@ -349,33 +349,11 @@ pub fn from_canonical_text(column: &SourceColumn, text: &str) -> Result<Value, S
 /// [`normalize_decimal`] of an owned text, which is handed back as it is when it already is the
 /// canonical form (as the server sends a DECIMAL: it is checked, not trusted).
 pub fn canonical_decimal(text: String, scale: u8) -> Result<String, String> {
-    if is_canonical_decimal(&text, scale) {
+    if tidemark_schemas::is_canonical_decimal(&text, scale) {
         Ok(text)
     } else {
         normalize_decimal(&text, scale)
     }
-}
-
-/// Whether `text` is what [`normalize_decimal`] would make of it: optional `-`, digits without
-/// a leading zero (or one `0`), and exactly `scale` fraction digits after a `.` (none and no
-/// `.` for scale 0), never a negative zero.
-fn is_canonical_decimal(text: &str, scale: u8) -> bool {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (int, frac) = match digits.split_once('.') {
-        Some((int, frac)) if scale > 0 => (int, frac),
-        None if scale == 0 => (digits, ""),
-        _ => return false,
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    !int.is_empty()
-        && (int.len() == 1 || !int.starts_with('0'))
-        && frac.len() == usize::from(scale)
-        && all_digits(int)
-        && all_digits(frac)
-        && !(negative && int == "0" && frac.bytes().all(|b| b == b'0'))
 }
 
 /// Normalise exact decimal text to `scale` fraction digits, as MySQL prints DECIMAL(p, scale).

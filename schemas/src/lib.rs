@@ -34,7 +34,7 @@ mod value;
 pub use position::{file_seq, BinlogPosition, PositionError};
 pub use source::{SourceColumn, SourceSchema, SourceType};
 pub use target::{TargetColumn, TargetSchema, TargetType};
-pub use value::{ColumnName, Row, TemporalText, Value};
+pub use value::{is_canonical_decimal, ColumnName, Row, TemporalText, Value};
 
 use serde::{Deserialize, Serialize};
 

@@ -337,6 +337,32 @@ impl fmt::Display for Value {
 /// a row built from a schema never looks a name up.
 pub type ColumnName = ustr::Ustr;
 
+/// Whether `text` is a DECIMAL with `scale` fraction digits in the one form tidemark keeps it
+/// in (and MySQL prints it in): an optional `-` (never on zero), the integer digits without a
+/// leading zero (a single `0` when there are none), and when `scale > 0` a `.` and exactly
+/// `scale` digits. The decoder keeps such a text as it came; the transform moves it into a
+/// record of the same type instead of parsing and rendering it again.
+pub fn is_canonical_decimal(text: &str, scale: u8) -> bool {
+    let (negative, body) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let scale = usize::from(scale);
+    let (int, frac): (&[u8], &[u8]) = if scale == 0 {
+        (body, &[])
+    } else {
+        match body.len().checked_sub(scale + 1) {
+            Some(point) if body[point] == b'.' => (&body[..point], &body[point + 1..]),
+            _ => return false,
+        }
+    };
+    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+    matches!(int, [b'0'] | [b'1'..=b'9', ..])
+        && digits(int)
+        && digits(frac)
+        && !(negative && int == b"0" && frac.iter().all(|&d| d == b'0'))
+}
+
 /// An ordered list of named column values.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Row(pub Vec<(ColumnName, Value)>);

@@ -314,36 +314,20 @@ fn to_decimal(v: &Value, precision: u8, scale: u8) -> Conv<String> {
     })
 }
 
-/// Whether `s` is already what [`to_decimal`] makes of it for `decimal(precision, scale)`: an
-/// optional `-` (never on zero), the integer digits without leading zeros (`0` for none, at most
-/// `precision - scale` of them), and when `scale > 0` a point and exactly `scale` digits. A
-/// source DECIMAL column mapped to the same type always is (the server sends that form), so
-/// its text moves into the record instead of being parsed and rendered again.
+/// Whether `s` is already what [`to_decimal`] makes of it for `decimal(precision, scale)`: in
+/// the canonical form for `scale` ([`tidemark_schemas::is_canonical_decimal`]) with at most
+/// `precision - scale` integer digits. A source DECIMAL column mapped to the same type always is
+/// (the decoder keeps it in that form), so its text moves into the record instead of being
+/// parsed and rendered again.
 fn decimal_in_target_form(s: &str, precision: u8, scale: u8) -> bool {
-    let (neg, body) = match s.as_bytes() {
-        [b'-', rest @ ..] => (true, rest),
-        all => (false, all),
-    };
-    let scale = usize::from(scale);
-    let (int, frac): (&[u8], &[u8]) = if scale == 0 {
-        (body, &[])
-    } else {
-        match body.len().checked_sub(scale + 1) {
-            Some(point) if body[point] == b'.' => (&body[..point], &body[point + 1..]),
-            _ => return false,
-        }
-    };
-    let int_room = usize::from(precision.saturating_sub(scale as u8));
-    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
-    let int_ok = match int {
-        [b'0'] => true,
-        [b'1'..=b'9', ..] => int.len() <= int_room,
-        _ => false,
-    };
-    int_ok
-        && digits(int)
-        && digits(frac)
-        && !(neg && int == b"0" && frac.iter().all(|&d| d == b'0'))
+    if !tidemark_schemas::is_canonical_decimal(s, scale) {
+        return false;
+    }
+    // Canonical: the integer digits are all but the sign, the point and `scale` digits.
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let int = &body[..body.len() - if scale > 0 { usize::from(scale) + 1 } else { 0 }];
+    let int_digits = if int == "0" { 0 } else { int.len() };
+    int_digits <= usize::from(precision.saturating_sub(scale))
 }
 
 /// Date and time-of-day parts of a temporal value.
