@@ -57,11 +57,18 @@
 //! [`CHECKPOINT_AFTER_BYTES`] or more, it wakes a checkpointer thread with a connection of its
 //! own, which runs a `PASSIVE` checkpoint (copies what is committed, waits for no one) while the
 //! writer goes on. The WAL starts over at the writer's next transaction once all of it has been
-//! copied; `journal_size_limit = 0` then cuts the file back, so its size tells how much the WAL
-//! holds. Should the checkpointer never catch up, a writer that finds the WAL four times the
-//! threshold runs a `RESTART` checkpoint itself. Durability is unchanged: a commit is in the WAL,
-//! and a checkpoint syncs before it copies. Measured on a 1,000,000-row backfill (three
+//! copied. How much it holds comes from SQLite's WAL hook, which reports the frames in the WAL
+//! after every commit. Should the checkpointer never catch up, a writer that finds the WAL four
+//! times the threshold runs a `RESTART` checkpoint itself. Durability is unchanged: a commit is in
+//! the WAL, and a checkpoint syncs before it copies. Measured on a 1,000,000-row backfill (three
 //! alternating runs): 3.92 → 3.63 s.
+//!
+//! A WAL that starts over keeps its file (`journal_size_limit` is twice the threshold, so only a
+//! WAL that grew past that is cut back): the next cycle overwrites pages the file already has in
+//! the page cache and blocks it already has on disk, where a file cut back to nothing had the
+//! file system free and allocate them again 64 MiB at a time. Measured on a 1,000,000-row
+//! backfill (seven alternating pairs, Xeon): 2.37 → 2.24 s on average, faster in six pairs and
+//! equal in one, CPU 3.52 → 3.42 s.
 //!
 //! Concurrency: several `SqliteSink`s (threads or processes) may share one file. Every write and
 //! every schema change runs in an `IMMEDIATE` transaction, so a writer takes the write lock
@@ -134,6 +141,10 @@ pub struct SqliteSink {
     checkpointer: Option<Checkpointer>,
     /// The WAL size past which a write wakes the checkpointer.
     checkpoint_after_bytes: u64,
+    /// Bytes of one WAL frame: a page and its header.
+    wal_frame_bytes: u64,
+    /// Frames in the WAL after this connection's last commit (from [`note_wal_frames`]).
+    wal_frames: u64,
 }
 
 /// The WAL size past which a write wakes the checkpointer, by default: 64 MiB.
@@ -144,10 +155,33 @@ pub const CHECKPOINT_AFTER_BYTES: u64 = 64 << 20;
 /// of it has been copied).
 const CHECKPOINT_NOW_FACTOR: u64 = 4;
 
+/// Bytes of a WAL frame's header (before its page).
+const WAL_FRAME_HEADER_BYTES: u64 = 24;
+
+/// The size a WAL that starts over is cut back to: twice the checkpoint threshold. A WAL that
+/// keeps its file is overwritten in place (page-cache pages and disk blocks the file already has);
+/// one cut back to nothing makes the file system free and allocate them again on every cycle.
+fn wal_size_limit(checkpoint_after: u64) -> i64 {
+    i64::try_from(checkpoint_after.saturating_mul(2)).unwrap_or(i64::MAX)
+}
+
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread, as SQLite's WAL hook reports
+    /// them; `None` until a commit reports.
+    static WAL_FRAMES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The WAL hook of a writer's connection: SQLite calls it after each commit that wrote to the
+/// WAL, on the committing thread, with the number of frames the WAL now holds (counting from
+/// the last time it started over).
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(Some(u64::try_from(frames).unwrap_or(0)));
+    Ok(())
+}
+
 /// Copies the WAL into the database file on its own thread and connection, so that the writer
 /// never stops for it (see the module doc).
 struct Checkpointer {
-    wal: std::path::PathBuf,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -182,16 +216,14 @@ impl Checkpointer {
                 message: format!("starting the checkpointer thread: {e}"),
             })?;
         Ok(Checkpointer {
-            wal: std::path::PathBuf::from(format!("{path}-wal")),
             wake: Some(wake),
             thread: Some(thread),
         })
     }
 
-    /// After a commit: wake the checkpointer when the WAL holds `after` bytes or more; whether
-    /// it holds [`CHECKPOINT_NOW_FACTOR`] times that.
-    fn after_commit(&self, after: u64) -> bool {
-        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+    /// After a commit that left `size` bytes in the WAL: wake the checkpointer when that is
+    /// `after` bytes or more; whether it is [`CHECKPOINT_NOW_FACTOR`] times that.
+    fn after_commit(&self, size: u64, after: u64) -> bool {
         if size >= after {
             if let Some(wake) = &self.wake {
                 // Full: it is awake already.
@@ -316,11 +348,18 @@ impl SqliteSink {
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(open_err)?;
         // This connection never checkpoints: the checkpointer does, on its own thread (see the
-        // module doc). A WAL that starts over is cut back to its first transaction, so the
-        // file's size tells how much the WAL holds.
+        // module doc). The pragma replaces the connection's WAL hook, so ours comes after it.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_err)?;
-        conn.pragma_update(None, "journal_size_limit", 0)
+        conn.wal_hook(Some(note_wal_frames));
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            wal_size_limit(CHECKPOINT_AFTER_BYTES),
+        )
+        .map_err(open_err)?;
+        let page_size: u64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_err)?;
@@ -339,13 +378,25 @@ impl SqliteSink {
             tables: HashMap::new(),
             checkpointer: None,
             checkpoint_after_bytes: CHECKPOINT_AFTER_BYTES,
+            wal_frame_bytes: page_size + WAL_FRAME_HEADER_BYTES,
+            wal_frames: 0,
         })
     }
 
     /// Wake the checkpointer once the WAL holds this many bytes (default
     /// [`CHECKPOINT_AFTER_BYTES`]; tests use less).
-    pub fn set_checkpoint_after(&mut self, bytes: u64) {
+    pub fn set_checkpoint_after(&mut self, bytes: u64) -> Result<()> {
         self.checkpoint_after_bytes = bytes.max(1);
+        self.conn
+            .pragma_update(
+                None,
+                "journal_size_limit",
+                wal_size_limit(self.checkpoint_after_bytes),
+            )
+            .map_err(|e| Error::Open {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// The writer's own checkpoint, for a WAL the checkpointer has not caught up with: copy all
@@ -874,10 +925,15 @@ impl Sink for SqliteSink {
             )
             .map_err(|e| Error::Checkpoint(e.to_string()))?;
         }
+        WAL_FRAMES.set(None);
         tx.commit().map_err(|e| Error::Open {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
+        // A commit that wrote nothing leaves the WAL as it was.
+        if let Some(frames) = WAL_FRAMES.take() {
+            self.wal_frames = frames;
+        }
         if self.checkpointer.is_none() {
             self.checkpointer = Some(Checkpointer::start(&self.path)?);
         }
@@ -885,7 +941,7 @@ impl Sink for SqliteSink {
         let overgrown = self
             .checkpointer
             .as_ref()
-            .is_some_and(|c| c.after_commit(after));
+            .is_some_and(|c| c.after_commit(self.wal_frames * self.wal_frame_bytes, after));
         if overgrown {
             self.checkpoint_now(after)?;
         }

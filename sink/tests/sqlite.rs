@@ -417,7 +417,7 @@ fn the_wal_is_checkpointed_beside_the_writer_and_stays_bounded() {
     let wal = dir.path().join("target.db-wal");
     let mut sink = open(&path);
     let threshold = 2 << 20;
-    sink.set_checkpoint_after(threshold);
+    sink.set_checkpoint_after(threshold).unwrap();
     sink.ensure_table(&schema()).unwrap();
     let text = "w".repeat(1000);
     let (mut largest_wal, rows, batch_rows) = (0, 20_000, 100);
