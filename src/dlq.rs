@@ -126,8 +126,7 @@ impl tidemark_reconcile::DeadLetters for EmbeddedView {
             )
             .map_err(read_err)?;
         if !any {
-            self.empty_since
-                .insert(table.clone(), std::time::Instant::now());
+            self.empty_since.insert(*table, std::time::Instant::now());
             return Ok(None);
         }
         self.empty_since.remove(table);

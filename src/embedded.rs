@@ -157,7 +157,7 @@ fn read_backfill_checkpoints(
             let cp: BackfillCheckpoint = serde_json::from_str(&text).with_context(|| {
                 format!("the stored backfill checkpoint of {t} is unreadable: `{text}`")
             })?;
-            out.insert(t.clone(), cp);
+            out.insert(*t, cp);
         }
     }
     Ok(out)
@@ -180,9 +180,9 @@ pub async fn read_keys_file(
         let at = || format!("{}:{}", path.display(), i + 1);
         let (table, key) = tidemark_ingest::backfill::parse_key_line(line)
             .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
-        if !schemas.contains_key(&table) {
+        if let std::collections::btree_map::Entry::Vacant(e) = schemas.entry(table) {
             let schema = source.load_schema(&table).await?;
-            schemas.insert(table.clone(), schema);
+            e.insert(schema);
         }
         let typed = tidemark_ingest::backfill::key_from_json(&schemas[&table], &key)
             .map_err(|e| anyhow::anyhow!("{}: table {table}: {e}", at()))?;
@@ -203,7 +203,7 @@ pub async fn run(
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
     let all_tables = source.tables_in_scope(&scope).await?;
-    let identity = source.info.identity.clone();
+    let identity = source.info.identity;
 
     let (with_capture, until, backfill_tables, keys) = match &job {
         Job::Run { until_caught_up } => (
@@ -264,7 +264,7 @@ pub async fn run(
         if checkpoint.is_none() {
             // Durable before the backfill reads anything: a restart must resume capture here,
             // not at a later end of log, or the changes in between would be lost.
-            let checkpoint = CaptureCheckpoint::new(&from, identity.clone(), None).to_checkpoint();
+            let checkpoint = CaptureCheckpoint::new(&from, identity, None).to_checkpoint();
             block_in_place(|| sink.write(&[], &[checkpoint]))?;
         }
         let stop = match (until, backfill_tables.is_empty()) {
@@ -273,7 +273,7 @@ pub async fn run(
             (true, false) => StopAt::Later(stop_later.1.clone()),
         };
         info!(start = %from, resumed = checkpoint.is_some(), "starting capture");
-        start = Some(from.clone());
+        start = Some(from);
         let tx = tx.clone();
         let failed = failed.clone();
         capture_task = Some(tokio::spawn(async move {
@@ -435,7 +435,7 @@ fn transform_stage(
             CaptureMessage::Schema(source_schema) => {
                 let plan = transformer.plan(&source_schema)?;
                 let target = plan.target_schema().clone();
-                plans.insert(source_schema.table.clone(), plan);
+                plans.insert(source_schema.table, plan);
                 Transformed::Table(target)
             }
             CaptureMessage::Changes(changes) => {

@@ -76,7 +76,7 @@ pub async fn capture(
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
     let tables = source.tables_in_scope(&scope).await?;
-    let identity = source.info.identity.clone();
+    let identity = source.info.identity;
     let mut store = CheckpointStore::load(kafka).await?;
     let checkpoint = store.capture_checkpoint()?;
     let mut capture = Capture::new(
@@ -89,7 +89,7 @@ pub async fn capture(
     if checkpoint.is_none() {
         // Durable before any backfill reads: see the module doc.
         store
-            .store(&CaptureCheckpoint::new(&from, identity.clone(), None).to_checkpoint())
+            .store(&CaptureCheckpoint::new(&from, identity, None).to_checkpoint())
             .await?;
     }
     let stop = if until_caught_up {
@@ -100,10 +100,10 @@ pub async fn capture(
     info!(start = %from, resumed = checkpoint.is_some(), "starting capture into Kafka");
     let publisher = KafkaPublisher::new(kafka, identity, &tables)
         .await?
-        .with_start(from.clone(), None);
+        .with_start(from, None);
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
     let publishing = tokio::spawn(publisher.run(rx));
-    let captured = capture.run(from.clone(), stop, tx, cancel).await;
+    let captured = capture.run(from, stop, tx, cancel).await;
     let published = publishing.await.context("the publisher task panicked")?;
     let end = captured?;
     let report = published?;
@@ -135,7 +135,7 @@ pub async fn backfill(
         scope.restrict(&tables)?;
         tables
     };
-    let identity = source.info.identity.clone();
+    let identity = source.info.identity;
     let store = CheckpointStore::load(kafka).await?;
     if store.capture_checkpoint()?.is_none() {
         warn!("no capture position is recorded in the checkpoints topic: changes made to the source during this backfill reach the target only if a capture runs from a position before it began");

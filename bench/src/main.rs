@@ -127,12 +127,7 @@ async fn capture(args: Args) -> Result<(u64, f64), String> {
         (rows, versions)
     });
     let reached = capture
-        .run(
-            start,
-            StopAt::Position(end.clone()),
-            tx,
-            CancellationToken::new(),
-        )
+        .run(start, StopAt::Position(end), tx, CancellationToken::new())
         .await
         .map_err(|e| e.to_string())?;
     let (rows, _) = counter.await.map_err(|e| e.to_string())?;

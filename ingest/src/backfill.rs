@@ -298,7 +298,7 @@ impl Backfill {
             if checkpoint.done {
                 info!(table = %table, rows = checkpoint.rows, "backfill already complete");
                 self.progress.lock().expect("progress lock").insert(
-                    table.clone(),
+                    *table,
                     TableProgress {
                         rows: checkpoint.rows,
                         estimated_total: checkpoint.rows,
@@ -311,7 +311,7 @@ impl Backfill {
             let rows = self
                 .backfill_table(&mut conn, table, checkpoint, out, cancel)
                 .await?;
-            emitted.insert(table.clone(), rows);
+            emitted.insert(*table, rows);
             if cancel.is_cancelled() {
                 break;
             }
@@ -339,7 +339,7 @@ impl Backfill {
         let estimate: Option<u64> = conn
             .exec_first(
                 "SELECT CAST(TABLE_ROWS AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&table.database, &table.table),
+                (table.database.as_str(), table.table.as_str()),
             )
             .await?
             .and_then(|s: String| s.parse().ok());
@@ -374,14 +374,15 @@ impl Backfill {
             checkpoint.chunks += 1;
             let chunk_name = format!("{table}#{}", checkpoint.chunks);
             let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+            let server = self.source.info.identity;
             let event = |row: Row| ChangeEvent {
-                source_server: self.source.info.identity.clone(),
-                table: table.clone(),
+                source_server: server,
+                table: *table,
                 op: Operation::Backfill,
                 key: key_of(&schema, &row),
                 after: Some(row),
                 version,
-                position: p.clone(),
+                position: p,
                 gtid: None,
                 commit_time_us: now_us as i64,
                 chunk: Some(chunk_name.clone()),
@@ -455,7 +456,7 @@ impl Backfill {
 
     fn set_progress(&self, table: &TableId, f: impl FnOnce(&mut TableProgress)) {
         let mut map = self.progress.lock().expect("progress lock");
-        f(map.entry(table.clone()).or_default());
+        f(map.entry(*table).or_default());
     }
 
     async fn wait_while_paused(
@@ -553,6 +554,7 @@ impl Backfill {
                 .map(|r| (key_of(&schema, &r).canonical_text(), r))
                 .collect();
             let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+            let server = self.source.info.identity;
             let changes: Vec<ChangeEvent> = batch
                 .iter()
                 .map(|key| {
@@ -563,13 +565,13 @@ impl Backfill {
                         missing_total += 1;
                     }
                     ChangeEvent {
-                        source_server: self.source.info.identity.clone(),
-                        table: table.clone(),
+                        source_server: server,
+                        table: *table,
                         op: Operation::Repair,
                         key: key.clone(),
                         after,
                         version,
-                        position: p.clone(),
+                        position: p,
                         gtid: None,
                         commit_time_us: now_us,
                         chunk: None,

@@ -234,7 +234,7 @@ impl Capture {
                 if cp.server != self.source.info.identity {
                     return Err(Error::ServerChanged {
                         checkpoint_server: cp.server.clone(),
-                        current_server: self.source.info.identity.clone(),
+                        current_server: self.source.info.identity.to_string(),
                     });
                 }
                 cp.position
@@ -261,7 +261,7 @@ impl Capture {
                     })?,
             },
         };
-        if !files.contains(&pos.file) {
+        if !files.iter().any(|f| pos.file == *f) {
             let tables = self.source.tables_in_scope(&self.scope).await?;
             return Err(Error::PositionPurged {
                 position: pos,
@@ -285,7 +285,7 @@ impl Capture {
         // no transaction passes before capture stops (it is the apply frontier's floor).
         if out
             .send(CaptureMessage::Commit {
-                position: start.clone(),
+                position: start,
                 gtid: None,
             })
             .await
@@ -326,7 +326,7 @@ impl Capture {
         out: &mpsc::Sender<CaptureMessage>,
         cancel: &CancellationToken,
     ) -> std::result::Result<BinlogPosition, (Error, BinlogPosition)> {
-        let fail = |e: Error| (e, from.clone());
+        let fail = |e: Error| (e, *from);
         let mut conn = self.source.new_connection().await.map_err(fail)?;
         let heartbeat_ns = self.config.heartbeat_seconds.max(1) * 1_000_000_000;
         conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
@@ -348,9 +348,9 @@ impl Capture {
         info!(position = %from, server = %self.source.info.identity, "binlog capture started");
 
         let mut st = StreamState {
-            file: from.file.clone(),
+            file: from.file.to_string(),
             file_seq: file_seq(&from.file).map_err(|e| fail(e.into()))?,
-            boundary: from.clone(),
+            boundary: *from,
             gtid: None,
             in_txn: false,
             rows: 0,
@@ -358,7 +358,7 @@ impl Capture {
         };
         // A session dropped mid-transaction is resumed from the last boundary.
         let result = self.pump(&mut stream, &mut st, stop, out, cancel).await;
-        let boundary = st.boundary.clone();
+        let boundary = st.boundary;
         // Closing a stream the server is still feeding can block; dropping it is enough.
         drop(stream);
         match result {
@@ -394,7 +394,7 @@ impl Capture {
             if at_boundary
                 && out
                     .send(CaptureMessage::Commit {
-                        position: st.boundary.clone(),
+                        position: st.boundary,
                         gtid: st.gtid.take(),
                     })
                     .await
@@ -528,7 +528,7 @@ impl Capture {
             &rows_event,
             tme,
             &schema,
-            &self.source.info.identity,
+            self.source.info.identity,
             st,
             &position,
             size,
@@ -579,7 +579,7 @@ impl Capture {
                 if self.scope.includes(&table.database, &table.table) {
                     return Err(Error::Truncated {
                         table,
-                        position: at.clone(),
+                        position: *at,
                     });
                 }
             }
@@ -628,7 +628,7 @@ impl Capture {
         let schema = schema?;
         check_table_map(&schema, tme, at)?;
         let schema = Arc::new(schema);
-        self.schemas.insert(table.clone(), schema.clone());
+        self.schemas.insert(*table, schema.clone());
         Ok(schema)
     }
 }
@@ -640,8 +640,8 @@ fn check_table_map(
     at: &BinlogPosition,
 ) -> Result<()> {
     let mismatch = |detail: String| Error::SchemaMismatch {
-        table: schema.table.clone(),
-        position: at.clone(),
+        table: schema.table,
+        position: *at,
         detail,
     };
     if tme.columns_count() as usize != schema.columns.len() {
@@ -874,7 +874,7 @@ fn decode_rows(
     rows_event: &RowsEventData<'_>,
     tme: &TableMapEvent<'_>,
     schema: &SourceSchema,
-    server: &str,
+    server: tidemark_schemas::Ustr,
     st: &StreamState,
     position: &BinlogPosition,
     event_len: u64,
@@ -895,14 +895,14 @@ fn decode_rows(
     };
     let mut changes = Vec::new();
     let decode_error = |detail: String| Error::Decode {
-        table: schema.table.clone(),
-        position: position.clone(),
+        table: schema.table,
+        position: *position,
         detail,
     };
     let images = RowImages::new(rows_event, tme, schema).map_err(|e| match e {
         RowImageError::NotFull(present) => Error::SchemaMismatch {
-            table: schema.table.clone(),
-            position: position.clone(),
+            table: schema.table,
+            position: *position,
             detail: format!(
                 "the row image has {present} of {} columns; a session logged it with binlog_row_image other than FULL",
                 schema.columns.len()
@@ -917,8 +917,8 @@ fn decode_rows(
             let mut row = Row(Vec::with_capacity(schema.columns.len()));
             for (col, value) in schema.columns.iter().zip(image) {
                 let v = decode::from_binlog(col, value).map_err(|detail| Error::Decode {
-                    table: schema.table.clone(),
-                    position: position.clone(),
+                    table: schema.table,
+                    position: *position,
                     detail: format!("column {}: {detail}", col.name),
                 })?;
                 row.0.push((col.name, v));
@@ -928,13 +928,13 @@ fn decode_rows(
         let before = before.map(decode).transpose()?;
         let after = after.map(decode).transpose()?;
         let make = |op: Operation, key: Row, after: Option<Row>| ChangeEvent {
-            source_server: server.to_string(),
-            table: schema.table.clone(),
+            source_server: server,
+            table: schema.table,
             op,
             key,
             after,
             version,
-            position: position.clone(),
+            position: *position,
             gtid: st.gtid.clone(),
             commit_time_us,
             chunk: None,

@@ -99,7 +99,7 @@ pub struct ServerInfo {
     pub version: String,
     /// Stable identity of the server whose binlog this is: `@@server_uuid` on MySQL,
     /// `mariadb-<@@server_id>` on MariaDB (which has no server uuid).
-    pub identity: String,
+    pub identity: tidemark_schemas::Ustr,
 }
 
 /// A connection to the source for metadata and reads (not the binlog stream).
@@ -120,7 +120,7 @@ impl Source {
             info: ServerInfo {
                 flavor: Flavor::MySql,
                 version: String::new(),
-                identity: String::new(),
+                identity: String::new().into(),
             },
         };
         src.info = src.read_server_info().await?;
@@ -179,7 +179,7 @@ impl Source {
         Ok(ServerInfo {
             flavor,
             version,
-            identity,
+            identity: identity.into(),
         })
     }
 
@@ -322,7 +322,7 @@ pub fn decode_row(schema: &SourceSchema, row: MyRow) -> Result<tidemark_schemas:
     for (col, value) in schema.columns.iter().zip(values) {
         let v = crate::decode::from_mysql(col, value, crate::decode::Origin::ResultSet).map_err(
             |detail| Error::Decode {
-                table: schema.table.clone(),
+                table: schema.table,
                 position: BinlogPosition::new("-", 0),
                 detail: format!("column {}: {detail}", col.name),
             },
@@ -406,13 +406,11 @@ pub(crate) async fn load_schema(
              CAST(DATETIME_PRECISION AS CHAR) \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
              ORDER BY ORDINAL_POSITION",
-            (&table.database, &table.table),
+            (table.database.as_str(), table.table.as_str()),
         )
         .await?;
     if rows.is_empty() {
-        return Err(Error::TableNotFound {
-            table: table.clone(),
-        });
+        return Err(Error::TableNotFound { table: *table });
     }
     let json_columns = if flavor == Flavor::MariaDb {
         mariadb_json_columns(conn, table).await?
@@ -433,7 +431,7 @@ pub(crate) async fn load_schema(
         let fsp = number(row, 9).unwrap_or(0).min(6) as u8;
         let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
         let unsupported = || Error::UnsupportedType {
-            table: table.clone(),
+            table: *table,
             column: name.clone(),
             column_type: column_type.clone(),
         };
@@ -494,7 +492,7 @@ pub(crate) async fn load_schema(
     }
     let (key_name, key) = choose_key(conn, table, &columns).await?;
     Ok(SourceSchema {
-        table: table.clone(),
+        table: *table,
         columns,
         key,
         key_name,
@@ -507,7 +505,7 @@ async fn mariadb_json_columns(conn: &mut Conn, table: &TableId) -> Result<BTreeS
         .exec(
             "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
              WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
-            (&table.database, &table.table),
+            (table.database.as_str(), table.table.as_str()),
         )
         .await?;
     Ok(clauses
@@ -531,7 +529,7 @@ async fn choose_key(
             "SELECT INDEX_NAME, COLUMN_NAME, CAST(NON_UNIQUE AS CHAR), CAST(SUB_PART AS CHAR) \
              FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
              ORDER BY INDEX_NAME, SEQ_IN_INDEX",
-            (&table.database, &table.table),
+            (table.database.as_str(), table.table.as_str()),
         )
         .await?;
     let mut indexes: BTreeMap<String, (bool, Vec<Option<usize>>, bool)> = BTreeMap::new();
@@ -557,9 +555,7 @@ async fn choose_key(
             return Ok((name.clone(), index.1.iter().flatten().copied().collect()));
         }
     }
-    Err(Error::NoKey {
-        table: table.clone(),
-    })
+    Err(Error::NoKey { table: *table })
 }
 
 /// Parse the member list of `enum('a','b''c')` / `set(...)` as MySQL prints it in COLUMN_TYPE.

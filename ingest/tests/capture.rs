@@ -59,12 +59,7 @@ async fn capture_from(
         (changes, schemas)
     });
     let reached = capture
-        .run(
-            start,
-            StopAt::Position(end.clone()),
-            tx,
-            CancellationToken::new(),
-        )
+        .run(start, StopAt::Position(end), tx, CancellationToken::new())
         .await
         .expect("capture runs to the end of log");
     assert!(reached >= end, "capture stopped at {reached}, before {end}");
@@ -424,7 +419,7 @@ async fn sakila_changes_are_captured_exactly() {
     assert!(compared > 45_000, "compared {compared} rows");
     for (table, count) in tidemark_testkit::SAKILA_ROW_COUNTS {
         assert!(
-            schemas.iter().any(|s| &s.table.table == table),
+            schemas.iter().any(|s| s.table.table == table),
             "sakila.{table} ({count} rows) was captured"
         );
     }
@@ -596,7 +591,7 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
         tables: vec![],
     };
     let source = Source::connect(&db.url()).await.unwrap();
-    let identity = source.info.identity.clone();
+    let identity = source.info.identity;
     let mut capture = Capture::new(
         source,
         Scope::from_config(&cfg).unwrap(),
@@ -605,7 +600,7 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
     );
     let checkpoint = tidemark_ingest::CaptureCheckpoint {
         position: "mysql-bin.000001:500".into(),
-        server: identity,
+        server: identity.to_string(),
         gtid: None,
     };
     let msg = capture

@@ -569,7 +569,7 @@ impl KafkaApplier {
         for tp in &assignment {
             let (p, _) = self.applied.get(tp)?;
             if min.as_ref().is_none_or(|m| p < m) {
-                min = Some(p.clone());
+                min = Some(*p);
             }
         }
         min
@@ -1318,7 +1318,7 @@ impl GroupFrontier {
         for p in self.partitions.values() {
             let p = p.as_ref()?;
             if min.as_ref().is_none_or(|m| p < m) {
-                min = Some(p.clone());
+                min = Some(*p);
             }
         }
         min

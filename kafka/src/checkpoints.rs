@@ -87,7 +87,7 @@ impl CheckpointStore {
                     key: checkpoint_key(BACKFILL_STAGE, &scope),
                     message: format!("{e}: `{text}`"),
                 })?;
-                out.insert(t.clone(), cp);
+                out.insert(*t, cp);
             }
         }
         Ok(out)

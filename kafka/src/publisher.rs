@@ -93,10 +93,8 @@ impl KafkaPublisher {
         let producer: FutureProducer = producer_config(config)
             .create()
             .map_err(|e| Error::kafka("creating the producer", e))?;
-        let tables_topics: Vec<(TableId, String)> = tables
-            .iter()
-            .map(|t| (t.clone(), topics.changes(t)))
-            .collect();
+        let tables_topics: Vec<(TableId, String)> =
+            tables.iter().map(|t| (*t, topics.changes(t))).collect();
         let (resolved, value_ids) = {
             let producer = producer.clone();
             let config = config.clone();
@@ -187,7 +185,7 @@ impl KafkaPublisher {
                     CaptureCheckpoint::new(&position, self.server.clone(), gtid.clone())
                         .to_checkpoint(),
                 );
-                self.report.last_position = Some(position.clone());
+                self.report.last_position = Some(position);
                 self.last_commit = Some((position, gtid));
                 self.marker_due = true;
                 if self.last_marker.elapsed() >= self.config.marker_interval() {
@@ -234,9 +232,9 @@ impl KafkaPublisher {
             if let Some(id) = id {
                 self.value_ids.insert(topic.clone(), id);
             }
-            self.tables.insert(schema.table.clone(), (topic, n));
+            self.tables.insert(schema.table, (topic, n));
         }
-        self.current_schema.insert(schema.table.clone(), id);
+        self.current_schema.insert(schema.table, id);
         Ok(())
     }
 

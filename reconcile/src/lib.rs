@@ -435,7 +435,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 .summary
                 .add(&event.table, leftover_class, &[], &key_text);
             if leftover_class.repairable() {
-                outcome.repair.entry(table.clone()).or_default().push(p.key);
+                outcome.repair.entry(*table).or_default().push(p.key);
             }
             emit(&event);
         }
@@ -451,7 +451,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
 
     fn report(&self, table: &TableId, compared: u64, started: Instant, done: bool) {
         let mut map = self.progress.lock().expect("progress lock");
-        let p = map.entry(table.clone()).or_default();
+        let p = map.entry(*table).or_default();
         p.rows = compared;
         p.estimated_total = p.estimated_total.max(compared);
         p.rows_per_second = compared as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -532,7 +532,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             if finding.class.repairable() {
                 run.outcome
                     .repair
-                    .entry(schema.table.clone())
+                    .entry(schema.table)
                     .or_default()
                     .push(key);
             }
@@ -566,8 +566,8 @@ fn prepare(
     source_row: Option<Row>,
 ) -> Prepared {
     let change = |op, after| ChangeEvent {
-        source_server: server.to_string(),
-        table: plan.source().table.clone(),
+        source_server: server.to_string().into(),
+        table: plan.source().table,
         op,
         key: key.clone(),
         after,
@@ -646,7 +646,7 @@ async fn read_ahead(
             Ok::<_, Error>((p, rows, h))
         }
         .await;
-        let server = source.info.identity.clone();
+        let server = source.info.identity;
         let mut full = false;
         let chunk = read.map(|(p, rows, h)| {
             full = rows.len() == chunk_rows as usize;

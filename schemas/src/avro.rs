@@ -1276,16 +1276,16 @@ mod conv {
     fn lineage_from(v: Avro) -> Result<Lineage, FieldError> {
         let mut f = Fields::of(v)?;
         Ok(Lineage {
-            source_server: f.take("source_server", text)?,
-            source_table: f.take("source_table", text)?,
+            source_server: f.take("source_server", text)?.into(),
+            source_table: f.take("source_table", text)?.into(),
             source_key: f.take("source_key", text)?,
             position: f.take("position", text)?,
             gtid: f.take("gtid", |v| nullable(v, text))?,
             version: f.take("version", long)?,
             op: f.take("op", op)?,
             commit_time_us: f.take("commit_time_us", long)?,
-            transform_name: f.take("transform_name", text)?,
-            transform_version: f.take("transform_version", text)?,
+            transform_name: f.take("transform_name", text)?.into(),
+            transform_version: f.take("transform_version", text)?.into(),
             source_digest: f.take("source_digest", text)?,
             chunk: f.take("chunk", |v| nullable(v, text))?,
         })
@@ -1330,12 +1330,12 @@ mod conv {
         fn from_avro(value: Avro) -> Result<Self, FieldError> {
             let mut f = Fields::of(value)?;
             Ok(ChangeEvent {
-                source_server: f.take("source_server", text)?,
+                source_server: f.take("source_server", text)?.into(),
                 table: f.take("table", |v| {
                     let mut t = Fields::of(v)?;
                     Ok(TableId {
-                        database: t.take("database", text)?,
-                        table: t.take("table", text)?,
+                        database: t.take("database", text)?.into(),
+                        table: t.take("table", text)?.into(),
                     })
                 })?,
                 op: f.take("op", op)?,
@@ -1345,7 +1345,7 @@ mod conv {
                 position: f.take("position", |v| {
                     let mut p = Fields::of(v)?;
                     Ok(BinlogPosition {
-                        file: p.take("file", text)?,
+                        file: p.take("file", text)?.into(),
                         offset: p.take("offset", number)?,
                     })
                 })?,
@@ -1379,7 +1379,7 @@ mod conv {
         fn from_avro(value: Avro) -> Result<Self, FieldError> {
             let mut f = Fields::of(value)?;
             Ok(TargetRecord {
-                table: f.take("table", text)?,
+                table: f.take("table", text)?.into(),
                 key: f.take("key", row_from)?,
                 columns: f.take("columns", |v| nullable(v, row_from))?,
                 lineage: f.take("lineage", lineage_from)?,

@@ -34,6 +34,11 @@ mod value;
 pub use position::{file_seq, BinlogPosition, PositionError};
 pub use source::{SourceColumn, SourceSchema, SourceType};
 pub use target::{TargetColumn, TargetSchema, TargetType};
+/// An interned text: one copy per distinct text for the life of the process, cloned by copying
+/// a pointer and compared by comparing pointers. Table names and the lineage texts every record
+/// of a table repeats (source server, source table, transform and its version) are interned, so
+/// that a record carries them without an allocation of its own.
+pub use ustr::Ustr;
 pub use value::{is_canonical_decimal, ColumnName, Row, TemporalText, Value};
 
 use serde::{Deserialize, Serialize};
@@ -161,14 +166,14 @@ impl std::fmt::Display for Operation {
 }
 
 /// A source table, `database.table`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TableId {
-    pub database: String,
-    pub table: String,
+    pub database: Ustr,
+    pub table: Ustr,
 }
 
 impl TableId {
-    pub fn new(database: impl Into<String>, table: impl Into<String>) -> Self {
+    pub fn new(database: impl Into<Ustr>, table: impl Into<Ustr>) -> Self {
         TableId {
             database: database.into(),
             table: table.into(),
@@ -204,7 +209,7 @@ impl std::str::FromStr for TableId {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     /// Identity of the source server (`@@server_uuid` or `@@server_id` when there is no uuid).
-    pub source_server: String,
+    pub source_server: Ustr,
     pub table: TableId,
     pub op: Operation,
     /// The primary key (or chosen unique key) of the row, in key order.
@@ -227,8 +232,8 @@ pub struct ChangeEvent {
 /// What the transform stamps on every target record (DESIGN.md §5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lineage {
-    pub source_server: String,
-    pub source_table: String,
+    pub source_server: Ustr,
+    pub source_table: Ustr,
     /// Canonical text of the source key, e.g. `{"id":42}`.
     pub source_key: String,
     pub position: String,
@@ -236,8 +241,8 @@ pub struct Lineage {
     pub version: Version,
     pub op: Operation,
     pub commit_time_us: i64,
-    pub transform_name: String,
-    pub transform_version: String,
+    pub transform_name: Ustr,
+    pub transform_version: Ustr,
     /// Hash of the source row image the record was made from; empty for tombstones.
     pub source_digest: String,
     pub chunk: Option<String>,
@@ -247,7 +252,7 @@ pub struct Lineage {
 /// and lineage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetRecord {
-    pub table: String,
+    pub table: Ustr,
     pub key: Row,
     /// `None` marks a tombstone.
     pub columns: Option<Row>,

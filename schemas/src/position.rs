@@ -7,9 +7,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A position in the source's binlog: the file name and a byte offset inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// The file name is interned ([`crate::Ustr`]): a source has one name per binlog file, and every
+/// change read from a file carries its name, so a position is copied, never allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BinlogPosition {
-    pub file: String,
+    pub file: crate::Ustr,
     pub offset: u64,
 }
 
@@ -22,7 +25,7 @@ pub enum PositionError {
 }
 
 impl BinlogPosition {
-    pub fn new(file: impl Into<String>, offset: u64) -> Self {
+    pub fn new(file: impl Into<crate::Ustr>, offset: u64) -> Self {
         BinlogPosition {
             file: file.into(),
             offset,

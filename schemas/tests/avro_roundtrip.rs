@@ -649,13 +649,13 @@ prop_compose! {
         chunk in prop::option::of(small_string()),
     ) -> ChangeEvent {
         ChangeEvent {
-            source_server,
-            table: TableId { database, table },
+            source_server: source_server.into(),
+            table: TableId { database: database.into(), table: table.into() },
             op,
             key,
             after,
             version,
-            position: BinlogPosition { file, offset },
+            position: BinlogPosition { file: file.into(), offset },
             gtid,
             commit_time_us,
             chunk,

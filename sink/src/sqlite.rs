@@ -88,7 +88,7 @@ use std::path::Path;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tidemark_schemas::{
-    Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
+    Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Ustr, Value,
 };
 
 use crate::borrowing::{BorrowingStatement, PreparedStatement};
@@ -632,14 +632,14 @@ fn record_from_row(
         version: int(0)?,
         op: Operation::parse(&op_text)
             .ok_or_else(|| read_err(format!("unknown operation `{op_text}`")))?,
-        source_server: text(3)?,
-        source_table: text(4)?,
+        source_server: text(3)?.into(),
+        source_table: text(4)?.into(),
         source_key: text(5)?,
         position: text(6)?,
         gtid: opt_text(7)?,
         commit_time_us: int(8)?,
-        transform_name: text(9)?,
-        transform_version: text(10)?,
+        transform_name: text(9)?.into(),
+        transform_version: text(10)?.into(),
         source_digest: text(11)?,
         chunk: opt_text(12)?,
     };
@@ -650,7 +650,7 @@ fn record_from_row(
         .map(|k| (*k, columns.get(k).cloned().unwrap_or(Value::Null)))
         .collect();
     Ok(TargetRecord {
-        table: schema.table.clone(),
+        table: schema.table.clone().into(),
         key,
         columns: (!deleted).then_some(columns),
         lineage,
@@ -770,6 +770,14 @@ fn bind_record<'v>(
             stmt.text(index, f(l))
         }
     };
+    // Interned texts are equal exactly when they are one pointer: nothing to read.
+    let interned = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &Ustr| {
+        if p.is_some_and(|p| f(p) == f(l)) {
+            Ok(())
+        } else {
+            stmt.text(index, f(l).as_str())
+        }
+    };
     let opt_text =
         |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &Option<String>| match f(l) {
             Some(v) if p.is_some_and(|p| f(p).as_deref() == Some(v)) => Ok(()),
@@ -779,21 +787,21 @@ fn bind_record<'v>(
     stmt.int(index + 1, l.version)?;
     stmt.int(index + 2, i64::from(rec.is_tombstone()))?;
     text(stmt, index + 3, |l| l.op.as_str())?;
-    text(stmt, index + 4, |l| &l.source_server)?;
-    text(stmt, index + 5, |l| &l.source_table)?;
+    interned(stmt, index + 4, |l| &l.source_server)?;
+    interned(stmt, index + 5, |l| &l.source_table)?;
     stmt.text(index + 6, &l.source_key)?;
     text(stmt, index + 7, |l| &l.position)?;
     opt_text(stmt, index + 8, |l| &l.gtid)?;
     stmt.int(index + 9, l.commit_time_us)?;
-    text(stmt, index + 10, |l| &l.transform_name)?;
-    text(stmt, index + 11, |l| &l.transform_version)?;
+    interned(stmt, index + 10, |l| &l.transform_name)?;
+    interned(stmt, index + 11, |l| &l.transform_version)?;
     stmt.text(index + 12, &l.source_digest)?;
     opt_text(stmt, index + 13, |l| &l.chunk)
 }
 
 fn write_err(rec: &TargetRecord, e: impl std::fmt::Display) -> Error {
     Error::Write {
-        table: rec.table.clone(),
+        table: rec.table.to_string(),
         message: format!("key {}: {e}", rec.lineage.source_key),
     }
 }
@@ -897,10 +905,13 @@ impl Sink for SqliteSink {
                 upsert,
                 unsigned_rowid,
                 ..
-            } = self.tables.get_mut(table).ok_or_else(|| Error::Write {
-                table: table.clone(),
-                message: "no schema was announced for this table before its records".into(),
-            })?;
+            } = self
+                .tables
+                .get_mut(table.as_str())
+                .ok_or_else(|| Error::Write {
+                    table: table.to_string(),
+                    message: "no schema was announced for this table before its records".into(),
+                })?;
             let mut stmt = upsert.borrowing();
             let (mut applied, mut ignored) = (0, 0);
             let mut prev = None;
@@ -913,7 +924,7 @@ impl Sink for SqliteSink {
                     ignored += 1;
                 }
             }
-            let e = stats.entry(table.clone()).or_default();
+            let e = stats.entry(table.to_string()).or_default();
             e.0 += applied;
             e.1 += ignored;
         }

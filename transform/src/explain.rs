@@ -18,7 +18,7 @@ pub fn sample_change(schema: &SourceSchema, row: &Row) -> ChangeEvent {
         .collect();
     ChangeEvent {
         source_server: "sample".into(),
-        table: schema.table.clone(),
+        table: schema.table,
         op: Operation::Insert,
         key,
         after: Some(row.clone()),
@@ -171,8 +171,8 @@ impl TablePlan {
                     &[
                         vec!["source_key".into(), l.source_key.clone()],
                         vec!["source_digest".into(), l.source_digest.clone()],
-                        vec!["transform".into(), l.transform_name.clone()],
-                        vec!["transform_version".into(), l.transform_version.clone()],
+                        vec!["transform".into(), l.transform_name.to_string()],
+                        vec!["transform_version".into(), l.transform_version.to_string()],
                     ],
                 );
                 let _ = writeln!(

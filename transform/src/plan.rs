@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use tidemark_schemas::{
     ChangeEvent, ColumnName, Lineage, Row, SourceSchema, TableId, TargetColumn, TargetRecord,
-    TargetSchema, TargetType, Value,
+    TargetSchema, TargetType, Ustr, Value,
 };
 
 use crate::config::{MappingConfig, ZeroDates};
@@ -194,7 +194,7 @@ impl Mapping {
         let target = config
             .target
             .clone()
-            .unwrap_or_else(|| source.table.clone());
+            .unwrap_or_else(|| source.table.to_string());
         check_name(&m, "target", &target, "target table name")?;
         let mut dropped = BTreeSet::new();
         for d in &config.drop {
@@ -296,7 +296,7 @@ impl Transformer {
                     ),
                 ));
             }
-            if let Some(other) = targets.insert(m.target.clone(), m.source.clone()) {
+            if let Some(other) = targets.insert(m.target.clone(), m.source) {
                 return Err(ConfigError::new(
                     m.source.to_string(),
                     "target",
@@ -306,7 +306,7 @@ impl Transformer {
                     ),
                 ));
             }
-            mappings.insert(m.source.clone(), m);
+            mappings.insert(m.source, m);
         }
         Ok(Transformer::with_identity(mappings, ZeroDates::Keep))
     }
@@ -403,8 +403,10 @@ pub struct TablePlan {
     source: SourceSchema,
     source_names: Vec<ColumnName>,
     target: TargetSchema,
-    transform_name: String,
-    transform_version: String,
+    /// `target.table`, interned for the records.
+    target_table: Ustr,
+    transform_name: Ustr,
+    transform_version: Ustr,
     canonical: String,
     zero_dates: ZeroDates,
     columns: Vec<PlanColumn>,
@@ -421,7 +423,7 @@ pub struct TablePlan {
     /// becomes the record's row, instead of moving each value into a new one.
     in_place: bool,
     /// `source.table` as lineage spells it (`db.table`), made once rather than for every record.
-    source_table_text: String,
+    source_table_text: Ustr,
 }
 
 fn identity_plan(
@@ -456,7 +458,7 @@ fn identity_plan(
         .collect();
     Ok(TablePlan::assemble(
         schema,
-        schema.table.table.clone(),
+        schema.table.table.to_string(),
         IDENTITY_NAME.to_string(),
         version.to_string(),
         canonical.to_string(),
@@ -764,12 +766,13 @@ impl TablePlan {
         TablePlan {
             moves_values,
             in_place,
-            source_table_text: schema.table.to_string(),
+            source_table_text: Ustr::from(&schema.table.to_string()),
             source_names: schema.columns.iter().map(|c| c.name).collect(),
             source: schema.clone(),
+            target_table: Ustr::from(&target.table),
             target,
-            transform_name,
-            transform_version,
+            transform_name: Ustr::from(&transform_name),
+            transform_version: Ustr::from(&transform_version),
             canonical,
             zero_dates,
             columns,
@@ -868,7 +871,7 @@ impl TablePlan {
     /// The record of the target row `out`, keyed by its key columns.
     fn row_record(&self, out: Row, lineage: Lineage) -> TargetRecord {
         TargetRecord {
-            table: self.target.table.clone(),
+            table: self.target_table,
             key: Row(self.key.iter().map(|&i| out.0[i].clone()).collect()),
             columns: Some(out),
             lineage,
@@ -878,7 +881,6 @@ impl TablePlan {
     /// The lineage of the record made from `change`.
     fn lineage(&self, change: &ChangeEvent) -> Lineage {
         Lineage {
-            source_server: change.source_server.clone(),
             gtid: change.gtid.clone(),
             chunk: change.chunk.clone(),
             ..self.lineage_of_image(change)
@@ -888,22 +890,21 @@ impl TablePlan {
     /// [`TablePlan::lineage`], moving the texts it shares with `change` out of it.
     fn lineage_owned(&self, change: &mut ChangeEvent) -> Lineage {
         Lineage {
-            source_server: std::mem::take(&mut change.source_server),
             gtid: change.gtid.take(),
             chunk: change.chunk.take(),
             ..self.lineage_of_image(change)
         }
     }
 
-    /// The lineage of `change` but for the texts it carries as they are (server, GTID, chunk),
-    /// which are left empty.
+    /// The lineage of `change` but for the texts it carries as they are (GTID, chunk), which
+    /// are left empty.
     fn lineage_of_image(&self, change: &ChangeEvent) -> Lineage {
         Lineage {
-            source_server: String::new(),
+            source_server: change.source_server,
             source_table: if change.table == self.source.table {
-                self.source_table_text.clone()
+                self.source_table_text
             } else {
-                change.table.to_string()
+                change.table.to_string().into()
             },
             source_key: change.key.canonical_text(),
             position: change.position.text(),
@@ -911,8 +912,8 @@ impl TablePlan {
             version: change.version,
             op: change.op,
             commit_time_us: change.commit_time_us,
-            transform_name: self.transform_name.clone(),
-            transform_version: self.transform_version.clone(),
+            transform_name: self.transform_name,
+            transform_version: self.transform_version,
             source_digest: change.after.as_ref().map(source_digest).unwrap_or_default(),
             chunk: None,
         }
@@ -935,7 +936,7 @@ impl TablePlan {
             return Err(self.reject(&lineage, None, fail, None));
         }
         let tombstone = |key: Row, lineage: Lineage| TargetRecord {
-            table: self.target.table.clone(),
+            table: self.target_table,
             key,
             columns: None,
             lineage,

@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 
 use super::{datetime_value, DateTimeParts, OPERATIONS};
-use crate::{BinlogPosition, ChangeEvent, ColumnName, Row, TableId, Value};
+use crate::{BinlogPosition, ChangeEvent, ColumnName, Row, TableId, Ustr, Value};
 
 /// Most column positions whose names a thread remembers (see [`Reader::column_name`]).
 const MAX_REMEMBERED_NAMES: usize = 4096;
@@ -28,11 +28,21 @@ enum Names {
     After = 1,
 }
 
+/// Which interned text of an event a field holds (each remembers its last value).
+#[derive(Clone, Copy)]
+enum Interned {
+    Server = 0,
+    Database = 1,
+    Table = 2,
+}
+
 thread_local! {
     /// The column names of the last key and the last row image this thread decoded, by
     /// position.
     static LAST_NAMES: RefCell<[Vec<ColumnName>; 2]> =
         const { RefCell::new([Vec::new(), Vec::new()]) };
+    /// The server, database and table names of the last event this thread decoded.
+    static LAST_INTERNED: RefCell<[Option<Ustr>; 3]> = const { RefCell::new([None; 3]) };
 }
 
 /// Decode `datum` (a change event written with the current schema, no header) or answer `None`.
@@ -42,10 +52,10 @@ pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
         pos: 0,
     };
     let event = ChangeEvent {
-        source_server: r.string()?,
+        source_server: r.interned(Interned::Server)?,
         table: TableId {
-            database: r.string()?,
-            table: r.string()?,
+            database: r.interned(Interned::Database)?,
+            table: r.interned(Interned::Table)?,
         },
         op: *OPERATIONS.get(r.index()?)?,
         key: r.row(Names::Key)?,
@@ -56,7 +66,7 @@ pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
         },
         version: r.long()?,
         position: BinlogPosition {
-            file: r.string()?,
+            file: r.string()?.into(),
             offset: u64::try_from(r.long()?).ok()?,
         },
         gtid: r.optional_string()?,
@@ -116,6 +126,19 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Option<String> {
         self.str().map(str::to_string)
+    }
+
+    /// An interned string: the one `slot` held in the event before when the text is the same
+    /// (a run of events of one table repeats it), so that most events look nothing up.
+    fn interned(&mut self, slot: Interned) -> Option<Ustr> {
+        let text = self.str()?;
+        Some(LAST_INTERNED.with_borrow_mut(|last| {
+            let last = &mut last[slot as usize];
+            match last {
+                Some(known) if known.as_str() == text => *known,
+                _ => *last.insert(Ustr::from(text)),
+            }
+        }))
     }
 
     /// A string borrowed from the datum.
@@ -371,13 +394,19 @@ mod tests {
                     (gtid, commit, chunk),
                 )| {
                     ChangeEvent {
-                        source_server: server,
-                        table: TableId { database, table },
+                        source_server: server.into(),
+                        table: TableId {
+                            database: database.into(),
+                            table: table.into(),
+                        },
                         op: OPERATIONS[op],
                         key,
                         after,
                         version,
-                        position: BinlogPosition { file, offset },
+                        position: BinlogPosition {
+                            file: file.into(),
+                            offset,
+                        },
                         gtid,
                         commit_time_us: commit,
                         chunk,

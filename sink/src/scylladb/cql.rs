@@ -382,14 +382,14 @@ impl TableLayout {
             version: int(0)?,
             op: Operation::parse(&op)
                 .ok_or_else(|| self.read_err(format!("unknown operation `{op}`")))?,
-            source_server: required(2)?,
-            source_table: required(3)?,
+            source_server: required(2)?.into(),
+            source_table: required(3)?.into(),
             source_key: required(4)?,
             position: required(5)?,
             gtid: text(6)?,
             commit_time_us: int(7)?,
-            transform_name: required(8)?,
-            transform_version: required(9)?,
+            transform_name: required(8)?.into(),
+            transform_version: required(9)?.into(),
             source_digest: required(10)?,
             chunk: text(11)?,
         };
@@ -400,7 +400,7 @@ impl TableLayout {
             .map(|k| (*k, columns.get(k).cloned().unwrap_or(Value::Null)))
             .collect();
         Ok(TargetRecord {
-            table: self.schema.table.clone(),
+            table: self.schema.table.clone().into(),
             key,
             columns: Some(columns),
             lineage,
@@ -503,15 +503,17 @@ pub fn plan(
     let mut winner: HashMap<(&str, String), usize> = HashMap::new();
     let mut order: Vec<(&str, String)> = Vec::new();
     for (i, rec) in records.iter().enumerate() {
-        let layout = layouts.get(&rec.table).ok_or_else(|| Error::Write {
-            table: rec.table.clone(),
-            message: "no schema was announced for this table before its records".into(),
-        })?;
+        let layout = layouts
+            .get(rec.table.as_str())
+            .ok_or_else(|| Error::Write {
+                table: rec.table.to_string(),
+                message: "no schema was announced for this table before its records".into(),
+            })?;
         let key_id = format!("{:?}", layout.key_values(&rec.key)?);
         let slot = (rec.table.as_str(), key_id);
         match winner.get(&slot) {
             Some(&w) => {
-                stats.per_table.entry(rec.table.clone()).or_default().1 += 1;
+                stats.per_table.entry(rec.table.to_string()).or_default().1 += 1;
                 if rec.version() > records[w].version() {
                     winner.insert(slot, i);
                 }
@@ -527,7 +529,7 @@ pub fn plan(
     let mut index: HashMap<(&str, String), usize> = HashMap::new();
     for slot in &order {
         let rec = &records[winner[slot]];
-        let layout = &layouts[&rec.table];
+        let layout = &layouts[rec.table.as_str()];
         let (pk, _) = layout.split_key(&rec.key)?;
         let bound = if rec.is_tombstone() {
             Bound {
@@ -542,7 +544,7 @@ pub fn plan(
                 key: key_text(&rec.key),
             }
         };
-        stats.per_table.entry(rec.table.clone()).or_default().0 += 1;
+        stats.per_table.entry(rec.table.to_string()).or_default().0 += 1;
         let part = (rec.table.as_str(), format!("{pk:?}"));
         let at = *index.entry(part.clone()).or_insert_with(|| {
             partitions.push((part, Vec::new()));

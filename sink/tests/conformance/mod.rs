@@ -125,7 +125,7 @@ fn text(s: &str) -> Value {
 fn lineage(schema: &TargetSchema, key: &Row, version: Version, op: Operation) -> Lineage {
     Lineage {
         source_server: "conformance".into(),
-        source_table: format!("src.{}", schema.table),
+        source_table: format!("src.{}", schema.table).into(),
         source_key: key.canonical_text(),
         position: format!("binlog.000001:{version}"),
         gtid: (version % 2 == 0).then(|| format!("0-1-{version}")),
@@ -163,7 +163,7 @@ fn upsert(schema: &TargetSchema, values: Vec<Value>, version: Version) -> Target
         _ => Operation::Backfill,
     };
     TargetRecord {
-        table: schema.table.clone(),
+        table: schema.table.clone().into(),
         lineage: lineage(schema, &key, version, op),
         key,
         columns: Some(columns),
@@ -174,7 +174,7 @@ fn upsert(schema: &TargetSchema, values: Vec<Value>, version: Version) -> Target
 fn tombstone(schema: &TargetSchema, key: Vec<Value>, version: Version) -> TargetRecord {
     let key: Row = schema.key.iter().cloned().zip(key).collect();
     TargetRecord {
-        table: schema.table.clone(),
+        table: schema.table.clone().into(),
         lineage: lineage(schema, &key, version, Operation::Delete),
         key,
         columns: None,

@@ -302,7 +302,7 @@ pub fn change(schema: &SourceSchema, op: Operation, row: &Row, version: i64) -> 
     let offset = 4 + (version as u64 % 1_000_000);
     ChangeEvent {
         source_server: "11111111-2222-3333-4444-555555555555".into(),
-        table: schema.table.clone(),
+        table: schema.table,
         op,
         key: key_of(schema, row),
         after: op.is_upsert().then(|| row.clone()),
