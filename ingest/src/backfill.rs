@@ -372,7 +372,7 @@ impl Backfill {
             let p = self.source.end_of_log().await?;
             let version = backfill_version(p.file_seq()?, p.offset)?;
             checkpoint.chunks += 1;
-            let chunk_name = format!("{table}#{}", checkpoint.chunks);
+            let chunk_name: std::sync::Arc<str> = format!("{table}#{}", checkpoint.chunks).into();
             let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
             let server = self.source.info.identity;
             let event = |row: Row| ChangeEvent {

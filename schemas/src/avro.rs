@@ -1279,7 +1279,7 @@ mod conv {
             source_server: f.take("source_server", text)?.into(),
             source_table: f.take("source_table", text)?.into(),
             source_key: f.take("source_key", text)?,
-            position: f.take("position", text)?,
+            position: f.take("position", text)?.into(),
             gtid: f.take("gtid", |v| nullable(v, text))?,
             version: f.take("version", long)?,
             op: f.take("op", op)?,
@@ -1287,7 +1287,7 @@ mod conv {
             transform_name: f.take("transform_name", text)?.into(),
             transform_version: f.take("transform_version", text)?.into(),
             source_digest: f.take("source_digest", text)?,
-            chunk: f.take("chunk", |v| nullable(v, text))?,
+            chunk: f.take("chunk", |v| nullable(v, text))?.map(Into::into),
         })
     }
 
@@ -1351,7 +1351,7 @@ mod conv {
                 })?,
                 gtid: f.take("gtid", |v| nullable(v, text))?,
                 commit_time_us: f.take("commit_time_us", long)?,
-                chunk: f.take("chunk", |v| nullable(v, text))?,
+                chunk: f.take("chunk", |v| nullable(v, text))?.map(Into::into),
             })
         }
     }

@@ -225,8 +225,8 @@ pub struct ChangeEvent {
     pub gtid: Option<String>,
     /// Source commit time in microseconds since the epoch (the event's own timestamp).
     pub commit_time_us: i64,
-    /// For backfill rows: the chunk they were read in.
-    pub chunk: Option<String>,
+    /// For backfill rows: the chunk they were read in (one text shared by the chunk's rows).
+    pub chunk: Option<std::sync::Arc<str>>,
 }
 
 /// What the transform stamps on every target record (DESIGN.md §5).
@@ -236,7 +236,8 @@ pub struct Lineage {
     pub source_table: Ustr,
     /// Canonical text of the source key, e.g. `{"id":42}`.
     pub source_key: String,
-    pub position: String,
+    /// `file:offset` of the change (shared by the records of one rows event or backfill chunk).
+    pub position: std::sync::Arc<str>,
     pub gtid: Option<String>,
     pub version: Version,
     pub op: Operation,
@@ -245,7 +246,7 @@ pub struct Lineage {
     pub transform_version: Ustr,
     /// Hash of the source row image the record was made from; empty for tombstones.
     pub source_digest: String,
-    pub chunk: Option<String>,
+    pub chunk: Option<std::sync::Arc<str>>,
 }
 
 /// A record ready for the sink: the target table, the target key, the columns (or a tombstone),

@@ -658,7 +658,7 @@ prop_compose! {
             position: BinlogPosition { file: file.into(), offset },
             gtid,
             commit_time_us,
-            chunk,
+            chunk: chunk.map(Into::into),
         }
     }
 }

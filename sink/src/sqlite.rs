@@ -635,13 +635,13 @@ fn record_from_row(
         source_server: text(3)?.into(),
         source_table: text(4)?.into(),
         source_key: text(5)?,
-        position: text(6)?,
+        position: text(6)?.into(),
         gtid: opt_text(7)?,
         commit_time_us: int(8)?,
         transform_name: text(9)?.into(),
         transform_version: text(10)?.into(),
         source_digest: text(11)?,
-        chunk: opt_text(12)?,
+        chunk: opt_text(12)?.map(Into::into),
     };
     let deleted = int(1)? != 0;
     let key: Row = schema
@@ -763,8 +763,10 @@ fn bind_record<'v>(
     }
     let l = &rec.lineage;
     let p = prev.map(|p| &p.lineage);
+    // A text shared by a run of records (a position, a chunk) is one copy: equal at its pointer.
+    let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
     let text = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &str| {
-        if p.is_some_and(|p| f(p) == f(l)) {
+        if p.is_some_and(|p| same(f(p), f(l))) {
             Ok(())
         } else {
             stmt.text(index, f(l))
@@ -779,8 +781,8 @@ fn bind_record<'v>(
         }
     };
     let opt_text =
-        |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &Option<String>| match f(l) {
-            Some(v) if p.is_some_and(|p| f(p).as_deref() == Some(v)) => Ok(()),
+        |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> Option<&str>| match f(l) {
+            Some(v) if p.and_then(f).is_some_and(|pv| same(pv, v)) => Ok(()),
             Some(v) => stmt.text(index, v),
             None => stmt.null(index),
         };
@@ -791,12 +793,12 @@ fn bind_record<'v>(
     interned(stmt, index + 5, |l| &l.source_table)?;
     stmt.text(index + 6, &l.source_key)?;
     text(stmt, index + 7, |l| &l.position)?;
-    opt_text(stmt, index + 8, |l| &l.gtid)?;
+    opt_text(stmt, index + 8, |l| l.gtid.as_deref())?;
     stmt.int(index + 9, l.commit_time_us)?;
     interned(stmt, index + 10, |l| &l.transform_name)?;
     interned(stmt, index + 11, |l| &l.transform_version)?;
     stmt.text(index + 12, &l.source_digest)?;
-    opt_text(stmt, index + 13, |l| &l.chunk)
+    opt_text(stmt, index + 13, |l| l.chunk.as_deref())
 }
 
 fn write_err(rec: &TargetRecord, e: impl std::fmt::Display) -> Error {

@@ -1,12 +1,14 @@
 //! [`Transformer`] (all mappings of a configuration) and [`TablePlan`] (one source table's
 //! compiled mapping), and the canonical form that `transform_version` hashes.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tidemark_schemas::{
-    ChangeEvent, ColumnName, Lineage, Row, SourceSchema, TableId, TargetColumn, TargetRecord,
-    TargetSchema, TargetType, Ustr, Value,
+    BinlogPosition, ChangeEvent, ColumnName, Lineage, Row, SourceSchema, TableId, TargetColumn,
+    TargetRecord, TargetSchema, TargetType, Ustr, Value,
 };
 
 use crate::config::{MappingConfig, ZeroDates};
@@ -424,6 +426,22 @@ pub struct TablePlan {
     in_place: bool,
     /// `source.table` as lineage spells it (`db.table`), made once rather than for every record.
     source_table_text: Ustr,
+}
+
+/// The lineage text of `position`, made once for a run of changes at one position (a rows
+/// event's rows, a backfill chunk's) and shared by their records.
+fn position_text(position: &BinlogPosition) -> Arc<str> {
+    thread_local! {
+        static LAST: RefCell<Option<(BinlogPosition, Arc<str>)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, text)) if at == position => Arc::clone(text),
+        _ => {
+            let text: Arc<str> = position.text().into();
+            *last = Some((*position, Arc::clone(&text)));
+            text
+        }
+    })
 }
 
 fn identity_plan(
@@ -907,7 +925,7 @@ impl TablePlan {
                 change.table.to_string().into()
             },
             source_key: change.key.canonical_text(),
-            position: change.position.text(),
+            position: position_text(&change.position),
             gtid: None,
             version: change.version,
             op: change.op,
@@ -1049,7 +1067,7 @@ impl TablePlan {
             kind: fail.kind,
             source_table: self.source.table.to_string(),
             target_table: self.target.table.clone(),
-            position: lineage.position.clone(),
+            position: lineage.position.to_string(),
             key: lineage.source_key.clone(),
             column: col.map(|c| c.name.to_string()).unwrap_or_default(),
             source_column: col.and_then(|c| match c.source {

@@ -71,7 +71,7 @@ pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
         },
         gtid: r.optional_string()?,
         commit_time_us: r.long()?,
-        chunk: r.optional_string()?,
+        chunk: r.optional_str()?.map(std::sync::Arc::from),
     };
     (r.pos == datum.len()).then_some(event)
 }
@@ -146,6 +146,14 @@ impl<'a> Reader<'a> {
         let n = self.index()?;
         let raw = self.take(n)?;
         std::str::from_utf8(raw).ok()
+    }
+
+    fn optional_str(&mut self) -> Option<Option<&'a str>> {
+        match self.index()? {
+            0 => Some(None),
+            1 => self.str().map(Some),
+            _ => None,
+        }
     }
 
     fn optional_string(&mut self) -> Option<Option<String>> {
@@ -409,7 +417,7 @@ mod tests {
                         },
                         gtid,
                         commit_time_us: commit,
-                        chunk,
+                        chunk: chunk.map(Into::into),
                     }
                 },
             )

@@ -385,13 +385,13 @@ impl TableLayout {
             source_server: required(2)?.into(),
             source_table: required(3)?.into(),
             source_key: required(4)?,
-            position: required(5)?,
+            position: required(5)?.into(),
             gtid: text(6)?,
             commit_time_us: int(7)?,
             transform_name: required(8)?.into(),
             transform_version: required(9)?.into(),
             source_digest: required(10)?,
-            chunk: text(11)?,
+            chunk: text(11)?.map(Into::into),
         };
         let key: Row = self
             .schema

@@ -127,7 +127,7 @@ fn lineage(schema: &TargetSchema, key: &Row, version: Version, op: Operation) ->
         source_server: "conformance".into(),
         source_table: format!("src.{}", schema.table).into(),
         source_key: key.canonical_text(),
-        position: format!("binlog.000001:{version}"),
+        position: format!("binlog.000001:{version}").into(),
         gtid: (version % 2 == 0).then(|| format!("0-1-{version}")),
         version,
         op,
@@ -139,7 +139,7 @@ fn lineage(schema: &TargetSchema, key: &Row, version: Version, op: Operation) ->
         } else {
             format!("digest-{version}")
         },
-        chunk: (op == Operation::Backfill).then(|| format!("chunk-{version}")),
+        chunk: (op == Operation::Backfill).then(|| format!("chunk-{version}").into()),
     }
 }
 

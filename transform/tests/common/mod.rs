@@ -310,7 +310,7 @@ pub fn change(schema: &SourceSchema, op: Operation, row: &Row, version: i64) -> 
         position: BinlogPosition::new("mysql-bin.000001", offset),
         gtid: Some(format!("0-1-{version}")),
         commit_time_us: 1_139_979_442_000_000 + version * 1_000_000,
-        chunk: (op == Operation::Backfill).then(|| "sakila.customer:0".to_string()),
+        chunk: (op == Operation::Backfill).then(|| "sakila.customer:0".into()),
     }
 }
 
