@@ -88,7 +88,7 @@ use std::path::Path;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tidemark_schemas::{
-    Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Ustr, Value,
+    Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
 };
 
 use crate::borrowing::{BorrowingStatement, PreparedStatement};
@@ -763,21 +763,14 @@ fn bind_record<'v>(
     }
     let l = &rec.lineage;
     let p = prev.map(|p| &p.lineage);
-    // A text shared by a run of records (a position, a chunk) is one copy: equal at its pointer.
+    // A text shared by a run of records (interned names, a position, a chunk) is one copy:
+    // equal at its pointer, without reading it.
     let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
     let text = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &str| {
         if p.is_some_and(|p| same(f(p), f(l))) {
             Ok(())
         } else {
             stmt.text(index, f(l))
-        }
-    };
-    // Interned texts are equal exactly when they are one pointer: nothing to read.
-    let interned = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &Ustr| {
-        if p.is_some_and(|p| f(p) == f(l)) {
-            Ok(())
-        } else {
-            stmt.text(index, f(l).as_str())
         }
     };
     let opt_text =
@@ -789,14 +782,14 @@ fn bind_record<'v>(
     stmt.int(index + 1, l.version)?;
     stmt.int(index + 2, i64::from(rec.is_tombstone()))?;
     text(stmt, index + 3, |l| l.op.as_str())?;
-    interned(stmt, index + 4, |l| &l.source_server)?;
-    interned(stmt, index + 5, |l| &l.source_table)?;
+    text(stmt, index + 4, |l| &l.source_server)?;
+    text(stmt, index + 5, |l| &l.source_table)?;
     stmt.text(index + 6, &l.source_key)?;
     text(stmt, index + 7, |l| &l.position)?;
     opt_text(stmt, index + 8, |l| l.gtid.as_deref())?;
     stmt.int(index + 9, l.commit_time_us)?;
-    interned(stmt, index + 10, |l| &l.transform_name)?;
-    interned(stmt, index + 11, |l| &l.transform_version)?;
+    text(stmt, index + 10, |l| &l.transform_name)?;
+    text(stmt, index + 11, |l| &l.transform_version)?;
     stmt.text(index + 12, &l.source_digest)?;
     opt_text(stmt, index + 13, |l| l.chunk.as_deref())
 }
