@@ -196,7 +196,8 @@ pub struct Capture {
 
 /// Mutable state of one streaming session.
 struct StreamState {
-    file: String,
+    /// The binlog file being read, interned once per rotation: every position made from it copies it.
+    file: tidemark_schemas::Ustr,
     file_seq: u64,
     boundary: BinlogPosition,
     gtid: Option<String>,
@@ -348,7 +349,7 @@ impl Capture {
         info!(position = %from, server = %self.source.info.identity, "binlog capture started");
 
         let mut st = StreamState {
-            file: from.file.to_string(),
+            file: from.file,
             file_seq: file_seq(&from.file).map_err(|e| fail(e.into()))?,
             boundary: *from,
             gtid: None,
@@ -424,19 +425,19 @@ impl Capture {
         let ty = header.event_type_raw();
         let end = u64::from(header.log_pos());
         let size = u64::from(header.event_size());
-        let at = |st: &StreamState| BinlogPosition::new(st.file.clone(), end.saturating_sub(size));
+        let at = |st: &StreamState| BinlogPosition::new(st.file, end.saturating_sub(size));
 
         if ty == EventType::ROTATE_EVENT as u8 {
             let rotate: RotateEvent<'_> = event.read_event()?;
             st.file = if st.fde_seen {
-                rotate.name().into_owned()
+                rotate.name().as_ref().into()
             } else {
-                rotate_target_before_fde(event, &rotate)
+                rotate_target_before_fde(event, &rotate).into()
             };
             st.file_seq = file_seq(&st.file)?;
             if end != 0 && !st.in_txn {
                 // A real rotation (not the one the server sends first): a boundary.
-                st.boundary = BinlogPosition::new(st.file.clone(), rotate.position());
+                st.boundary = BinlogPosition::new(st.file, rotate.position());
                 return Ok(true);
             }
             return Ok(false);
@@ -455,7 +456,7 @@ impl Capture {
             if ty == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
                 st.fde_seen = true;
             }
-            let here = BinlogPosition::new(st.file.clone(), end);
+            let here = BinlogPosition::new(st.file, end);
             if here > st.boundary {
                 st.boundary = here;
                 return Ok(true);
@@ -545,7 +546,7 @@ impl Capture {
 
     fn boundary(&mut self, st: &mut StreamState, end: u64) -> bool {
         st.in_txn = false;
-        st.boundary = BinlogPosition::new(st.file.clone(), end);
+        st.boundary = BinlogPosition::new(st.file, end);
         true
     }
 

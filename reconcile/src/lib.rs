@@ -42,7 +42,7 @@ use tidemark_ingest::capture::key_of;
 use tidemark_ingest::{Progress, Source};
 use tidemark_schemas::{
     repair_version, BinlogPosition, ChangeEvent, Checkpoint, DriftEvent, Operation, Row, TableId,
-    TargetRecord, Version,
+    TargetRecord, Ustr, Version,
 };
 use tidemark_sink::Sink;
 use tidemark_transform::{is_current_digest, source_digest_like, TablePlan, Transformer};
@@ -362,7 +362,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .iter()
                     .map(|r| key_of(&schema, r).canonical_text())
                     .collect();
-                let server = &self.source.info.identity;
+                let server = self.source.info.identity;
                 let gone: Vec<Prepared> = keys
                     .into_iter()
                     .filter_map(|k| {
@@ -392,7 +392,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .into_iter()
                     .map(|r| (key_of(&schema, &r).canonical_text(), r))
                     .collect();
-                let server = &self.source.info.identity;
+                let server = self.source.info.identity;
                 let batch = chunk
                     .iter()
                     .map(|k| {
@@ -560,13 +560,13 @@ struct Prepared {
 /// it, with the current mapping.
 fn prepare(
     plan: &TablePlan,
-    server: &str,
+    server: Ustr,
     key: Row,
     key_text: String,
     source_row: Option<Row>,
 ) -> Prepared {
     let change = |op, after| ChangeEvent {
-        source_server: server.to_string().into(),
+        source_server: server,
         table: plan.source().table,
         op,
         key: key.clone(),
@@ -658,7 +658,7 @@ async fn read_ahead(
                 let text = key.canonical_text();
                 hashes.push(key_hash(&text));
                 if sample.includes(&text) {
-                    items.push(prepare(&plan, &server, key, text, Some(row)));
+                    items.push(prepare(&plan, server, key, text, Some(row)));
                 }
             }
             SourceChunk {

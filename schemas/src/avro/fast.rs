@@ -34,6 +34,7 @@ enum Interned {
     Server = 0,
     Database = 1,
     Table = 2,
+    File = 3,
 }
 
 thread_local! {
@@ -41,8 +42,8 @@ thread_local! {
     /// position.
     static LAST_NAMES: RefCell<[Vec<ColumnName>; 2]> =
         const { RefCell::new([Vec::new(), Vec::new()]) };
-    /// The server, database and table names of the last event this thread decoded.
-    static LAST_INTERNED: RefCell<[Option<Ustr>; 3]> = const { RefCell::new([None; 3]) };
+    /// The server, database, table and binlog file names of the last event this thread decoded.
+    static LAST_INTERNED: RefCell<[Option<Ustr>; 4]> = const { RefCell::new([None; 4]) };
 }
 
 /// Decode `datum` (a change event written with the current schema, no header) or answer `None`.
@@ -66,7 +67,7 @@ pub(super) fn change_event(datum: &[u8]) -> Option<ChangeEvent> {
         },
         version: r.long()?,
         position: BinlogPosition {
-            file: r.string()?.into(),
+            file: r.interned(Interned::File)?,
             offset: u64::try_from(r.long()?).ok()?,
         },
         gtid: r.optional_string()?,
