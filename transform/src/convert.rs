@@ -510,7 +510,9 @@ pub(crate) fn invalid_date_fail(p: &Parts) -> Fail {
     )
 }
 
-const MAX_TIME_MICROS: u64 = (838 * 3600 + 59 * 60 + 59) * 1_000_000;
+/// TIME's range on both servers: MariaDB holds ±838:59:59.999999; MySQL holds ±838:59:59 (its
+/// fractional part stops there), so the wider bound admits every value either server can hold.
+const MAX_TIME_MICROS: u64 = (838 * 3600 + 59 * 60 + 59) * 1_000_000 + 999_999;
 
 fn to_time(v: &Value, fsp: u8) -> Conv<Value> {
     let (negative, hours, minute, second, micros) = match v {
@@ -538,7 +540,7 @@ fn to_time(v: &Value, fsp: u8) -> Conv<Value> {
     if total > MAX_TIME_MICROS {
         return Err(Fail::new(
             RejectionKind::OutOfRange,
-            "is outside TIME's range ±838:59:59",
+            "is outside TIME's range ±838:59:59.999999",
         ));
     }
     if !fits_fsp(micros, fsp) {
@@ -1116,6 +1118,13 @@ mod tests {
             RejectionKind::OutOfRange
         );
         assert!(conv(Value::Text("-838:59:59".into()), "time").is_ok());
+        // MariaDB's TIME(6) holds the whole last second (issue 34).
+        assert!(conv(Value::Text("838:59:59.999999".into()), "time(6)").is_ok());
+        assert!(conv(Value::Text("-838:59:59.999999".into()), "time(6)").is_ok());
+        assert_eq!(
+            kind(Value::Text("839:00:00.000000".into()), "time(6)"),
+            RejectionKind::OutOfRange
+        );
     }
 
     #[test]
