@@ -50,6 +50,10 @@ pub type StoredRecord = TargetRecord;
 pub enum Error {
     #[error("target database {path}: {message}")]
     Open { path: String, message: String },
+    /// Another connection holds the target's write lock (SQLite `SQLITE_BUSY`/`SQLITE_LOCKED`)
+    /// beyond every retry (transient: the lock will be released).
+    #[error("target database {path} is locked by another connection (e.g. a second tidemark writing to the same file): {message}")]
+    Busy { path: String, message: String },
     #[error("target table {table}: {message}")]
     Table { table: String, message: String },
     #[error("target write to {table}: {message}")]
@@ -92,7 +96,10 @@ impl Error {
     /// Whether retrying later (or restarting from the last checkpoint) may succeed without any
     /// change to data or configuration.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::Unacknowledged { .. })
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Unacknowledged { .. } | Error::Busy { .. }
+        )
     }
 }
 
@@ -156,9 +163,10 @@ pub trait Sink {
     fn scan(&mut self, table: &str, after: Option<&Row>, limit: usize)
         -> Result<Vec<StoredRecord>>;
     /// [`Sink::scan`] reduced to what the reconciler's target pass needs: each record's target
-    /// key, the source key of its lineage and whether it is a tombstone. Backends override it
-    /// where reading three columns is cheaper than whole records.
-    fn scan_source_keys(
+    /// key and whether it is a tombstone (never its lineage: a target row is identified by its
+    /// own key). Backends override it where reading the key columns is cheaper than whole
+    /// records.
+    fn scan_keys(
         &mut self,
         table: &str,
         after: Option<&Row>,
@@ -170,7 +178,6 @@ pub trait Sink {
             .map(|r| ScannedKey {
                 tombstone: r.is_tombstone(),
                 key: r.key,
-                source_key: r.lineage.source_key,
             })
             .collect())
     }
@@ -179,13 +186,11 @@ pub trait Sink {
     fn reads_tombstones(&self) -> bool;
 }
 
-/// One record as [`Sink::scan_source_keys`] sees it.
+/// One record as [`Sink::scan_keys`] sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScannedKey {
     /// The target key (page with the last one).
     pub key: Row,
-    /// `lineage.source_key`: the source key as canonical text.
-    pub source_key: String,
     pub tombstone: bool,
 }
 

@@ -60,7 +60,7 @@
 //! copied. How much it holds comes from SQLite's WAL hook, which reports the frames in the WAL
 //! after every commit. Should the checkpointer never catch up, a writer that finds the WAL four
 //! times the threshold runs a `RESTART` checkpoint itself. Durability is unchanged: a commit is in
-//! the WAL, and a checkpoint syncs before it copies. Measured on a 1,000,000-row backfill (three
+//! the WAL (synced at commit), and a checkpoint syncs before it copies. Measured on a 1,000,000-row backfill (three
 //! alternating runs): 3.92 → 3.63 s.
 //!
 //! A WAL that starts over keeps its file (`journal_size_limit` is twice the threshold, so only a
@@ -76,7 +76,12 @@
 //! snapshot; the conditional upsert then decides per key against the committed state, which is
 //! what makes concurrent writers converge to the max-version state.
 //!
-//! Failure modes: a locked database beyond the busy timeout, a full disk or a corrupt file are
+//! Durability: `synchronous = FULL`, so a commit is on disk (the WAL synced) when
+//! [`Sink::write`] returns. Kafka mode commits consumer offsets right after; with `NORMAL` a
+//! power loss could roll back commits whose offsets Kafka already holds.
+//!
+//! Failure modes: another connection holding the write lock through five busy timeouts is
+//! [`Error::Busy`] (transient); a full disk or a corrupt file are
 //! [`Error::Open`] (the transaction rolled back: nothing of the batch, and no checkpoint, was
 //! written); a record for a table that was never announced with [`Sink::ensure_table`] is
 //! [`Error::Write`] naming the table.
@@ -123,8 +128,8 @@ struct TableState {
     select_sql: String,
     /// `select_sql` of one key: `… WHERE (k1, …) = (?1, …)`.
     read_sql: String,
-    /// `SELECT <key columns>, _tm_source_key, _tm_deleted FROM t`, for the reconciler's scan.
-    source_keys_sql: String,
+    /// `SELECT <key columns>, _tm_deleted FROM t`, for the reconciler's scan.
+    keys_sql: String,
     /// The column (index among the schema's columns) of a BIGINT UNSIGNED key stored as the
     /// rowid, by [`rowid_of_unsigned`]; every other column is stored by [`storage_value`].
     unsigned_rowid: Option<usize>,
@@ -326,6 +331,30 @@ pub fn value_from_storage(
     }
 }
 
+/// Attempts of one write while another connection holds the write lock, each waiting up to
+/// the busy timeout (30 s): about two and a half minutes in all.
+const BUSY_ATTEMPTS: u32 = 5;
+
+/// [`Error::Busy`] when SQLite says another connection holds the lock (transient), else
+/// [`Error::Open`].
+fn busy_or_open(path: &str, e: rusqlite::Error) -> Error {
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    if busy {
+        Error::Busy {
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    } else {
+        Error::Open {
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl SqliteSink {
     /// Open (or create) the target database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -341,7 +370,11 @@ impl SqliteSink {
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: a commit is on disk when `write` returns, as the `Sink` contract says. With
+        // NORMAL a power loss may roll back the last commits of a WAL, which embedded mode
+        // survives (its checkpoint rolls back with them) but Kafka mode does not: the consumer
+        // offsets committed after `write` would point past records the file lost.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         // A 64 MiB page cache (the default is 2 MiB): a bulk load re-reads the B-tree's interior
         // pages on every batch otherwise.
@@ -381,6 +414,84 @@ impl SqliteSink {
             wal_frame_bytes: page_size + WAL_FRAME_HEADER_BYTES,
             wal_frames: 0,
         })
+    }
+
+    /// One attempt at [`Sink::write`]: one `IMMEDIATE` transaction.
+    fn write_once(
+        &mut self,
+        records: &[TargetRecord],
+        checkpoints: &[Checkpoint],
+    ) -> Result<WriteStats> {
+        let mut stats: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| busy_or_open(&self.path, e))?;
+        // Records come in runs of one table: its statement is looked up once a run.
+        for run in records.chunk_by(|a, b| a.table == b.table) {
+            let table = &run[0].table;
+            let TableState {
+                schema,
+                upsert,
+                unsigned_rowid,
+                ..
+            } = self
+                .tables
+                .get_mut(table.as_str())
+                .ok_or_else(|| Error::Write {
+                    table: table.to_string(),
+                    message: "no schema was announced for this table before its records".into(),
+                })?;
+            let mut stmt = upsert.borrowing();
+            let (mut applied, mut ignored) = (0, 0);
+            let mut prev = None;
+            for rec in run {
+                let changed = write_record(&mut stmt, schema, *unsigned_rowid, rec, prev)?;
+                prev = Some(rec);
+                if changed {
+                    applied += 1;
+                } else {
+                    ignored += 1;
+                }
+            }
+            let e = stats.entry(table.to_string()).or_default();
+            e.0 += applied;
+            e.1 += ignored;
+        }
+        for cp in checkpoints {
+            tx.execute(
+                "INSERT INTO _tm_checkpoints (stage, scope, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stage, scope) DO UPDATE SET value = excluded.value",
+                params![cp.stage, cp.scope, cp.value],
+            )
+            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        }
+        WAL_FRAMES.set(None);
+        tx.commit().map_err(|e| busy_or_open(&self.path, e))?;
+        // A commit that wrote nothing leaves the WAL as it was.
+        if let Some(frames) = WAL_FRAMES.take() {
+            self.wal_frames = frames;
+        }
+        if self.checkpointer.is_none() {
+            self.checkpointer = Some(Checkpointer::start(&self.path)?);
+        }
+        let after = self.checkpoint_after_bytes;
+        let overgrown = self
+            .checkpointer
+            .as_ref()
+            .is_some_and(|c| c.after_commit(self.wal_frames * self.wal_frame_bytes, after));
+        if overgrown {
+            self.checkpoint_now(after)?;
+        }
+        Ok(WriteStats { per_table: stats })
+    }
+
+    /// How long one statement waits for another connection's lock (default 30 s; tests use
+    /// less). A write waits this long up to five times before it fails with [`Error::Busy`].
+    pub fn set_busy_timeout(&mut self, timeout: std::time::Duration) -> Result<()> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|e| busy_or_open(&self.path, e))
     }
 
     /// Wake the checkpointer once the WAL holds this many bytes (default
@@ -602,25 +713,36 @@ fn record_from_row(
         columns.push(col.name, value);
     }
     let n = schema.columns.len();
-    let get =
-        |i: usize| -> Result<SqlValue> { row.get(n + i).map_err(|e| read_err(e.to_string())) };
+    // Read in place (`get_ref`): rusqlite's owned `Value` panics on text that is not UTF-8, and
+    // a target file may hold anything — written out of band, or corrupted.
+    let get = |i: usize| -> Result<ValueRef<'_>> {
+        row.get_ref(n + i).map_err(|e| read_err(e.to_string()))
+    };
+    let held = |i: usize, v: ValueRef<'_>| {
+        read_err(format!(
+            "lineage column {} holds {:?}",
+            LINEAGE_COLUMNS[i].0,
+            v.data_type()
+        ))
+    };
     let int = |i: usize| -> Result<i64> {
         match get(i)? {
-            SqlValue::Integer(v) => Ok(v),
-            other => Err(read_err(format!(
-                "lineage column {} holds {other:?}",
-                LINEAGE_COLUMNS[i].0
-            ))),
+            ValueRef::Integer(v) => Ok(v),
+            other => Err(held(i, other)),
         }
     };
     let opt_text = |i: usize| -> Result<Option<String>> {
         match get(i)? {
-            SqlValue::Text(t) => Ok(Some(t)),
-            SqlValue::Null => Ok(None),
-            other => Err(read_err(format!(
-                "lineage column {} holds {other:?}",
-                LINEAGE_COLUMNS[i].0
-            ))),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|t| Some(t.to_string()))
+                .map_err(|e| {
+                    read_err(format!(
+                        "lineage column {} is not UTF-8 text: {e}",
+                        LINEAGE_COLUMNS[i].0
+                    ))
+                }),
+            ValueRef::Null => Ok(None),
+            other => Err(held(i, other)),
         }
     };
     let text = |i: usize| -> Result<String> {
@@ -862,8 +984,8 @@ impl Sink for SqliteSink {
                     .map_err(|e| table_err(&schema.table, e))?,
                 read_sql: format!("{select} WHERE {}", key_condition(schema, "=")),
                 select_sql: select,
-                source_keys_sql: format!(
-                    "SELECT {}, \"_tm_source_key\", \"_tm_deleted\" FROM {}",
+                keys_sql: format!(
+                    "SELECT {}, \"_tm_deleted\" FROM {}",
                     schema
                         .key
                         .iter()
@@ -884,74 +1006,19 @@ impl Sink for SqliteSink {
         records: &[TargetRecord],
         checkpoints: &[Checkpoint],
     ) -> Result<WriteStats> {
-        let mut stats: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::Open {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
-        // Records come in runs of one table: its statement is looked up once a run.
-        for run in records.chunk_by(|a, b| a.table == b.table) {
-            let table = &run[0].table;
-            let TableState {
-                schema,
-                upsert,
-                unsigned_rowid,
-                ..
-            } = self
-                .tables
-                .get_mut(table.as_str())
-                .ok_or_else(|| Error::Write {
-                    table: table.to_string(),
-                    message: "no schema was announced for this table before its records".into(),
-                })?;
-            let mut stmt = upsert.borrowing();
-            let (mut applied, mut ignored) = (0, 0);
-            let mut prev = None;
-            for rec in run {
-                let changed = write_record(&mut stmt, schema, *unsigned_rowid, rec, prev)?;
-                prev = Some(rec);
-                if changed {
-                    applied += 1;
-                } else {
-                    ignored += 1;
+        // Another connection holding the write lock past the busy timeout (a second backfill
+        // into the same file, a long `sqlite3` session) is waited out a few more times; the
+        // failed transaction rolled back, so repeating it whole is safe.
+        let mut attempt = 1;
+        loop {
+            match self.write_once(records, checkpoints) {
+                Err(e @ Error::Busy { .. }) if attempt < BUSY_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "the target is locked by another connection; trying the write again");
+                    attempt += 1;
                 }
+                done => return done,
             }
-            let e = stats.entry(table.to_string()).or_default();
-            e.0 += applied;
-            e.1 += ignored;
         }
-        for cp in checkpoints {
-            tx.execute(
-                "INSERT INTO _tm_checkpoints (stage, scope, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (stage, scope) DO UPDATE SET value = excluded.value",
-                params![cp.stage, cp.scope, cp.value],
-            )
-            .map_err(|e| Error::Checkpoint(e.to_string()))?;
-        }
-        WAL_FRAMES.set(None);
-        tx.commit().map_err(|e| Error::Open {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        // A commit that wrote nothing leaves the WAL as it was.
-        if let Some(frames) = WAL_FRAMES.take() {
-            self.wal_frames = frames;
-        }
-        if self.checkpointer.is_none() {
-            self.checkpointer = Some(Checkpointer::start(&self.path)?);
-        }
-        let after = self.checkpoint_after_bytes;
-        let overgrown = self
-            .checkpointer
-            .as_ref()
-            .is_some_and(|c| c.after_commit(self.wal_frames * self.wal_frame_bytes, after));
-        if overgrown {
-            self.checkpoint_now(after)?;
-        }
-        Ok(WriteStats { per_table: stats })
     }
 
     fn checkpoint(&mut self, stage: &str, scope: &str) -> Result<Option<String>> {
@@ -1028,7 +1095,7 @@ impl Sink for SqliteSink {
         })
     }
 
-    fn scan_source_keys(
+    fn scan_keys(
         &mut self,
         table: &str,
         after: Option<&Row>,
@@ -1041,7 +1108,7 @@ impl Sink for SqliteSink {
             .iter()
             .map(|k| &schema.column(k).expect("key columns are checked").ty)
             .collect();
-        let select = state.source_keys_sql.clone();
+        let select = state.keys_sql.clone();
         let unsigned_rowid = state.unsigned_rowid;
         let n = schema.key.len();
         self.page(table, &select, after, limit, |row| {
@@ -1060,11 +1127,7 @@ impl Sink for SqliteSink {
             }
             Ok(ScannedKey {
                 key,
-                source_key: row.get(n).map_err(|e| read_err(e.to_string()))?,
-                tombstone: row
-                    .get::<_, i64>(n + 1)
-                    .map_err(|e| read_err(e.to_string()))?
-                    != 0,
+                tombstone: row.get::<_, i64>(n).map_err(|e| read_err(e.to_string()))? != 0,
             })
         })
     }

@@ -448,3 +448,47 @@ fn the_wal_is_checkpointed_beside_the_writer_and_stays_bounded() {
         );
     }
 }
+
+/// Issue 34: another connection holding the write lock (a second process writing to the same
+/// file) is waited out, not a definite error; past every retry the error is transient and says
+/// what holds the file.
+#[test]
+fn a_target_locked_by_another_connection_is_waited_for_and_then_transient() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("target.db");
+    let mut sink = open(&path);
+    sink.ensure_table(&schema()).unwrap();
+    sink.set_busy_timeout(std::time::Duration::from_millis(100))
+        .unwrap();
+
+    // The lock is held for about 250 ms: longer than one busy timeout, shorter than all.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let release = std::thread::spawn(move || {
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        holder.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let stats = sink
+        .write(&[record(1, Some("a"), 10, "mysql-bin.000001:10")], &[])
+        .expect("the write waits for the lock and succeeds");
+    assert_eq!(stats.applied(), 1);
+    release.join().unwrap();
+
+    // Held for good: every attempt times out, and the error is transient and names the file.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = sink
+        .write(&[record(2, Some("b"), 11, "mysql-bin.000001:11")], &[])
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("locked by another connection") && msg.contains("target.db"),
+        "{msg}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(sink.read("t", &record(2, None, 0, "").key).unwrap(), None);
+}
