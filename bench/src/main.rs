@@ -83,6 +83,7 @@ async fn capture(args: Args) -> Result<(u64, f64), String> {
         server_id: args.server_id,
         databases: vec![args.database.clone()],
         tables: vec![],
+        exclude_tables: vec![],
     };
     let scope = Scope::from_config(&cfg).map_err(|e| e.to_string())?;
     let mut source = Source::connect(&args.url)

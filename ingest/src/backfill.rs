@@ -60,7 +60,7 @@ use tracing::{info, warn};
 
 use crate::capture::{key_of, CaptureMessage};
 use crate::source::{decode_row, load_schema, quote_ident, select_rows, select_sql, Source};
-use crate::{Error, Result};
+use crate::{Error, ReadRetry, Result};
 
 /// Checkpoint stage of the backfill; the scope is the table (`db.table`).
 pub const BACKFILL_STAGE: &str = "backfill";
@@ -328,7 +328,19 @@ impl Backfill {
         out: &mpsc::Sender<CaptureMessage>,
         cancel: &CancellationToken,
     ) -> Result<u64> {
-        let schema = Arc::new(load_schema(conn, self.source.info.flavor, table).await?);
+        let mut retry = ReadRetry::default();
+        let mut reconnect = false;
+        let (schema, estimate) = loop {
+            match self.describe(conn, table, reconnect).await {
+                Ok(described) => break described,
+                Err(e) => {
+                    retry
+                        .after_failure(e, &format!("backfill of {table}"), cancel)
+                        .await?;
+                    reconnect = true;
+                }
+            }
+        };
         if out
             .send(CaptureMessage::Schema(schema.clone()))
             .await
@@ -336,13 +348,6 @@ impl Backfill {
         {
             return Ok(0);
         }
-        let estimate: Option<u64> = conn
-            .exec_first(
-                "SELECT CAST(TABLE_ROWS AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (table.database.as_str(), table.table.as_str()),
-            )
-            .await?
-            .and_then(|s: String| s.parse().ok());
         self.set_progress(table, |p| {
             p.rows = checkpoint.rows;
             p.estimated_total = estimate.unwrap_or(0).max(checkpoint.rows);
@@ -357,82 +362,42 @@ impl Backfill {
         let mut emitted = 0u64;
         let started = Instant::now();
         let mut paused = self.control.subscribe();
+        retry.succeeded();
+        reconnect = false;
         loop {
             if cancel.is_cancelled() {
                 return Ok(emitted);
             }
             self.wait_while_paused(table, &mut paused, cancel).await;
-            self.back_off_while_loaded(conn, table, cancel).await?;
             let limit = chunk_rows.min(self.rows_burst);
-            if let Some(l) = &self.rows_limiter {
-                l.until_n_ready(NonZeroU32::new(limit).expect("limit ≥ 1"))
-                    .await
-                    .expect("chunk within the limiter's burst");
-            }
-            let p = self.source.end_of_log().await?;
-            let version = backfill_version(p.file_seq()?, p.offset)?;
-            checkpoint.chunks += 1;
-            let chunk_name: std::sync::Arc<str> = format!("{table}#{}", checkpoint.chunks).into();
-            let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
-            let server = self.source.info.identity;
-            let event = |row: Row| ChangeEvent {
-                source_server: server,
-                table: *table,
-                op: Operation::Backfill,
-                key: key_of(&schema, &row),
-                after: Some(row),
-                version,
-                position: p,
-                gtid: None,
-                commit_time_us: now_us as i64,
-                chunk: Some(chunk_name.clone()),
+            let step = self
+                .read_chunk_downstream(
+                    conn,
+                    table,
+                    &schema,
+                    &mut checkpoint,
+                    limit,
+                    reconnect,
+                    out,
+                    cancel,
+                )
+                .await;
+            let (n, elapsed) = match step {
+                Ok(Some(read)) => read,
+                // Downstream is gone: shutting down.
+                Ok(None) => return Ok(emitted),
+                Err(e) => {
+                    retry
+                        .after_failure(e, &format!("backfill of {table}"), cancel)
+                        .await?;
+                    // Repeat the chunk from the last checkpoint, on fresh connections.
+                    reconnect = true;
+                    continue;
+                }
             };
-            // Rows go downstream in messages of ROWS_PER_MESSAGE as they arrive, so the server's
-            // read of a chunk overlaps with transform and write, and a chunk is never held whole
-            // in memory. The chunk's row locks last until its last row is read, backpressure
-            // included: that is the time `elapsed` measures and the chunk size adapts to.
-            let read_started = Instant::now();
-            let (tail, params) = chunk_tail(&schema, checkpoint.last_key.as_ref(), limit);
-            let mut result = conn.exec_iter(select_sql(&schema, &tail), params).await?;
-            let mut n = 0u64;
-            // Sized only when a bytes-per-second cap needs it.
-            let mut bytes = 0u64;
-            let mut piece = Vec::with_capacity(ROWS_PER_MESSAGE);
-            let mut last_key = None;
-            while let Some(row) = result.next().await? {
-                let row = decode_row(&schema, row)?;
-                if self.bytes_limiter.is_some() {
-                    bytes += row_bytes(&row);
-                }
-                piece.push(event(row));
-                n += 1;
-                if piece.len() == ROWS_PER_MESSAGE
-                    && !send_piece(out, &mut piece, &mut last_key).await
-                {
-                    return Ok(emitted);
-                }
-            }
-            if !piece.is_empty() && !send_piece(out, &mut piece, &mut last_key).await {
-                return Ok(emitted);
-            }
-            result.drop_result().await?;
-            let elapsed = read_started.elapsed().as_secs_f64();
-            if last_key.is_some() {
-                checkpoint.last_key = last_key;
-            }
-            checkpoint.rows += n;
-            checkpoint.done = n < u64::from(limit);
-            if out
-                .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
-                .await
-                .is_err()
-            {
-                return Ok(emitted);
-            }
+            retry.succeeded();
+            reconnect = false;
             emitted += n;
-            if let Some(l) = &self.bytes_limiter {
-                wait_for_bytes(l, bytes).await;
-            }
             let rate = emitted as f64 / started.elapsed().as_secs_f64().max(1e-3);
             self.set_progress(table, |pr| {
                 pr.rows = checkpoint.rows;
@@ -452,6 +417,121 @@ impl Backfill {
                     (next as u32).clamp(self.config.min_chunk_rows, self.config.chunk_rows);
             }
         }
+    }
+
+    /// The table's description and the server's estimate of its rows (on fresh connections
+    /// when `reconnect`).
+    async fn describe(
+        &mut self,
+        conn: &mut Conn,
+        table: &TableId,
+        reconnect: bool,
+    ) -> Result<(Arc<SourceSchema>, Option<u64>)> {
+        if reconnect {
+            self.source.reconnect().await?;
+            *conn = self.source.new_connection().await?;
+        }
+        let schema = Arc::new(load_schema(conn, self.source.info.flavor, table).await?);
+        let estimate: Option<u64> = conn
+            .exec_first(
+                "SELECT CAST(TABLE_ROWS AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (table.database.as_str(), table.table.as_str()),
+            )
+            .await?
+            .and_then(|s: String| s.parse().ok());
+        Ok((schema, estimate))
+    }
+
+    /// Read one chunk after `checkpoint`'s last key and send it downstream, rows first, then
+    /// the updated checkpoint. Returns the rows read and the seconds the read took, or `None`
+    /// when downstream is gone. `reconnect`: open fresh connections first (the last attempt
+    /// failed). On error nothing of `checkpoint` has changed but its chunk count, so the chunk
+    /// can be repeated.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_chunk_downstream(
+        &mut self,
+        conn: &mut Conn,
+        table: &TableId,
+        schema: &Arc<SourceSchema>,
+        checkpoint: &mut BackfillCheckpoint,
+        limit: u32,
+        reconnect: bool,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(u64, f64)>> {
+        if reconnect {
+            self.source.reconnect().await?;
+            *conn = self.source.new_connection().await?;
+        }
+        self.back_off_while_loaded(conn, table, cancel).await?;
+        if let Some(l) = &self.rows_limiter {
+            l.until_n_ready(NonZeroU32::new(limit).expect("limit ≥ 1"))
+                .await
+                .expect("chunk within the limiter's burst");
+        }
+        let p = self.source.end_of_log().await?;
+        let version = backfill_version(p.file_seq()?, p.offset)?;
+        checkpoint.chunks += 1;
+        let chunk_name: std::sync::Arc<str> = format!("{table}#{}", checkpoint.chunks).into();
+        let now_us = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+        let server = self.source.info.identity;
+        let event = |row: Row| ChangeEvent {
+            source_server: server,
+            table: *table,
+            op: Operation::Backfill,
+            key: key_of(schema, &row),
+            after: Some(row),
+            version,
+            position: p,
+            gtid: None,
+            commit_time_us: now_us as i64,
+            chunk: Some(chunk_name.clone()),
+        };
+        // Rows go downstream in messages of ROWS_PER_MESSAGE as they arrive, so the server's
+        // read of a chunk overlaps with transform and write, and a chunk is never held whole
+        // in memory. The chunk's row locks last until its last row is read, backpressure
+        // included: that is the time `elapsed` measures and the chunk size adapts to.
+        let read_started = Instant::now();
+        let (tail, params) = chunk_tail(schema, checkpoint.last_key.as_ref(), limit);
+        let mut result = conn.exec_iter(select_sql(schema, &tail), params).await?;
+        let mut n = 0u64;
+        // Sized only when a bytes-per-second cap needs it.
+        let mut bytes = 0u64;
+        let mut piece = Vec::with_capacity(ROWS_PER_MESSAGE);
+        let mut last_key = None;
+        while let Some(row) = result.next().await? {
+            let row = decode_row(schema, row)?;
+            if self.bytes_limiter.is_some() {
+                bytes += row_bytes(&row);
+            }
+            piece.push(event(row));
+            n += 1;
+            if piece.len() == ROWS_PER_MESSAGE && !send_piece(out, &mut piece, &mut last_key).await
+            {
+                return Ok(None);
+            }
+        }
+        if !piece.is_empty() && !send_piece(out, &mut piece, &mut last_key).await {
+            return Ok(None);
+        }
+        result.drop_result().await?;
+        let elapsed = read_started.elapsed().as_secs_f64();
+        if last_key.is_some() {
+            checkpoint.last_key = last_key;
+        }
+        checkpoint.rows += n;
+        checkpoint.done = n < u64::from(limit);
+        if out
+            .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
+            .await
+            .is_err()
+        {
+            return Ok(None);
+        }
+        if let Some(l) = &self.bytes_limiter {
+            wait_for_bytes(l, bytes).await;
+        }
+        Ok(Some((n, elapsed)))
     }
 
     fn set_progress(&self, table: &TableId, f: impl FnOnce(&mut TableProgress)) {
@@ -545,10 +625,32 @@ impl Backfill {
         let schema = Arc::new(load_schema(&mut conn, self.source.info.flavor, table).await?);
         let _ = out.send(CaptureMessage::Schema(schema.clone())).await;
         let (mut found_total, mut missing_total) = (0u64, 0u64);
+        let never = CancellationToken::new();
+        let mut retry = ReadRetry::default();
         for batch in keys.chunks(500) {
-            let p = self.source.end_of_log().await?;
+            let (p, rows) = loop {
+                let attempt = async {
+                    let p = self.source.end_of_log().await?;
+                    Ok::<_, Error>((p, read_keys(&mut conn, &schema, batch).await?))
+                }
+                .await;
+                match attempt {
+                    Ok(read) => break read,
+                    Err(e) => {
+                        retry
+                            .after_failure(e, &format!("re-read of keys of {table}"), &never)
+                            .await?;
+                        // A failed reconnect is one more failure of the next attempt.
+                        if self.source.reconnect().await.is_ok() {
+                            if let Ok(fresh) = self.source.new_connection().await {
+                                conn = fresh;
+                            }
+                        }
+                    }
+                }
+            };
+            retry.succeeded();
             let version = repair_version(p.file_seq()?, p.offset)?;
-            let rows = read_keys(&mut conn, &schema, batch).await?;
             let found: BTreeMap<String, Row> = rows
                 .into_iter()
                 .map(|r| (key_of(&schema, &r).canonical_text(), r))

@@ -36,7 +36,7 @@
 //! - A binlog past 4 GiB or a file sequence beyond 2^17: [`Error::Version`].
 //! - Connection loss: reconnect with backoff from the last emitted boundary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,6 +192,42 @@ pub struct Capture {
     schemas: HashMap<TableId, Arc<SourceSchema>>,
     /// Tables whose schema must be sent downstream again before their next change.
     announced: HashMap<TableId, bool>,
+    /// Tables re-backfilled by `tidemark resync` from the position given: a change capture
+    /// cannot follow (TRUNCATE, a statement-logged write) before it is covered by that backfill.
+    resynced: BTreeMap<TableId, BinlogPosition>,
+}
+
+/// Checkpoint stage of `tidemark resync`; the scope is the table (`db.table`).
+pub const RESYNC_STAGE: &str = "resync";
+
+/// What `tidemark resync` recorded for a table: its new backfill reads the source after `from`
+/// (every row it writes has a version above `V(from)`), and whether the sweep that follows it
+/// (re-reading the target rows the backfill did not rewrite, to remove the ones the source no
+/// longer has) is done.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResyncMarker {
+    pub from: String,
+    pub sweep_done: bool,
+}
+
+impl ResyncMarker {
+    pub fn to_checkpoint(&self, table: &TableId) -> tidemark_schemas::Checkpoint {
+        tidemark_schemas::Checkpoint {
+            stage: RESYNC_STAGE.into(),
+            scope: table.to_string(),
+            value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+
+    /// `from` as a position.
+    pub fn from_position(&self) -> Result<BinlogPosition> {
+        self.from
+            .parse()
+            .map_err(|e: tidemark_schemas::PositionError| Error::Config {
+                key: "resync checkpoint".into(),
+                message: e.to_string(),
+            })
+    }
 }
 
 /// Mutable state of one streaming session.
@@ -216,7 +252,19 @@ impl Capture {
             config,
             schemas: HashMap::new(),
             announced: HashMap::new(),
+            resynced: BTreeMap::new(),
         }
+    }
+
+    /// Tables `tidemark resync` re-backfills, each from a position (see [`ResyncMarker`]).
+    pub fn with_resynced(mut self, resynced: BTreeMap<TableId, BinlogPosition>) -> Self {
+        self.resynced = resynced;
+        self
+    }
+
+    /// Whether a change of `table` at `at` that capture cannot apply is covered by a resync.
+    fn covered_by_resync(&self, table: &TableId, at: &BinlogPosition) -> bool {
+        self.resynced.get(table).is_some_and(|from| at < from)
     }
 
     pub fn source(&mut self) -> &mut Source {
@@ -314,8 +362,33 @@ impl Capture {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+                Err((Error::BinlogUnreadable { position, message }, _)) => {
+                    // The file may have been purged after `resolve_start` checked it (a purge
+                    // can run at any time): say so, with the tables that need a new backfill.
+                    return Err(self.purged_or(position, message).await);
+                }
                 Err((e, _)) => return Err(e),
             }
+        }
+    }
+
+    /// [`Error::PositionPurged`] when the server no longer lists `position`'s file, else the
+    /// server's own refusal.
+    async fn purged_or(&mut self, position: BinlogPosition, message: String) -> Error {
+        let unreadable = Error::BinlogUnreadable { position, message };
+        let Ok(files) = self.source.binlog_files().await else {
+            return unreadable;
+        };
+        if files.iter().any(|f| position.file == *f) {
+            return unreadable;
+        }
+        match self.source.tables_in_scope(&self.scope).await {
+            Ok(tables) => Error::PositionPurged {
+                position,
+                oldest: files.first().cloned().unwrap_or_default(),
+                tables,
+            },
+            Err(_) => unreadable,
         }
     }
 
@@ -520,7 +593,11 @@ impl Capture {
             )));
         };
         let table = TableId::new(tme.database_name(), tme.table_name());
-        if !self.scope.includes(&table.database, &table.table) {
+        // A resynced table's changes before its resync are covered by its new backfill (and
+        // may not even decode against today's description of it).
+        if !self.scope.includes(&table.database, &table.table)
+            || self.covered_by_resync(&table, &at(st))
+        {
             return Ok(false);
         }
         let schema = self.schema_for(&table, tme, &at(st)).await?;
@@ -574,10 +651,24 @@ impl Capture {
         {
             return Ok(self.boundary(st, end));
         }
+        if let Some(written) = crate::statement::written_tables(trimmed, &q.schema()) {
+            // A session logging in STATEMENT (or MIXED) format: no row images to apply.
+            if let Some(table) = written.into_iter().find(|t| {
+                self.scope.includes(&t.database, &t.table) && !self.covered_by_resync(t, at)
+            }) {
+                return Err(Error::StatementLogged {
+                    table,
+                    position: *at,
+                    statement: trimmed.chars().take(120).collect(),
+                });
+            }
+        }
         if is_ddl(&upper) {
             let db = q.schema().into_owned();
             if let Some(table) = truncated_table(trimmed, &db) {
-                if self.scope.includes(&table.database, &table.table) {
+                if self.scope.includes(&table.database, &table.table)
+                    && !self.covered_by_resync(&table, at)
+                {
                     return Err(Error::Truncated {
                         table,
                         position: *at,
@@ -603,7 +694,8 @@ impl Capture {
         out: &mpsc::Sender<CaptureMessage>,
     ) -> Result<()> {
         let table = TableId::new(tme.database_name(), tme.table_name());
-        if !self.scope.includes(&table.database, &table.table) {
+        if !self.scope.includes(&table.database, &table.table) || self.covered_by_resync(&table, at)
+        {
             return Ok(());
         }
         let schema = self.schema_for(&table, tme, at).await?;
@@ -975,11 +1067,12 @@ pub fn key_of(schema: &SourceSchema, row: &Row) -> Row {
 fn classify_stream_error(e: mysql_async::Error, at: &BinlogPosition) -> Error {
     if let mysql_async::Error::Server(ref s) = e {
         // ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested file/position is gone or invalid.
+        // Definite: `Capture::run` tells a purged file (which tables to re-backfill) from the rest.
         if s.code == 1236 {
-            return Error::Stream(format!(
-                "the server cannot send its binlog from {at}: {} (the file may have been purged; see SHOW BINARY LOGS)",
-                s.message
-            ));
+            return Error::BinlogUnreadable {
+                position: *at,
+                message: s.message.clone(),
+            };
         }
     }
     Error::from(e)

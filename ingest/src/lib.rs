@@ -17,12 +17,17 @@
 pub mod backfill;
 pub mod capture;
 pub mod decode;
+pub mod retry;
 pub mod source;
+pub mod statement;
 
 pub use backfill::{
     Backfill, BackfillCheckpoint, BackfillConfig, BackfillControl, Progress, TableProgress,
 };
-pub use capture::{Capture, CaptureCheckpoint, CaptureConfig, CaptureMessage, StopAt};
+pub use capture::{
+    Capture, CaptureCheckpoint, CaptureConfig, CaptureMessage, ResyncMarker, StopAt, RESYNC_STAGE,
+};
+pub use retry::ReadRetry;
 pub use source::{Flavor, Scope, ServerInfo, Source, SourceConfig};
 
 use tidemark_schemas::{BinlogPosition, TableId};
@@ -43,6 +48,11 @@ pub enum Error {
     TableNotFound { table: TableId },
     #[error("table {table} has no primary key and no unique index over NOT NULL columns; add a primary key so its rows can be identified")]
     NoKey { table: TableId },
+    #[error(
+        "these tables in scope cannot be captured:\n  {}\nfix each (add a primary key, or change the column), or leave the table out with source.exclude_tables = [\"db.table\", …]",
+        problems.join("\n  ")
+    )]
+    NotCapturable { problems: Vec<String> },
     #[error("column {table}.{column} has type {column_type}, which tidemark cannot decode yet")]
     UnsupportedType {
         table: TableId,
@@ -50,7 +60,7 @@ pub enum Error {
         column_type: String,
     },
     #[error(
-        "the resume position {position} is no longer in the source's binlogs (oldest is {oldest}); changes in the gap are lost to capture, so these tables need a new backfill: {}",
+        "the resume position {position} is no longer in the source's binlogs (oldest is {oldest}); changes in the gap are lost to capture, so these tables need a new backfill: {}; run `tidemark resync --config <file> --all`",
         tables.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     )]
     PositionPurged {
@@ -58,12 +68,19 @@ pub enum Error {
         oldest: String,
         tables: Vec<TableId>,
     },
-    #[error("the checkpoint was taken on source server {checkpoint_server} but this is {current_server}; binlog positions are not comparable across servers (re-backfill into a fresh target, or remove the capture checkpoint)")]
+    /// The server refused to send its binlog from `position` (ER_MASTER_FATAL_ERROR_READING_BINLOG):
+    /// the file is gone, or the position is not in it. Definite: reconnecting cannot help.
+    #[error("the server cannot send its binlog from {position}: {message}")]
+    BinlogUnreadable {
+        position: BinlogPosition,
+        message: String,
+    },
+    #[error("the checkpoint was taken on source server {checkpoint_server} but this is {current_server}; binlog positions (and so versions) are not comparable across servers: migrate from this server into a fresh target (a new target path or keyspace)")]
     ServerChanged {
         checkpoint_server: String,
         current_server: String,
     },
-    #[error("the schema of {table} at {position} does not match information_schema ({detail}); the table changed again later in the binlog: re-backfill {table}")]
+    #[error("the schema of {table} at {position} does not match information_schema ({detail}); the table changed again later in the binlog, so its earlier changes cannot be decoded: run `tidemark resync --config <file> --table {table}`")]
     SchemaMismatch {
         table: TableId,
         position: BinlogPosition,
@@ -76,7 +93,13 @@ pub enum Error {
         position: BinlogPosition,
         detail: String,
     },
-    #[error("TRUNCATE TABLE {table} at {position} logs no row events, so the target cannot follow it; re-backfill {table} and restart capture after {position}")]
+    #[error("a statement that writes {table} is in the binlog at {position} as SQL text, without row images (`{statement}`): a session ran with binlog_format=STATEMENT or MIXED, so capture cannot apply it. Make every session log in ROW format (remove the SET SESSION binlog_format override), then run `tidemark resync --config <file> --table {table}`")]
+    StatementLogged {
+        table: TableId,
+        position: BinlogPosition,
+        statement: String,
+    },
+    #[error("TRUNCATE TABLE {table} at {position} logs no row events, so the target cannot follow it; run `tidemark resync --config <file> --table {table}`")]
     Truncated {
         table: TableId,
         position: BinlogPosition,

@@ -28,6 +28,9 @@ pub struct SourceConfig {
     /// Capture these tables (`database.table`), in addition to `databases`.
     #[serde(default)]
     pub tables: Vec<String>,
+    /// Leave these tables (`database.table`) out, although `databases` includes them.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
 }
 
 /// Which tables are captured.
@@ -35,18 +38,32 @@ pub struct SourceConfig {
 pub struct Scope {
     databases: BTreeSet<String>,
     tables: BTreeSet<TableId>,
+    excluded: BTreeSet<TableId>,
 }
 
 impl Scope {
     /// The scope a `[source]` section names; an error names the key at fault.
     pub fn from_config(cfg: &SourceConfig) -> Result<Scope> {
-        let mut tables = BTreeSet::new();
-        for t in &cfg.tables {
-            let id: TableId = t.parse().map_err(|e: String| Error::Config {
-                key: "source.tables".into(),
-                message: e,
-            })?;
-            tables.insert(id);
+        let parse = |key: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|t| {
+                    t.parse::<TableId>().map_err(|e: String| Error::Config {
+                        key: key.into(),
+                        message: e,
+                    })
+                })
+                .collect::<Result<BTreeSet<_>>>()
+        };
+        let tables = parse("source.tables", &cfg.tables)?;
+        let excluded = parse("source.exclude_tables", &cfg.exclude_tables)?;
+        if let Some(both) = tables.intersection(&excluded).next() {
+            return Err(Error::Config {
+                key: "source.exclude_tables".into(),
+                message: format!(
+                    "{both} is also listed in source.tables; keep it in one of the two"
+                ),
+            });
         }
         if cfg.databases.is_empty() && tables.is_empty() {
             return Err(Error::Config {
@@ -57,15 +74,14 @@ impl Scope {
         Ok(Scope {
             databases: cfg.databases.iter().cloned().collect(),
             tables,
+            excluded,
         })
     }
 
     pub fn includes(&self, db: &str, table: &str) -> bool {
-        self.databases.contains(db)
-            || self
-                .tables
-                .iter()
-                .any(|t| t.database == db && t.table == table)
+        let named =
+            |set: &BTreeSet<TableId>| set.iter().any(|t| t.database == db && t.table == table);
+        (self.databases.contains(db) && !named(&self.excluded)) || named(&self.tables)
     }
 
     /// Restrict the scope to the given tables (which must be inside it).
@@ -81,6 +97,7 @@ impl Scope {
         Ok(Scope {
             databases: BTreeSet::new(),
             tables: only.iter().cloned().collect(),
+            excluded: BTreeSet::new(),
         })
     }
 }
@@ -139,6 +156,22 @@ impl Source {
             conn: self.new_connection().await?,
             info: self.info.clone(),
         })
+    }
+
+    /// Replace the connection with a fresh one (after the old one was lost, e.g. the server
+    /// restarted). The server must still be the same one: binlog positions of another server
+    /// mean nothing here.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        self.conn = self.new_connection().await?;
+        let info = self.read_server_info().await?;
+        if info.identity != self.info.identity {
+            return Err(Error::ServerChanged {
+                checkpoint_server: self.info.identity.to_string(),
+                current_server: info.identity.to_string(),
+            });
+        }
+        self.info = info;
+        Ok(())
     }
 
     /// The connection itself, for reads such as [`crate::backfill::read_chunk`].
@@ -258,7 +291,9 @@ impl Source {
             .collect())
     }
 
-    /// The base tables in scope, sorted.
+    /// The base tables in scope, sorted. A database of `source.databases`, or a table of
+    /// `source.tables` or `source.exclude_tables`, that the server does not have is an error
+    /// naming it: a typo must not capture nothing and succeed.
     pub async fn tables_in_scope(&mut self, scope: &Scope) -> Result<Vec<TableId>> {
         let rows: Vec<(String, String)> = self
             .conn
@@ -267,11 +302,73 @@ impl Source {
                  WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
             )
             .await?;
-        Ok(rows
+        let schemas: BTreeSet<String> = self
+            .conn
+            .query::<String, _>("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+            .await?
             .into_iter()
-            .filter(|(d, t)| scope.includes(d, t))
-            .map(|(d, t)| TableId::new(d, t))
+            .collect();
+        let existing: BTreeSet<TableId> = rows.iter().map(|(d, t)| TableId::new(d, t)).collect();
+        let addr = self.display_addr();
+        if let Some(db) = scope.databases.iter().find(|d| !schemas.contains(*d)) {
+            return Err(Error::Config {
+                key: "source.databases".into(),
+                message: format!(
+                    "database `{db}` does not exist on the source at {addr} (it has: {})",
+                    schemas
+                        .iter()
+                        .filter(|d| !SYSTEM_SCHEMAS.contains(&d.as_str()))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        for (key, set) in [
+            ("source.tables", &scope.tables),
+            ("source.exclude_tables", &scope.excluded),
+        ] {
+            let missing: Vec<String> = set
+                .iter()
+                .filter(|t| !existing.contains(*t))
+                .map(|t| t.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Config {
+                    key: key.into(),
+                    message: format!(
+                        "no base table {} on the source at {addr}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(existing
+            .into_iter()
+            .filter(|t| scope.includes(&t.database, &t.table))
             .collect())
+    }
+
+    /// Describe every table of `tables`, or fail with one error listing each table that cannot
+    /// be captured (no key, a column type tidemark cannot decode) and the way out: checked
+    /// before anything starts, so a run never stops midway on the tenth table.
+    pub async fn describe_all(&mut self, tables: &[TableId]) -> Result<Vec<SourceSchema>> {
+        let mut schemas = Vec::with_capacity(tables.len());
+        let mut problems = Vec::new();
+        for table in tables {
+            match self.load_schema(table).await {
+                Ok(schema) => schemas.push(schema),
+                Err(e @ (Error::NoKey { .. } | Error::UnsupportedType { .. })) => {
+                    problems.push(e.to_string())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(schemas)
+        } else {
+            Err(Error::NotCapturable { problems })
+        }
     }
 
     /// Describe one table from `information_schema`.
@@ -279,6 +376,9 @@ impl Source {
         load_schema(&mut self.conn, self.info.flavor, table).await
     }
 }
+
+/// Databases every server has, left out of the list a missing-database error shows.
+const SYSTEM_SCHEMAS: &[&str] = &["information_schema", "mysql", "performance_schema", "sys"];
 
 /// Quote an identifier for MySQL.
 pub fn quote_ident(ident: &str) -> String {
@@ -641,6 +741,7 @@ mod tests {
             server_id: 1,
             databases: vec![],
             tables: vec![],
+            exclude_tables: vec![],
         };
         let err = Scope::from_config(&cfg).unwrap_err().to_string();
         assert!(err.contains("source.databases"), "{err}");

@@ -29,6 +29,7 @@ async fn capture_from(
         server_id: 991,
         databases: databases.iter().map(|s| s.to_string()).collect(),
         tables: vec![],
+        exclude_tables: vec![],
     };
     let scope = Scope::from_config(&cfg).unwrap();
     let mut source = Source::connect(url)
@@ -479,6 +480,7 @@ async fn capture_error(db: &MariaDb, server_id: u32, why: &str) -> String {
         server_id,
         databases: vec!["shop".into()],
         tables: vec![],
+        exclude_tables: vec![],
     };
     let mut source = Source::connect(&db.url()).await.unwrap();
     source.check_binlog_settings().await.unwrap();
@@ -519,7 +521,7 @@ async fn a_table_changed_again_later_stops_capture_with_the_table_named() {
     )
     .await;
     assert!(
-        msg.contains("shop.items") && msg.contains("re-backfill"),
+        msg.contains("shop.items") && msg.contains("tidemark resync"),
         "{msg}"
     );
 }
@@ -581,14 +583,15 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
         "CREATE DATABASE shop CHARACTER SET utf8mb4;
          CREATE TABLE shop.items (id INT PRIMARY KEY);
          CREATE TABLE shop.orders (id INT PRIMARY KEY);
-         FLUSH BINARY LOGS; FLUSH BINARY LOGS;
-         PURGE BINARY LOGS TO 'mysql-bin.000003';",
+         FLUSH BINARY LOGS; FLUSH BINARY LOGS;",
     );
+    db.purge_binary_logs_to("mysql-bin.000003");
     let cfg = SourceConfig {
         url: db.url(),
         server_id: 993,
         databases: vec!["shop".into()],
         tables: vec![],
+        exclude_tables: vec![],
     };
     let source = Source::connect(&db.url()).await.unwrap();
     let identity = source.info.identity;
@@ -627,4 +630,55 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("mariadb-77"), "{msg}");
+}
+
+/// A purge can run between the resume check and the binlog request (issue 33): the server's
+/// refusal is then the same definite error naming the tables, never a reconnect loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_purged_after_the_resume_check_stops_capture_naming_the_tables() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.items (id INT PRIMARY KEY);
+         INSERT INTO shop.items VALUES (1);
+         FLUSH BINARY LOGS;",
+    );
+    let cfg = SourceConfig {
+        url: db.url(),
+        server_id: 994,
+        databases: vec!["shop".into()],
+        tables: vec![],
+        exclude_tables: vec![],
+    };
+    let source = Source::connect(&db.url()).await.unwrap();
+    let identity = source.info.identity;
+    let mut capture = Capture::new(
+        source,
+        Scope::from_config(&cfg).unwrap(),
+        994,
+        CaptureConfig::default(),
+    );
+    let checkpoint = tidemark_ingest::CaptureCheckpoint {
+        position: "mysql-bin.000001:4".into(),
+        server: identity.to_string(),
+        gtid: None,
+    };
+    let start = capture.resolve_start(Some(&checkpoint)).await.unwrap();
+    db.purge_binary_logs_to("mysql-bin.000002");
+    let (tx, mut rx) = mpsc::channel(1024);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        capture.run(start, StopAt::Never, tx, CancellationToken::new()),
+    )
+    .await
+    .expect("capture stops instead of reconnecting to a purged position");
+    let msg = run.unwrap_err().to_string();
+    assert!(
+        msg.contains("mysql-bin.000001:4")
+            && msg.contains("shop.items")
+            && msg.contains("backfill"),
+        "{msg}"
+    );
+    drain.await.unwrap();
 }

@@ -65,6 +65,23 @@ pub const SAKILA_ROW_COUNTS: &[(&str, u64)] = &[
     ("store", 2),
 ];
 
+/// Wait until `ready` returns true, checking every 50 ms; panic naming `what` after `timeout`.
+///
+/// Tests wait for the condition they rely on, never for a fixed time: on a loaded 2-core CI
+/// machine a fixed sleep is either too short (a flaky test) or too long (a slow suite).
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The workspace root (the directory holding the top-level `Cargo.toml` and `dev/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -155,6 +172,8 @@ pub struct MariaDb {
     datadir: PathBuf,
     port: u16,
     running: bool,
+    /// The extra `mariadbd` options it was started with (a restart uses them again).
+    args: Vec<String>,
 }
 
 impl MariaDb {
@@ -220,7 +239,36 @@ impl MariaDb {
             dir,
             port,
             running: true,
+            args: mariadbd_args.iter().map(|a| a.to_string()).collect(),
         }
+    }
+
+    /// Starts the server again after [`MariaDb::stop`]: same directory (data and binlogs kept),
+    /// same port, same options — a source restart as clients see it.
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be started.
+    pub fn start_again(&mut self) {
+        assert!(
+            !self.running,
+            "start_again: the server of {} runs",
+            self.url()
+        );
+        let port = self.port.to_string();
+        let mut args: Vec<&OsStr> = vec!["start".as_ref(), self.dir.as_os_str(), port.as_ref()];
+        if !self.args.is_empty() {
+            args.push("--".as_ref());
+            args.extend(self.args.iter().map(OsStr::new));
+        }
+        let envs = [("TIDEMARK_MARIADB_OWNER_PID", std::process::id().to_string())];
+        if let Err(message) = run_script(&args, &envs) {
+            panic!(
+                "cannot start the MariaDB server of {} again:\n{message}",
+                self.dir.display()
+            );
+        }
+        self.running = true;
     }
 
     /// The connection URL, `mysql://root@127.0.0.1:<port>` (root has no password).
@@ -314,6 +362,23 @@ impl MariaDb {
         }
         String::from_utf8(output.stdout)
             .unwrap_or_else(|e| panic!("the mariadb client printed invalid UTF-8 for:\n{sql}\n{e}"))
+    }
+
+    /// `PURGE BINARY LOGS TO 'file'`, repeated until `SHOW BINARY LOGS` starts at `file`.
+    ///
+    /// MariaDB does not purge a binlog whose transactions InnoDB has not yet made durable (its
+    /// binlog checkpoint): under load the statement succeeds and keeps the older files. Repeating
+    /// it once the checkpoint has moved purges them.
+    pub fn purge_binary_logs_to(&self, file: &str) {
+        wait_for(
+            &format!("the binlogs before {file} to be purged on {}", self.url()),
+            Duration::from_secs(60),
+            || {
+                self.sql(&format!("PURGE BINARY LOGS TO '{file}'"));
+                let logs = self.sql("SHOW BINARY LOGS");
+                logs.lines().next().and_then(|l| l.split('\t').next()) == Some(file)
+            },
+        );
     }
 
     /// Pipes a `.sql` file into the `mariadb` client, with `db` as the current database
