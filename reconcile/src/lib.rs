@@ -16,9 +16,27 @@
 //!    re-read — source and target — on later passes until they settle or the settle timeout
 //!    expires (`unsettled`, actionable). With a settle timeout of zero the reconciler does not
 //!    wait and reports them as `in_flight` (not actionable).
-//! 3. **Target pass.** The target's live keys are scanned; those the source pass did not see are
-//!    read from the source (`key IN (…)`), and each one the source no longer has is settled the
-//!    same way and reported `extra`.
+//!
+//!    When the frontier F is behind H (apply lags, or no pipeline runs at all and the end of log
+//!    moved because of writes elsewhere), the reconciler reads the binlog from F to H itself, as
+//!    a replica of its own (`reconcile.server_id`), and collects the keys of the table that
+//!    changed there. A key that no change there touched is settled too: the target holds every
+//!    change up to F, and the key's source row is the same at F and at the read. So a
+//!    standalone `reconcile` settles every quiet key, and under live load only the keys that
+//!    really changed wait.
+//! 3. **Target pass.** The target's live keys are scanned; those the source pass did not expect
+//!    (it remembers the target key the mapping gives each source row) are traced back to the
+//!    source key they must come from (each source key column is held by one target key column,
+//!    converted one to one; the traced key is checked by mapping it forward again). Those source
+//!    keys are read from the source (`key IN (…)`); a row that exists now is compared as in the
+//!    source pass, a gone one leaves its target row unexplained: settled the same way and
+//!    reported `extra`. A target key that traces back to no source key at all is `extra` at
+//!    once. Lineage plays no part in this: a row copied under a new key with its lineage, or
+//!    with lineage that is empty or unreadable, is found by its key (DESIGN.md §6).
+//!
+//! Source reads that fail for a reason the server or the network gives (a restart, a deadlock,
+//! a lock wait timeout) are repeated on fresh connections, a bounded number of times
+//! (`tidemark_ingest::retry`).
 //!
 //! Every finding is a [`DriftEvent`] (handed to the caller as it is found, so 100,000 findings are
 //! not held in memory) and counted in a [`Summary`] clustered by (table, class, columns).
@@ -37,9 +55,9 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use tidemark_ingest::backfill::{key_from_json, read_chunk, read_keys};
+use tidemark_ingest::backfill::{read_chunk, read_keys};
 use tidemark_ingest::capture::key_of;
-use tidemark_ingest::{Progress, Source};
+use tidemark_ingest::{Progress, ReadRetry, Source};
 use tidemark_schemas::{
     repair_version, BinlogPosition, ChangeEvent, Checkpoint, DriftEvent, Operation, Row, TableId,
     TargetRecord, Ustr, Version,
@@ -49,6 +67,9 @@ use tidemark_transform::{is_current_digest, source_digest_like, TablePlan, Trans
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
+
+/// The replica server id of the reconciler's binlog reads when the caller sets none.
+const FALLBACK_SERVER_ID: u32 = 4_294_000_000;
 
 /// Checkpoint stage of the reconciler; the scope is the table.
 pub const RECONCILE_STAGE: &str = "reconcile";
@@ -84,6 +105,11 @@ pub struct ReconcileConfig {
     /// Pause between re-checks of unsettled keys, in milliseconds.
     #[serde(default = "default_recheck_ms")]
     pub recheck_interval_ms: u64,
+    /// The replica server id the reconciler reads the binlog with when the apply frontier is
+    /// behind (see "Settling"); unique among the source's replicas. Default: `source.server_id`
+    /// + 1.
+    #[serde(default)]
+    pub server_id: Option<u32>,
 }
 
 fn default_chunk_rows() -> u32 {
@@ -103,6 +129,7 @@ impl Default for ReconcileConfig {
             rows_per_second: None,
             settle_timeout_seconds: default_settle_timeout(),
             recheck_interval_ms: default_recheck_ms(),
+            server_id: None,
         }
     }
 }
@@ -175,6 +202,16 @@ struct TableRun<'x> {
     emit: &'x mut dyn FnMut(&DriftEvent),
     outcome: &'x mut Outcome,
     pending: BTreeMap<String, Pending>,
+    /// The table's keys changed in the binlog after the apply frontier, when it is behind.
+    touched: Option<Touched>,
+}
+
+/// Keys of one table changed in the binlog between `from` (the apply frontier when it was read)
+/// and `to`.
+struct Touched {
+    from: BinlogPosition,
+    to: BinlogPosition,
+    keys: std::collections::HashSet<String>,
 }
 
 pub struct Reconciler<'a, S: Sink + ?Sized> {
@@ -244,6 +281,136 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         Ok(self.source.end_of_log().await?)
     }
 
+    /// `keys`' rows read from the source between two observations of the end of log (P, rows,
+    /// H); repeated on fresh connections when the read fails for a reason the server or the
+    /// network gives (see `tidemark_ingest::retry`).
+    async fn read_keys_observed(
+        &mut self,
+        schema: &tidemark_schemas::SourceSchema,
+        keys: &[Row],
+    ) -> Result<(BinlogPosition, Vec<Row>, BinlogPosition)> {
+        let never = tokio_util::sync::CancellationToken::new();
+        let mut retry = ReadRetry::default();
+        loop {
+            let attempt = async {
+                let p = self.source.end_of_log().await?;
+                let rows = read_keys(&mut self.conn, schema, keys).await?;
+                let h = self.source.end_of_log().await?;
+                Ok::<_, tidemark_ingest::Error>((p, rows, h))
+            }
+            .await;
+            match attempt {
+                Ok(read) => return Ok(read),
+                Err(e) => {
+                    retry
+                        .after_failure(e, &format!("reconcile of {}", schema.table), &never)
+                        .await?;
+                    // A failed reconnect is one more failure of the next attempt.
+                    if self.source.reconnect().await.is_ok() {
+                        if let Ok(conn) = self.source.new_connection().await {
+                            self.conn = conn;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The target's records of `keys`; a key whose row cannot be read gets the reason instead
+    /// (the batch read fails as a whole, so then each key is read on its own).
+    fn read_target(
+        &mut self,
+        table: &str,
+        keys: &[Row],
+    ) -> Result<Vec<std::result::Result<Option<TargetRecord>, String>>> {
+        tokio::task::block_in_place(|| match self.sink.read_many(table, keys) {
+            Ok(records) => Ok(records.into_iter().map(Ok).collect()),
+            Err(tidemark_sink::Error::Read { .. }) => keys
+                .iter()
+                .map(|k| match self.sink.read(table, k) {
+                    Ok(record) => Ok(Ok(record)),
+                    Err(e @ tidemark_sink::Error::Read { .. }) => Ok(Err(e.to_string())),
+                    Err(e) => Err(e.into()),
+                })
+                .collect(),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    /// Make `touched` hold the keys of `table` changed in the binlog from `from` to at least
+    /// `to`, reading only what it does not cover yet. Returns whether it does; `false` when the
+    /// binlog cannot be read there (purged, a table whose shape changed since): keys then settle
+    /// only once the apply frontier passes H.
+    async fn scan_touched(
+        &mut self,
+        table: &TableId,
+        from: BinlogPosition,
+        to: BinlogPosition,
+        touched: &mut Option<Touched>,
+    ) -> bool {
+        // A set read from an earlier frontier still holds every key changed after this one.
+        let (covered_from, start, mut keys) = match touched.take() {
+            Some(t) if t.from <= from && t.to >= to => {
+                *touched = Some(t);
+                return true;
+            }
+            Some(t) if t.from <= from => (t.from, t.to, t.keys),
+            _ => (from, from, std::collections::HashSet::new()),
+        };
+        let read = async {
+            let source = self.source.another().await?;
+            let server_id = self.config.server_id.unwrap_or(FALLBACK_SERVER_ID);
+            let scope = tidemark_ingest::Scope::from_config(&tidemark_ingest::SourceConfig {
+                url: String::new(),
+                server_id,
+                databases: Vec::new(),
+                tables: vec![table.to_string()],
+                exclude_tables: Vec::new(),
+            })?;
+            let mut capture = tidemark_ingest::Capture::new(
+                source,
+                scope,
+                server_id,
+                tidemark_ingest::CaptureConfig::default(),
+            );
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let collect = async {
+                let mut found = Vec::new();
+                while let Some(msg) = rx.recv().await {
+                    if let tidemark_ingest::CaptureMessage::Changes(changes) = msg {
+                        found.extend(changes.into_iter().map(|c| c.key.canonical_text()));
+                    }
+                }
+                found
+            };
+            let never = tokio_util::sync::CancellationToken::new();
+            let (reached, found) = tokio::join!(
+                capture.run(start, tidemark_ingest::StopAt::Position(to), tx, never),
+                collect
+            );
+            Ok::<_, tidemark_ingest::Error>((reached?, found))
+        };
+        match read.await {
+            Ok((reached, found)) if reached >= to => {
+                keys.extend(found);
+                *touched = Some(Touched {
+                    from: covered_from,
+                    to: reached,
+                    keys,
+                });
+                true
+            }
+            Ok((reached, _)) => {
+                tracing::debug!(table = %table, %reached, %to, "the binlog read after the apply frontier stopped early");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(table = %table, error = %e, "cannot read the binlog after the apply frontier; keys settle once the frontier passes them");
+                false
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn table(
         &mut self,
@@ -266,6 +433,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             emit,
             outcome,
             pending: BTreeMap::new(),
+            touched: None,
         };
         let scope = table.to_string();
         let mut last_key: Option<Row> =
@@ -315,7 +483,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             seen.extend(hashes);
             compared += items.len() as u64;
             let obs = Observed { p, h };
-            self.evaluate(&plan, items, &obs, &mut run)?;
+            self.evaluate(&plan, items, &obs, &mut run).await?;
             let cp = ReconcileCheckpoint {
                 last_key: last_key.clone(),
                 done: false,
@@ -327,11 +495,15 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             .await
             .map_err(|e| Error::Config(format!("the source reader of {table} failed: {e}")))?;
 
-        // 3. Target pass: live target keys the source no longer has.
+        // 3. Target pass: live target rows that no source row of the pass explains. A target
+        // row's identity is its own key, never its lineage (DESIGN.md §6): the source key it
+        // must come from is traced back from the target key through the mapping, and a target
+        // key that traces back to nothing is `extra` whatever its lineage says.
         let mut after: Option<Row> = None;
+        let server = self.source.info.identity;
         loop {
             let page = tokio::task::block_in_place(|| {
-                self.sink.scan_source_keys(
+                self.sink.scan_keys(
                     &target.table,
                     after.as_ref(),
                     self.config.chunk_rows as usize,
@@ -340,38 +512,46 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             let full = page.len() == self.config.chunk_rows as usize;
-            let mut keys = Vec::new();
-            for scanned in page.iter().filter(|r| !r.tombstone) {
-                if seen.contains(&key_hash(&scanned.source_key)) {
+            let mut traced = Vec::new();
+            let mut untraceable = Vec::new();
+            for scanned in page.into_iter().filter(|r| !r.tombstone) {
+                if seen.contains(&key_hash(&scanned.key.canonical_text())) {
                     continue;
                 }
-                let json: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&scanned.source_key).unwrap_or_default();
-                if let Ok(key) = key_from_json(&schema, &json) {
-                    let text = key.canonical_text();
-                    if sample.includes(&text) {
-                        keys.push(key);
+                match source_key_of_target(&plan, server, &scanned.key) {
+                    Some(key) => {
+                        let text = key.canonical_text();
+                        if sample.includes(&text) {
+                            traced.push((key, text));
+                        }
                     }
+                    None if sample.includes(&scanned.key.canonical_text()) => {
+                        untraceable.push(scanned.key)
+                    }
+                    None => {}
                 }
             }
-            if !keys.is_empty() {
-                let p = self.observe().await?;
-                let found = read_keys(&mut self.conn, &schema, &keys).await?;
-                let h = self.observe().await?;
-                let present: std::collections::BTreeSet<String> = found
-                    .iter()
-                    .map(|r| key_of(&schema, r).canonical_text())
-                    .collect();
-                let server = self.source.info.identity;
-                let gone: Vec<Prepared> = keys
+            if !traced.is_empty() {
+                let keys: Vec<Row> = traced.iter().map(|(k, _)| k.clone()).collect();
+                let (p, found, h) = self.read_keys_observed(&schema, &keys).await?;
+                let mut by_key: BTreeMap<String, Row> = found
                     .into_iter()
-                    .filter_map(|k| {
-                        let text = k.canonical_text();
-                        (!present.contains(&text)).then(|| prepare(&plan, server, k, text, None))
+                    .map(|r| (key_of(&schema, &r).canonical_text(), r))
+                    .collect();
+                // A source row that exists now (written after the source pass read its chunk)
+                // is compared as any other; a gone one leaves its target key unexplained.
+                let batch: Vec<Prepared> = traced
+                    .into_iter()
+                    .map(|(k, text)| {
+                        let row = by_key.remove(&text);
+                        prepare(&plan, server, k, text, row)
                     })
                     .collect();
                 let obs = Observed { p, h };
-                self.evaluate(&plan, gone, &obs, &mut run)?;
+                self.evaluate(&plan, batch, &obs, &mut run).await?;
+            }
+            if !untraceable.is_empty() {
+                self.report_untraceable(table, &target, untraceable, &mut run)?;
             }
             if !full {
                 break;
@@ -385,9 +565,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             tokio::time::sleep(Duration::from_millis(self.config.recheck_interval_ms)).await;
             let keys: Vec<Row> = run.pending.values().map(|p| p.key.clone()).collect();
             for chunk in keys.chunks(500) {
-                let p = self.observe().await?;
-                let rows = read_keys(&mut self.conn, &schema, chunk).await?;
-                let h = self.observe().await?;
+                let (p, rows, h) = self.read_keys_observed(&schema, chunk).await?;
                 let mut by_key: BTreeMap<String, Row> = rows
                     .into_iter()
                     .map(|r| (key_of(&schema, &r).canonical_text(), r))
@@ -402,7 +580,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     })
                     .collect();
                 let obs = Observed { p, h };
-                self.evaluate(&plan, batch, &obs, &mut run)?;
+                self.evaluate(&plan, batch, &obs, &mut run).await?;
             }
         }
         let leftover_class = if timeout.is_zero() {
@@ -459,7 +637,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     }
 
     /// Classify the settled keys of `batch` (key, source row); keep the others pending.
-    fn evaluate(
+    async fn evaluate(
         &mut self,
         plan: &TablePlan,
         mut prepared: Vec<Prepared>,
@@ -468,6 +646,15 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     ) -> Result<()> {
         let applied_to = run.frontier.frontier()?;
         let all_applied = applied_to.as_ref().is_some_and(|f| f >= &obs.h);
+        // Behind: the keys changed between the frontier and H are the ones that may not be in
+        // the target yet; every other key is (see "Settling" in the module doc).
+        let untouched_known = match (&applied_to, all_applied) {
+            (Some(from), false) => {
+                self.scan_touched(&plan.source().table, *from, obs.h, &mut run.touched)
+                    .await
+            }
+            _ => false,
+        };
         let bound = repair_version(
             obs.p.file_seq().map_err(tidemark_ingest::Error::from)?,
             obs.p.offset,
@@ -480,9 +667,49 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             .iter_mut()
             .map(|p| std::mem::take(&mut p.target_key))
             .collect();
-        let stored_records =
-            tokio::task::block_in_place(|| self.sink.read_many(target_table, &target_keys))?;
+        let stored_records = self.read_target(target_table, &target_keys)?;
         for (item, stored) in prepared.into_iter().zip(stored_records) {
+            // A target row that cannot be read (text that is not UTF-8, a value of the wrong
+            // type, written out of band or by corruption) is drift of that key, not the end of
+            // the run: `value_mismatch`, repairable (a re-read of the source key rewrites it).
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(unreadable) => {
+                    let applied = all_applied
+                        || (untouched_known
+                            && run
+                                .touched
+                                .as_ref()
+                                .is_some_and(|t| !t.keys.contains(&item.key_text)));
+                    if !applied {
+                        run.pending.insert(item.key_text, Pending { key: item.key });
+                        continue;
+                    }
+                    run.pending.remove(&item.key_text);
+                    let class = DriftClass::ValueMismatch;
+                    let event = DriftEvent {
+                        table: schema.table.to_string(),
+                        key: item.key_text.clone(),
+                        class: class.as_str().into(),
+                        columns: Vec::new(),
+                        target_version: None,
+                        target_lineage: None,
+                        observed_before: obs.p.to_string(),
+                        observed_after: obs.h.to_string(),
+                        reason: format!("the target row cannot be read: {unreadable}"),
+                    };
+                    run.outcome
+                        .summary
+                        .add(&event.table, class, &[], &item.key_text);
+                    run.outcome
+                        .repair
+                        .entry(schema.table)
+                        .or_default()
+                        .push(item.key);
+                    (run.emit)(&event);
+                    continue;
+                }
+            };
             let Prepared {
                 key,
                 key_text,
@@ -498,7 +725,13 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     e.lineage.source_digest = source_digest_like(&s.lineage.source_digest, row);
                 }
             }
-            let settled = all_applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
+            let applied = all_applied
+                || (untouched_known
+                    && run
+                        .touched
+                        .as_ref()
+                        .is_some_and(|t| !t.keys.contains(&key_text)));
+            let settled = applied && stored.as_ref().is_none_or(|s| s.lineage.version <= bound);
             if !settled {
                 run.pending.insert(key_text, Pending { key });
                 continue;
@@ -540,6 +773,77 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         }
         Ok(())
     }
+}
+
+impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
+    /// Live target rows whose key no source key maps to (a key of the wrong form for the
+    /// mapping, written out of band): `extra`, at once — no change in flight can explain them.
+    /// Not repairable through the source (there is no source key to re-read): the report says to
+    /// delete them from the target.
+    fn report_untraceable(
+        &mut self,
+        table: &TableId,
+        target: &tidemark_schemas::TargetSchema,
+        keys: Vec<Row>,
+        run: &mut TableRun<'_>,
+    ) -> Result<()> {
+        let stored = self.read_target(&target.table, &keys)?;
+        for (key, stored) in keys.into_iter().zip(stored) {
+            // An unreadable row is reported all the same: its key alone makes it extra.
+            let stored = match stored {
+                Ok(Some(s)) if !s.is_tombstone() => Some(s),
+                Ok(_) => continue,
+                Err(_) => None,
+            };
+            let key_text = key.canonical_text();
+            let class = DriftClass::Extra;
+            let event = DriftEvent {
+                table: table.to_string(),
+                key: key_text.clone(),
+                class: class.as_str().into(),
+                columns: Vec::new(),
+                target_version: stored.as_ref().map(|s| s.lineage.version),
+                target_lineage: stored.map(|s| s.lineage),
+                observed_before: String::new(),
+                observed_after: String::new(),
+                reason: format!(
+                    "the target key {key_text} of {} corresponds to no key of {table}: no source row can explain it, whatever its lineage says; delete it from the target",
+                    target.table
+                ),
+            };
+            run.outcome.summary.add(&event.table, class, &[], &key_text);
+            (run.emit)(&event);
+        }
+        Ok(())
+    }
+}
+
+/// The target key the mapping gives source key `key` (a function of the source key alone: the
+/// mapping rules see to it).
+fn target_key_of(plan: &TablePlan, server: Ustr, key: &Row) -> Row {
+    prepare(plan, server, key.clone(), String::new(), None).target_key
+}
+
+/// The source key whose rows the mapping writes at `target_key`, if there is one: each source key
+/// column read back from the target key column that holds it, and checked by mapping it forward
+/// again. `None` for a key no source key maps to.
+pub fn source_key_of_target(plan: &TablePlan, server: Ustr, target_key: &Row) -> Option<Row> {
+    let schema = plan.source();
+    let mut key = Row::new();
+    for (source_name, target_name) in plan.source_key_in_target() {
+        let value = target_key.get(&target_name)?;
+        if value.is_null() {
+            return None;
+        }
+        let column = schema.column(&source_name)?;
+        let text = value.to_string();
+        key.push(
+            source_name,
+            tidemark_ingest::decode::from_canonical_text(column, &text).ok()?,
+        );
+    }
+    (target_key_of(plan, server, &key).canonical_text() == target_key.canonical_text())
+        .then_some(key)
 }
 
 /// A source key made ready for comparison: what the current mapping expects in the target.
@@ -613,7 +917,7 @@ struct SourceChunk {
     p: BinlogPosition,
     /// The sampled rows, prepared for comparison.
     items: Vec<Prepared>,
-    /// [`key_hash`] of every key of the chunk, sampled or not.
+    /// [`key_hash`] of the target key of every row of the chunk, sampled or not.
     hashes: Vec<u64>,
     h: BinlogPosition,
     last: Option<Row>,
@@ -634,18 +938,36 @@ async fn read_ahead(
     limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
     out: tokio::sync::mpsc::Sender<Result<SourceChunk>>,
 ) {
+    let never = tokio_util::sync::CancellationToken::new();
+    let mut retry = ReadRetry::default();
     loop {
         if let Some((limiter, rows)) = &limiter {
             let _ = limiter.until_n_ready(*rows).await;
         }
-        let read = async {
-            let p = source.end_of_log().await?;
-            let rows =
-                read_chunk(source.conn_mut(), plan.source(), after.as_ref(), chunk_rows).await?;
-            let h = source.end_of_log().await?;
-            Ok::<_, Error>((p, rows, h))
-        }
-        .await;
+        let read = loop {
+            let attempt = async {
+                let p = source.end_of_log().await?;
+                let rows = read_chunk(source.conn_mut(), plan.source(), after.as_ref(), chunk_rows)
+                    .await?;
+                let h = source.end_of_log().await?;
+                Ok::<_, tidemark_ingest::Error>((p, rows, h))
+            }
+            .await;
+            match attempt {
+                Ok(read) => {
+                    retry.succeeded();
+                    break Ok(read);
+                }
+                Err(e) => {
+                    let what = format!("reconcile of {}", plan.source().table);
+                    if let Err(e) = retry.after_failure(e, &what, &never).await {
+                        break Err(Error::from(e));
+                    }
+                    // A failed reconnect is one more failure of the next attempt.
+                    let _ = source.reconnect().await;
+                }
+            }
+        };
         let server = source.info.identity;
         let mut full = false;
         let chunk = read.map(|(p, rows, h)| {
@@ -656,9 +978,14 @@ async fn read_ahead(
             for row in rows {
                 let key = key_of(plan.source(), &row);
                 let text = key.canonical_text();
-                hashes.push(key_hash(&text));
                 if sample.includes(&text) {
-                    items.push(prepare(&plan, server, key, text, Some(row)));
+                    let item = prepare(&plan, server, key, text, Some(row));
+                    hashes.push(key_hash(&item.target_key.canonical_text()));
+                    items.push(item);
+                } else {
+                    hashes.push(key_hash(
+                        &target_key_of(&plan, server, &key).canonical_text(),
+                    ));
                 }
             }
             SourceChunk {
