@@ -152,6 +152,9 @@ impl Config {
         self.target()?;
         self.backfill.check()?;
         self.reconcile.check()?;
+        if self.reconcile.server_id == Some(self.source.server_id) {
+            bail!("reconcile.server_id: must differ from source.server_id ({}): the reconciler reads the binlog as a replica of its own, and two replicas with one id cut each other off", self.source.server_id);
+        }
         self.transformer()?;
         if let Some(k) = self.transport.kafka() {
             k.check()?;

@@ -62,6 +62,8 @@ pub struct RunReport {
     pub end: Option<BinlogPosition>,
     pub backfilled: BTreeMap<TableId, u64>,
     pub repaired: Option<(u64, u64)>,
+    /// Resync sweeps: per table, (rows re-sent, keys tombstoned).
+    pub swept: BTreeMap<TableId, (u64, u64)>,
     pub stats: WriteStats,
     /// Changes rejected by the target schema, per source table (in the dead-letter table).
     pub rejected: BTreeMap<String, u64>,
@@ -80,6 +82,11 @@ impl RunReport {
         }
         for (t, rows) in &self.backfilled {
             out.push_str(&format!("backfilled {t}: {rows} rows\n"));
+        }
+        for (t, (found, gone)) in &self.swept {
+            out.push_str(&format!(
+                "resync sweep {t}: {found} rows re-sent, {gone} gone from the source (tombstoned)\n"
+            ));
         }
         if let Some((found, gone)) = self.repaired {
             out.push_str(&format!(
@@ -202,7 +209,21 @@ pub async fn run(
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
-    let all_tables = source.tables_in_scope(&scope).await?;
+    // A job of named tables only (a backfill of some tables, a repair) needs only those
+    // described; anything that captures needs every table in scope.
+    let only: Option<Vec<TableId>> = match &job {
+        Job::Backfill { tables, keys: None } if !tables.is_empty() => Some(tables.clone()),
+        Job::Backfill { keys: Some(_), .. } => Some(Vec::new()),
+        Job::Repair { keys } => Some(keys.keys().copied().collect()),
+        _ => None,
+    };
+    let (all_tables, _) = crate::preflight::checked_scope_for(
+        &mut source,
+        &scope,
+        &config.transformer()?,
+        only.as_deref(),
+    )
+    .await?;
     let identity = source.info.identity;
 
     let (with_capture, until, backfill_tables, keys) = match &job {
@@ -254,12 +275,16 @@ pub async fn run(
             })
             .transpose()?;
         let capture_source = Source::connect(&config.source.url).await?;
+        let skips = crate::resync::capture_skips(&block_in_place(|| {
+            crate::resync::read_markers(&mut *sink, &all_tables)
+        })?)?;
         let mut capture = Capture::new(
             capture_source,
             scope.clone(),
             config.source.server_id,
             config.capture.clone(),
-        );
+        )
+        .with_resynced(skips);
         let from = capture.resolve_start(checkpoint.as_ref()).await?;
         if checkpoint.is_none() {
             // Durable before the backfill reads anything: a restart must resume capture here,
@@ -288,6 +313,7 @@ pub async fn run(
     }
 
     let checkpoints = block_in_place(|| read_backfill_checkpoints(&mut *sink, &backfill_tables))?;
+    let resyncs = block_in_place(|| crate::resync::read_markers(&mut *sink, &backfill_tables))?;
     crate::metrics::set_ready();
     let transformer = config.transformer()?;
     let apply_cfg = config.apply.clone();
@@ -327,6 +353,14 @@ pub async fn run(
             report.backfilled = backfill
                 .run(&backfill_tables, &checkpoints, &tx, &failed)
                 .await?;
+            for (table, marker) in resyncs.iter().filter(|(_, m)| !m.sweep_done) {
+                if failed.is_cancelled() {
+                    break;
+                }
+                let (found, gone) =
+                    sweep_resynced(config, &mut backfill, table, marker, &tx).await?;
+                report.swept.insert(*table, (found, gone));
+            }
         }
         Ok(())
     }
@@ -373,6 +407,52 @@ enum Transformed {
 /// Transformed messages in flight between the two apply stages; each holds up to one capture
 /// message's changes (≤ 256 rows from the backfill).
 const TRANSFORMED_QUEUE: usize = 16;
+
+/// The sweep of a resynced table whose backfill is done (see [`crate::resync`]): wait until the
+/// backfill's last checkpoint is in the target (so its rows are), re-read the keys of the target
+/// rows it did not rewrite, and mark the sweep done after them. Returns (rows re-sent, keys
+/// tombstoned).
+async fn sweep_resynced(
+    config: &Config,
+    backfill: &mut Backfill,
+    table: &TableId,
+    marker: &tidemark_ingest::ResyncMarker,
+    tx: &mpsc::Sender<CaptureMessage>,
+) -> Result<(u64, u64)> {
+    let from = marker.from_position()?;
+    let (mut reader, _) = block_in_place(|| open_sink(config))?;
+    loop {
+        let done = block_in_place(|| read_backfill_checkpoints(&mut *reader, &[*table]))?
+            .get(table)
+            .is_some_and(|cp| cp.done);
+        if done {
+            break;
+        }
+        if tx.is_closed() {
+            anyhow::bail!("apply stopped before the backfill of {table} was written; its resync sweep runs on the next start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let schema = backfill.source().load_schema(table).await?;
+    let plan = config.transformer()?.plan(&schema)?;
+    let server = backfill.source().info.identity;
+    let (keys, untraceable) =
+        block_in_place(|| crate::resync::sweep_keys(&mut *reader, &plan, server, &from))?;
+    block_in_place(|| drop(reader));
+    if untraceable > 0 {
+        warn!(table = %table, rows = untraceable, "target rows whose key no source key maps to were left alone; `tidemark reconcile` reports them as extra");
+    }
+    info!(table = %table, keys = keys.len(), "resync sweep: re-reading the target rows the backfill did not rewrite");
+    let (found, gone) = backfill.reread_keys(table, &keys, tx).await?;
+    let swept = tidemark_ingest::ResyncMarker {
+        from: marker.from.clone(),
+        sweep_done: true,
+    };
+    let _ = tx
+        .send(CaptureMessage::Checkpoint(swept.to_checkpoint(table)))
+        .await;
+    Ok((found, gone))
+}
 
 /// Drain capture messages into the sink until the channel closes.
 ///
@@ -710,7 +790,9 @@ pub async fn reconcile(
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     let tables = if args.tables.is_empty() {
-        source.tables_in_scope(&scope).await?
+        crate::preflight::checked_scope(&mut source, &scope, &config.transformer()?)
+            .await?
+            .0
     } else {
         scope.restrict(&args.tables)?;
         args.tables.clone()
@@ -740,6 +822,8 @@ pub async fn reconcile(
     if let Some(t) = args.settle_timeout {
         rc.settle_timeout_seconds = t;
     }
+    rc.server_id
+        .get_or_insert(config.source.server_id.wrapping_add(1));
     let mut frontier: Box<dyn tidemark_reconcile::Frontier> = match config.transport.kafka() {
         Some(kafka) => Box::new(crate::kafka_mode::KafkaFrontier(block_in_place(|| {
             tidemark_kafka::FrontierReader::open(kafka, &tables)
@@ -888,8 +972,10 @@ pub async fn target_init(config: &Config) -> Result<String> {
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     let mut schemas = Vec::new();
-    for table in source.tables_in_scope(&scope).await? {
-        let schema = source.load_schema(&table).await?;
+    for schema in crate::preflight::checked_scope(&mut source, &scope, &transformer)
+        .await?
+        .1
+    {
         schemas.push(transformer.plan(&schema)?.target_schema().clone());
     }
     let names: Vec<&str> = schemas.iter().map(|s| s.table.as_str()).collect();

@@ -75,16 +75,26 @@ pub async fn capture(
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
-    let tables = source.tables_in_scope(&scope).await?;
+    let (tables, _) =
+        crate::preflight::checked_scope(&mut source, &scope, &config.transformer()?).await?;
     let identity = source.info.identity;
     let mut store = CheckpointStore::load(kafka).await?;
     let checkpoint = store.capture_checkpoint()?;
+    let mut markers = BTreeMap::new();
+    for t in &tables {
+        if let Some(text) = store.get(tidemark_ingest::RESYNC_STAGE, &t.to_string()) {
+            let marker: tidemark_ingest::ResyncMarker = serde_json::from_str(text)
+                .with_context(|| format!("the resync checkpoint of {t} is unreadable: `{text}`"))?;
+            markers.insert(*t, marker);
+        }
+    }
     let mut capture = Capture::new(
         source,
         scope,
         config.source.server_id,
         config.capture.clone(),
-    );
+    )
+    .with_resynced(crate::resync::capture_skips(&markers)?);
     let from = capture.resolve_start(checkpoint.as_ref()).await?;
     if checkpoint.is_none() {
         // Durable before any backfill reads: see the module doc.
@@ -128,7 +138,18 @@ pub async fn backfill(
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
-    let all = source.tables_in_scope(&scope).await?;
+    let only: Option<Vec<TableId>> = match &keys {
+        Some(keys) => Some(keys.keys().copied().collect()),
+        None if !tables.is_empty() => Some(tables.clone()),
+        None => None,
+    };
+    let (all, _) = crate::preflight::checked_scope_for(
+        &mut source,
+        &scope,
+        &config.transformer()?,
+        only.as_deref(),
+    )
+    .await?;
     let tables = if tables.is_empty() {
         all.clone()
     } else {

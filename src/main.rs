@@ -13,7 +13,9 @@ mod dlq;
 mod embedded;
 mod kafka_mode;
 mod metrics;
+mod preflight;
 mod progress;
+mod resync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +78,18 @@ enum Command {
         /// rows that no longer exist become tombstones.
         #[arg(long)]
         keys: Option<PathBuf>,
+    },
+    /// Re-backfill tables from scratch, version-aware, and remove what the source no longer
+    /// has: the recovery for a purged binlog, a TRUNCATE, a statement-logged write.
+    Resync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// This table (`database.table`); repeat for several.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Every table in scope.
+        #[arg(long, conflicts_with = "tables")]
+        all: bool,
     },
     /// Apply the Kafka changes topics to the target as a member of the consumer group (run N of
     /// them to scale out).
@@ -231,6 +245,22 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         } => {
             let tables = config::parse_tables(&tables, "--table")?;
             run_job(&config.config, embedded::Job::Backfill { tables, keys }).await
+        }
+        Command::Resync {
+            config,
+            tables,
+            all,
+        } => {
+            let tables = config::parse_tables(&tables, "--table")?;
+            let config = config::Config::load(&config.config)?;
+            start_metrics(&config)?;
+            let control = tidemark_ingest::BackfillControl::default();
+            pause_on_sigusr1(control.clone());
+            print!(
+                "{}",
+                resync::resync(&config, tables, all, shutdown_token(), control).await?
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
             let config = config::Config::load(&config.config)?;
