@@ -42,6 +42,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod servers;
+
 /// Environment variable that, set to `1`, keeps the directories of stopped servers.
 pub const KEEP_DIRS_ENV: &str = "TIDEMARK_KEEP_TEST_DIRS";
 
@@ -563,66 +565,113 @@ UPDATE tm.types SET id = 20 WHERE id = 2;
 DELETE FROM tm.types WHERE id = 3;
 "#;
 
-/// A throwaway Kafka-protocol broker (tansu, in-memory storage) on its own port, started through
-/// `dev/tansu` (which installs tansu when it is missing) and stopped on drop.
-pub struct Tansu {
-    dir: tempfile::TempDir,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
+/// Apache Kafka for one test: a broker ([`servers::shared`] unless the test stops it), and a
+/// topic prefix and consumer group of the test's own.
+pub struct Kafka {
+    pub server: servers::Server,
+    /// `<prefix>.changes.…`, `<prefix>.checkpoints`, … of this test only.
+    pub prefix: String,
+    /// The consumer group of this test's apply members.
+    pub group: String,
 }
 
-impl Tansu {
-    /// Start a broker. Panics (never skips) when it cannot: tests that need Kafka must not pass
-    /// without one.
-    pub fn start() -> Tansu {
-        let script = workspace_root().join("dev/tansu");
-        let ensure = Command::new(&script)
-            .arg("ensure")
-            .output()
-            .expect("run dev/tansu ensure");
-        assert!(
-            ensure.status.success(),
-            "could not install tansu through `dev/tansu ensure`: {}",
-            String::from_utf8_lossy(&ensure.stderr)
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .env("TIDEMARK_TANSU_OWNER_PID", std::process::id().to_string())
-            .output()
-            .expect("run dev/tansu start");
-        assert!(
-            out.status.success(),
-            "could not start a tansu broker through dev/tansu: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "unexpected broker address `{addr}`"
-        );
-        Tansu { dir, addr }
+impl Kafka {
+    /// The broker shared by the test run, with names of this test's own.
+    pub fn shared() -> Kafka {
+        Self::on(servers::shared(servers::Kind::Kafka))
     }
 
-    /// `[transport]` of a tidemark configuration for this broker, with the settings tansu 0.6
-    /// needs (real Kafka needs none of them): one record per batch (a consumer resuming inside a
-    /// record batch loses the rest of it), a short fetch wait (it leaves a consumer of a backlog
-    /// waiting on its fetch answers otherwise), and a short session timeout so that the group
-    /// notices a killed member in seconds rather than 45.
+    /// A broker of this test only (one it may stop and start again).
+    pub fn dedicated() -> Kafka {
+        Self::on(servers::dedicated(servers::Kind::Kafka))
+    }
+
+    fn on(server: servers::Server) -> Kafka {
+        Kafka {
+            server,
+            prefix: servers::unique_name("tm"),
+            group: servers::unique_name("apply"),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.server.addr
+    }
+
+    /// `[transport]` of a tidemark configuration for this broker and this test's names. The
+    /// consumer settings only make a killed member's partitions move in seconds rather than
+    /// librdkafka's default 45 (its session timeout); everything else is librdkafka's default.
     pub fn transport_toml(&self) -> String {
         format!(
-            "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.producer]\n\"batch.num.messages\" = \"1\"\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-            self.addr
+            "[transport]\nkind = \"kafka\"\nbrokers = [\"{}\"]\ntopic_prefix = \"{}\"\ngroup_id = \"{}\"\npartitions = 2\nconnect_timeout_seconds = 20\ncheckpoint_interval_ms = 100\n[transport.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            self.addr(),
+            self.prefix,
+            self.group
         )
     }
 }
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = Command::new(workspace_root().join("dev/tansu"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
+/// Apicurio Registry (its Confluent-compatible API) for one test, shared by the test run.
+pub struct Registry {
+    pub server: servers::Server,
+}
+
+impl Registry {
+    pub fn shared() -> Registry {
+        Registry {
+            server: servers::shared(servers::Kind::Registry),
+        }
+    }
+
+    /// A registry of this test only (one it may stop and start again; it keeps its schemas).
+    pub fn dedicated() -> Registry {
+        Registry {
+            server: servers::dedicated(servers::Kind::Registry),
+        }
+    }
+
+    /// The URL `[transport.schema_registry] url` takes.
+    pub fn url(&self) -> String {
+        format!("http://{}/apis/ccompat/v7", self.server.addr)
+    }
+}
+
+/// Apache Cassandra (a CQL server with ScyllaDB's last-write-wins by write timestamp) for one
+/// test: the node shared by the test run, and a keyspace name of the test's own.
+pub struct Cassandra {
+    pub server: servers::Server,
+    pub keyspace: String,
+}
+
+impl Cassandra {
+    pub fn shared() -> Cassandra {
+        Self::on(servers::shared(servers::Kind::Cassandra))
+    }
+
+    /// A node of this test only (one it may stop and start again).
+    pub fn dedicated() -> Cassandra {
+        Self::on(servers::dedicated(servers::Kind::Cassandra))
+    }
+
+    fn on(server: servers::Server) -> Cassandra {
+        Cassandra {
+            server,
+            keyspace: servers::unique_name("ks"),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the CQL port.
+    pub fn node(&self) -> &str {
+        &self.server.addr
+    }
+
+    /// `[target]` of a tidemark configuration writing to this node and keyspace.
+    pub fn target_toml(&self) -> String {
+        format!(
+            "[target]\nkind = \"cassandra\"\ndead_letter_path = \"dead-letters.jsonl\"\n[target.scylla]\nnodes = [\"{}\"]\nkeyspace = \"{}\"\nconsistency = \"one\"\nreplication_factor = 1\n",
+            self.node(),
+            self.keyspace
+        )
     }
 }
