@@ -1,6 +1,7 @@
 //! The SQLite sink: the conformance suite, and what only SQLite promises (exact "ignored" counts,
 //! readable tombstones, "ignore equal" on any content, checkpoint and data in one transaction).
 
+#[macro_use]
 mod conformance;
 
 use std::path::{Path, PathBuf};
@@ -16,11 +17,16 @@ fn open(path: &Path) -> SqliteSink {
         .unwrap_or_else(|e| panic!("the SQLite target {} must open: {e}", path.display()))
 }
 
-#[test]
-fn sqlite_conformance() {
+/// A fresh SQLite file per conformance test; the factory opens sinks on it.
+fn sqlite_sinks() -> (impl Fn() -> SqliteSink + Sync, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path: PathBuf = dir.path().join("target.db");
-    conformance::run_all(&|| open(&path), conformance::Options::default());
+    (move || open(&path), dir)
+}
+
+mod sqlite_conformance {
+    use super::*;
+    conformance_tests!(sqlite_sinks, conformance::Options::default());
 }
 
 fn schema() -> TargetSchema {

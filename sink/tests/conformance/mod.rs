@@ -1,8 +1,8 @@
 //! The sink conformance suite, written once and run on every backend (DESIGN.md §3).
 //!
-//! [`run_all`] takes a factory of sink instances that all share one store (the same SQLite file,
-//! the same ScyllaDB keyspace); every check uses its own tables, and the property checks use
-//! fresh keys for every case, so checks never see each other's data.
+//! `conformance_tests!` makes one test per check; each check takes a factory of sink instances
+//! that all share one store (the same SQLite file, the same CQL keyspace), uses its own tables,
+//! and the property checks use fresh keys for every case, so checks never see each other's data.
 //!
 //! What every backend must show:
 //! - older versions are ignored, and replaying an equal version (the same change) changes nothing;
@@ -23,7 +23,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -51,52 +50,38 @@ impl Default for Options {
     }
 }
 
-type Check<S> = fn(&(dyn Fn() -> S + Sync), &Options);
-
-/// Run every check against sinks made by `make`.
-pub fn run_all<S: Sink + Send>(make: &(dyn Fn() -> S + Sync), options: Options) {
-    let checks: [(&str, Check<S>); 10] = [
-        (
-            "rejects_older_and_equal_versions",
-            rejects_older_and_equal_versions::<S>,
-        ),
-        (
-            "tombstones_shadow_older_inserts",
-            tombstones_shadow_older_inserts::<S>,
-        ),
-        (
-            "replaying_changes_changes_nothing",
-            replaying_changes_changes_nothing::<S>,
-        ),
-        ("any_permutation_converges", any_permutation_converges::<S>),
-        (
-            "concurrent_writers_converge",
-            concurrent_writers_converge::<S>,
-        ),
-        ("large_values_round_trip", large_values_round_trip::<S>),
-        (
-            "every_target_type_round_trips",
-            every_target_type_round_trips::<S>,
-        ),
-        (
-            "checkpoints_are_stored_with_the_data",
-            checkpoints_are_stored_with_the_data::<S>,
-        ),
-        (
-            "scan_visits_every_live_key_once",
-            scan_visits_every_live_key_once::<S>,
-        ),
-        (
-            "added_columns_keep_old_rows",
-            added_columns_keep_old_rows::<S>,
-        ),
-    ];
-    for (name, check) in checks {
-        eprintln!("conformance: {name} …");
-        let started = Instant::now();
-        check(make, &options);
-        eprintln!("conformance: {name} passed in {:.2?}", started.elapsed());
-    }
+/// One `#[test]` per property of the suite, so that one failure does not hide the others:
+/// `conformance_tests!(setup, options)` where `setup()` returns `(make, guard)` — a factory of
+/// sink instances sharing one store (a fresh one per test), and whatever must live as long as
+/// the test (a temporary directory, a keyspace dropped at the end).
+macro_rules! conformance_tests {
+    ($setup:path, $options:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let (make, _guard) = $setup();
+                let started = std::time::Instant::now();
+                conformance::$check(&make, &$options);
+                eprintln!("conformance: {} passed in {:.2?}", stringify!($check), started.elapsed());
+            }
+        )*
+    };
+    ($setup:path, $options:expr) => {
+        conformance_tests!(
+            $setup,
+            $options;
+            rejects_older_and_equal_versions,
+            tombstones_shadow_older_inserts,
+            replaying_changes_changes_nothing,
+            any_permutation_converges,
+            concurrent_writers_converge,
+            large_values_round_trip,
+            every_target_type_round_trips,
+            checkpoints_are_stored_with_the_data,
+            scan_visits_every_live_key_once,
+            added_columns_keep_old_rows,
+        );
+    };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-//! The ScyllaDB sink against a real server: the conformance suite when `TIDEMARK_SCYLLA_URI` is
-//! set (e.g. `127.0.0.1:9042`), and the connection errors, which need no server.
-//!
-//! ScyllaDB cannot be installed on this project's machines (DESIGN.md §8, §9); start one with
-//! `docker run --rm -p 9042:9042 scylladb/scylla --smp 1` and run
-//! `TIDEMARK_SCYLLA_URI=127.0.0.1:9042 cargo nextest run -p tidemark-sink`.
+//! The CQL sink against a real server: the conformance suite, one test per property, on the
+//! Apache Cassandra node the test run shares (`dev/cassandra`: the same CQL protocol and the
+//! same last-write-wins by write timestamp as ScyllaDB), or on the ScyllaDB cluster
+//! `TIDEMARK_SCYLLA_URI` names (e.g. `127.0.0.1:9042`); and the connection errors, which need no
+//! server.
 
+#[macro_use]
 mod conformance;
 
 use std::collections::BTreeMap;
@@ -46,22 +46,23 @@ impl Drop for DropKeyspace {
     }
 }
 
-#[test]
-fn scylla_conformance() {
-    let Ok(uri) = std::env::var(URI_ENV) else {
-        eprintln!(
-            "scylla_conformance NOT RUN: {URI_ENV} is not set, so no ScyllaDB server was tested. \
-             Start one (docker run --rm -p 9042:9042 scylladb/scylla --smp 1) and run \
-             {URI_ENV}=127.0.0.1:9042 cargo nextest run -p tidemark-sink"
-        );
-        return;
-    };
-    let nodes: Vec<String> = uri.split(',').map(|s| s.trim().to_string()).collect();
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let keyspace = format!("tidemark_cf_{stamp}_{}", std::process::id());
+/// The CQL server under test: `TIDEMARK_SCYLLA_URI` (an external ScyllaDB) when set, else the
+/// Apache Cassandra node shared by the test run (started through `dev/cassandra`).
+fn nodes() -> (Vec<String>, Option<tidemark_testkit::servers::Server>) {
+    match std::env::var(URI_ENV) {
+        Ok(uri) => (uri.split(',').map(|s| s.trim().to_string()).collect(), None),
+        Err(_) => {
+            let node = tidemark_testkit::servers::shared(tidemark_testkit::servers::Kind::Cassandra);
+            (vec![node.addr.clone()], Some(node))
+        }
+    }
+}
+
+/// A keyspace of this test on the CQL server, and a factory of sinks writing to it; the guard
+/// drops the keyspace at the end.
+fn cql_sinks() -> (impl Fn() -> ScyllaSink + Sync, DropKeyspace) {
+    let (nodes, _server) = nodes();
+    let keyspace = tidemark_testkit::servers::unique_name("tidemark_cf");
     let mut config = ScyllaConfig::new(nodes.clone(), keyspace.clone());
     config.replication_factor = 1;
     config.consistency = tidemark_sink::scylladb::ConsistencyLevel::One;
@@ -71,26 +72,31 @@ fn scylla_conformance() {
         ("cf_scan".to_string(), vec!["a".to_string()]),
         ("cf_permutations".to_string(), vec!["case_id".to_string()]),
     ]);
-    let _cleanup = DropKeyspace {
-        nodes,
+    let guard = DropKeyspace {
+        nodes: nodes.clone(),
         keyspace: keyspace.clone(),
     };
     let mut first = ScyllaSink::connect(config.clone())
-        .unwrap_or_else(|e| panic!("ScyllaDB at {uri} ({URI_ENV}) must accept a connection: {e}"));
+        .unwrap_or_else(|e| panic!("the CQL server at {nodes:?} must accept a connection: {e}"));
     first
         .init(&[])
         .unwrap_or_else(|e| panic!("init must create keyspace {keyspace}: {e}"));
     drop(first);
-    let make = || {
+    let make = move || {
         ScyllaSink::connect(config.clone())
-            .unwrap_or_else(|e| panic!("ScyllaDB at {uri} must accept a connection: {e}"))
+            .unwrap_or_else(|e| panic!("the CQL server must accept a connection: {e}"))
     };
-    conformance::run_all(
-        &make,
+    (make, guard)
+}
+
+mod cql_conformance {
+    use super::*;
+    conformance_tests!(
+        cql_sinks,
         conformance::Options {
             proptest_cases: 32,
             concurrent_changes: 200,
-        },
+        }
     );
 }
 
