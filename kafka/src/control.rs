@@ -10,6 +10,8 @@
 //!
 //! The topic has one partition, so signals are seen in the order they were sent.
 
+use std::time::Duration;
+
 use futures_util::Stream;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -130,13 +132,31 @@ impl ControlListener {
             .create()
             .map_err(|e| Error::kafka("creating the control consumer", e))?;
         let consumer = std::sync::Arc::new(consumer);
-        let partitions = {
+        // Without a group, the listener starts at each partition's end as it is now, looked up
+        // here rather than left to librdkafka (`Offset::End` is resolved only once the first
+        // fetch starts, later than `start` returns): a message sent after `start` returned is
+        // never missed.
+        let ends = {
             let consumer = consumer.clone();
             let config = config.clone();
             let topic = topic.clone();
+            let need_ends = group.is_none();
             blocking(move || {
                 wait_for_brokers(consumer.client(), &config)?;
-                partition_count(consumer.client(), &topic)
+                let partitions = partition_count(consumer.client(), &topic)?;
+                let mut ends = Vec::with_capacity(partitions);
+                for p in 0..partitions as i32 {
+                    let end = if need_ends {
+                        consumer
+                            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                            .map_err(|e| Error::kafka(format!("the end of `{topic}`"), e))?
+                            .1
+                    } else {
+                        0
+                    };
+                    ends.push(end);
+                }
+                Ok(ends)
             })
             .await?
         };
@@ -147,8 +167,8 @@ impl ControlListener {
                 .map_err(|e| Error::kafka("subscribing to the control topic", e))?;
         } else {
             let mut tpl = TopicPartitionList::new();
-            for p in 0..partitions as i32 {
-                tpl.add_partition_offset(&topic, p, Offset::End)
+            for (p, end) in ends.iter().enumerate() {
+                tpl.add_partition_offset(&topic, p as i32, Offset::Offset(*end))
                     .map_err(|e| Error::kafka("assigning the control topic", e))?;
             }
             consumer

@@ -1,13 +1,15 @@
-//! The Confluent schema registry support of the Kafka transport, against a real broker (tansu)
-//! and a faithful fake registry (`common/registry.rs`); and against a real registry when
-//! `TIDEMARK_SCHEMA_REGISTRY_URL` is set (see [`real_registry_round_trip`]).
+//! The Confluent schema registry support of the Kafka transport, against Apache Kafka and
+//! Apicurio Registry (both shared by the test run, started through `dev/kafka` and
+//! `dev/registry` by the test kit). Where a test counts tidemark's requests or needs a fault
+//! Apicurio cannot be made to produce (a 503, a 401), it talks to Apicurio through a proxy that
+//! records and injects (`common/registry.rs`); every answer that is not injected is Apicurio's.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::registry::{basic_auth, FakeRegistry};
+use common::registry::{lookup, register, set_compatibility, subject_ids, RegistryProxy};
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
@@ -20,10 +22,8 @@ use tidemark_kafka::{
 };
 use tidemark_schemas::avro::{self, RecordKind};
 use tidemark_schemas::DriftEvent;
+use tidemark_testkit::Registry;
 use tidemark_transform::Transformer;
-
-const REAL_URL_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_URL";
-const REAL_USER_ENV: &str = "TIDEMARK_SCHEMA_REGISTRY_USER";
 
 fn with_registry(config: &KafkaConfig, url: &str) -> KafkaConfig {
     let mut c = config.clone();
@@ -60,7 +60,7 @@ fn read_topic(
 ) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", config.bootstrap())
-        .set("group.id", "registry-test-reader")
+        .set("group.id", format!("{}-reader", config.group_id))
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
@@ -109,13 +109,16 @@ fn drift_event(key: &str) -> DriftEvent {
     }
 }
 
-/// Publisher → broker → applier with the registry: Confluent framing with the registered id,
-/// registration and lookups cached, single-object messages from before the switch-over still
-/// applied; drift events framed and read back the same way.
+/// Publisher → broker → applier with the registry: Confluent framing with the registered id
+/// (registered under the TopicNameStrategy subject, read back from the registry), registration
+/// and lookups cached (counted by the proxy), single-object messages from before the
+/// switch-over still applied; drift events framed and read back the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_through_the_registry_mixed_with_single_object() {
     let broker = Broker::start();
-    let registry = FakeRegistry::start();
+    let apicurio = Registry::shared();
+    let real = apicurio.url();
+    let registry = RegistryProxy::start(&real);
     let plain = broker.config();
     topics_init(&plain, &[table()]).await.expect("topics init");
     let config = with_registry(&plain, &registry.url);
@@ -143,10 +146,16 @@ async fn round_trip_through_the_registry_mixed_with_single_object() {
     let report = publish(&config, after.clone()).await;
     assert_eq!(report.total_changes(), 36);
 
-    let id = registry
-        .id_of(RecordKind::ChangeEvent.schema_text())
-        .expect("the ChangeEvent schema was registered");
-    assert_eq!(registry.versions(&subject), vec![id], "TopicNameStrategy");
+    let id = lookup(&real, &subject, RecordKind::ChangeEvent.schema_text())
+        .expect("the ChangeEvent schema was registered under the topic's value subject");
+    assert_eq!(subject_ids(&real, &subject), vec![id], "TopicNameStrategy");
+    let held = apache_avro::Schema::parse_str(&common::registry::schema_text(&real, id))
+        .expect("the registry holds valid Avro");
+    assert_eq!(
+        held.canonical_form(),
+        avro::schema(RecordKind::ChangeEvent).canonical_form(),
+        "the registry holds tidemark's ChangeEvent schema under that id"
+    );
     assert_eq!(
         registry.count("POST", &format!("/subjects/{subject}/versions")),
         1,
@@ -199,12 +208,15 @@ async fn round_trip_through_the_registry_mixed_with_single_object() {
     }
     assert_eq!(drift.finish().await.expect("delivered"), 2);
     let drift_topic = Topics::new(&config).drift();
-    let drift_id = registry
-        .id_of(RecordKind::DriftEvent.schema_text())
-        .expect("the DriftEvent schema was registered");
+    let drift_id = lookup(
+        &real,
+        &format!("{drift_topic}-value"),
+        RecordKind::DriftEvent.schema_text(),
+    )
+    .expect("the DriftEvent schema was registered");
     assert_ne!(drift_id, id);
     assert_eq!(
-        registry.versions(&format!("{drift_topic}-value")),
+        subject_ids(&real, &format!("{drift_topic}-value")),
         vec![drift_id]
     );
     let drift_messages = read_topic(&config, &drift_topic, 3, 2, |_| true);
@@ -240,21 +252,29 @@ async fn round_trip_through_the_registry_mixed_with_single_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
     let broker = Broker::start();
-    let registry = FakeRegistry::start();
+    let apicurio = Registry::shared();
+    let real = apicurio.url();
+    let registry = RegistryProxy::start(&real);
     let config = with_registry(&broker.config(), &registry.url);
     topics_init(&config, &[table()]).await.expect("topics init");
     let topics = Topics::new(&config);
     let changes_topic = topics.changes(&table());
     let first = rows(0..10, 1000);
     publish(&config, first.clone()).await;
-    let good = registry
-        .id_of(RecordKind::ChangeEvent.schema_text())
-        .expect("registered");
-    let foreign = registry.register(
-        "someone-else-value",
+    let good = lookup(
+        &real,
+        &format!("{changes_topic}-value"),
+        RecordKind::ChangeEvent.schema_text(),
+    )
+    .expect("registered");
+    let foreign = register(
+        &real,
+        &format!("{}-someone-else-value", config.topic_prefix),
         r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"x","type":"string"}]}"#,
     );
     assert_ne!(foreign, good);
+    // An id the registry (shared by the test run) has not given out.
+    let unknown: u32 = 2_000_000_000;
 
     let single = avro::encode_change_event(&upsert(7, "boo", 1, 5500)).expect("encode");
     let datum = &single[avro::HEADER_LEN..];
@@ -272,8 +292,8 @@ async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
         .create()
         .expect("producer");
     let bad = [
-        framed(4242, datum),
-        framed(4242, datum),
+        framed(unknown, datum),
+        framed(unknown, datum),
         framed(foreign, datum),
         framed(good, b"\xff\xff\xff"),
     ];
@@ -301,7 +321,7 @@ async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
     all.extend(changes_of(&later));
     assert_same(&contents(&sink_path), &expected(&all));
     assert_eq!(
-        registry.count("GET", "/schemas/ids/4242"),
+        registry.count("GET", &format!("/schemas/ids/{unknown}")),
         1,
         "an unknown id is asked once: {:?}",
         registry.requests()
@@ -328,7 +348,7 @@ async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
     println!("dead-letter reasons: {reasons:#?}");
     let unknown: Vec<&String> = reasons
         .iter()
-        .filter(|r| r.contains("schema id 4242"))
+        .filter(|r| r.contains(&format!("schema id {unknown}")))
         .collect();
     assert_eq!(unknown.len(), 2, "{reasons:?}");
     assert!(
@@ -353,7 +373,8 @@ async fn unknown_or_foreign_schema_ids_go_to_the_dlq_and_apply_goes_on() {
 }
 
 /// No registry at publisher start: retried for `connect_timeout_seconds`, then an error naming
-/// the URL. 5xx answers are retried; a refusal (401) fails at once with the registry's error.
+/// the URL. 5xx answers are retried; a refusal (401, or Apicurio's 409 for a schema the
+/// subject's compatibility rule refuses) fails at once with the registry's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_or_refusing_at_publisher_start_is_a_clear_error() {
     let broker = Broker::start();
@@ -387,8 +408,10 @@ async fn registry_down_or_refusing_at_publisher_start_is_a_clear_error() {
         "retried for about connect_timeout_seconds, not once nor forever: {waited:?}"
     );
 
-    // Two 503s, then an answer: the publisher starts.
-    let registry = FakeRegistry::start();
+    // Two 503s (injected by the proxy: Apicurio does not answer 5xx on purpose), then Apicurio's
+    // answer: the publisher starts.
+    let apicurio = Registry::shared();
+    let registry = RegistryProxy::start(&apicurio.url());
     registry.fail_next(2);
     KafkaPublisher::new(&with_registry(&plain, &registry.url), "s", &[table()])
         .await
@@ -398,7 +421,8 @@ async fn registry_down_or_refusing_at_publisher_start_is_a_clear_error() {
         3
     );
 
-    // Basic auth: the password comes only from the environment.
+    // Basic auth (the 401 injected by the proxy: Apicurio's authentication needs an OpenID
+    // Connect server): the password comes only from the environment.
     registry.require_auth("tm", "s3cret");
     let mut config = with_registry(&plain, &registry.url);
     config.schema_registry.as_mut().expect("set").user = Some("tm".into());
@@ -436,6 +460,37 @@ async fn registry_down_or_refusing_at_publisher_start_is_a_clear_error() {
         .await
         .expect("the right password is accepted");
     std::env::remove_var(REGISTRY_PASSWORD_ENV);
+
+    // Apicurio itself refuses: the subject holds another record and its compatibility rule
+    // (BACKWARD) refuses tidemark's schema. A definite error with the registry's answer, at once.
+    let mut elsewhere = plain.clone();
+    elsewhere.topic_prefix = broker.name("conflict");
+    topics_init(&elsewhere, &[table()])
+        .await
+        .expect("topics init");
+    let subject = format!("{}-value", Topics::new(&elsewhere).changes(&table()));
+    register(
+        &apicurio.url(),
+        &subject,
+        r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"x","type":"string"}]}"#,
+    );
+    set_compatibility(&apicurio.url(), &subject, "BACKWARD");
+    let started = Instant::now();
+    let err = KafkaPublisher::new(&with_registry(&elsewhere, &apicurio.url()), "s", &[table()])
+        .await
+        .err()
+        .expect("an incompatible schema is an error");
+    let text = err.to_string();
+    println!("incompatible: {text}");
+    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(!err.is_transient(), "a refusal is definite: {err:?}");
+    assert!(text.contains(&apicurio.url()), "{text}");
+    assert!(text.contains(&format!("`{subject}`")), "{text}");
+    assert!(text.contains("HTTP 409"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a refusal is not retried"
+    );
 }
 
 /// `[transport.schema_registry]` is checked before anything connects; errors name the key.
@@ -493,97 +548,6 @@ async fn schema_registry_config_errors_name_the_key() {
     assert!(err.to_string().contains("password"), "{err}");
 }
 
-/// Against a real Confluent-compatible registry, when `TIDEMARK_SCHEMA_REGISTRY_URL` is set
-/// (optional `TIDEMARK_SCHEMA_REGISTRY_USER` / `TIDEMARK_SCHEMA_REGISTRY_PASSWORD`), with a
-/// tansu broker as everywhere here. Subjects are under a fresh topic prefix and deleted at the
-/// end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_registry_round_trip() {
-    let Ok(url) = std::env::var(REAL_URL_ENV) else {
-        eprintln!(
-            "real_registry_round_trip NOT RUN: {REAL_URL_ENV} is not set, so no real schema \
-             registry was tested. Start one (e.g. docker run --rm -p 8081:8081 -e \
-             SCHEMA_REGISTRY_HOST_NAME=localhost -e \
-             SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS=<kafka:9092> \
-             confluentinc/cp-schema-registry, or Redpanda's built-in registry on :8081) and run \
-             {REAL_URL_ENV}=http://127.0.0.1:8081 cargo nextest run --workspace -E \
-             'binary(registry)' (plus {REAL_USER_ENV} and {REGISTRY_PASSWORD_ENV} if it needs a \
-             login)"
-        );
-        return;
-    };
-    let broker = Broker::start();
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis();
-    let mut config = broker.config();
-    config.topic_prefix = format!("tidemark-test-{stamp}");
-    let mut rc = SchemaRegistryConfig::new(&url);
-    rc.user = std::env::var(REAL_USER_ENV).ok();
-    config.schema_registry = Some(rc);
-    topics_init(&config, &[table()]).await.expect("topics init");
-    let topic = Topics::new(&config).changes(&table());
-    let subject = format!("{topic}-value");
-    let _cleanup = DeleteSubject {
-        url: url.clone(),
-        subject: subject.clone(),
-    };
-
-    let messages = rows(0..20, 1000);
-    publish(&config, messages.clone()).await;
-    let changes = read_topic(&config, &topic, 3, 20, is_change);
-    assert_eq!(changes.len(), 20);
-    let ids: std::collections::BTreeSet<u32> = changes
-        .iter()
-        .map(|m| avro::confluent_schema_id(m.payload().expect("value")).expect("Confluent framing"))
-        .collect();
-    assert_eq!(ids.len(), 1, "one schema id: {ids:?}");
-
-    let dir = tempfile::tempdir().expect("tmp");
-    let sink_path = dir.path().join("target.db");
-    let report = apply(&config, &sink_path, until_caught_up()).await;
-    assert_eq!(report.undecodable, 0, "{report:?}");
-    assert_same(&contents(&sink_path), &expected(&changes_of(&messages)));
-    println!(
-        "real registry {url}: subject {subject} has id {:?}; 20 changes round-tripped",
-        ids
-    );
-}
-
-/// Deletes a subject of the real registry (soft, then permanent); best effort.
-struct DeleteSubject {
-    url: String,
-    subject: String,
-}
-
-impl Drop for DeleteSubject {
-    fn drop(&mut self) {
-        let base = self.url.trim_end_matches('/');
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let auth = match (
-            std::env::var(REAL_USER_ENV),
-            std::env::var(REGISTRY_PASSWORD_ENV),
-        ) {
-            (Ok(u), Ok(p)) => Some((u, p)),
-            _ => None,
-        };
-        for suffix in ["", "?permanent=true"] {
-            let mut r = agent.delete(format!("{base}/subjects/{}{suffix}", self.subject));
-            if let Some((u, p)) = &auth {
-                r = r.header("Authorization", basic_auth(u, p));
-            }
-            if let Err(e) = r.call() {
-                eprintln!("could not delete subject {}: {e}", self.subject);
-            }
-        }
-    }
-}
-
 /// A registry that refuses the applier's lookup of a writer schema stops apply with an error
 /// that names the registry (the lookup happens on apply's decode thread, after the batch was
 /// polled), nothing of that batch is committed, and a later apply of the same group, with the
@@ -591,7 +555,10 @@ impl Drop for DeleteSubject {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_refusing_during_apply_stops_it_and_loses_nothing() {
     let broker = Broker::start();
-    let registry = FakeRegistry::start();
+    let apicurio = Registry::shared();
+    // The refusal (401) is injected by the proxy: Apicurio's authentication needs an OpenID
+    // Connect server. A registry that stops answering is the Sakila test of the root package.
+    let registry = RegistryProxy::start(&apicurio.url());
     let plain = broker.config();
     topics_init(&plain, &[table()]).await.expect("topics init");
     let config = with_registry(&plain, &registry.url);

@@ -1,4 +1,5 @@
-//! The Kafka transport against a real broker (tansu, started by the test through `dev/tansu`).
+//! The Kafka transport against Apache Kafka (the broker the test run shares, started through
+//! `dev/kafka` by the test kit), each test under a topic prefix and consumer group of its own.
 
 mod common;
 
@@ -64,7 +65,7 @@ async fn topics_init_is_idempotent_and_refuses_smaller_topics() {
     }
     // Without topics init, a publisher names the missing topic.
     let mut other = config.clone();
-    other.topic_prefix = "elsewhere".into();
+    other.topic_prefix = broker.name("elsewhere");
     let err = KafkaPublisher::new(&other, "s", &[table()])
         .await
         .err()
@@ -149,12 +150,13 @@ async fn a_checkpoint_is_never_visible_before_its_data() {
     // first observation before any data is sent, so the publisher starts on an empty topic.
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher_config = broker.config();
+    let watcher_group = broker.name("watcher");
     let done_at = last_commit.clone();
     let watching = tokio::task::spawn_blocking(move || {
         let topics = Topics::new(&watcher_config);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", watcher_config.bootstrap())
-            .set("group.id", "watcher")
+            .set("group.id", watcher_group)
             .create()
             .expect("watcher");
         let mut reader = CheckpointReader::open(&watcher_config).expect("reader");
@@ -167,8 +169,8 @@ async fn a_checkpoint_is_never_visible_before_its_data() {
                 .entries()
                 .get(&format!("{CAPTURE_STAGE}/*"))
                 .map(|c| c.value.clone());
-            // With one record per batch (see common::Broker::config) tansu's high watermark is
-            // exact; it counts changes and markers, and changes are what the checkpoint covers.
+            // The high watermarks count changes and markers (the idempotent producer writes no
+            // control records), and changes are what the checkpoint covers.
             let mut total = 0;
             for p in 0..3 {
                 let (low, high) = consumer
@@ -330,7 +332,7 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     // The dead-letter topic holds the four raw messages and the rejection.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", config.bootstrap())
-        .set("group.id", "dlq-reader")
+        .set("group.id", broker.name("dlq-reader"))
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -471,8 +473,12 @@ async fn two_appliers_in_one_group_split_the_partitions() {
             }),
         ));
     }
-    // Let both join before the data arrives.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Both members joined (a stable group of two) before the data arrives.
+    tokio::task::block_in_place(|| {
+        tidemark_testkit::wait_for("both members in the group", Duration::from_secs(60), || {
+            group_members(&config) == 2
+        })
+    });
     let messages = workload(1000);
     let want = expected(&changes_of(&messages));
     publish(&config, messages).await;
@@ -536,21 +542,40 @@ async fn control_messages_reach_a_listener() {
     let broker = Broker::start();
     let config = broker.config();
     init(&config).await;
-    let mut listener = ControlListener::start(&config, None)
+    // A listener without a group sees every message sent once `start` returned, and only those:
+    // no wait between starting it and sending.
+    let mut early = ControlListener::start(&config, None)
         .await
         .expect("listener");
-    // An assigned-at-end listener sees only what is sent after it is positioned.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    send_control(&config, &ControlMessage::PauseBackfill)
+        .await
+        .expect("send");
+    let mut late = ControlListener::start(&config, None)
+        .await
+        .expect("listener");
     let sent = ControlMessage::RereadKeys {
         table: "shop.items".into(),
         keys: vec![serde_json::json!({"id": 42})],
     };
     send_control(&config, &sent).await.expect("send");
-    let got = tokio::time::timeout(Duration::from_secs(20), listener.next())
+    assert_eq!(
+        next(&mut early, "early").await,
+        ControlMessage::PauseBackfill
+    );
+    assert_eq!(next(&mut early, "early").await, sent);
+    assert_eq!(
+        next(&mut late, "late").await,
+        sent,
+        "the late listener starts after the pause"
+    );
+}
+
+async fn next(listener: &mut ControlListener, which: &str) -> ControlMessage {
+    tokio::time::timeout(Duration::from_secs(20), listener.next())
         .await
-        .expect("a control message within 20 s")
-        .expect("valid control message");
-    assert_eq!(got.message, sent);
+        .unwrap_or_else(|_| panic!("a control message for the {which} listener within 20 s"))
+        .expect("valid control message")
+        .message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

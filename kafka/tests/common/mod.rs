@@ -1,14 +1,18 @@
-//! Test support: a throwaway tansu broker started through `dev/tansu`, and hand-made changes.
+//! Test support: Apache Kafka through the test kit (`dev/kafka`: the broker shared by the test
+//! run, or one of the test's own), topic names and a consumer group of each test's own, and
+//! hand-made changes.
 
 #![allow(dead_code)]
 
 pub mod registry;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use tidemark_ingest::CaptureMessage;
 use tidemark_kafka::{
     ApplyOptions, ApplyReport, KafkaApplier, KafkaConfig, KafkaPublisher, PublishReport,
@@ -18,82 +22,87 @@ use tidemark_schemas::{
     TargetRecord, Value,
 };
 use tidemark_sink::{Sink, SqliteSink};
+use tidemark_testkit::Kafka;
 use tidemark_transform::Transformer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/tansu")
-}
-
-/// A tansu broker of this test only, on its own port; stopped on drop.
+/// A Kafka broker for one test, with a topic prefix and a consumer group of the test's own.
 pub struct Broker {
-    dir: tempfile::TempDir,
-    pub addr: String,
+    kafka: Kafka,
 }
 
 impl Broker {
-    /// Start a broker through `dev/tansu start`. Panics (never skips) when it cannot.
+    /// The broker shared by the test run (started by the first test that asks). Panics (never
+    /// skips) when it cannot be started.
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .env("TIDEMARK_TANSU_OWNER_PID", std::process::id().to_string())
-            .output()
-            .expect("run dev/tansu");
-        assert!(
-            out.status.success(),
-            "could not start a tansu broker through dev/tansu (install it with `dev/tansu ensure`): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let addr = String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .trim()
-            .to_string();
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "unexpected address `{addr}`"
-        );
-        Broker { dir, addr }
+        Broker {
+            kafka: Kafka::shared(),
+        }
     }
 
+    /// A broker of this test only, one it may stop and start again.
+    pub fn dedicated() -> Broker {
+        Broker {
+            kafka: Kafka::dedicated(),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.kafka.addr()
+    }
+
+    /// The test kit's handle (to stop and start a dedicated broker).
+    pub fn kafka(&self) -> &Kafka {
+        &self.kafka
+    }
+
+    /// A name of this test's own, for consumer groups of raw test clients.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.kafka.prefix)
+    }
+
+    /// The transport of this test: librdkafka's defaults, except that a member that goes
+    /// away loses its partitions in seconds rather than after librdkafka's default session
+    /// timeout of 45 s (as the test kit's `transport_toml`).
     pub fn config(&self) -> KafkaConfig {
-        let mut c = KafkaConfig::new(&self.addr);
+        let mut c = KafkaConfig::new(self.addr());
+        c.topic_prefix = self.kafka.prefix.clone();
+        c.group_id = self.kafka.group.clone();
         c.connect_timeout_seconds = 20;
         c.checkpoint_interval_ms = 100;
         c.heartbeat_seconds = 1;
-        // tansu 0.6 bugs, measured: (1) a Fetch at an offset inside a record batch returns the
-        // *next* batch, so a consumer resuming from a committed offset in the middle of a batch
-        // never sees the rest of it; (2) ListOffsets(latest) answers the base offset of the last
-        // batch + 1. One record per batch avoids both. (3) A consumer reading a backlog waits
-        // on Fetch answers most of the time (both processes idle): 43k messages/s with
-        // librdkafka's default fetch.wait.max.ms of 500, 513k/s with 10. Real Kafka needs none
-        // of these settings.
-        c.producer.insert("batch.num.messages".into(), "1".into());
         c.consumer
             .insert("session.timeout.ms".into(), "6000".into());
         c.consumer
             .insert("heartbeat.interval.ms".into(), "500".into());
-        c.consumer
-            .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
-        c.consumer.insert("fetch.wait.max.ms".into(), "10".into());
         c
-    }
-
-    /// Stop the broker now (the drop does it too).
-    pub fn stop(&self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// The members of the consumer group of `config` (0 when the group is empty or unknown).
+pub fn group_members(config: &KafkaConfig) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .create()
+        .expect("a client to list groups");
+    consumer
+        .fetch_group_list(Some(&config.group_id), Duration::from_secs(10))
+        .ok()
+        .and_then(|list| {
+            list.groups()
+                .iter()
+                .find(|g| g.name() == config.group_id)
+                .map(|g| {
+                    if g.state() == "Stable" {
+                        g.members().len()
+                    } else {
+                        0
+                    }
+                })
+        })
+        .unwrap_or(0)
 }
 
 pub fn table() -> TableId {

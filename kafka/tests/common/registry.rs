@@ -1,34 +1,28 @@
-//! A Confluent schema registry for tests, on tiny_http: the two REST endpoints tidemark uses,
-//! answered as Confluent's registry answers them.
+//! The schema registry of these tests: Apicurio Registry (its Confluent-compatible API, started
+//! through `dev/registry` by the test kit), reached directly or through a [`RegistryProxy`].
 //!
-//! - `POST /subjects/{subject}/versions`, body `{"schema": "<avro json>"}` (optional
-//!   `"schemaType": "AVRO"`): `{"id": N}`. Ids are global and per distinct schema (compared by
-//!   Parsing Canonical Form, as the registry normalises them): the same schema under any subject
-//!   gets the same id; the first id is 1. A body that is not JSON with a `schema` string is
-//!   422/42206, a schema that does not parse as Avro 422/42201.
-//! - `GET /schemas/ids/{id}`: `{"schema": "<the text first registered>"}`, or 404/40403.
-//! - anything else: 404/404 (or 405/405 for a known path with another method).
+//! The proxy, on tiny_http, forwards every request to the real registry and hands its answer
+//! back unchanged. It records what was asked (so a test can check what tidemark caches) and can
+//! inject the two faults the real registry cannot be made to produce here:
+//! - [`RegistryProxy::fail_next`]: the next n requests answer 503 (error_code 50003), as a
+//!   Confluent registry does while it has no leader. Apicurio never answers 5xx on purpose;
+//!   stopped, it refuses connections instead (the Sakila test of the root package stops it).
+//! - [`RegistryProxy::require_auth`]: HTTP basic auth, else 401 (error_code 40101). Apicurio's
+//!   authentication needs an OpenID Connect server (Keycloak), which the tests do not run.
 //!
-//! Every answer has `Content-Type: application/vnd.schemaregistry.v1+json`. Test controls:
-//! [`FakeRegistry::fail_next`] (the next n requests answer 503/50003), [`FakeRegistry::require_auth`]
-//! (basic auth, else 401/40101), [`FakeRegistry::requests`] (what was asked, for caching checks).
+//! [`subject_ids`], [`register`] and [`lookup`] ask the real registry directly.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Response, Server};
+use tiny_http::{Header, Response, Server};
 
 #[derive(Default)]
 struct State {
-    /// id - 1 → (text as first registered, canonical form)
-    schemas: Vec<(String, String)>,
-    /// subject → ids registered under it, in order (versions)
-    subjects: BTreeMap<String, Vec<u32>>,
     /// every request: (method, path)
     requests: Vec<(String, String)>,
     fail_next: u32,
@@ -36,8 +30,9 @@ struct State {
     auth: Option<String>,
 }
 
-/// A running fake registry; stopped on drop.
-pub struct FakeRegistry {
+/// A proxy in front of a real registry; stopped on drop.
+pub struct RegistryProxy {
+    /// The proxy's base URL (the upstream's path included), for `transport.schema_registry`.
     pub url: String,
     state: Arc<Mutex<State>>,
     server: Arc<Server>,
@@ -45,26 +40,42 @@ pub struct FakeRegistry {
     thread: Option<JoinHandle<()>>,
 }
 
-impl FakeRegistry {
-    pub fn start() -> FakeRegistry {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("bind the fake registry"));
+impl RegistryProxy {
+    /// A proxy of the registry at `upstream` (`http://host:port/apis/ccompat/v7`).
+    pub fn start(upstream: &str) -> RegistryProxy {
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("bind the registry proxy"));
         let addr = server.server_addr().to_ip().expect("an IP address");
+        // The upstream's path prefix is kept: the proxy's URL has the same path.
+        let after_scheme = upstream
+            .strip_prefix("http://")
+            .expect("an http:// upstream");
+        let (authority, prefix) = after_scheme
+            .split_once('/')
+            .map(|(a, p)| (a.to_string(), format!("/{p}")))
+            .unwrap_or((after_scheme.to_string(), String::new()));
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
         let thread = {
             let (server, state, stop) = (server.clone(), state.clone(), stop.clone());
+            let upstream = format!("http://{authority}");
+            let prefix = prefix.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match server.recv_timeout(Duration::from_millis(100)) {
-                        Ok(Some(request)) => serve(&state, request),
+                        Ok(Some(request)) => serve(&state, &agent, &upstream, &prefix, request),
                         Ok(None) => {}
                         Err(_) => break,
                     }
                 }
             })
         };
-        FakeRegistry {
-            url: format!("http://{addr}"),
+        RegistryProxy {
+            url: format!("http://{addr}{prefix}"),
             state,
             server,
             stop,
@@ -72,31 +83,7 @@ impl FakeRegistry {
         }
     }
 
-    /// Register `schema` under `subject` as a client would; its id.
-    pub fn register(&self, subject: &str, schema: &str) -> u32 {
-        let mut s = self.state.lock().unwrap();
-        register(&mut s, subject, schema).expect("a valid Avro schema")
-    }
-
-    /// The id of a registered schema (same canonical form), if any.
-    pub fn id_of(&self, schema: &str) -> Option<u32> {
-        let canonical = apache_avro::Schema::parse_str(schema)
-            .expect("valid")
-            .canonical_form();
-        let s = self.state.lock().unwrap();
-        s.schemas
-            .iter()
-            .position(|(_, c)| *c == canonical)
-            .map(|i| i as u32 + 1)
-    }
-
-    /// The ids registered under `subject`, oldest first.
-    pub fn versions(&self, subject: &str) -> Vec<u32> {
-        let s = self.state.lock().unwrap();
-        s.subjects.get(subject).cloned().unwrap_or_default()
-    }
-
-    /// Every request so far, as (method, path).
+    /// Every request so far, as (method, path below the registry's base URL).
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -109,19 +96,29 @@ impl FakeRegistry {
             .count()
     }
 
-    /// Answer the next `n` requests with 503 (error_code 50003).
+    /// Answer the next `n` requests with 503 (error_code 50003) instead of forwarding them.
     pub fn fail_next(&self, n: u32) {
         self.state.lock().unwrap().fail_next = n;
     }
 
-    /// Require HTTP basic auth with these credentials from now on.
+    /// Require HTTP basic auth with these credentials from now on (else 401, error_code 40101).
     pub fn require_auth(&self, user: &str, password: &str) {
         self.state.lock().unwrap().auth = Some(basic_auth(user, password));
     }
 
-    /// Answer everyone again (after [`FakeRegistry::require_auth`]).
+    /// Forward everyone's requests again (after [`RegistryProxy::require_auth`]).
     pub fn allow_anyone(&self) {
         self.state.lock().unwrap().auth = None;
+    }
+}
+
+impl Drop for RegistryProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -147,129 +144,174 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {coded}")
 }
 
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn register(state: &mut State, subject: &str, schema: &str) -> Result<u32, String> {
-    let canonical = apache_avro::Schema::parse_str(schema)
-        .map_err(|e| e.to_string())?
-        .canonical_form();
-    let id = match state.schemas.iter().position(|(_, c)| *c == canonical) {
-        Some(i) => i as u32 + 1,
-        None => {
-            state.schemas.push((schema.to_string(), canonical));
-            state.schemas.len() as u32
-        }
-    };
-    let versions = state.subjects.entry(subject.to_string()).or_default();
-    if !versions.contains(&id) {
-        versions.push(id);
-    }
-    Ok(id)
-}
-
-fn error(status: u16, code: u32, message: &str) -> (u16, String) {
+fn error(status: u16, code: u32, message: &str) -> (u16, String, String) {
     (
         status,
+        "application/vnd.schemaregistry.v1+json".to_string(),
         serde_json::json!({ "error_code": code, "message": message }).to_string(),
     )
 }
 
-fn serve(state: &Mutex<State>, mut request: tiny_http::Request) {
-    let method = request.method().clone();
-    let path = request
-        .url()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let auth = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().to_string());
-    let mut body = String::new();
-    let _ = request.as_reader().read_to_string(&mut body);
-    let (status, text) = {
-        let mut s = state.lock().unwrap();
-        s.requests.push((method.to_string(), path.clone()));
-        answer(&mut s, &method, &path, auth.as_deref(), &body)
+fn serve(
+    state: &Mutex<State>,
+    agent: &ureq::Agent,
+    upstream: &str,
+    prefix: &str,
+    mut request: tiny_http::Request,
+) {
+    let method = request.method().to_string();
+    let full = request.url().to_string();
+    let path = full.split('?').next().unwrap_or_default();
+    let path = path.strip_prefix(prefix).unwrap_or(path).to_string();
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
     };
+    let auth = header("Authorization");
+    let content_type = header("Content-Type");
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let injected = {
+        let mut s = state.lock().unwrap();
+        s.requests.push((method.clone(), path));
+        if s.fail_next > 0 {
+            s.fail_next -= 1;
+            Some(error(
+                503,
+                50003,
+                "Error while forwarding the request to the leader",
+            ))
+        } else {
+            match &s.auth {
+                Some(want) if auth.as_deref() != Some(want.as_str()) => {
+                    Some(error(401, 40101, "Unauthorized"))
+                }
+                _ => None,
+            }
+        }
+    };
+    let (status, content_type, text) =
+        injected.unwrap_or_else(|| forward(agent, upstream, &method, &full, content_type, body));
     let response = Response::from_string(text)
         .with_status_code(status)
-        .with_header(
-            Header::from_bytes("Content-Type", "application/vnd.schemaregistry.v1+json")
-                .expect("header"),
-        );
+        .with_header(Header::from_bytes("Content-Type", content_type).expect("header"));
     let _ = request.respond(response);
 }
 
-fn answer(
-    s: &mut State,
-    method: &Method,
-    path: &str,
-    auth: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    if s.fail_next > 0 {
-        s.fail_next -= 1;
-        return error(
-            503,
-            50003,
-            "Error while forwarding the request to the leader",
+/// The real registry's answer to the same request: status, content type, body.
+fn forward(
+    agent: &ureq::Agent,
+    upstream: &str,
+    method: &str,
+    path_and_query: &str,
+    content_type: Option<String>,
+    body: Vec<u8>,
+) -> (u16, String, String) {
+    let mut builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{upstream}{path_and_query}"));
+    if let Some(ct) = content_type {
+        builder = builder.header("Content-Type", ct);
+    }
+    let request = builder.body(body).expect("a request");
+    match agent.run(request) {
+        Ok(mut response) => {
+            let ct = response
+                .headers()
+                .get("Content-Type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            (response.status().as_u16(), ct, text)
+        }
+        // The registry is down: a proxy answers 502, as a load balancer would.
+        Err(e) => error(502, 50201, &format!("the registry behind the proxy: {e}")),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn call(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json");
+    let request = builder
+        .body(body.map(|b| b.to_string()).unwrap_or_default())
+        .expect("a request");
+    let mut response = agent()
+        .run(request)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let text = response.body_mut().read_to_string().expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (response.status().as_u16(), json)
+}
+
+/// The schema ids of the versions of `subject` in the registry at `url`, oldest first (empty
+/// when the subject does not exist).
+pub fn subject_ids(url: &str, subject: &str) -> Vec<u32> {
+    let (status, versions) = call("GET", &format!("{url}/subjects/{subject}/versions"), None);
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "versions of {subject}: {versions}");
+    let mut out = Vec::new();
+    for v in versions.as_array().expect("a list of versions") {
+        let (status, version) = call(
+            "GET",
+            &format!("{url}/subjects/{subject}/versions/{v}"),
+            None,
         );
+        assert_eq!(status, 200, "version {v} of {subject}: {version}");
+        out.push(version["id"].as_u64().expect("an id") as u32);
     }
-    if let Some(want) = &s.auth {
-        if auth != Some(want.as_str()) {
-            return error(401, 40101, "Unauthorized");
-        }
-    }
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["subjects", subject, "versions"] => {
-            if *method != Method::Post {
-                return error(405, 405, "HTTP 405 Method Not Allowed");
-            }
-            let request: serde_json::Value = match serde_json::from_str(body) {
-                Ok(v) => v,
-                Err(e) => return error(422, 42206, &format!("Unrecognized body: {e}")),
-            };
-            if request
-                .get("schemaType")
-                .and_then(|t| t.as_str())
-                .is_some_and(|t| t != "AVRO")
-            {
-                return error(422, 42201, "Only AVRO is supported by this registry");
-            }
-            let Some(schema) = request.get("schema").and_then(|v| v.as_str()) else {
-                return error(422, 42206, "The request has no `schema` string");
-            };
-            match register(s, subject, schema) {
-                Ok(id) => (200, serde_json::json!({ "id": id }).to_string()),
-                Err(e) => error(422, 42201, &format!("Invalid schema {schema}: {e}")),
-            }
-        }
-        ["schemas", "ids", id] => {
-            if *method != Method::Get {
-                return error(405, 405, "HTTP 405 Method Not Allowed");
-            }
-            let found = id
-                .parse::<usize>()
-                .ok()
-                .filter(|i| *i >= 1)
-                .and_then(|i| s.schemas.get(i - 1));
-            match found {
-                Some((text, _)) => (200, serde_json::json!({ "schema": text }).to_string()),
-                None => error(404, 40403, &format!("Schema {id} not found")),
-            }
-        }
-        _ => error(404, 404, "HTTP 404 Not Found"),
-    }
+    out
+}
+
+/// Register `schema` under `subject` as a client would; its id.
+pub fn register(url: &str, subject: &str, schema: &str) -> u32 {
+    let (status, answer) = call(
+        "POST",
+        &format!("{url}/subjects/{subject}/versions"),
+        Some(serde_json::json!({ "schema": schema })),
+    );
+    assert_eq!(status, 200, "registering under {subject}: {answer}");
+    answer["id"].as_u64().expect("an id") as u32
+}
+
+/// The id of `schema` under `subject`, if it was registered there.
+pub fn lookup(url: &str, subject: &str, schema: &str) -> Option<u32> {
+    let (status, answer) = call(
+        "POST",
+        &format!("{url}/subjects/{subject}"),
+        Some(serde_json::json!({ "schema": schema })),
+    );
+    (status == 200).then(|| answer["id"].as_u64().expect("an id") as u32)
+}
+
+/// The schema text the registry holds for `id`.
+pub fn schema_text(url: &str, id: u32) -> String {
+    let (status, answer) = call("GET", &format!("{url}/schemas/ids/{id}"), None);
+    assert_eq!(status, 200, "schema {id}: {answer}");
+    answer["schema"].as_str().expect("a schema").to_string()
+}
+
+/// Set the compatibility rule of `subject`.
+pub fn set_compatibility(url: &str, subject: &str, level: &str) {
+    let (status, answer) = call(
+        "PUT",
+        &format!("{url}/config/{subject}"),
+        Some(serde_json::json!({ "compatibility": level })),
+    );
+    assert_eq!(status, 200, "compatibility of {subject}: {answer}");
 }
