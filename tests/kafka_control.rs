@@ -6,14 +6,16 @@
 //! the action it had not committed.
 
 mod common;
+mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{run_ok, spawn, write_config};
+use kafka_support::{kafka_config, wait_for_capture_start};
 use tidemark_kafka::KafkaConfig;
-use tidemark_testkit::{MariaDb, Tansu};
+use tidemark_testkit::{Kafka, MariaDb};
 
 /// Live rows of a target table.
 fn live_rows(dir: &Path, table: &str) -> i64 {
@@ -52,9 +54,8 @@ async fn wait_for(secs: u64, what: &str, log: &Path, mut done: impl FnMut() -> b
 }
 
 /// The drift topic as (key, class) of each event, in order.
-fn drift(addr: &str) -> Vec<(String, String)> {
-    let kafka = KafkaConfig::new(addr.to_string());
-    tokio::task::block_in_place(|| tidemark_kafka::read_drift(&kafka))
+fn drift(kafka: &KafkaConfig) -> Vec<(String, String)> {
+    tokio::task::block_in_place(|| tidemark_kafka::read_drift(kafka))
         .expect("read the drift topic")
         .into_iter()
         .map(|e| (format!("{} {}", e.table, e.key), e.class))
@@ -75,7 +76,8 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
          UPDATE notes SET body = 'far longer than ten characters' WHERE id = 7;
          INSERT INTO bulk SELECT seq, seq * 3 FROM seq_1_to_5000;",
     );
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
+    let kafka = kafka_config(&broker);
     let dir = tempfile::tempdir().unwrap();
     // notes.body holds at most 10 characters in the target: key 7 is a schema rejection.
     let extra = format!(
@@ -91,7 +93,7 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
     };
     run_ok(&["topics", "init", "--config", &cfg]);
     let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
-    tokio::time::sleep(Duration::from_secs(2)).await; // capture's start is stored first
+    wait_for_capture_start(&kafka); // before any backfill reads
     let mut apply = spawn(&["apply", "--config", &cfg], &log("apply.log"));
     let worker_log = log("control.log");
     let mut worker = spawn(&["control", "serve", "--config", &cfg], &worker_log);
@@ -117,6 +119,7 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
             >= 2
     })
     .await;
+    // An absence takes a window to observe: unpaused, the backfill would copy 500 rows a second.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         live_rows(dir.path(), "bulk"),
@@ -154,7 +157,7 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         "drift of the reconcile on the drift topic",
         &worker_log,
         || {
-            found = drift(&broker.addr);
+            found = drift(&kafka);
             found.len() >= 2
         },
     )

@@ -1,17 +1,20 @@
-//! The stages as separate processes with a real Kafka-protocol broker (tansu) between them:
+//! The stages as separate processes with Apache Kafka between them (the broker the test run
+//! shares, under a topic prefix and consumer group of this test's own):
 //! backfill, capture and two apply workers while a live workload runs; capture, backfill and one
 //! apply worker are killed with `kill -9` midway (capture and backfill restart from the
 //! checkpoints topic); after catching up the target equals the source exactly. Then a reconcile
 //! over Kafka's apply frontier, and drift on the drift topic.
 
 mod common;
+mod kafka_support;
 
 use std::time::{Duration, Instant};
 
 use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use kafka_support::{kafka_config, wait, wait_for_capture_start, wait_for_members};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
-use tidemark_testkit::{MariaDb, Tansu};
+use tidemark_testkit::{Kafka, MariaDb};
 
 async fn workload(url: String, until: Instant) -> u64 {
     let mut conn = mysql_async::Conn::from_url(url)
@@ -44,7 +47,8 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         "shop",
         "INSERT INTO accounts SELECT seq, seq, CONCAT('n', seq) FROM seq_1_to_3000",
     );
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
+    let kafka = kafka_config(&broker);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -60,13 +64,17 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
 
     let log = |name: &str| dir.path().join(name);
     let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
-    tokio::time::sleep(Duration::from_secs(2)).await; // capture's start is stored first
+    wait_for_capture_start(&kafka); // before the backfill reads anything
     let until = Instant::now() + Duration::from_secs(12);
     let load = tokio::spawn(workload(db.url(), until));
     let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill.log"));
     let mut apply_a = spawn(&["apply", "--config", &cfg], &log("apply-a.log"));
     let mut apply_b = spawn(&["apply", "--config", &cfg], &log("apply-b.log"));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Midway: both apply members at work and the backfill partly done.
+    wait_for_members(&kafka, 2);
+    wait("the backfill under way (rows in the target)", 90, || {
+        accounts_in_target(&dir.path().join("target.db")) >= 500
+    });
     // kill -9 the capture and the backfill midway; they resume from the checkpoints topic.
     capture.kill().expect("kill -9 capture");
     capture.wait().unwrap();
@@ -74,7 +82,12 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
     backfill.wait().unwrap();
     let mut capture = spawn(&["capture", "--config", &cfg], &log("capture-2.log"));
     let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill-2.log"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = accounts_in_target(&dir.path().join("target.db"));
+    wait(
+        "the restarted stages at work (more rows in the target)",
+        90,
+        || accounts_in_target(&dir.path().join("target.db")) > before,
+    );
     apply_b.kill().expect("kill -9 one apply worker"); // SIGKILL, mid-stream
     apply_b.wait().unwrap();
     let statements = load.await.unwrap();
@@ -104,7 +117,7 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
     apply_a.wait().unwrap();
     // `apply --until-caught-up` catches up on the partitions it is assigned: wait until the group
     // has noticed that the killed members are gone, so the last worker gets every partition.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    wait_for_members(&kafka, 0);
     run_ok(&["apply", "--config", &cfg, "--until-caught-up"]);
 
     let rows = assert_target_equals_source(
@@ -146,7 +159,6 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let kafka = tidemark_kafka::KafkaConfig::new(broker.addr.clone());
     let drift = tokio::task::spawn_blocking(move || tidemark_kafka::read_drift(&kafka))
         .await
         .unwrap()
@@ -156,6 +168,13 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         (drift[0].table.as_str(), drift[0].class.as_str()),
         ("shop.accounts", "missing")
     );
+}
+
+/// Rows in the target's accounts table (0 before it exists).
+fn accounts_in_target(target: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(target)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0)))
+        .unwrap_or(0)
 }
 
 #[test]
