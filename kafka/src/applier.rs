@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -45,7 +44,9 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoints::{checkpoint_key, send_checkpoint, CheckpointReader, APPLY_STAGE};
 use crate::registry::{self, Registry};
-use crate::topics::{consumer_config, partition_count, producer_config, wait_for_brokers};
+use crate::topics::{
+    consumer_config, partition_count, producer_config, wait_for_brokers, watermarks,
+};
 use crate::wire::{self, Marker};
 use crate::{Error, KafkaConfig, Result, Topics};
 
@@ -88,23 +89,16 @@ pub struct ApplyReport {
 pub struct ApplyContext {
     written: Mutex<BTreeMap<(String, i32), i64>>,
     generation: AtomicU64,
-    /// Offset commits answered by the coordinator (successful or not).
-    commits_answered: AtomicU64,
 }
 
 impl ClientContext for ApplyContext {}
 
+/// No `commit_callback`: librdkafka answers a manual asynchronous commit (`rd_kafka_commit`
+/// with `async`) on no queue unless the configuration has an `offset_commit_cb`, which
+/// rust-rdkafka does not set (it enables the commit *event*, which librdkafka posts only for its
+/// own automatic commits). So the callback never hears of these commits; where the answer
+/// matters (stopping), the applier asks the coordinator instead.
 impl ConsumerContext for ApplyContext {
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Err(e) => {
-                debug!(error = %e, "an offset commit failed; those messages are applied again (harmless)")
-            }
-            Ok(()) => debug!("an offset commit was answered"),
-        }
-        self.commits_answered.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// Before partitions are taken away, commit what the sink acknowledged, so the next owner
     /// starts right after it (anything not yet written is simply read again there). The commit
     /// is asynchronous: a synchronous commit from inside the rebalance can wait on the very
@@ -132,13 +126,11 @@ impl ConsumerContext for ApplyContext {
 type PartitionKey = (String, i32);
 
 /// How long nothing must arrive (with an unchanged assignment) before `until_caught_up` compares
-/// positions to high watermarks. Besides letting the first fetches after a join arrive, this is
-/// what makes the check sound on brokers whose ListOffsets answer is low: tansu 0.6 reports the
-/// base offset of the last record batch + 1 as the high watermark, so a committed offset can look
-/// caught up while records wait. A record waiting is in the answer to the next Fetch, which the
-/// broker sends at the latest `fetch.wait.max.ms` after the one before: so the window is two of
-/// those and a margin for the round trips, and never under [`CAUGHT_UP_QUIET_MIN`] (500 ms, or
-/// 1.1 s with librdkafka's default of 500 ms).
+/// positions to high watermarks: the fetches after a join or a rebalance have answered by then. A
+/// record waiting is in the answer to the next Fetch, which the broker sends at the latest
+/// `fetch.wait.max.ms` after the one before: so the window is two of those and a margin for the
+/// round trips, and never under [`CAUGHT_UP_QUIET_MIN`] (500 ms; 1.1 s with librdkafka's default
+/// of 500 ms).
 fn caught_up_quiet(config: &KafkaConfig) -> Duration {
     (config.fetch_wait() * 2 + Duration::from_millis(100)).max(CAUGHT_UP_QUIET_MIN)
 }
@@ -756,21 +748,15 @@ impl KafkaApplier {
             }
         }
         if tpl.count() > 0 {
-            // Asynchronous, then wait (bounded) for the coordinator's answer: a synchronous
-            // commit has no time limit, and a group in the middle of a rebalance can keep it
-            // waiting. Offsets not committed are applied again by the next owner (harmless).
-            let answered = self
-                .consumer
-                .context()
-                .commits_answered
-                .load(Ordering::SeqCst);
+            // Asynchronous, then wait (bounded) until the coordinator holds the offsets: a
+            // synchronous commit has no time limit, and a group in the middle of a rebalance can
+            // keep it waiting. The answer is asked of the coordinator because no callback reports
+            // it (see `ApplyContext`). Offsets not committed are applied again by the next owner
+            // (harmless).
             self.consumer
                 .commit(&tpl, CommitMode::Async)
                 .map_err(|e| Error::kafka("committing offsets", e))?;
             let deadline = Instant::now() + FINAL_COMMIT_WAIT;
-            // Done when the commit callback fires, or when the group's committed offsets (asked
-            // of the coordinator) reached ours: tansu 0.6 stores commits but its answers never
-            // reach the callback.
             let committed = |consumer: &BaseConsumer<ApplyContext>| {
                 consumer
                     .committed_offsets(tpl.clone(), Duration::from_millis(500))
@@ -785,14 +771,7 @@ impl KafkaApplier {
                         })
                     })
             };
-            while self
-                .consumer
-                .context()
-                .commits_answered
-                .load(Ordering::SeqCst)
-                == answered
-                && !committed(&self.consumer)
-            {
+            while !committed(&self.consumer) {
                 if Instant::now() >= deadline {
                     warn!(
                         seconds = FINAL_COMMIT_WAIT.as_secs(),
@@ -1232,10 +1211,7 @@ impl KafkaApplier {
             .map_err(|e| Error::kafka("reading consumer positions", e))?;
         let mut committed: Option<TopicPartitionList> = None;
         for (t, p) in assigned {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(t, *p, Duration::from_secs(10))
-                .map_err(|e| Error::kafka(format!("watermarks of `{t}`"), e))?;
+            let (low, high) = watermarks(&*self.consumer, t, *p)?;
             let mut pos = positions
                 .find_partition(t, *p)
                 .and_then(|e| match e.offset() {
@@ -1410,7 +1386,7 @@ mod tests {
             caught_up_quiet(&with_fetch_wait(Some("800"))),
             Duration::from_millis(1700)
         );
-        // A short fetch wait (the tests' and the bench's 10 ms) keeps the floor.
+        // A short fetch wait keeps the floor.
         assert_eq!(
             caught_up_quiet(&with_fetch_wait(Some("10"))),
             CAUGHT_UP_QUIET_MIN

@@ -10,8 +10,6 @@
 //!
 //! The topic has one partition, so signals are seen in the order they were sent.
 
-use std::time::Duration;
-
 use futures_util::Stream;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -20,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoints::await_delivery;
 use crate::topics::{
-    blocking, consumer_config, partition_count, producer_config, wait_for_brokers,
+    blocking, consumer_config, partition_count, producer_config, wait_for_brokers, watermarks,
 };
 use crate::{Error, KafkaConfig, Result, Topics};
 
@@ -147,10 +145,7 @@ impl ControlListener {
                 let mut ends = Vec::with_capacity(partitions);
                 for p in 0..partitions as i32 {
                     let end = if need_ends {
-                        consumer
-                            .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                            .map_err(|e| Error::kafka(format!("the end of `{topic}`"), e))?
-                            .1
+                        watermarks(&*consumer, &topic, p)?.1
                     } else {
                         0
                     };

@@ -5,9 +5,7 @@
 //! [`TopicReader::catch_up`] reads until each partition's position reaches the high watermark
 //! fetched when the call started; later calls read only what was added since. Compaction leaves
 //! gaps in the offsets, so a partition also counts as read once the consumer's position passed
-//! the watermark without a message. Some brokers (tansu 0.6) report the high watermark as the
-//! base offset of the last record batch + 1; a fetch returns whole batches, so whatever else
-//! is already fetched is taken before the call returns.
+//! the watermark without a message.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +15,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::topics::{consumer_config, partition_count, wait_for_brokers};
+use crate::topics::{consumer_config, partition_count, wait_for_brokers, watermarks};
 use crate::{Error, KafkaConfig, Result};
 
 /// How long one [`TopicReader::catch_up`] may take before it is an error.
@@ -72,10 +70,7 @@ impl TopicReader {
         let topic = self.topic.clone();
         let mut todo: HashMap<i32, i64> = HashMap::new();
         for p in 0..self.partitions as i32 {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                .map_err(|e| Error::kafka(format!("watermarks of `{topic}`"), e))?;
+            let (low, high) = watermarks(&self.consumer, &topic, p)?;
             let next = self.next.get(&p).copied().unwrap_or(low).max(low);
             if high > next {
                 todo.insert(p, high);
@@ -117,14 +112,6 @@ impl TopicReader {
             {
                 todo.remove(&msg.partition());
             }
-        }
-        while let Some(msg) = self
-            .consumer
-            .poll(Timeout::After(Duration::from_millis(100)))
-        {
-            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
-            each(&msg)?;
-            self.next.insert(msg.partition(), msg.offset() + 1);
         }
         Ok(())
     }

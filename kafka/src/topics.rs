@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 use tidemark_schemas::TableId;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Error, KafkaConfig, Result};
 
@@ -179,6 +180,79 @@ pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str)
     }
 }
 
+/// How long [`watermarks`] retries before its error stands.
+const WATERMARKS_RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// The low and high watermarks of a partition. A partition can be without a leader for a moment
+/// (just created, its broker restarting, leadership moving): the broker's answer then is an
+/// error such as `NotLeaderForPartition` that passes, so errors are retried with backoff for
+/// [`WATERMARKS_RETRY_FOR`] before they count. Blocking.
+pub(crate) fn watermarks<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if started.elapsed() + backoff < WATERMARKS_RETRY_FOR => {
+                debug!(topic, partition, error = %e, retry_in = ?backoff, "watermarks not answered yet; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(Error::kafka(
+                    format!("watermarks of `{topic}` partition {partition}"),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// How long `topics init` waits for a topic to show in metadata with a leader for every
+/// partition.
+const TOPIC_READY_WAIT: Duration = Duration::from_secs(30);
+
+/// The partition count of `topic` once it shows in metadata with a leader for every partition
+/// (a topic just created has none for a moment, and a client using it then fails). Blocking.
+fn ready_partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<usize> {
+    let started = Instant::now();
+    loop {
+        let md = client
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| Error::kafka(format!("metadata of topic `{topic}`"), e))?;
+        let waiting = match md.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                match t
+                    .partitions()
+                    .iter()
+                    .find(|p| p.leader() < 0 || p.error().is_some())
+                {
+                    None => return Ok(t.partitions().len()),
+                    Some(p) => format!("partition {} of `{topic}` has no leader yet", p.id()),
+                }
+            }
+            _ => format!("topic `{topic}` is not in the metadata yet"),
+        };
+        if started.elapsed() >= TOPIC_READY_WAIT {
+            return if waiting.starts_with("topic") {
+                Err(Error::TopicMissing {
+                    topic: topic.to_string(),
+                })
+            } else {
+                Err(Error::CreateTopic {
+                    topic: topic.to_string(),
+                    message: format!("{waiting} after {} s", TOPIC_READY_WAIT.as_secs()),
+                })
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One topic `topics init` dealt with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStatus {
@@ -259,21 +333,9 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
     for (name, parts, _) in wanted {
         let admin = admin.clone();
         let n = name.clone();
-        // A fresh topic may take a moment to show in metadata.
-        let actual = blocking(move || {
-            let started = Instant::now();
-            loop {
-                match partition_count(admin.inner(), &n) {
-                    Err(Error::TopicMissing { .. })
-                        if started.elapsed() < Duration::from_secs(10) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    other => return other,
-                }
-            }
-        })
-        .await?;
+        // A fresh topic takes a moment to show in metadata and to have its leaders: it is
+        // usable when this returns.
+        let actual = blocking(move || ready_partitions(admin.inner(), &n)).await?;
         if actual < parts {
             return Err(Error::TopicTooSmall {
                 topic: name,
