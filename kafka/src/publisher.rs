@@ -155,17 +155,20 @@ impl KafkaPublisher {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The tick comes before new messages: while capture has a backlog, `rx` is always
+            // ready, and a tick polled after it would never run (no checkpoint written, no
+            // heartbeat, for as long as the backlog lasts). It is ready once per 100 ms at most.
             tokio::select! {
                 biased;
                 Some(res) = self.pending.next(), if !self.pending.is_empty() => self.delivered(res)?,
                 Some(res) = self.checkpoint_deliveries.next(), if !self.checkpoint_deliveries.is_empty() => {
                     self.checkpoint_delivered(res)?;
                 }
+                _ = tick.tick() => self.on_tick().await?,
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg).await?,
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick().await?,
             }
         }
         self.finish().await

@@ -537,6 +537,36 @@ async fn apply_throughput_is_measured() {
     );
 }
 
+/// A publisher whose input is never empty (capture reading a binlog backlog) still writes its
+/// checkpoint every `checkpoint_interval_ms`, not only at the end: a crash then re-sends a
+/// moment's worth of changes, not everything since the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_written_while_a_backlog_is_published() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let messages = workload(20_000);
+    // Everything is in the channel before the publisher starts: it never waits for input.
+    let (tx, rx) = tokio::sync::mpsc::channel(messages.len());
+    for m in messages {
+        tx.send(m).await.expect("room in the channel");
+    }
+    drop(tx);
+    let publisher = KafkaPublisher::new(&config, "test-server", &[table()])
+        .await
+        .expect("publisher");
+    let started = Instant::now();
+    let report = publisher.run(rx).await.expect("publisher run");
+    let secs = started.elapsed().as_secs_f64();
+    println!("{} checkpoints in {secs:.2} s", report.checkpoints);
+    let interval = config.checkpoint_interval_ms as f64 / 1000.0;
+    assert!(
+        report.checkpoints as f64 >= (secs / interval / 4.0).floor().max(2.0),
+        "{} checkpoints in {secs:.2} s of publishing a backlog (interval {interval} s)",
+        report.checkpoints
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_messages_reach_a_listener() {
     let broker = Broker::start();
