@@ -68,7 +68,7 @@ impl TransportConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// `"sqlite"` (the embedded default) or `"scylla"`.
+    /// `"sqlite"` (the embedded default), `"scylla"`, or `"cassandra"` (the same CQL sink).
     pub kind: String,
     /// For `kind = "sqlite"`: the database file, relative to the config file's folder.
     pub path: Option<PathBuf>,
@@ -90,6 +90,14 @@ pub struct ApplyConfig {
     /// Seconds between progress lines.
     #[serde(default = "default_progress_seconds")]
     pub progress_seconds: u64,
+    /// How long a write the target refuses for a transient reason (a node restarting, the file
+    /// locked) is retried before apply stops.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_retry_seconds() -> u64 {
+    300
 }
 
 fn default_batch_records() -> usize {
@@ -104,6 +112,7 @@ impl Default for ApplyConfig {
         ApplyConfig {
             batch_records: default_batch_records(),
             progress_seconds: default_progress_seconds(),
+            retry_seconds: default_retry_seconds(),
         }
     }
 }
@@ -174,7 +183,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if self.target.kind == "scylla" && self.target.dead_letter_path.is_none() {
+        if matches!(self.target.kind.as_str(), "scylla" | "cassandra")
+            && self.target.dead_letter_path.is_none()
+        {
             self.target.dead_letter_path = Some(base.join("dead-letters.jsonl"));
         }
     }
@@ -194,10 +205,13 @@ impl Config {
                     .context("target.path: kind = \"sqlite\" needs a database file path")?;
                 Ok(Target::Sqlite { path })
             }
-            "scylla" => {
-                let config = self.target.scylla.clone().context(
-                    "target.scylla: kind = \"scylla\" needs a [target.scylla] table with nodes and keyspace",
-                )?;
+            // One CQL sink for both: Cassandra speaks the same protocol, with the same
+            // last-write-wins by write timestamp.
+            "scylla" | "cassandra" => {
+                let config = self.target.scylla.clone().with_context(|| format!(
+                    "target.scylla: kind = \"{}\" needs a [target.scylla] table with nodes and keyspace",
+                    self.target.kind
+                ))?;
                 if config.nodes.is_empty() {
                     bail!("target.scylla.nodes: name at least one node, e.g. [\"10.0.0.1:9042\"]");
                 }
@@ -212,7 +226,7 @@ impl Config {
                 })
             }
             other => bail!(
-                "target.kind: `{other}` is not a target tidemark can write; use \"sqlite\" or \"scylla\""
+                "target.kind: `{other}` is not a target tidemark can write; use \"sqlite\", \"scylla\" or \"cassandra\""
             ),
         }
     }

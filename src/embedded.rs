@@ -568,8 +568,8 @@ fn write_stage(
         while let Some(msg) = next.take() {
             match msg {
                 Transformed::Table(schema) => {
-                    batch.flush(sink, dlq, &mut totals)?;
-                    sink.ensure_table(&schema)?;
+                    batch.flush(sink, dlq, &mut totals, cfg)?;
+                    retry_transient(cfg, || sink.ensure_table(&schema))?;
                 }
                 Transformed::Changes {
                     mut records,
@@ -599,7 +599,7 @@ fn write_stage(
             }
         }
         since_progress += batch.records.len() as u64;
-        batch.flush(sink, dlq, &mut totals)?;
+        batch.flush(sink, dlq, &mut totals, cfg)?;
         if last_progress.elapsed() >= progress_every {
             let rate = since_progress as f64 / last_progress.elapsed().as_secs_f64();
             info!(
@@ -614,7 +614,7 @@ fn write_stage(
             since_progress = 0;
         }
     }
-    batch.flush(sink, dlq, &mut totals)?;
+    batch.flush(sink, dlq, &mut totals, cfg)?;
     Ok(totals)
 }
 
@@ -644,6 +644,7 @@ impl ApplyBatch {
         sink: &mut dyn Sink,
         dlq: &mut dyn DeadLetterOutput,
         totals: &mut ApplyTotals,
+        cfg: &crate::config::ApplyConfig,
     ) -> Result<()> {
         if self.records.is_empty() && self.checkpoints.is_empty() && self.rejections.is_empty() {
             return Ok(());
@@ -658,7 +659,7 @@ impl ApplyBatch {
         let checkpoints: Vec<Checkpoint> = std::mem::take(&mut self.checkpoints)
             .into_values()
             .collect();
-        let stats = sink.write(&self.records, &checkpoints)?;
+        let stats = write_retrying(sink, &self.records, &checkpoints, cfg)?;
         for (table, (applied, ignored)) in &stats.per_table {
             metrics::counter!("tidemark_rows_applied_total", "table" => table.clone())
                 .increment(*applied);
@@ -682,6 +683,44 @@ impl ApplyBatch {
             let _ = spent.send(written);
         }
         Ok(())
+    }
+}
+
+/// [`Sink::write`], repeated while the target answers with a transient error (a node restarting,
+/// the file locked by another process), with a doubling pause, for up to
+/// `apply.retry_seconds`. A write is idempotent and carries its checkpoints, so repeating it
+/// whole never puts a checkpoint ahead of its records.
+pub(crate) fn write_retrying(
+    sink: &mut dyn Sink,
+    records: &[TargetRecord],
+    checkpoints: &[Checkpoint],
+    cfg: &crate::config::ApplyConfig,
+) -> Result<WriteStats> {
+    retry_transient(cfg, || sink.write(records, checkpoints))
+}
+
+/// `op` on the target, repeated as [`write_retrying`] says.
+pub(crate) fn retry_transient<T>(
+    cfg: &crate::config::ApplyConfig,
+    mut op: impl FnMut() -> tidemark_sink::Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(cfg.retry_seconds);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match op() {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                warn!(error = %e, retry_in = ?pause, "the target did not take the write; trying again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(e) if e.is_transient() => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the target refused the write for apply.retry_seconds ({} s)",
+                    cfg.retry_seconds
+                )))
+            }
+            done => return Ok(done?),
+        }
     }
 }
 

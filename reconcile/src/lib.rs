@@ -686,7 +686,12 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                         continue;
                     }
                     run.pending.remove(&item.key_text);
-                    let class = DriftClass::ValueMismatch;
+                    // Something unreadable where the source has no row is extra all the same.
+                    let class = if item.expected.is_some() || item.rejected_by_transform {
+                        DriftClass::ValueMismatch
+                    } else {
+                        DriftClass::Extra
+                    };
                     let event = DriftEvent {
                         table: schema.table.to_string(),
                         key: item.key_text.clone(),

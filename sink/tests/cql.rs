@@ -52,7 +52,8 @@ fn nodes() -> (Vec<String>, Option<tidemark_testkit::servers::Server>) {
     match std::env::var(URI_ENV) {
         Ok(uri) => (uri.split(',').map(|s| s.trim().to_string()).collect(), None),
         Err(_) => {
-            let node = tidemark_testkit::servers::shared(tidemark_testkit::servers::Kind::Cassandra);
+            let node =
+                tidemark_testkit::servers::shared(tidemark_testkit::servers::Kind::Cassandra);
             (vec![node.addr.clone()], Some(node))
         }
     }

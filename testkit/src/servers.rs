@@ -108,15 +108,24 @@ impl Server {
 
     /// Stop the server (its data stays). Only for a [`dedicated`] server.
     pub fn stop(&self) {
-        assert!(self.owned.is_some(), "a shared server is not stopped by a test");
-        if let Err(m) = self.kind.run(&["stop".as_ref(), self.dir.as_os_str()], None) {
+        assert!(
+            self.owned.is_some(),
+            "a shared server is not stopped by a test"
+        );
+        if let Err(m) = self
+            .kind
+            .run(&["stop".as_ref(), self.dir.as_os_str()], None)
+        {
             panic!("{m}");
         }
     }
 
     /// Start the server again after [`Server::stop`]: same directory, same address.
     pub fn start_again(&self) {
-        assert!(self.owned.is_some(), "a shared server is not restarted by a test");
+        assert!(
+            self.owned.is_some(),
+            "a shared server is not restarted by a test"
+        );
         let addr = self
             .kind
             .run(
@@ -153,7 +162,10 @@ pub fn dedicated(kind: Kind) -> Server {
             Some(std::process::id()),
         )
         .unwrap_or_else(|m| panic!("cannot start a server through dev/{}:\n{m}", kind.name()));
-    assert!(addr.starts_with("127.0.0.1:"), "unexpected address `{addr}`");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "unexpected address `{addr}`"
+    );
     Server {
         kind,
         dir,
@@ -178,12 +190,18 @@ pub fn shared(kind: Kind) -> Server {
             let owner = std::os::unix::process::parent_id();
             kind.run(&["start".as_ref(), dir.as_os_str()], Some(owner))
                 .unwrap_or_else(|m| {
-                    panic!("cannot start the shared server through dev/{}:\n{m}", kind.name())
+                    panic!(
+                        "cannot start the shared server through dev/{}:\n{m}",
+                        kind.name()
+                    )
                 })
         }
     };
     drop(lock);
-    assert!(addr.starts_with("127.0.0.1:"), "unexpected address `{addr}`");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "unexpected address `{addr}`"
+    );
     Server {
         kind,
         dir,

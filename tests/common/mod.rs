@@ -1,6 +1,8 @@
 //! Shared helpers for end-to-end tests of the `tidemark` binary.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -126,4 +128,185 @@ pub async fn assert_target_equals_source(url: &str, target: &Path, tables: &[Tab
         compared += expected.len();
     }
     compared
+}
+
+/// The CQL target of a test: the shared Cassandra node (or `TIDEMARK_SCYLLA_URI`'s ScyllaDB) and
+/// a keyspace of the test's own.
+pub struct CqlTarget {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    _server: Option<tidemark_testkit::servers::Server>,
+}
+
+impl CqlTarget {
+    pub fn shared() -> CqlTarget {
+        let keyspace = tidemark_testkit::servers::unique_name("ks");
+        match std::env::var("TIDEMARK_SCYLLA_URI") {
+            Ok(uri) => CqlTarget {
+                nodes: uri.split(',').map(|s| s.trim().to_string()).collect(),
+                keyspace,
+                _server: None,
+            },
+            Err(_) => {
+                let server =
+                    tidemark_testkit::servers::shared(tidemark_testkit::servers::Kind::Cassandra);
+                CqlTarget {
+                    nodes: vec![server.addr.clone()],
+                    keyspace,
+                    _server: Some(server),
+                }
+            }
+        }
+    }
+
+    /// A target at `nodes` (nothing started), e.g. an unreachable one or another keyspace.
+    pub fn at(nodes: Vec<String>, keyspace: &str) -> CqlTarget {
+        CqlTarget {
+            nodes,
+            keyspace: keyspace.to_string(),
+            _server: None,
+        }
+    }
+
+    /// A node of this test only, which it may stop and start again.
+    pub fn dedicated() -> (CqlTarget, tidemark_testkit::servers::Server) {
+        let server =
+            tidemark_testkit::servers::dedicated(tidemark_testkit::servers::Kind::Cassandra);
+        (
+            CqlTarget {
+                nodes: vec![server.addr.clone()],
+                keyspace: tidemark_testkit::servers::unique_name("ks"),
+                _server: None,
+            },
+            server,
+        )
+    }
+
+    /// `[target]` of a tidemark configuration writing here (`kind = "cassandra"`).
+    pub fn target_toml(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+        format!(
+            "[target]\nkind = \"cassandra\"\ndead_letter_path = \"dead-letters.jsonl\"\n[target.scylla]\nnodes = [{}]\nkeyspace = \"{}\"\nconsistency = \"one\"\nreplication_factor = 1\nconnect_timeout_seconds = 10\n",
+            nodes.join(", "),
+            self.keyspace
+        )
+    }
+
+    pub fn sink_config(&self) -> tidemark_sink::ScyllaConfig {
+        let mut c = tidemark_sink::ScyllaConfig::new(self.nodes.clone(), self.keyspace.clone());
+        c.replication_factor = 1;
+        c.consistency = tidemark_sink::scylladb::ConsistencyLevel::One;
+        c
+    }
+
+    /// A sink on this keyspace (its own runtime): call it off async workers.
+    pub fn sink(&self) -> tidemark_sink::ScyllaSink {
+        tidemark_sink::ScyllaSink::connect(self.sink_config())
+            .unwrap_or_else(|e| panic!("connect to the CQL target {:?}: {e}", self.nodes))
+    }
+
+    /// Run one CQL statement (e.g. a fault injected out of band).
+    pub fn cql(&self, statement: &str) {
+        let nodes = self.nodes.clone();
+        let statement = statement.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_nodes(&nodes)
+                    .build()
+                    .await
+                    .expect("CQL session");
+                session
+                    .query_unpaged(statement.clone(), ())
+                    .await
+                    .unwrap_or_else(|e| panic!("CQL `{statement}`: {e}"));
+            })
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// Assert that the CQL target holds exactly what the identity mapping makes of every source row
+/// of `tables`: the same keys, every column equal (read back through the sink). Returns the rows
+/// compared.
+pub async fn assert_cql_target_equals_source(
+    url: &str,
+    target: &CqlTarget,
+    tables: &[TableId],
+) -> usize {
+    use tidemark_schemas::{BinlogPosition, ChangeEvent, Operation};
+    use tidemark_sink::Sink;
+    let transformer = tidemark_transform::Transformer::new(&[]).expect("identity mapping");
+    let mut source = Source::connect(url).await.expect("connect to source");
+    let mut conn = source.new_connection().await.expect("connection");
+    let mut expected_by_table = Vec::new();
+    for table in tables {
+        let schema = source.load_schema(table).await.expect("source schema");
+        let plan = transformer.plan(&schema).expect("plan");
+        let rows = select_rows(&mut conn, &schema, "", mysql_async::Params::Empty)
+            .await
+            .expect("source rows");
+        let mut expected = BTreeMap::new();
+        for row in rows {
+            let key = tidemark_ingest::capture::key_of(&schema, &row);
+            let change = ChangeEvent {
+                source_server: "s".into(),
+                table: *table,
+                op: Operation::Backfill,
+                key,
+                after: Some(row),
+                version: 0,
+                position: BinlogPosition::new("-", 0),
+                gtid: None,
+                commit_time_us: 0,
+                chunk: None,
+            };
+            let record = plan.apply(&change).expect("the source row maps");
+            expected.insert(record.key.canonical_text(), record.columns.expect("a row"));
+        }
+        expected_by_table.push((*table, plan.target_schema().clone(), expected));
+    }
+    tokio::task::block_in_place(|| {
+        let mut sink = target.sink();
+        let mut compared = 0;
+        for (table, schema, expected) in expected_by_table {
+            sink.ensure_table(&schema)
+                .expect("announce the target table");
+            let mut actual = BTreeMap::new();
+            let mut after = None;
+            loop {
+                let page = sink
+                    .scan(&schema.table, after.as_ref(), 1000)
+                    .expect("scan the target");
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                let full = page.len() == 1000;
+                for r in page.into_iter().filter(|r| !r.is_tombstone()) {
+                    actual.insert(r.key.canonical_text(), r.columns.expect("a live row"));
+                }
+                if !full {
+                    break;
+                }
+            }
+            for (key, want) in &expected {
+                match actual.get(key) {
+                    None => panic!("{table} key {key}: missing from the CQL target"),
+                    Some(have) => assert_eq!(have, want, "{table} key {key}"),
+                }
+            }
+            for key in actual.keys() {
+                assert!(
+                    expected.contains_key(key),
+                    "{table} key {key}: live in the CQL target but gone from the source"
+                );
+            }
+            compared += expected.len();
+        }
+        compared
+    })
 }

@@ -345,11 +345,19 @@ impl TableLayout {
                 n + LINEAGE_COLUMNS.len()
             )));
         }
+        // The key first, so that every later error names it.
+        let key = self.key_from_row(&row)?;
+        let key_text = crate::key_text(&key);
+        let read_err = |message: String| Error::Read {
+            table: self.schema.table.clone(),
+            key: key_text.clone(),
+            message,
+        };
         let mut cells = row.into_iter();
         let mut columns = Row::new();
         for col in &self.schema.columns {
             let v = value_from_cql(&col.ty, cells.next().flatten())
-                .map_err(|e| self.read_err(format!("column `{}`: {e}", col.name)))?;
+                .map_err(|e| read_err(format!("column `{}`: {e}", col.name)))?;
             columns.push(col.name, v);
         }
         let lineage: Vec<Option<CqlValue>> = cells.collect();
@@ -357,21 +365,20 @@ impl TableLayout {
             match &lineage[i] {
                 None => Ok(None),
                 Some(CqlValue::Text(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(self.read_err(format!(
+                Some(other) => Err(read_err(format!(
                     "lineage column {} holds {other:?}",
                     LINEAGE_COLUMNS[i].0
                 ))),
             }
         };
         let required = |i: usize| -> Result<String> {
-            text(i)?.ok_or_else(|| {
-                self.read_err(format!("lineage column {} is NULL", LINEAGE_COLUMNS[i].0))
-            })
+            text(i)?
+                .ok_or_else(|| read_err(format!("lineage column {} is NULL", LINEAGE_COLUMNS[i].0)))
         };
         let int = |i: usize| -> Result<i64> {
             match &lineage[i] {
                 Some(CqlValue::BigInt(v)) => Ok(*v),
-                other => Err(self.read_err(format!(
+                other => Err(read_err(format!(
                     "lineage column {} holds {other:?}",
                     LINEAGE_COLUMNS[i].0
                 ))),
@@ -381,7 +388,7 @@ impl TableLayout {
         let lineage = Lineage {
             version: int(0)?,
             op: Operation::parse(&op)
-                .ok_or_else(|| self.read_err(format!("unknown operation `{op}`")))?,
+                .ok_or_else(|| read_err(format!("unknown operation `{op}`")))?,
             source_server: required(2)?.into(),
             source_table: required(3)?.into(),
             source_key: required(4)?,
@@ -393,18 +400,33 @@ impl TableLayout {
             source_digest: required(10)?,
             chunk: text(11)?.map(Into::into),
         };
-        let key: Row = self
-            .schema
-            .key
-            .iter()
-            .map(|k| (*k, columns.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
         Ok(TargetRecord {
             table: self.schema.table.clone().into(),
             key,
             columns: Some(columns),
             lineage,
         })
+    }
+
+    /// The key of a selected row (every column, then lineage), decoded alone: what the
+    /// reconciler's key scan needs, whatever the rest of the row holds.
+    pub fn key_from_row(&self, row: &[Option<CqlValue>]) -> Result<Row> {
+        self.schema
+            .key
+            .iter()
+            .map(|k| {
+                let (i, col) = self
+                    .schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.name == *k)
+                    .expect("key columns are checked");
+                let v = value_from_cql(&col.ty, row.get(i).cloned().flatten())
+                    .map_err(|e| self.read_err(format!("key column `{k}`: {e}")))?;
+                Ok((*k, v))
+            })
+            .collect()
     }
 
     fn read_err(&self, message: String) -> Error {

@@ -568,6 +568,21 @@ impl ScyllaSink {
         values: &[Option<CqlValue>],
         key: &str,
     ) -> Result<Vec<StoredRecord>> {
+        self.select_with(layout, statement, values, key, |l, cells| {
+            l.record_from_row(cells)
+        })
+        .await
+    }
+
+    /// The rows a select returns, each decoded by `decode`.
+    async fn select_with<T>(
+        &self,
+        layout: &TableLayout,
+        statement: &PreparedStatement,
+        values: &[Option<CqlValue>],
+        key: &str,
+        decode: impl Fn(&TableLayout, Vec<Option<CqlValue>>) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let read_err = |message: String| Error::Read {
             table: layout.schema.table.clone(),
             key: key.to_string(),
@@ -579,8 +594,55 @@ impl ScyllaSink {
             .map_err(|(e, n)| format!("{e} (after {n} attempt(s))"));
         let rows = typed_rows::<CqlRow>(result).map_err(read_err)?;
         rows.into_iter()
-            .map(|r| layout.record_from_row(r.columns))
+            .map(|r| decode(layout, r.columns))
             .collect()
+    }
+
+    /// One page of a scan after `after` (from the start when `None`), each row decoded by
+    /// `decode`: the rest of `after`'s partition, then the next partitions in token order.
+    fn scan_with<T>(
+        &mut self,
+        table: &str,
+        after: Option<&Row>,
+        limit: usize,
+        decode: impl Fn(&TableLayout, Vec<Option<CqlValue>>) -> Result<T> + Copy,
+    ) -> Result<Vec<T>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (layout, prepared) = self.table(table)?;
+        let limit_value = |n: usize| Some(CqlValue::Int(i32::try_from(n).unwrap_or(i32::MAX)));
+        let Some(after) = after else {
+            return self.runtime.block_on(self.select_with(
+                layout,
+                &prepared.scan_first,
+                &[limit_value(limit)],
+                "(start)",
+                decode,
+            ));
+        };
+        let key = key_text(after);
+        let (pk, ck) = layout.split_key(after)?;
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            if let Some(rest) = &prepared.scan_rest {
+                let mut values = pk.clone();
+                values.extend(ck);
+                values.push(limit_value(limit));
+                out = self
+                    .select_with(layout, rest, &values, &key, decode)
+                    .await?;
+            }
+            if out.len() < limit {
+                let mut values = pk;
+                values.push(limit_value(limit - out.len()));
+                out.extend(
+                    self.select_with(layout, &prepared.scan_next, &values, &key, decode)
+                        .await?,
+                );
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -611,7 +673,29 @@ impl Sink for ScyllaSink {
                 .get(&schema.table)
                 .map(Vec::as_slice),
         )?;
-        let prepared = self.runtime.block_on(self.ensure_table_async(&layout))?;
+        let prepared = match self.runtime.block_on(self.ensure_table_async(&layout)) {
+            Ok(prepared) => prepared,
+            // A failure while the cluster is unreachable (a node restarting) says nothing about
+            // the table: transient, so the caller tries again. Otherwise the table error stands.
+            Err(e @ Error::Table { .. }) => {
+                let probe = self.runtime.block_on(self.with_retries(|| {
+                    self.session
+                        .query_unpaged("SELECT release_version FROM system.local", ())
+                }));
+                return Err(match probe {
+                    Err((probe_error, attempts)) if is_transient(&probe_error) => {
+                        Error::Unacknowledged {
+                            table: schema.table.clone(),
+                            key: "(table description)".into(),
+                            attempts,
+                            message: format!("{e}; the cluster is unreachable: {probe_error}"),
+                        }
+                    }
+                    _ => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.check_gc_grace(Some(&schema.table))?;
         self.layouts.insert(schema.table.clone(), layout);
         self.prepared.insert(schema.table.clone(), prepared);
@@ -653,10 +737,21 @@ impl Sink for ScyllaSink {
                     )
                 }))
                 .map_err(|(e, n)| {
-                    Error::Checkpoint(format!(
-                        "writing {}/{} after {n} attempt(s): {e}",
-                        cp.stage, cp.scope
-                    ))
+                    // A node restarting is transient here as for the records: the caller retries
+                    // the whole write, records included (they are idempotent).
+                    if is_transient(&e) {
+                        Error::Unacknowledged {
+                            table: CHECKPOINT_TABLE.to_string(),
+                            key: format!("{}/{}", cp.stage, cp.scope),
+                            attempts: n,
+                            message: e.to_string(),
+                        }
+                    } else {
+                        Error::Checkpoint(format!(
+                            "writing {}/{} after {n} attempt(s): {e}",
+                            cp.stage, cp.scope
+                        ))
+                    }
                 })?;
             self.checkpoint_floor.insert(slot, ts);
         }
@@ -673,9 +768,18 @@ impl Sink for ScyllaSink {
         let select = self.checkpoint_statements()?.select.clone();
         let result = self
             .runtime
-            .block_on(self.with_retries(|| self.session.execute_unpaged(&select, (stage, scope))))
-            .map_err(|(e, _)| e);
-        let rows = typed_rows::<(Option<String>, Option<i64>)>(result)
+            .block_on(self.with_retries(|| self.session.execute_unpaged(&select, (stage, scope))));
+        if let Err((e, n)) = &result {
+            if is_transient(e) {
+                return Err(Error::Unacknowledged {
+                    table: CHECKPOINT_TABLE.to_string(),
+                    key: format!("{stage}/{scope}"),
+                    attempts: *n,
+                    message: e.to_string(),
+                });
+            }
+        }
+        let rows = typed_rows::<(Option<String>, Option<i64>)>(result.map_err(|(e, _)| e))
             .map_err(|e| Error::Checkpoint(format!("reading {stage}/{scope}: {e}")))?;
         match rows.into_iter().next() {
             Some((value, writetime)) => {
@@ -705,44 +809,51 @@ impl Sink for ScyllaSink {
         Ok(rows.pop())
     }
 
+    /// The keys read concurrently (at most `concurrency` in flight), in order: one round trip
+    /// at a time made the reconciler's comparison of a 47,000-row database take minutes.
+    fn read_many(&mut self, table: &str, keys: &[Row]) -> Result<Vec<Option<StoredRecord>>> {
+        let (layout, prepared) = self.table(table)?;
+        let concurrency = self.config.concurrency.max(1);
+        let reads = keys
+            .iter()
+            .map(|key| Ok((layout.key_values(key)?, key_text(key))))
+            .collect::<Result<Vec<_>>>()?;
+        let this = &*self;
+        this.runtime.block_on(
+            stream::iter(reads)
+                .map(|(values, text)| async move {
+                    let mut rows = this
+                        .select_rows(layout, &prepared.select, &values, &text)
+                        .await?;
+                    Ok(rows.pop())
+                })
+                .buffered(concurrency)
+                .try_collect(),
+        )
+    }
+
     fn scan(
         &mut self,
         table: &str,
         after: Option<&Row>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let (layout, prepared) = self.table(table)?;
-        let limit_value = |n: usize| Some(CqlValue::Int(i32::try_from(n).unwrap_or(i32::MAX)));
-        let Some(after) = after else {
-            return self.runtime.block_on(self.select_rows(
-                layout,
-                &prepared.scan_first,
-                &[limit_value(limit)],
-                "(start)",
-            ));
-        };
-        let key = key_text(after);
-        let (pk, ck) = layout.split_key(after)?;
-        self.runtime.block_on(async {
-            let mut out = Vec::new();
-            if let Some(rest) = &prepared.scan_rest {
-                let mut values = pk.clone();
-                values.extend(ck);
-                values.push(limit_value(limit));
-                out = self.select_rows(layout, rest, &values, &key).await?;
-            }
-            if out.len() < limit {
-                let mut values = pk;
-                values.push(limit_value(limit - out.len()));
-                out.extend(
-                    self.select_rows(layout, &prepared.scan_next, &values, &key)
-                        .await?,
-                );
-            }
-            Ok(out)
+        self.scan_with(table, after, limit, |l, cells| l.record_from_row(cells))
+    }
+
+    /// Keys only: a row whose other columns or lineage cannot be read (written out of band,
+    /// e.g. with no lineage at all) still shows its key, for the reconciler to report.
+    fn scan_keys(
+        &mut self,
+        table: &str,
+        after: Option<&Row>,
+        limit: usize,
+    ) -> Result<Vec<crate::ScannedKey>> {
+        self.scan_with(table, after, limit, |l, cells| {
+            Ok(crate::ScannedKey {
+                key: l.key_from_row(&cells)?,
+                tombstone: false,
+            })
         })
     }
 
