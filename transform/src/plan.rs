@@ -324,6 +324,41 @@ impl Transformer {
         self.mappings.keys()
     }
 
+    /// The target table `table` is written to: its mapping's `target`, or its own name.
+    pub fn target_table(&self, table: &TableId) -> String {
+        self.mappings
+            .get(table)
+            .map_or_else(|| table.table.to_string(), |m| m.target.clone())
+    }
+
+    /// Refuse a scope in which two source tables would be written to one target table (e.g.
+    /// `shop_eu.orders` and `shop_us.orders` under the identity mapping): their rows would
+    /// replace and delete each other's by key. The error names both tables and the mapping that
+    /// separates them.
+    pub fn check_distinct_targets(&self, tables: &[TableId]) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<String, TableId> = BTreeMap::new();
+        for table in tables {
+            let target = self.target_table(table);
+            if let Some(first) = seen.insert(target.clone(), *table) {
+                // Name the table without an explicit mapping (the one to give its own target).
+                let (keep, separate) = if self.mappings.contains_key(table) {
+                    (*table, first)
+                } else {
+                    (first, *table)
+                };
+                return Err(ConfigError::new(
+                    separate.to_string(),
+                    "target",
+                    format!(
+                        "{keep} and {separate} would both be written to the target table `{target}`, where rows of one would replace and delete rows of the other with the same key; give one its own target table:\n[[mapping]]\nsource = \"{separate}\"\ntarget = \"{}_{}\"",
+                        separate.database, separate.table
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The explicit mapping of a table, if any.
     pub fn mapping(&self, table: &TableId) -> Option<&MappingConfig> {
         self.mappings.get(table).map(|m| &m.config)
@@ -804,6 +839,24 @@ impl TablePlan {
     /// The source table this plan was compiled for.
     pub fn source(&self) -> &SourceSchema {
         &self.source
+    }
+
+    /// For each source key column, the target key column that holds it (unchanged or converted
+    /// one to one, as the mapping rules require), in source key order: how a target key is
+    /// traced back to the source key it must come from.
+    pub fn source_key_in_target(&self) -> Vec<(ColumnName, ColumnName)> {
+        self.source
+            .key
+            .iter()
+            .filter_map(|&i| {
+                self.key.iter().find_map(|&k| match self.columns[k].source {
+                    ColumnSource::Column { index } if index == i => {
+                        Some((self.source.columns[i].name, self.columns[k].name))
+                    }
+                    _ => None,
+                })
+            })
+            .collect()
     }
 
     /// The target table: columns with types and nullability, and the key.
