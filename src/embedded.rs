@@ -65,8 +65,10 @@ pub struct RunReport {
     /// Resync sweeps: per table, (rows re-sent, keys tombstoned).
     pub swept: BTreeMap<TableId, (u64, u64)>,
     pub stats: WriteStats,
-    /// Changes rejected by the target schema, per source table (in the dead-letter table).
+    /// Changes rejected by the target schema, per source table (in the dead-letter output).
     pub rejected: BTreeMap<String, u64>,
+    /// Where the dead-letter output is, for the report.
+    pub dead_letters: String,
 }
 
 impl RunReport {
@@ -108,7 +110,8 @@ impl RunReport {
         ));
         for (t, n) in &self.rejected {
             out.push_str(&format!(
-                "rejected {t}: {n} changes (schema_rejection; see the _tm_dlq table)\n"
+                "rejected {t}: {n} changes (schema_rejection; see {})\n",
+                self.dead_letters
             ));
         }
         out
@@ -337,6 +340,12 @@ pub async fn run(
     );
     let mut report = RunReport {
         start,
+        dead_letters: match config.target()? {
+            Target::Sqlite { .. } => "the _tm_dlq table".into(),
+            Target::Scylla {
+                dead_letter_path, ..
+            } => dead_letter_path.display().to_string(),
+        },
         ..RunReport::default()
     };
     let backfill_result: Result<()> = async {
@@ -570,6 +579,7 @@ fn write_stage(
                 Transformed::Table(schema) => {
                     batch.flush(sink, dlq, &mut totals, cfg)?;
                     retry_transient(cfg, || sink.ensure_table(&schema))?;
+                    batch.schemas.insert(schema.table.clone(), schema);
                 }
                 Transformed::Changes {
                     mut records,
@@ -632,6 +642,8 @@ struct ApplyBatch {
     records: Vec<TargetRecord>,
     rejections: Vec<Rejection>,
     checkpoints: BTreeMap<(String, String), Checkpoint>,
+    /// The target tables announced so far (for the type a dead letter names).
+    schemas: BTreeMap<String, tidemark_schemas::TargetSchema>,
     /// Where written records go to be freed.
     spent: Option<std::sync::mpsc::Sender<Vec<TargetRecord>>>,
     /// Where the vectors they were in come back, emptied, to gather later batches.
@@ -659,7 +671,22 @@ impl ApplyBatch {
         let checkpoints: Vec<Checkpoint> = std::mem::take(&mut self.checkpoints)
             .into_values()
             .collect();
-        let stats = write_retrying(sink, &self.records, &checkpoints, cfg)?;
+        let stats = match write_retrying(sink, &self.records, &checkpoints, cfg) {
+            Ok(stats) => stats,
+            // A value the target refuses (e.g. an empty text as a CQL partition key): find the
+            // records at fault, one by one, and send them to the dead-letter output; the rest of
+            // the batch, then its checkpoints, are written as usual.
+            Err(e) if refused_value(&e).is_some() => write_one_by_one(
+                sink,
+                dlq,
+                &self.records,
+                &checkpoints,
+                &self.schemas,
+                cfg,
+                totals,
+            )?,
+            Err(e) => return Err(e),
+        };
         for (table, (applied, ignored)) in &stats.per_table {
             metrics::counter!("tidemark_rows_applied_total", "table" => table.clone())
                 .increment(*applied);
@@ -684,6 +711,66 @@ impl ApplyBatch {
         }
         Ok(())
     }
+}
+
+/// The column and reason of a value the target refused, if that is what `e` is.
+fn refused_value(e: &anyhow::Error) -> Option<(&str, &str)> {
+    match e.downcast_ref::<tidemark_sink::Error>() {
+        Some(tidemark_sink::Error::Value {
+            column, message, ..
+        }) => Some((column, message)),
+        _ => None,
+    }
+}
+
+/// The records of a batch the target refused as a whole, written one at a time: each one the
+/// target refuses goes to the dead-letter output (kind `target_refused`, with the target's
+/// reason), before the checkpoints are written.
+fn write_one_by_one(
+    sink: &mut dyn Sink,
+    dlq: &mut dyn DeadLetterOutput,
+    records: &[TargetRecord],
+    checkpoints: &[Checkpoint],
+    schemas: &BTreeMap<String, tidemark_schemas::TargetSchema>,
+    cfg: &crate::config::ApplyConfig,
+    totals: &mut ApplyTotals,
+) -> Result<WriteStats> {
+    let mut stats = WriteStats::default();
+    for record in records {
+        match write_retrying(sink, std::slice::from_ref(record), &[], cfg) {
+            Ok(one) => stats.merge(&one),
+            Err(e) => {
+                let Some((column, reason)) = refused_value(&e) else {
+                    return Err(e);
+                };
+                let target_type = schemas
+                    .get(record.table.as_str())
+                    .and_then(|t| t.column(column))
+                    .map(|c| {
+                        let ty = tidemark_transform::render_type(&c.ty);
+                        if c.nullable {
+                            ty
+                        } else {
+                            format!("{ty} not null")
+                        }
+                    })
+                    .unwrap_or_default();
+                let rejection = Rejection::target_refused(
+                    record,
+                    target_type,
+                    column,
+                    format!("the target refused the value: {reason}"),
+                );
+                warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
+                dlq.record(std::slice::from_ref(&rejection))?;
+                metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone())
+                    .increment(1);
+                *totals.rejected.entry(rejection.source_table).or_default() += 1;
+            }
+        }
+    }
+    stats.merge(&write_retrying(sink, &[], checkpoints, cfg)?);
+    Ok(stats)
 }
 
 /// [`Sink::write`], repeated while the target answers with a transient error (a node restarting,

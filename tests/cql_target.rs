@@ -192,6 +192,61 @@ async fn a_rejected_value_goes_to_the_dead_letter_file_with_its_context() {
         Some("schema_rejection")
     );
     assert_eq!(drift.len(), 1, "{drift:?}");
+
+    // A value the mapping admits but CQL refuses: an empty text as a partition key. The row goes
+    // to the dead-letter file with the target's reason; its neighbours arrive.
+    db.sql(
+        "CREATE TABLE shop.tags (name VARCHAR(20) PRIMARY KEY, n INT);
+         INSERT INTO shop.tags VALUES ('a', 1), ('', 2), ('b', 3);",
+    );
+    run_ok(&["target", "init", "--config", cfg]);
+    let out = run_ok(&["run", "--config", cfg, "--until-caught-up"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    // Twice: the row's backfill copy and its captured insert.
+    assert!(
+        report.contains("rejected shop.tags: 2") && report.contains("dead-letters.jsonl"),
+        "{report}"
+    );
+    let dead = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
+    let refused: serde_json::Value = dead
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["source_table"] == "shop.tags")
+        .expect("the refused row is a dead letter");
+    assert_eq!(refused["kind"], "target_refused", "{refused}");
+    assert_eq!(refused["key"], "{\"name\":\"\"}", "{refused}");
+    assert_eq!(refused["column"], "name", "{refused}");
+    assert_eq!(refused["target_type"], "text(20) not null", "{refused}");
+    let stored = tokio::task::block_in_place(|| {
+        use tidemark_sink::Sink;
+        let mut sink = target.sink();
+        let plan = tidemark_transform::Transformer::new(&[]).unwrap();
+        let schema = tidemark_schemas::SourceSchema::clone(&source_schema_of_tags(&db));
+        sink.ensure_table(plan.plan(&schema).unwrap().target_schema())
+            .unwrap();
+        sink.scan("tags", None, 100).unwrap().len()
+    });
+    assert_eq!(stored, 2, "the neighbours of the refused row arrived");
+}
+
+/// `shop.tags` as the source describes it.
+fn source_schema_of_tags(db: &MariaDb) -> tidemark_schemas::SourceSchema {
+    let url = db.url();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut source = tidemark_ingest::Source::connect(&url).await.unwrap();
+            source
+                .load_schema(&TableId::new("shop", "tags"))
+                .await
+                .unwrap()
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 /// A backfill racing a hot-key workload into CQL, killed with SIGKILL three times: the target

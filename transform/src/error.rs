@@ -84,6 +84,9 @@ pub enum RejectionKind {
     /// The change does not match the table description the plan was made from (a column missing
     /// from the row image, another table): the source schema changed without being announced.
     SchemaMismatch,
+    /// The target database refused a value the mapping admits (e.g. an empty text as a CQL
+    /// partition key).
+    TargetRefused,
 }
 
 impl RejectionKind {
@@ -96,6 +99,7 @@ impl RejectionKind {
             RejectionKind::Inexact => "inexact",
             RejectionKind::BadCast => "bad_cast",
             RejectionKind::SchemaMismatch => "schema_mismatch",
+            RejectionKind::TargetRefused => "target_refused",
         }
     }
 }
@@ -139,6 +143,37 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// A record the target database refused to store, for the dead-letter output: `column`
+    /// and `reason` as the target gave them.
+    pub fn target_refused(
+        record: &tidemark_schemas::TargetRecord,
+        target_type: String,
+        column: &str,
+        reason: String,
+    ) -> Rejection {
+        let value = record
+            .columns
+            .as_ref()
+            .and_then(|c| c.get(column))
+            .or_else(|| record.key.get(column))
+            .filter(|v| !v.is_null())
+            .map(|v| clip(v.to_string()));
+        Rejection {
+            class: RejectionClass::SchemaRejection,
+            kind: RejectionKind::TargetRefused,
+            source_table: record.lineage.source_table.to_string(),
+            target_table: record.table.to_string(),
+            position: record.lineage.position.to_string(),
+            key: record.lineage.source_key.clone(),
+            column: column.to_string(),
+            source_column: None,
+            target_type,
+            value,
+            reason,
+            lineage: record.lineage.clone(),
+        }
+    }
+
     /// The JSON form for the dead-letter output (fields in declaration order, deterministic).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a rejection always serializes")
