@@ -1211,7 +1211,9 @@ impl KafkaApplier {
             .map_err(|e| Error::kafka("reading consumer positions", e))?;
         let mut committed: Option<TopicPartitionList> = None;
         for (t, p) in assigned {
-            let (low, high) = watermarks(&*self.consumer, t, *p)?;
+            // Asked through the producer: the consumer's own pending Fetch would hold the
+            // answer up to `fetch.wait.max.ms` (see `watermarks`).
+            let (low, high) = watermarks(self.producer.client(), t, *p)?;
             let mut pos = positions
                 .find_partition(t, *p)
                 .and_then(|e| match e.offset() {

@@ -145,7 +145,7 @@ impl ControlListener {
                 let mut ends = Vec::with_capacity(partitions);
                 for p in 0..partitions as i32 {
                     let end = if need_ends {
-                        watermarks(&*consumer, &topic, p)?.1
+                        watermarks(consumer.client(), &topic, p)?.1
                     } else {
                         0
                     };

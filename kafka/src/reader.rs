@@ -15,7 +15,9 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::topics::{consumer_config, partition_count, wait_for_brokers, watermarks};
+use crate::topics::{
+    consumer_config, metadata_client, partition_count, wait_for_brokers, watermarks,
+};
 use crate::{Error, KafkaConfig, Result};
 
 /// How long one [`TopicReader::catch_up`] may take before it is an error.
@@ -24,6 +26,9 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
 /// Reads one topic from the beginning, in calls that each end at the topic's end of that moment.
 pub struct TopicReader {
     consumer: BaseConsumer,
+    /// Asks the watermarks: not `consumer`, whose pending Fetch would hold them up (see
+    /// [`watermarks`]).
+    meta: BaseConsumer,
     topic: String,
     partitions: usize,
     /// partition → next offset to read
@@ -51,6 +56,7 @@ impl TopicReader {
             .map_err(|e| Error::kafka(format!("assigning `{topic}`"), e))?;
         Ok(TopicReader {
             consumer,
+            meta: metadata_client(config)?,
             topic: topic.to_string(),
             partitions,
             next: HashMap::new(),
@@ -70,7 +76,7 @@ impl TopicReader {
         let topic = self.topic.clone();
         let mut todo: HashMap<i32, i64> = HashMap::new();
         for p in 0..self.partitions as i32 {
-            let (low, high) = watermarks(&self.consumer, &topic, p)?;
+            let (low, high) = watermarks(self.meta.client(), &topic, p)?;
             let next = self.next.get(&p).copied().unwrap_or(low).max(low);
             if high > next {
                 todo.insert(p, high);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 use tidemark_schemas::TableId;
@@ -183,19 +183,26 @@ pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str)
 /// How long [`watermarks`] retries before its error stands.
 const WATERMARKS_RETRY_FOR: Duration = Duration::from_secs(20);
 
-/// The low and high watermarks of a partition. A partition can be without a leader for a moment
-/// (just created, its broker restarting, leadership moving): the broker's answer then is an
-/// error such as `NotLeaderForPartition` that passes, so errors are retried with backoff for
-/// [`WATERMARKS_RETRY_FOR`] before they count. Blocking.
-pub(crate) fn watermarks<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
+/// The low and high watermarks of a partition, asked of the broker (ListOffsets).
+///
+/// `client` must not be a consumer that is fetching: a broker answers the requests of one
+/// connection in order, and a consumer's Fetch waits there up to `fetch.wait.max.ms` (500 ms by
+/// default) when there is nothing new, so a ListOffsets sent behind it waits as long. Callers
+/// pass a client of their own that does not fetch (a producer, or a [`metadata_client`]).
+///
+/// A partition can be without a leader for a moment (just created, its broker restarting,
+/// leadership moving): the broker's answer then is an error such as `NotLeaderForPartition`
+/// that passes, so errors are retried with backoff for [`WATERMARKS_RETRY_FOR`] before they
+/// count. Blocking.
+pub(crate) fn watermarks<C: ClientContext>(
+    client: &Client<C>,
     topic: &str,
     partition: i32,
 ) -> Result<(i64, i64)> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        match client.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
             Ok(w) => return Ok(w),
             Err(e) if started.elapsed() + backoff < WATERMARKS_RETRY_FOR => {
                 debug!(topic, partition, error = %e, retry_in = ?backoff, "watermarks not answered yet; retrying");
@@ -210,6 +217,13 @@ pub(crate) fn watermarks<C: ConsumerContext, K: Consumer<C>>(
             }
         }
     }
+}
+
+/// A client that never fetches, for metadata and [`watermarks`].
+pub(crate) fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer> {
+    base_config(config)
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))
 }
 
 /// How long `topics init` waits for a topic to show in metadata with a leader for every
@@ -331,11 +345,11 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
     }
     let mut out = Vec::new();
     for (name, parts, _) in wanted {
-        let admin = admin.clone();
+        let a = admin.clone();
         let n = name.clone();
         // A fresh topic takes a moment to show in metadata and to have its leaders: it is
         // usable when this returns.
-        let actual = blocking(move || ready_partitions(admin.inner(), &n)).await?;
+        let actual = blocking(move || ready_partitions(a.inner(), &n)).await?;
         if actual < parts {
             return Err(Error::TopicTooSmall {
                 topic: name,

@@ -15,8 +15,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tidemark_ingest::{BackfillCheckpoint, CaptureMessage};
 use tidemark_kafka::{
     group_frontier, send_control, topics_init, ApplyOptions, CheckpointReader, CheckpointStore,
-    ControlListener, ControlMessage, Error, KafkaApplier, KafkaConfig, KafkaPublisher, Topics,
-    CAPTURE_STAGE,
+    ControlListener, ControlMessage, Error, FrontierReader, KafkaApplier, KafkaConfig,
+    KafkaPublisher, Topics, CAPTURE_STAGE,
 };
 use tidemark_sink::SqliteSink;
 use tidemark_transform::Transformer;
@@ -564,6 +564,37 @@ async fn checkpoints_are_written_while_a_backlog_is_published() {
         report.checkpoints as f64 >= (secs / interval / 4.0).floor().max(2.0),
         "{} checkpoints in {secs:.2} s of publishing a backlog (interval {interval} s)",
         report.checkpoints
+    );
+}
+
+/// The reconciler reads the apply frontier before every chunk it compares. A read of a quiet
+/// checkpoints topic asks the broker for its watermarks; asked through the reader's own consumer
+/// it waited behind that consumer's pending Fetch, which the broker holds up to
+/// `fetch.wait.max.ms` (500 ms) when nothing is new: half a second a chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_frontier_of_a_quiet_topic_does_not_wait_for_a_fetch() {
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    publish(&config, workload(50)).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    apply(&config, &dir.path().join("target.db"), until_caught_up()).await;
+    let c = config.clone();
+    let reads = tokio::task::spawn_blocking(move || {
+        let mut reader = FrontierReader::open(&c, &[table()]).expect("frontier reader");
+        reader.frontier().expect("first read");
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert!(reader.frontier().expect("frontier").is_some());
+        }
+        started.elapsed()
+    })
+    .await
+    .expect("reader thread");
+    println!("10 reads of the frontier in {reads:?}");
+    assert!(
+        reads < Duration::from_millis(2500),
+        "10 reads of a quiet frontier took {reads:?} (each waited for a Fetch?)"
     );
 }
 
