@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{run_ok, spawn, write_config};
-use kafka_support::{kafka_config, wait_for_capture_start};
+use common::{run_ok, write_config};
+use kafka_support::{kafka_config, wait_for_capture_start, Proc};
 use tidemark_kafka::KafkaConfig;
 use tidemark_testkit::{Kafka, MariaDb};
 
@@ -92,11 +92,15 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         assert!(String::from_utf8_lossy(&out.stdout).contains("sent to"));
     };
     run_ok(&["topics", "init", "--config", &cfg]);
-    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
+    let mut capture = Proc::start("capture", &["capture", "--config", &cfg], dir.path());
     wait_for_capture_start(&kafka); // before any backfill reads
-    let mut apply = spawn(&["apply", "--config", &cfg], &log("apply.log"));
+    let mut apply = Proc::start("apply", &["apply", "--config", &cfg], dir.path());
     let worker_log = log("control.log");
-    let mut worker = spawn(&["control", "serve", "--config", &cfg], &worker_log);
+    let mut worker = Proc::start(
+        "control",
+        &["control", "serve", "--config", &cfg],
+        dir.path(),
+    );
 
     // start_backfill: the worker copies notes.
     send(r#"{"action":"start_backfill","tables":["shop.notes"]}"#);
@@ -133,13 +137,16 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         live_rows(dir.path(), "bulk") >= 500
     })
     .await;
-    worker.kill().expect("kill -9 the control worker");
-    worker.wait().unwrap();
+    worker.kill_9();
     let copied = live_rows(dir.path(), "bulk");
     assert!(copied < 5000, "killed mid-action ({copied} rows copied)");
     // Its replacement resumes the uncommitted start_backfill (from its checkpoint) on its own.
     let worker_log = log("control-2.log");
-    let mut worker = spawn(&["control", "serve", "--config", &cfg], &worker_log);
+    let mut worker = Proc::start(
+        "control-2",
+        &["control", "serve", "--config", &cfg],
+        dir.path(),
+    );
     wait_for(
         90,
         "the bulk backfill finished by the new worker",
@@ -204,11 +211,7 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
 
     // Shut down cleanly: the worker reports what it did.
     for child in [&mut worker, &mut apply, &mut capture] {
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "clean shutdown");
+        child.terminate();
     }
     let text = std::fs::read_to_string(&worker_log).unwrap();
     assert!(

@@ -10,8 +10,8 @@ mod kafka_support;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
-use kafka_support::{kafka_config, wait, wait_for_capture_start, wait_for_members};
+use common::{assert_target_equals_source, run_ok, tidemark, write_config};
+use kafka_support::{kafka_config, wait, wait_for_capture_start, wait_for_members, Proc};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{Kafka, MariaDb};
@@ -62,59 +62,42 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
     let again = run_ok(&["topics", "init", "--config", &cfg]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("exists"));
 
-    let log = |name: &str| dir.path().join(name);
-    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture.log"));
+    let mut capture = Proc::start("capture", &["capture", "--config", &cfg], dir.path());
     wait_for_capture_start(&kafka); // before the backfill reads anything
     let until = Instant::now() + Duration::from_secs(12);
     let load = tokio::spawn(workload(db.url(), until));
-    let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill.log"));
-    let mut apply_a = spawn(&["apply", "--config", &cfg], &log("apply-a.log"));
-    let mut apply_b = spawn(&["apply", "--config", &cfg], &log("apply-b.log"));
+    let mut backfill = Proc::start("backfill", &["backfill", "--config", &cfg], dir.path());
+    let mut apply_a = Proc::start("apply-a", &["apply", "--config", &cfg], dir.path());
+    let mut apply_b = Proc::start("apply-b", &["apply", "--config", &cfg], dir.path());
     // Midway: both apply members at work and the backfill partly done.
     wait_for_members(&kafka, 2);
     wait("the backfill under way (rows in the target)", 90, || {
         accounts_in_target(&dir.path().join("target.db")) >= 500
     });
     // kill -9 the capture and the backfill midway; they resume from the checkpoints topic.
-    capture.kill().expect("kill -9 capture");
-    capture.wait().unwrap();
-    backfill.kill().expect("kill -9 backfill");
-    backfill.wait().unwrap();
-    let mut capture = spawn(&["capture", "--config", &cfg], &log("capture-2.log"));
-    let mut backfill = spawn(&["backfill", "--config", &cfg], &log("backfill-2.log"));
+    capture.kill_9();
+    backfill.kill_9();
+    let mut capture = Proc::start("capture-2", &["capture", "--config", &cfg], dir.path());
+    let mut backfill = Proc::start("backfill-2", &["backfill", "--config", &cfg], dir.path());
     let before = accounts_in_target(&dir.path().join("target.db"));
     wait(
         "the restarted stages at work (more rows in the target)",
         90,
         || accounts_in_target(&dir.path().join("target.db")) > before,
     );
-    apply_b.kill().expect("kill -9 one apply worker"); // SIGKILL, mid-stream
-    apply_b.wait().unwrap();
+    apply_b.kill_9(); // mid-stream
     let statements = load.await.unwrap();
     assert!(
         statements > 500,
         "the workload ran ({statements} statements)"
     );
-    let status = backfill.wait().unwrap();
-    assert!(
-        status.success(),
-        "backfill finished: {}",
-        std::fs::read_to_string(log("backfill-2.log")).unwrap_or_default()
-    );
+    let status = backfill.wait();
+    assert!(status.success(), "backfill finished: {}", backfill.log());
 
     // Stop capture cleanly, then let it catch up as a batch job; apply catches up too.
-    let pid = capture.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(
-        capture.wait().unwrap().success(),
-        "capture shut down cleanly"
-    );
+    capture.terminate();
     run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
-    apply_a.kill().unwrap();
-    apply_a.wait().unwrap();
+    apply_a.kill_9();
     // `apply --until-caught-up` catches up on the partitions it is assigned: wait until the group
     // has noticed that the killed members are gone, so the last worker gets every partition.
     wait_for_members(&kafka, 0);

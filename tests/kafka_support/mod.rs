@@ -206,30 +206,113 @@ pub fn newest_position(published: &[Published]) -> Option<BinlogPosition> {
     published.iter().map(|p| p.change.position).max()
 }
 
-/// Send `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to a child process.
-pub fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {}", child.id());
+/// A `tidemark` process of a test, with its report (stdout) and log (stderr) in files of the
+/// test's directory. Dropped while still running (the test failed), it is killed, so a failed
+/// test leaves no process behind; dropped while the test panics, it prints the end of its log.
+pub struct Proc {
+    child: Child,
+    name: String,
+    out: std::path::PathBuf,
+    log: std::path::PathBuf,
 }
 
-/// SIGTERM, then wait for a clean exit (0).
-pub fn terminate(child: &mut Child, what: &str, log: &std::path::Path) {
-    signal(child, "TERM");
-    let status = child.wait().expect("wait");
-    assert!(
-        status.success(),
-        "{what} shut down cleanly on SIGTERM ({status}):\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+impl Proc {
+    /// Start `tidemark ARGS`; its report goes to `DIR/NAME.out`, its log to `DIR/NAME.log`.
+    pub fn start(name: &str, args: &[&str], dir: &std::path::Path) -> Proc {
+        let out = dir.join(format!("{name}.out"));
+        let log = dir.join(format!("{name}.log"));
+        let child = crate::common::tidemark()
+            .args(args)
+            .stdout(std::fs::File::create(&out).expect("report file"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start tidemark");
+        Proc {
+            child,
+            name: name.to_string(),
+            out,
+            log,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it printed on stdout so far (its report, once it stopped).
+    pub fn report(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Send `signal` (`STOP`, `CONT`, `TERM`, `KILL`).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{signal} {} ({})",
+            self.id(),
+            self.name
+        );
+    }
+
+    /// SIGTERM, then wait for a clean exit (0).
+    pub fn terminate(&mut self) {
+        self.signal("TERM");
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "{} shut down cleanly on SIGTERM ({status}):\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// `kill -9`, and reap it.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// Wait for it to exit on its own; its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
 }
 
-/// `kill -9`, and reap it.
-pub fn kill_9(child: &mut Child) {
-    child.kill().expect("kill -9");
-    child.wait().expect("wait");
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- the last lines of {} ({}):\n{}",
+                self.name,
+                self.log.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
 }
 
 /// `tidemark reconcile`: exit 0, no actionable drift. Returns its report.
@@ -246,4 +329,328 @@ pub fn assert_reconcile_clean(cfg: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The tables the hot-key workload ([`hot_keys`]) writes.
+pub const SHOP: &str = "CREATE DATABASE shop CHARACTER SET utf8mb4;
+CREATE TABLE shop.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(40));
+CREATE TABLE shop.links (a INT NOT NULL, b VARCHAR(10) NOT NULL, w INT, PRIMARY KEY (a, b));";
+
+/// `shop.accounts` and `shop.links`.
+pub fn shop_tables() -> Vec<TableId> {
+    vec![
+        TableId::new("shop", "accounts"),
+        TableId::new("shop", "links"),
+    ]
+}
+
+/// 3,000 accounts and 3,000 links, in one transaction each.
+pub const PRELOAD: &str = "INSERT INTO shop.accounts (id, balance, note)
+   SELECT seq, seq * 10, CONCAT('n', seq) FROM seq_1_to_3000;
+ INSERT INTO shop.links (a, b, w)
+   SELECT seq DIV 10, CONCAT('k', seq MOD 10), seq FROM seq_1_to_3000;";
+
+/// A live workload on hot keys until `until`: updates, deletes and re-inserts of the same keys,
+/// key moves, multi-row transactions. `done` counts the statements run so far.
+pub async fn hot_keys(
+    url: String,
+    until: std::time::Instant,
+    keys: i64,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> u64 {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(url)
+        .await
+        .expect("workload connection");
+    let mut n: i64 = 0;
+    while std::time::Instant::now() < until {
+        n += 1;
+        let k = if n % 2 == 0 {
+            n % 50 + 1
+        } else {
+            keys - n % 50
+        };
+        let sql = match n % 7 {
+            0 => format!("UPDATE shop.accounts SET balance = balance + 1 WHERE id = {k}"),
+            1 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
+            2 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 're') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
+            3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000000 WHERE id = {k}"),
+            4 => format!(
+                "START TRANSACTION; UPDATE shop.links SET w = {n} WHERE a = {a}; DELETE FROM shop.links WHERE a = {a} AND b = 'k3'; INSERT IGNORE INTO shop.links VALUES ({a}, 'new{n}', 1); COMMIT",
+                a = k / 10
+            ),
+            5 => format!("UPDATE IGNORE shop.links SET b = CONCAT(b, 'x') WHERE a = {} AND b = 'k1'", k / 10),
+            _ => format!("REPLACE INTO shop.accounts VALUES ({k}, -{n}, NULL)"),
+        };
+        conn.query_drop(sql).await.expect("workload statement");
+        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A breath between statements: a steady stream, not a flood the machine drowns in.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    n as u64
+}
+
+/// The end of the source's binlog now (`SHOW MASTER STATUS`).
+pub fn end_of_log(db: &tidemark_testkit::MariaDb) -> BinlogPosition {
+    let status = db.sql("SHOW MASTER STATUS");
+    let mut fields = status.split_whitespace();
+    let file = fields.next().expect("a binlog file");
+    let offset = fields.next().expect("a position");
+    format!("{file}:{offset}")
+        .parse()
+        .expect("a binlog position")
+}
+
+/// The apply group's frontier over `tables` (every change before it is in the target).
+pub fn frontier(config: &KafkaConfig, tables: &[TableId]) -> Option<BinlogPosition> {
+    blocking(|| {
+        tidemark_kafka::FrontierReader::open(config, tables)
+            .and_then(|mut r| r.frontier())
+            .expect("read the apply frontier")
+    })
+}
+
+/// Wait until the apply group's frontier reached `end`: every change before it was applied.
+pub fn wait_for_frontier(config: &KafkaConfig, tables: &[TableId], end: BinlogPosition, secs: u64) {
+    wait(&format!("the apply frontier at {end}"), secs, || {
+        frontier(config, tables).is_some_and(|f| f >= end)
+    });
+}
+
+/// Every row of a target table (tombstones too) as source key text → version.
+pub fn target_versions(target: &std::path::Path, table: &str) -> BTreeMap<String, i64> {
+    let Ok(conn) = rusqlite::Connection::open(target) else {
+        return BTreeMap::new();
+    };
+    let Ok(mut stmt) = conn.prepare(&format!(
+        "SELECT _tm_source_key, _tm_version FROM \"{table}\""
+    )) else {
+        return BTreeMap::new();
+    };
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("read the target")
+        .map(|r| r.expect("a target row"))
+        .collect()
+}
+
+/// Live rows of a target table (0 before it exists).
+pub fn live_rows(target: &std::path::Path, table: &str) -> i64 {
+    rusqlite::Connection::open(target)
+        .and_then(|c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM \"{table}\" WHERE _tm_deleted = 0"),
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap_or(0)
+}
+
+/// `offsets` once two reads 200 ms apart agree (a commit already on its way has landed).
+pub fn settled_offsets(
+    config: &KafkaConfig,
+    topics: &[String],
+) -> BTreeMap<(String, i32), (i64, i64)> {
+    let mut last = offsets(config, topics);
+    let mut settled = None;
+    wait("the group's committed offsets to settle", 30, || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = offsets(config, topics);
+        let same = now
+            .iter()
+            .all(|(k, (c, _))| last.get(k).map(|(l, _)| l) == Some(c));
+        last = now;
+        if same {
+            settled = Some(last.clone());
+        }
+        same
+    });
+    settled.expect("settled")
+}
+
+/// The first change message at or after the group's committed offset in each partition of
+/// `topic` (partitions with none left out).
+pub fn first_uncommitted_changes(config: &KafkaConfig, topic: &str) -> Vec<Published> {
+    let committed = settled_offsets(config, &[topic.to_string()]);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .set("group.id", format!("{}-test-peek", config.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka client");
+    let mut tpl = TopicPartitionList::new();
+    let mut open = std::collections::BTreeSet::new();
+    for ((_, p), (c, high)) in &committed {
+        if c < high {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*c))
+                .expect("a partition");
+            open.insert((*p, *high));
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} from the committed offsets"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("a message");
+        let Some(&(p, high)) = open.iter().find(|(p, _)| *p == m.partition()) else {
+            continue;
+        };
+        use rdkafka::message::Headers;
+        let change = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "tm-kind").and_then(|h| h.value))
+            == Some(b"change".as_slice());
+        if change {
+            out.push(Published {
+                partition: p,
+                offset: m.offset(),
+                change: tidemark_schemas::avro::decode_change_event(m.payload().expect("a value"))
+                    .expect("a change event"),
+            });
+        }
+        if change || m.offset() + 1 >= high {
+            open.remove(&(p, high));
+        }
+    }
+    out
+}
+
+/// A change at or after the group's committed offset of its partition that is in the target
+/// already (the target holds its version, or a newer one of its key): a batch written to the
+/// target whose offsets are not committed. Batches are written in partition order, so looking at
+/// the first uncommitted change of each partition is enough. Read while the apply members are
+/// frozen (SIGSTOP).
+pub fn written_beyond_commit(
+    config: &KafkaConfig,
+    topic: &str,
+    target: &std::path::Path,
+    table: &str,
+) -> Option<(i32, i64)> {
+    let versions = target_versions(target, table);
+    first_uncommitted_changes(config, topic)
+        .iter()
+        .find(|p| {
+            versions
+                .get(&p.change.key.canonical_text())
+                .is_some_and(|v| *v >= p.change.version)
+        })
+        .map(|p| (p.partition, p.offset))
+}
+
+/// Whether a write transaction is open on the SQLite target (a frozen member in the middle of
+/// writing a batch): taking the write lock at once fails.
+pub fn target_write_in_progress(target: &std::path::Path) -> bool {
+    let conn = rusqlite::Connection::open(target).expect("open the target");
+    conn.busy_timeout(Duration::ZERO).expect("busy timeout");
+    match conn.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => {
+            conn.execute_batch("ROLLBACK").expect("rollback");
+            false
+        }
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            true
+        }
+        Err(e) => panic!("probing the target's write lock: {e}"),
+    }
+}
+
+/// The applied and ignored counts of `table` in a `tidemark apply` report.
+pub fn applied_ignored(report: &str, table: &str) -> (u64, u64) {
+    report
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(table)).then(|| {
+                let a = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let i = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                (a, i)
+            })
+        })
+        .unwrap_or((0, 0))
+}
+
+/// The first change message of each partition of `topic` (partitions without one left out):
+/// partition → (offset, raw value).
+pub fn first_changes(config: &KafkaConfig, topic: &str) -> BTreeMap<i32, (i64, Vec<u8>)> {
+    blocking(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", config.bootstrap())
+            .set("group.id", format!("{}-test-first", config.group_id))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a Kafka client");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut open = BTreeMap::new();
+        for p in 0..md.topics()[0].partitions().len() as i32 {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .expect("a partition");
+                open.insert(p, high);
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut out = BTreeMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !open.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "reading {topic}");
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.expect("a message");
+            let Some(&high) = open.get(&m.partition()) else {
+                continue;
+            };
+            use rdkafka::message::Headers;
+            let change = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "tm-kind").and_then(|h| h.value))
+                == Some(b"change".as_slice());
+            if change {
+                out.insert(
+                    m.partition(),
+                    (m.offset(), m.payload().unwrap_or_default().to_vec()),
+                );
+            }
+            if change || m.offset() + 1 >= high {
+                open.remove(&m.partition());
+            }
+        }
+        out
+    })
+}
+
+/// `GET url` of a schema registry's REST API: status and JSON body.
+pub fn registry_get(url: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let text = response.body_mut().read_to_string().expect("a body");
+    (
+        response.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
