@@ -26,6 +26,10 @@ pub enum Error {
         actual: usize,
         wanted: usize,
     },
+    /// A topic that must be compacted (the checkpoints topic) exists with another cleanup
+    /// policy (fatal: the layout differs, and old checkpoints would be deleted).
+    #[error("Kafka topic `{topic}` has cleanup.policy={policy}, but tidemark's checkpoints must be kept per key: make it compacted (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)")]
+    TopicNotCompacted { topic: String, policy: String },
     /// The broker refused to create a topic (fatal: permissions, policy, replication factor).
     #[error("cannot create Kafka topic `{topic}`: {message}")]
     CreateTopic { topic: String, message: String },

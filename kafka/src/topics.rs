@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
@@ -278,8 +278,9 @@ pub struct TopicStatus {
 
 /// Create every topic tidemark needs for `tables`, idempotently: existing topics are fine, a
 /// topic with fewer partitions than configured is [`Error::TopicTooSmall`] naming it. The
-/// checkpoints topic is compacted and has one partition (one order for all checkpoints); the
-/// control topic has one partition (signals in order).
+/// checkpoints topic is compacted and has one partition (one order for all checkpoints); an
+/// existing one that is not compacted is [`Error::TopicNotCompacted`]. The control topic has one
+/// partition (signals in order). It returns once every partition has a leader.
 pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec<TopicStatus>> {
     config.check()?;
     let topics = Topics::new(config);
@@ -344,7 +345,7 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
         }
     }
     let mut out = Vec::new();
-    for (name, parts, _) in wanted {
+    for (name, parts, compacted) in wanted {
         let a = admin.clone();
         let n = name.clone();
         // A fresh topic takes a moment to show in metadata and to have its leaders: it is
@@ -357,6 +358,9 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
                 wanted: parts,
             });
         }
+        if compacted {
+            check_compacted(&admin, &name).await?;
+        }
         let was_created = created.get(&name).copied().unwrap_or(false);
         if was_created {
             info!(topic = %name, partitions = actual, "created topic");
@@ -368,6 +372,34 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// A topic whose records must be kept per key (the checkpoints topic) is compacted: a topic of
+/// the same name made earlier by someone else with `cleanup.policy=delete` would lose the
+/// checkpoints older than its retention, and a restart would then resume from nothing.
+async fn check_compacted(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<()> {
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let answer = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|e| Error::kafka(format!("describing topic `{topic}`"), e))?;
+    let resource = answer
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::kafka(format!("describing topic `{topic}`"), "no answer"))?
+        .map_err(|code| Error::kafka(format!("describing topic `{topic}`"), code))?;
+    let policy = resource
+        .get("cleanup.policy")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "delete".into());
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        Ok(())
+    } else {
+        Err(Error::TopicNotCompacted {
+            topic: topic.to_string(),
+            policy,
+        })
+    }
 }
 
 /// Run blocking client work off the async threads.
