@@ -706,24 +706,149 @@ impl Capture {
         Ok(())
     }
 
+    /// The shape of `table`'s rows in the events `tme` maps: the columns the binlog has, in its
+    /// order, described from `information_schema`. With the column names the server writes
+    /// into table maps (`binlog_row_metadata=FULL`), each binlog column is found by name, so an
+    /// event written before columns were added, dropped or reordered decodes into the right
+    /// columns; a column that no longer exists, or changed type since, stops capture with an
+    /// error naming it (never a guess). Without names (a server too old to write them), the
+    /// table map must match `information_schema` column for column.
     async fn schema_for(
         &mut self,
         table: &TableId,
         tme: &TableMapEvent<'_>,
         at: &BinlogPosition,
     ) -> Result<Arc<SourceSchema>> {
+        let names = table_map_column_names(tme).map_err(|detail| Error::Decode {
+            table: *table,
+            position: *at,
+            detail,
+        })?;
         if let Some(s) = self.schemas.get(table) {
-            return Ok(s.clone());
+            if shape_is(s, tme, names.as_deref()) {
+                return Ok(s.clone());
+            }
         }
         let mut conn = connect_opts(&self.source.opts).await?;
-        let schema = load_schema(&mut conn, self.source.info.flavor, table).await;
+        let current = load_schema(&mut conn, self.source.info.flavor, table).await;
         let _ = conn.disconnect().await;
-        let schema = schema?;
-        check_table_map(&schema, tme, at)?;
+        let current = current?;
+        let schema = match &names {
+            Some(names) => shape_by_names(&current, tme, names, at)?,
+            None => {
+                check_table_map(&current, tme, at)?;
+                current
+            }
+        };
         let schema = Arc::new(schema);
+        // A new shape is announced again before its first change.
+        if self
+            .schemas
+            .get(table)
+            .is_some_and(|old| old.columns != schema.columns)
+        {
+            self.announced.remove(table);
+        }
         self.schemas.insert(*table, schema.clone());
         Ok(schema)
     }
+}
+
+/// The column names a table map carries (`binlog_row_metadata=FULL`), if any.
+fn table_map_column_names(
+    tme: &TableMapEvent<'_>,
+) -> std::result::Result<Option<Vec<String>>, String> {
+    use mysql_common::binlog::events::OptionalMetadataField;
+    for field in tme.iter_optional_meta() {
+        if let OptionalMetadataField::ColumnName(names) = field.map_err(|e| e.to_string())? {
+            let names = names
+                .iter_names()
+                .map(|n| n.map(|n| n.name().into_owned()))
+                .collect::<std::io::Result<Vec<String>>>()
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(names));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `schema` is the shape `tme` describes (same names, when it has them, and types).
+fn shape_is(schema: &SourceSchema, tme: &TableMapEvent<'_>, names: Option<&[String]>) -> bool {
+    if tme.columns_count() as usize != schema.columns.len() {
+        return false;
+    }
+    if let Some(names) = names {
+        if !schema
+            .columns
+            .iter()
+            .zip(names)
+            .all(|(c, n)| c.name.as_str() == n)
+        {
+            return false;
+        }
+    }
+    schema.columns.iter().enumerate().all(|(i, c)| {
+        tme.get_column_type(i)
+            .ok()
+            .flatten()
+            .is_none_or(|ty| binlog_type_fits(ty, &c.ty))
+    })
+}
+
+/// The shape of a table map with column `names`: each column described as `information_schema`
+/// describes it now, in the binlog's order (see [`Capture::schema_for`]).
+fn shape_by_names(
+    current: &SourceSchema,
+    tme: &TableMapEvent<'_>,
+    names: &[String],
+    at: &BinlogPosition,
+) -> Result<SourceSchema> {
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        table: current.table,
+        position: *at,
+        detail,
+    };
+    if names.len() != tme.columns_count() as usize {
+        return Err(mismatch(format!(
+            "the table map names {} columns but has {}",
+            names.len(),
+            tme.columns_count()
+        )));
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let Some(col) = current.column(name) else {
+            return Err(mismatch(format!(
+                "column `{name}` of the binlog row no longer exists (dropped or renamed later)"
+            )));
+        };
+        if let Ok(Some(ty)) = tme.get_column_type(i) {
+            if !binlog_type_fits(ty, &col.ty) {
+                return Err(mismatch(format!(
+                    "column `{name}` is {} in information_schema but {ty:?} in the binlog (its type changed later)",
+                    col.column_type
+                )));
+            }
+        }
+        columns.push(col.clone());
+    }
+    let key = current
+        .key_columns()
+        .map(|k| {
+            columns.iter().position(|c| c.name == k.name).ok_or_else(|| {
+                mismatch(format!(
+                    "key column `{}` is not in the binlog row (the key changed later)",
+                    k.name
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SourceSchema {
+        table: current.table,
+        columns,
+        key,
+        key_name: current.key_name.clone(),
+    })
 }
 
 /// The table map must describe the same columns as `information_schema` does now.

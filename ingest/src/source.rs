@@ -245,6 +245,19 @@ impl Source {
         if !image.eq_ignore_ascii_case("FULL") {
             return Err(fix("binlog_row_image", "FULL", &image));
         }
+        // Column names in table maps (MariaDB 10.5+, MySQL 8.0.1+): what lets capture decode a
+        // row written before a schema change into the right columns. Servers without the
+        // setting answer with an error here; capture then checks table maps column by column.
+        let metadata: Option<String> = self
+            .conn
+            .query_first("SELECT CAST(@@binlog_row_metadata AS CHAR)")
+            .await
+            .unwrap_or(None);
+        if let Some(m) = metadata {
+            if !m.eq_ignore_ascii_case("FULL") {
+                return Err(fix("binlog_row_metadata", "FULL", &m));
+            }
+        }
         if self.info.flavor == Flavor::MariaDb {
             let compress: Option<String> = self
                 .conn

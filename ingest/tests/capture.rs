@@ -563,6 +563,18 @@ async fn wrong_binlog_settings_name_the_setting_and_the_fix() {
         "{msg}"
     );
 
+    let db = MariaDb::start_with_args(&["--binlog-row-metadata=MINIMAL"]);
+    let mut source = Source::connect(&db.url()).await.unwrap();
+    let msg = source
+        .check_binlog_settings()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("binlog_row_metadata=MINIMAL") && msg.contains("binlog_row_metadata=FULL"),
+        "{msg}"
+    );
+
     let db = MariaDb::start_with_args(&["--binlog-row-image=MINIMAL"]);
     let mut source = Source::connect(&db.url()).await.unwrap();
     let msg = source
@@ -681,4 +693,39 @@ async fn a_position_purged_after_the_resume_check_stops_capture_naming_the_table
         "{msg}"
     );
     drain.await.unwrap();
+}
+
+/// Issue 25: rows written before columns were moved or added decode into the columns they were
+/// written to (by the names the table map carries), not into today's positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_before_a_column_moved_or_was_added_decode_by_name() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.t (id INT PRIMARY KEY, a INT, b INT);
+         INSERT INTO shop.t VALUES (1, 10, 20);
+         ALTER TABLE shop.t MODIFY b INT AFTER id;
+         INSERT INTO shop.t (id, a, b) VALUES (2, 40, 30);
+         UPDATE shop.t SET a = 11 WHERE id = 1;
+         ALTER TABLE shop.t ADD COLUMN c VARCHAR(5) NOT NULL DEFAULT 'x';
+         INSERT INTO shop.t (id, a, b, c) VALUES (3, 5, 6, 'y');",
+    );
+    let (changes, schemas) = capture_all(&db.url(), &["shop"]).await;
+    let state = final_state(&changes, &TableId::new("shop", "t"));
+    let get = |id: &str, col: &str| {
+        state[&format!("{{\"id\":{id}}}")]
+            .get(col)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!((get("1", "a"), get("1", "b")), (Value::Int(11), Value::Int(20)));
+    assert_eq!((get("2", "a"), get("2", "b")), (Value::Int(40), Value::Int(30)));
+    assert_eq!(get("3", "c"), Value::Text("y".into()));
+    // Each shape was announced before its changes: (id, a, b), (id, b, a), (id, b, a, c).
+    let shapes: Vec<Vec<String>> = schemas
+        .iter()
+        .map(|s| s.columns.iter().map(|c| c.name.to_string()).collect())
+        .collect();
+    assert!(shapes.contains(&vec!["id".into(), "a".into(), "b".into()]), "{shapes:?}");
+    assert!(shapes.contains(&vec!["id".into(), "b".into(), "a".into(), "c".into()]), "{shapes:?}");
 }
