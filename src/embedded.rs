@@ -30,7 +30,7 @@ use tokio::task::block_in_place;
 use crate::dlq::{
     DeadLetterOutput, FileDeadLetters, LoadedDeadLetters, SinkFrontier, SqliteDeadLetters,
 };
-use tidemark_transform::{Rejection, TablePlan, Transformer};
+use tidemark_transform::{Rejection, ShapePlans, Transformer};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -268,6 +268,12 @@ pub async fn run(
 
     // Capture's start is fixed before the backfill reads anything (see ingest::backfill).
     let mut capture_task = None;
+    // Re-reads of tables whose schema changed (see `tidemark_ingest::ResyncMarker`): those left
+    // over from before a restart, then each one capture asks for as it passes a schema change.
+    let mut ddl_rereads: Vec<(TableId, tidemark_ingest::ResyncMarker)> = Vec::new();
+    let mut reread_rx: Option<
+        tokio::sync::mpsc::UnboundedReceiver<(TableId, BinlogPosition, bool)>,
+    > = None;
     let mut start = None;
     if with_capture {
         let checkpoint = block_in_place(|| sink.checkpoint(CAPTURE_STAGE, ALL_TABLES))?
@@ -278,16 +284,24 @@ pub async fn run(
             })
             .transpose()?;
         let capture_source = Source::connect(&config.source.url).await?;
-        let skips = crate::resync::capture_skips(&block_in_place(|| {
-            crate::resync::read_markers(&mut *sink, &all_tables)
-        })?)?;
+        let markers = block_in_place(|| crate::resync::read_markers(&mut *sink, &all_tables))?;
+        // Re-reads a schema change asked for before a restart, and not done yet.
+        ddl_rereads.extend(
+            markers
+                .iter()
+                .filter(|(t, m)| !m.sweep_done && (!m.rebackfill || !backfill_tables.contains(t)))
+                .map(|(t, m)| (*t, m.clone())),
+        );
+        let (reread_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        reread_rx = Some(rx);
         let mut capture = Capture::new(
             capture_source,
             scope.clone(),
             config.source.server_id,
             config.capture.clone(),
         )
-        .with_resynced(skips);
+        .with_resynced(crate::resync::capture_skips(&markers)?)
+        .with_reread(reread_tx);
         let from = capture.resolve_start(checkpoint.as_ref()).await?;
         if checkpoint.is_none() {
             // Durable before the backfill reads anything: a restart must resume capture here,
@@ -367,7 +381,7 @@ pub async fn run(
                     break;
                 }
                 let (found, gone) =
-                    sweep_resynced(config, &mut backfill, table, marker, &tx).await?;
+                    sweep_resynced(config, &mut backfill, table, marker, &tx, true).await?;
                 report.swept.insert(*table, (found, gone));
             }
         }
@@ -382,6 +396,51 @@ pub async fn run(
         let end = backfill.source().end_of_log().await?;
         stop_later.0.send_replace(Some(end));
     }
+    // The re-reads schema changes ask for, until capture ends (its end closes the channel).
+    let reread_result: Result<()> = async {
+        let Some(mut requests) = reread_rx.take().filter(|_| backfill_result.is_ok()) else {
+            return Ok(());
+        };
+        loop {
+            for (table, marker) in std::mem::take(&mut ddl_rereads) {
+                if failed.is_cancelled() {
+                    return Ok(());
+                }
+                if marker.rebackfill {
+                    // Backfilled again from scratch (capture skips its changes before `from`).
+                    let fresh = BTreeMap::from([(table, BackfillCheckpoint::default())]);
+                    let rows = backfill.run(&[table], &fresh, &tx, &failed).await?;
+                    *report.backfilled.entry(table).or_default() +=
+                        rows.get(&table).copied().unwrap_or(0);
+                }
+                let waits = marker.rebackfill || backfill_tables.contains(&table);
+                let (found, gone) =
+                    sweep_resynced(config, &mut backfill, &table, &marker, &tx, waits).await?;
+                let e = report.swept.entry(table).or_default();
+                e.0 += found;
+                e.1 += gone;
+            }
+            let next = tokio::select! {
+                _ = failed.cancelled() => None,
+                next = requests.recv() => next,
+            };
+            let Some((table, from, rebackfill)) = next else {
+                return Ok(());
+            };
+            ddl_rereads.push((
+                table,
+                tidemark_ingest::ResyncMarker {
+                    from: from.to_string(),
+                    sweep_done: false,
+                    rebackfill,
+                },
+            ));
+        }
+    }
+    .await;
+    if reread_result.is_err() {
+        failed.cancel();
+    }
     drop(tx);
     let captured = match capture_task {
         Some(task) => Some(task.await.context("the capture task panicked")?),
@@ -389,6 +448,7 @@ pub async fn run(
     };
     let applied = apply.await.context("the apply thread panicked")?;
     backfill_result?;
+    reread_result?;
     if let Some(captured) = captured {
         report.end = Some(captured?);
     }
@@ -427,20 +487,33 @@ async fn sweep_resynced(
     table: &TableId,
     marker: &tidemark_ingest::ResyncMarker,
     tx: &mpsc::Sender<CaptureMessage>,
+    wait_for_backfill: bool,
 ) -> Result<(u64, u64)> {
     let from = marker.from_position()?;
     let (mut reader, _) = block_in_place(|| open_sink(config))?;
-    loop {
-        let done = block_in_place(|| read_backfill_checkpoints(&mut *reader, &[*table]))?
-            .get(table)
-            .is_some_and(|cp| cp.done);
-        if done {
-            break;
-        }
-        if tx.is_closed() {
-            anyhow::bail!("apply stopped before the backfill of {table} was written; its resync sweep runs on the next start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if wait_for_backfill {
+        until_in_target(tx, || {
+            let done = block_in_place(|| read_backfill_checkpoints(&mut *reader, &[*table]))?
+                .get(table)
+                .is_some_and(|cp| cp.done);
+            Ok(done.then_some(()).ok_or_else(|| {
+                format!("the backfill of {table} was written; its re-read runs on the next start")
+            }))
+        })
+        .await?;
+    }
+    // After a schema change: every change before it must be in the target first, or a row
+    // written before it but applied after the scan would keep the old shape's values.
+    if !marker.rebackfill {
+        until_in_target(tx, || {
+            let applied = block_in_place(|| reader.checkpoint(CAPTURE_STAGE, ALL_TABLES))?
+                .and_then(|text| serde_json::from_str::<CaptureCheckpoint>(&text).ok())
+                .and_then(|cp| cp.position.parse::<BinlogPosition>().ok());
+            Ok(applied.filter(|p| *p >= from).map(drop).ok_or_else(|| {
+                format!("the schema change of {table} at {from} was written; its re-read runs on the next start")
+            }))
+        })
+        .await?;
     }
     let schema = backfill.source().load_schema(table).await?;
     let plan = config.transformer()?.plan(&schema)?;
@@ -454,13 +527,29 @@ async fn sweep_resynced(
     info!(table = %table, keys = keys.len(), "resync sweep: re-reading the target rows the backfill did not rewrite");
     let (found, gone) = backfill.reread_keys(table, &keys, tx).await?;
     let swept = tidemark_ingest::ResyncMarker {
-        from: marker.from.clone(),
         sweep_done: true,
+        ..marker.clone()
     };
     let _ = tx
         .send(CaptureMessage::Checkpoint(swept.to_checkpoint(table)))
         .await;
     Ok((found, gone))
+}
+
+/// Wait until `ready` finds what it looks for in the target (`Ok(Ok(()))`); while it does not
+/// (`Ok(Err(what))`), look again every 100 ms, unless apply stopped (then: apply stopped before
+/// `what`).
+async fn until_in_target(
+    tx: &mpsc::Sender<CaptureMessage>,
+    mut ready: impl FnMut() -> Result<std::result::Result<(), String>>,
+) -> Result<()> {
+    loop {
+        match ready()? {
+            Ok(()) => return Ok(()),
+            Err(what) if tx.is_closed() => anyhow::bail!("apply stopped before {what}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Drain capture messages into the sink until the channel closes.
@@ -512,7 +601,7 @@ fn transform_stage(
     spent: std::sync::mpsc::Receiver<Vec<TargetRecord>>,
     emptied: std::sync::mpsc::Sender<Vec<TargetRecord>>,
 ) -> Result<()> {
-    let mut plans: BTreeMap<TableId, TablePlan> = BTreeMap::new();
+    let mut plans = ShapePlans::default();
     while let Some(msg) = rx.blocking_recv() {
         // Free what the write stage is done with, and give it back the emptied vector to gather
         // a later batch in (already allocated and paged in).
@@ -524,14 +613,14 @@ fn transform_stage(
             CaptureMessage::Schema(source_schema) => {
                 let plan = transformer.plan(&source_schema)?;
                 let target = plan.target_schema().clone();
-                plans.insert(source_schema.table, plan);
+                plans.insert(plan);
                 Transformed::Table(target)
             }
             CaptureMessage::Changes(changes) => {
                 let mut records = Vec::with_capacity(changes.len());
                 let mut rejections = Vec::new();
                 for change in changes {
-                    let plan = plans.get(&change.table).with_context(|| {
+                    let plan = plans.for_change(&change).with_context(|| {
                         format!(
                             "no table description arrived for {} before its changes",
                             change.table
@@ -578,6 +667,7 @@ fn write_stage(
             match msg {
                 Transformed::Table(schema) => {
                     batch.flush(sink, dlq, &mut totals, cfg)?;
+                    let schema = merged_shape(batch.schemas.get(&schema.table), schema);
                     retry_transient(cfg, || sink.ensure_table(&schema))?;
                     batch.schemas.insert(schema.table.clone(), schema);
                 }
@@ -626,6 +716,29 @@ fn write_stage(
     }
     batch.flush(sink, dlq, &mut totals, cfg)?;
     Ok(totals)
+}
+
+/// The target table as it must be once `new` is announced after `known`: `new`'s columns, then
+/// those of `known` that `new` lacks (nullable). Shapes of one table arrive interleaved around a
+/// schema change (a backfill of today's shape beside a capture of rows written before it), and
+/// the sink writes every record by the columns it was last told of: announcing an older,
+/// narrower shape must never make it forget a column a newer record carries. A record without a
+/// column writes NULL there, which is what the row held when it was written.
+fn merged_shape(
+    known: Option<&tidemark_schemas::TargetSchema>,
+    mut new: tidemark_schemas::TargetSchema,
+) -> tidemark_schemas::TargetSchema {
+    if let Some(known) = known.filter(|k| k.key == new.key) {
+        for col in &known.columns {
+            if new.column(&col.name).is_none() {
+                new.columns.push(tidemark_schemas::TargetColumn {
+                    nullable: true,
+                    ..col.clone()
+                });
+            }
+        }
+    }
+    new
 }
 
 /// What apply did: sink counts and rejections per source table.
@@ -930,13 +1043,23 @@ pub async fn reconcile(
     // in the target, and the apply frontier says nothing about rows the backfill has not reached.
     let mut skipped = String::new();
     let backfills = block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?;
+    // Likewise a table whose rows are being re-read (`tidemark resync`, or after a schema change).
+    let rereads = block_in_place(|| crate::resync::read_markers(&mut *sink, &tables))?;
     let tables: Vec<TableId> = tables
         .into_iter()
-        .filter(|t| match backfills.get(t) {
-            Some(cp) if !cp.done => {
+        .filter(|t| match (backfills.get(t), rereads.get(t)) {
+            (Some(cp), _) if !cp.done => {
                 skipped.push_str(&format!(
                     "skipped {t}: its backfill is still running ({} rows so far); reconcile it once done\n",
                     cp.rows
+                ));
+                false
+            }
+            (_, Some(m)) if !m.sweep_done => {
+                skipped.push_str(&format!(
+                    "skipped {t}: its rows are being re-read after {} at {} (in flight); reconcile it once done\n",
+                    if m.rebackfill { "a resync" } else { "a schema change" },
+                    m.from
                 ));
                 false
             }

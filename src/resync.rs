@@ -61,6 +61,7 @@ pub fn capture_skips(
 ) -> Result<BTreeMap<TableId, BinlogPosition>> {
     markers
         .iter()
+        .filter(|(_, m)| m.rebackfill)
         .map(|(t, m)| Ok((*t, m.from_position()?)))
         .collect()
 }
@@ -139,6 +140,7 @@ async fn plan_reset(
             ResyncMarker {
                 from: from.to_string(),
                 sweep_done: false,
+                rebackfill: true,
             }
             .to_checkpoint(t),
         );

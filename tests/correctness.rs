@@ -268,8 +268,8 @@ fn tables_that_cannot_be_captured_are_listed_before_anything_starts_and_can_be_e
     );
 }
 
-/// A statement-logged write and a TRUNCATE stop capture naming the table, the position and
-/// `tidemark resync`; running exactly that command makes the target equal to the source.
+/// A statement-logged write stops capture naming the table, the position and `tidemark resync`;
+/// running exactly that command makes the target equal to the source. A TRUNCATE is followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_capture_cannot_follow_stop_it_and_the_resync_it_names_recovers() {
     let db = MariaDb::start();
@@ -304,15 +304,9 @@ async fn writes_capture_cannot_follow_stop_it_and_the_resync_it_names_recovers()
         46
     );
 
+    // A TRUNCATE is followed (issue 25): every row the target held before it is re-read, and
+    // the source no longer has them.
     db.sql("TRUNCATE TABLE shop.items; INSERT INTO shop.items VALUES (7, 'new', 7);");
-    let out = run(&["run", "--config", cfg, "--until-caught-up"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("tidemark resync") && stderr(&out).contains("shop.items"),
-        "{}",
-        stderr(&out)
-    );
-    run_ok(&["resync", "--config", cfg, "--table", "shop.items"]);
     run_ok(&["run", "--config", cfg, "--until-caught-up"]);
     assert_eq!(
         assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &shop_items()).await,

@@ -330,7 +330,7 @@ impl Backfill {
     ) -> Result<u64> {
         let mut retry = ReadRetry::default();
         let mut reconnect = false;
-        let (schema, estimate) = loop {
+        let (mut schema, estimate) = loop {
             match self.describe(conn, table, reconnect).await {
                 Ok(described) => break described,
                 Err(e) => {
@@ -374,7 +374,7 @@ impl Backfill {
                 .read_chunk_downstream(
                     conn,
                     table,
-                    &schema,
+                    &mut schema,
                     &mut checkpoint,
                     limit,
                     reconnect,
@@ -452,7 +452,7 @@ impl Backfill {
         &mut self,
         conn: &mut Conn,
         table: &TableId,
-        schema: &Arc<SourceSchema>,
+        schema: &mut Arc<SourceSchema>,
         checkpoint: &mut BackfillCheckpoint,
         limit: u32,
         reconnect: bool,
@@ -470,6 +470,23 @@ impl Backfill {
                 .expect("chunk within the limiter's burst");
         }
         let p = self.source.end_of_log().await?;
+        // The table's shape now, described *after* observing P: a schema change whose binlog
+        // event is before P has completed, so the read below uses its columns; one after P gives
+        // rows labelled older than it, which the re-read after that change rewrites. Reading with
+        // an older column list would label rows of the old shape newer than the change.
+        let now = load_schema(conn, self.source.info.flavor, table).await?;
+        if now.columns != schema.columns || now.key != schema.key {
+            info!(table = %table, "the table's schema changed during its backfill: reading it in its new shape");
+            *schema = Arc::new(now);
+            if out
+                .send(CaptureMessage::Schema(schema.clone()))
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+        let schema: &SourceSchema = schema;
         let version = backfill_version(p.file_seq()?, p.offset)?;
         checkpoint.chunks += 1;
         let chunk_name: std::sync::Arc<str> = format!("{table}#{}", checkpoint.chunks).into();

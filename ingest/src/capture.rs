@@ -21,12 +21,20 @@
 //! re-delivers the transaction from its start.
 //!
 //! ## Schema changes
-//! A DDL statement in the stream drops the cached description of the tables of its database; the
-//! next table map re-reads `information_schema`. When capture lags behind several DDLs,
-//! `information_schema` may already describe a later shape: the table map's column count and
-//! types are checked against it, and a mismatch stops capture with an error naming the table and
-//! the position (re-backfill that table), rather than decoding values into the wrong columns.
-//! `TRUNCATE TABLE` logs no row events, so it stops capture with an error naming the table.
+//! A DDL statement in the stream drops the cached descriptions; the next table map re-reads
+//! `information_schema`. Each row image is decoded in the shape its table map describes: with
+//! `binlog_row_metadata=FULL` the table map names its columns, and each is found by name in
+//! today's description (so a row written before a column was added, dropped elsewhere in the
+//! order, or moved lands in its own columns); a column dropped or retyped since, whose values
+//! cannot be decoded from today's description, stops capture with an error naming the table, the
+//! column and `tidemark resync`. A new shape is announced ([`CaptureMessage::Schema`]) before its
+//! first change. Without column names (servers older than MariaDB 10.5 or MySQL 8.0.1), the table
+//! map must match `information_schema` column for column.
+//!
+//! An `ALTER TABLE` or `TRUNCATE` of a captured table changes values no row event carries (a
+//! column added with a default, a retyped column, every row of a truncated table): capture sends
+//! a [`ResyncMarker`] checkpoint for the table, from the boundary after the statement, and tells
+//! whoever listens ([`Capture::with_reread`]) to re-read the target rows written before it.
 //!
 //! ## Failure modes
 //! - A resume position whose binlog file was purged: [`Error::PositionPurged`] naming every table
@@ -195,6 +203,12 @@ pub struct Capture {
     /// Tables re-backfilled by `tidemark resync` from the position given: a change capture
     /// cannot follow (TRUNCATE, a statement-logged write) before it is covered by that backfill.
     resynced: BTreeMap<TableId, BinlogPosition>,
+    /// Tables whose schema changed (ALTER TABLE, TRUNCATE) in the event being handled: their
+    /// rows in the target are to be re-read from the boundary after it.
+    changed: Vec<TableId>,
+    /// Told of each re-read as its marker goes downstream (the embedded pipeline runs it): the
+    /// table, the position it is re-read from, and whether it is backfilled again first.
+    reread: Option<mpsc::UnboundedSender<(TableId, BinlogPosition, bool)>>,
 }
 
 /// Checkpoint stage of `tidemark resync`; the scope is the table (`db.table`).
@@ -208,6 +222,15 @@ pub const RESYNC_STAGE: &str = "resync";
 pub struct ResyncMarker {
     pub from: String,
     pub sweep_done: bool,
+    /// Whether the table is backfilled again from `from` (`tidemark resync`): capture then skips
+    /// the table's changes before `from`, which that backfill covers. A schema change (ALTER,
+    /// TRUNCATE) only re-reads the rows already in the target (`false`): capture skips nothing.
+    #[serde(default = "rebackfill_by_default")]
+    pub rebackfill: bool,
+}
+
+fn rebackfill_by_default() -> bool {
+    true
 }
 
 impl ResyncMarker {
@@ -253,13 +276,61 @@ impl Capture {
             schemas: HashMap::new(),
             announced: HashMap::new(),
             resynced: BTreeMap::new(),
+            changed: Vec::new(),
+            reread: None,
         }
+    }
+
+    /// Where to tell of each re-read a schema change asks for (see [`ResyncMarker`]).
+    pub fn with_reread(
+        mut self,
+        reread: mpsc::UnboundedSender<(TableId, BinlogPosition, bool)>,
+    ) -> Self {
+        self.reread = Some(reread);
+        self
     }
 
     /// Tables `tidemark resync` re-backfills, each from a position (see [`ResyncMarker`]).
     pub fn with_resynced(mut self, resynced: BTreeMap<TableId, BinlogPosition>) -> Self {
         self.resynced = resynced;
         self
+    }
+
+    /// A row image of `table` at `at` that today's description cannot decode (a column dropped,
+    /// renamed or retyped since it was written, while capture was stopped or behind): the table
+    /// is backfilled again from the end of log now, and its changes before that are skipped —
+    /// the new backfill reads the rows as they are after them (an automatic `tidemark resync`).
+    async fn rebackfill(
+        &mut self,
+        table: &TableId,
+        at: &BinlogPosition,
+        detail: &str,
+        out: &mpsc::Sender<CaptureMessage>,
+    ) -> Result<()> {
+        let from = self.source.end_of_log().await?;
+        warn!(table = %table, position = %at, reason = %detail, from = %from, "a change written before a schema change cannot be decoded now; the table is backfilled again from the end of log");
+        self.resynced.insert(*table, from);
+        let marker = ResyncMarker {
+            from: from.to_string(),
+            sweep_done: false,
+            rebackfill: true,
+        };
+        for checkpoint in [
+            crate::BackfillCheckpoint::default().to_checkpoint(table),
+            marker.to_checkpoint(table),
+        ] {
+            if out
+                .send(CaptureMessage::Checkpoint(checkpoint))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if let Some(reread) = &self.reread {
+            let _ = reread.send((*table, from, true));
+        }
+        Ok(())
     }
 
     /// Whether a change of `table` at `at` that capture cannot apply is covered by a resync.
@@ -464,6 +535,27 @@ impl Capture {
                 },
             };
             let at_boundary = self.handle_event(stream, &event, st, out).await?;
+            // A schema change of a captured table: its target rows are re-read from the boundary
+            // after it (a column added with a default, a retyped column, TRUNCATE change values
+            // no row event carries). The marker is stored with the boundary that passes it.
+            for table in std::mem::take(&mut self.changed) {
+                let marker = ResyncMarker {
+                    from: st.boundary.to_string(),
+                    sweep_done: false,
+                    rebackfill: false,
+                };
+                info!(table = %table, from = %st.boundary, "schema change: the table's rows in the target will be re-read");
+                if out
+                    .send(CaptureMessage::Checkpoint(marker.to_checkpoint(&table)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                if let Some(reread) = &self.reread {
+                    let _ = reread.send((table, st.boundary, false));
+                }
+            }
             // `&&` short-circuits: the GTID is only taken at a boundary.
             if at_boundary
                 && out
@@ -600,7 +692,13 @@ impl Capture {
         {
             return Ok(false);
         }
-        let schema = self.schema_for(&table, tme, &at(st)).await?;
+        let schema = match self.schema_for(&table, tme, &at(st)).await {
+            Err(Error::SchemaMismatch { detail, .. }) if self.reread.is_some() => {
+                self.rebackfill(&table, &at(st), &detail, out).await?;
+                return Ok(false);
+            }
+            schema => schema?,
+        };
         let position = at(st);
         let changes = decode_rows(
             &rows_event,
@@ -665,14 +763,12 @@ impl Capture {
         }
         if is_ddl(&upper) {
             let db = q.schema().into_owned();
-            if let Some(table) = truncated_table(trimmed, &db) {
+            if let Some(table) = crate::statement::changed_table(trimmed, &db) {
                 if self.scope.includes(&table.database, &table.table)
                     && !self.covered_by_resync(&table, at)
+                    && !self.changed.contains(&table)
                 {
-                    return Err(Error::Truncated {
-                        table,
-                        position: *at,
-                    });
+                    self.changed.push(table);
                 }
             }
             // Drop cached descriptions: the next table map re-reads information_schema.
@@ -698,7 +794,12 @@ impl Capture {
         {
             return Ok(());
         }
-        let schema = self.schema_for(&table, tme, at).await?;
+        let schema = match self.schema_for(&table, tme, at).await {
+            Err(Error::SchemaMismatch { detail, .. }) if self.reread.is_some() => {
+                return self.rebackfill(&table, at, &detail, out).await;
+            }
+            schema => schema?,
+        };
         if !self.announced.get(&table).copied().unwrap_or(false) {
             self.announced.insert(table, true);
             let _ = out.send(CaptureMessage::Schema(schema)).await;
@@ -835,12 +936,15 @@ fn shape_by_names(
     let key = current
         .key_columns()
         .map(|k| {
-            columns.iter().position(|c| c.name == k.name).ok_or_else(|| {
-                mismatch(format!(
-                    "key column `{}` is not in the binlog row (the key changed later)",
-                    k.name
-                ))
-            })
+            columns
+                .iter()
+                .position(|c| c.name == k.name)
+                .ok_or_else(|| {
+                    mismatch(format!(
+                        "key column `{}` is not in the binlog row (the key changed later)",
+                        k.name
+                    ))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(SourceSchema {
@@ -1240,40 +1344,9 @@ fn is_ddl(upper: &str) -> bool {
         .any(|k| upper.starts_with(k))
 }
 
-/// The table a `TRUNCATE [TABLE] [db.]name` statement empties.
-fn truncated_table(sql: &str, default_db: &str) -> Option<TableId> {
-    let mut words = sql.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("TRUNCATE") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("TABLE") {
-        name = words.next()?;
-    }
-    let name = name.trim_end_matches(';');
-    let unquote = |s: &str| s.trim_matches('`').replace("``", "`");
-    match name.split_once("`.`").or_else(|| name.split_once('.')) {
-        Some((db, t)) => Some(TableId::new(unquote(db), unquote(t))),
-        None => Some(TableId::new(default_db, unquote(name))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recognises_truncate_targets() {
-        assert_eq!(
-            truncated_table("TRUNCATE TABLE `shop`.`orders`", "x"),
-            Some(TableId::new("shop", "orders"))
-        );
-        assert_eq!(
-            truncated_table("truncate items", "shop"),
-            Some(TableId::new("shop", "items"))
-        );
-        assert_eq!(truncated_table("DROP TABLE x", "shop"), None);
-    }
 
     #[test]
     fn strips_comments_before_statements() {

@@ -99,11 +99,6 @@ pub enum Error {
         position: BinlogPosition,
         statement: String,
     },
-    #[error("TRUNCATE TABLE {table} at {position} logs no row events, so the target cannot follow it; run `tidemark resync --config <file> --table {table}`")]
-    Truncated {
-        table: TableId,
-        position: BinlogPosition,
-    },
     #[error(transparent)]
     Version(#[from] tidemark_schemas::VersionError),
     #[error(transparent)]

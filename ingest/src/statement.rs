@@ -1,4 +1,5 @@
-//! Which tables a statement-logged DML statement writes.
+//! Which tables a statement-logged DML statement writes, and which table a schema change
+//! (`ALTER TABLE`, `TRUNCATE`) changes.
 //!
 //! The source logs in ROW format, but a session can still `SET SESSION binlog_format =
 //! 'STATEMENT'` (or `MIXED`): its INSERT, UPDATE, DELETE, REPLACE and LOAD DATA then reach the
@@ -244,6 +245,34 @@ pub fn written_tables(sql: &str, default_db: &str) -> Option<Vec<TableId>> {
     }
 }
 
+/// The table an `ALTER TABLE` or `TRUNCATE [TABLE]` statement changes, if `sql` is one.
+pub fn changed_table(sql: &str, default_db: &str) -> Option<TableId> {
+    let tokens = tokenize(sql);
+    let mut i = 1;
+    if is_kw(tokens.first(), "TRUNCATE") {
+        if is_kw(tokens.get(i), "TABLE") {
+            i += 1;
+        }
+    } else if is_kw(tokens.first(), "ALTER") {
+        while ["ONLINE", "OFFLINE", "IGNORE"]
+            .iter()
+            .any(|w| is_kw(tokens.get(i), w))
+        {
+            i += 1;
+        }
+        if !is_kw(tokens.get(i), "TABLE") {
+            return None;
+        }
+        i += 1;
+        if is_kw(tokens.get(i), "IF") && is_kw(tokens.get(i + 1), "EXISTS") {
+            i += 2;
+        }
+    } else {
+        return None;
+    }
+    name_at(&tokens, i, default_db).map(|(t, _)| t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +317,23 @@ mod tests {
             w("LOAD DATA INFILE '/tmp/x' INTO TABLE shop.items"),
             vec![t("shop", "items")]
         );
+    }
+
+    #[test]
+    fn reads_the_table_an_alter_or_truncate_changes() {
+        let c = |sql| changed_table(sql, "shop");
+        assert_eq!(
+            c("ALTER TABLE items ADD COLUMN x INT"),
+            Some(t("shop", "items"))
+        );
+        assert_eq!(
+            c("alter online ignore table if exists `crm`.`a` drop column b"),
+            Some(t("crm", "a"))
+        );
+        assert_eq!(c("TRUNCATE TABLE shop.orders"), Some(t("shop", "orders")));
+        assert_eq!(c("truncate items"), Some(t("shop", "items")));
+        assert_eq!(c("ALTER DATABASE shop CHARACTER SET utf8mb4"), None);
+        assert_eq!(c("DROP TABLE items"), None);
     }
 
     #[test]

@@ -718,14 +718,26 @@ async fn rows_written_before_a_column_moved_or_was_added_decode_by_name() {
             .cloned()
             .unwrap_or(Value::Null)
     };
-    assert_eq!((get("1", "a"), get("1", "b")), (Value::Int(11), Value::Int(20)));
-    assert_eq!((get("2", "a"), get("2", "b")), (Value::Int(40), Value::Int(30)));
+    assert_eq!(
+        (get("1", "a"), get("1", "b")),
+        (Value::Int(11), Value::Int(20))
+    );
+    assert_eq!(
+        (get("2", "a"), get("2", "b")),
+        (Value::Int(40), Value::Int(30))
+    );
     assert_eq!(get("3", "c"), Value::Text("y".into()));
     // Each shape was announced before its changes: (id, a, b), (id, b, a), (id, b, a, c).
     let shapes: Vec<Vec<String>> = schemas
         .iter()
         .map(|s| s.columns.iter().map(|c| c.name.to_string()).collect())
         .collect();
-    assert!(shapes.contains(&vec!["id".into(), "a".into(), "b".into()]), "{shapes:?}");
-    assert!(shapes.contains(&vec!["id".into(), "b".into(), "a".into(), "c".into()]), "{shapes:?}");
+    assert!(
+        shapes.contains(&vec!["id".into(), "a".into(), "b".into()]),
+        "{shapes:?}"
+    );
+    assert!(
+        shapes.contains(&vec!["id".into(), "b".into(), "a".into(), "c".into()]),
+        "{shapes:?}"
+    );
 }

@@ -547,6 +547,18 @@ impl SqliteSink {
 }
 
 /// The columns of `table` as stored: name and declared type (none when there is no such table).
+/// Whether a column declared `declared` stores values of type `ty` as [`storage_type`] would
+/// (a BIGINT UNSIGNED column of the earlier layouts is declared `TEXT`, and a rowid key
+/// `INTEGER`: both hold their values).
+fn holds(declared: &str, ty: &TargetType) -> bool {
+    let want = storage_type(ty);
+    declared.eq_ignore_ascii_case(want)
+        || (matches!(ty, TargetType::UInt { bits: 64 })
+            && ["TEXT", "INTEGER"]
+                .iter()
+                .any(|d| declared.eq_ignore_ascii_case(d)))
+}
+
 fn existing_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
     let mut stmt = conn
         .prepare(&format!("PRAGMA table_info({})", quote(table)))
@@ -962,6 +974,44 @@ impl Sink for SqliteSink {
             ))
             .map_err(|e| table_err(&schema.table, e))?;
         } else {
+            // A column whose type changed (a MODIFY at the source) and that SQLite would convert
+            // by its declared affinity: dropped and added again with the new type. Its values are
+            // NULL until rewritten (capture re-reads the table's rows after a schema change).
+            for col in &schema.columns {
+                let Some((_, declared)) = existing.iter().find(|(name, _)| *name == col.name)
+                else {
+                    continue;
+                };
+                if holds(declared, &col.ty) {
+                    continue;
+                }
+                if schema.key.contains(&col.name) {
+                    return Err(table_err(
+                        &schema.table,
+                        format!(
+                            "key column `{}` is declared {declared} but now holds {:?}; a key column's type cannot change in place: write the table to a new target table (`[[mapping]] target = …`)",
+                            col.name, col.ty
+                        ),
+                    ));
+                }
+                for sql in [
+                    format!(
+                        "ALTER TABLE {} DROP COLUMN {}",
+                        quote(&schema.table),
+                        quote(&col.name)
+                    ),
+                    format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        quote(&schema.table),
+                        quote(&col.name),
+                        storage_type(&col.ty)
+                    ),
+                ] {
+                    tx.execute_batch(&sql)
+                        .map_err(|e| table_err(&schema.table, e))?;
+                }
+            }
+            let existing = existing_columns(&tx, &schema.table)?;
             for col in &schema.columns {
                 if !existing.iter().any(|(name, _)| *name == col.name) {
                     tx.execute_batch(&format!(

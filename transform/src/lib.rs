@@ -85,7 +85,7 @@ pub use config::{
 pub use error::{ConfigError, Rejection, RejectionClass, RejectionKind, MAX_REJECTED_VALUE_CHARS};
 pub use explain::{explain, sample_change};
 pub use plan::{
-    canonical_form, unicode_versions, Outcome, TablePlan, Transformer, IDENTITY_NAME,
+    canonical_form, unicode_versions, Outcome, ShapePlans, TablePlan, Transformer, IDENTITY_NAME,
     RESERVED_PREFIX,
 };
 pub use syntax::{parse_type, render_type};

@@ -463,6 +463,47 @@ pub struct TablePlan {
     source_table_text: Ustr,
 }
 
+/// The plans of every shape a table's rows have arrived in, newest first, and the one for a
+/// given change: rows keep the shape they were written in (capture decodes each row image as its
+/// table map describes it), and a backfill reading today's shape runs beside a capture still
+/// reading rows written before a schema change. Each change is transformed by the plan of its own
+/// shape, told by its row's column names; a delete (only a key) by the newest.
+#[derive(Debug, Default)]
+pub struct ShapePlans {
+    by_table: BTreeMap<TableId, Vec<TablePlan>>,
+}
+
+/// Shapes kept per table: the newest few (a schema change rarely overlaps more than two).
+const SHAPES_KEPT: usize = 4;
+
+impl ShapePlans {
+    /// Add (or move to the front) the plan of a table's shape.
+    pub fn insert(&mut self, plan: TablePlan) {
+        let plans = self.by_table.entry(plan.source.table).or_default();
+        plans.retain(|p| p.source_names != plan.source_names);
+        plans.insert(0, plan);
+        plans.truncate(SHAPES_KEPT);
+    }
+
+    /// The plan for `change`: the one of its row's shape, else the table's newest.
+    pub fn for_change(&self, change: &ChangeEvent) -> Option<&TablePlan> {
+        let plans = self.by_table.get(&change.table)?;
+        match &change.after {
+            Some(row) => plans
+                .iter()
+                .find(|p| {
+                    p.source_names.len() == row.len()
+                        && p.source_names
+                            .iter()
+                            .zip(row.iter())
+                            .all(|(a, (b, _))| a == b)
+                })
+                .or_else(|| plans.first()),
+            None => plans.first(),
+        }
+    }
+}
+
 /// The lineage text of `position`, made once for a run of changes at one position (a rows
 /// event's rows, a backfill chunk's) and shared by their records.
 fn position_text(position: &BinlogPosition) -> Arc<str> {
