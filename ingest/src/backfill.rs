@@ -59,7 +59,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::capture::{key_of, CaptureMessage};
-use crate::source::{decode_row, load_schema, quote_ident, select_rows, select_sql, Source};
+use crate::source::{
+    columns_unchanged, decode_row, load_schema, quote_ident, select_rows, select_sql, Source,
+};
 use crate::{Error, ReadRetry, Result};
 
 /// Checkpoint stage of the backfill; the scope is the table (`db.table`).
@@ -474,8 +476,8 @@ impl Backfill {
         // event is before P has completed, so the read below uses its columns; one after P gives
         // rows labelled older than it, which the re-read after that change rewrites. Reading with
         // an older column list would label rows of the old shape newer than the change.
-        let now = load_schema(conn, self.source.info.flavor, table).await?;
-        if now.columns != schema.columns || now.key != schema.key {
+        if !columns_unchanged(conn, schema).await? {
+            let now = load_schema(conn, self.source.info.flavor, table).await?;
             info!(table = %table, "the table's schema changed during its backfill: reading it in its new shape");
             *schema = Arc::new(now);
             if out

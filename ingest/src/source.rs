@@ -506,6 +506,25 @@ fn number(row: &MyRow, i: usize) -> Option<u64> {
 }
 
 /// Describe `table` from `information_schema` (columns, key, MariaDB JSON checks).
+/// Whether `schema` still describes its table's columns (names, types, nullability, in order):
+/// one query, cheaper than [`load_schema`], for a backfill to ask before every chunk.
+pub(crate) async fn columns_unchanged(conn: &mut Conn, schema: &SourceSchema) -> Result<bool> {
+    let rows: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (schema.table.database.as_str(), schema.table.table.as_str()),
+        )
+        .await?;
+    Ok(rows.len() == schema.columns.len()
+        && rows
+            .iter()
+            .zip(&schema.columns)
+            .all(|((name, ty, nullable), c)| {
+                c.name == name.as_str() && c.column_type == *ty && c.nullable == (nullable == "YES")
+            }))
+}
+
 pub(crate) async fn load_schema(
     conn: &mut Conn,
     flavor: Flavor,
