@@ -161,11 +161,20 @@ fn read_backfill_checkpoints(
     sink: &mut dyn Sink,
     tables: &[TableId],
 ) -> Result<BTreeMap<TableId, BackfillCheckpoint>> {
+    read_table_checkpoints(sink, BACKFILL_STAGE, tables)
+}
+
+/// The checkpoints of `stage` stored for `tables` (scope: the table), where there are some.
+pub(crate) fn read_table_checkpoints<T: serde::de::DeserializeOwned>(
+    sink: &mut dyn Sink,
+    stage: &str,
+    tables: &[TableId],
+) -> Result<BTreeMap<TableId, T>> {
     let mut out = BTreeMap::new();
     for t in tables {
-        if let Some(text) = sink.checkpoint(BACKFILL_STAGE, &t.to_string())? {
-            let cp: BackfillCheckpoint = serde_json::from_str(&text).with_context(|| {
-                format!("the stored backfill checkpoint of {t} is unreadable: `{text}`")
+        if let Some(text) = sink.checkpoint(stage, &t.to_string())? {
+            let cp: T = serde_json::from_str(&text).with_context(|| {
+                format!("the stored {stage} checkpoint of {t} is unreadable: `{text}`")
             })?;
             out.insert(*t, cp);
         }

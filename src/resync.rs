@@ -43,16 +43,7 @@ pub fn read_markers(
     sink: &mut dyn Sink,
     tables: &[TableId],
 ) -> Result<BTreeMap<TableId, ResyncMarker>> {
-    let mut out = BTreeMap::new();
-    for t in tables {
-        if let Some(text) = sink.checkpoint(RESYNC_STAGE, &t.to_string())? {
-            let marker: ResyncMarker = serde_json::from_str(&text).with_context(|| {
-                format!("the stored resync checkpoint of {t} is unreadable: `{text}`")
-            })?;
-            out.insert(*t, marker);
-        }
-    }
-    Ok(out)
+    crate::embedded::read_table_checkpoints(sink, RESYNC_STAGE, tables)
 }
 
 /// Where capture may skip what it cannot follow, per table (step 2 of the module doc).

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Duration;
 
@@ -24,38 +23,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `tidemark reconcile` (exit 0 or 2 only): the exit code and the drift classes by key.
-fn reconcile(cfg: &str, dir: &std::path::Path, extra: &[&str]) -> (i32, BTreeMap<String, String>) {
-    let output = dir.join("drift.jsonl");
-    let mut args = vec![
-        "reconcile",
-        "--config",
-        cfg,
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = run(&args);
-    let code = out.status.code().expect("exit code");
-    assert!(
-        code == 0 || code == 2,
-        "reconcile failed ({code}):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let mut by_key = BTreeMap::new();
-    for line in std::fs::read_to_string(&output).unwrap_or_default().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("drift record is JSON");
-        by_key.insert(
-            format!(
-                "{} {}",
-                v["table"].as_str().unwrap(),
-                v["key"].as_str().unwrap()
-            ),
-            v["class"].as_str().unwrap().to_string(),
-        );
-    }
-    (code, by_key)
+/// `tidemark reconcile`: the exit code and the drift classes by "table key".
+fn reconcile(
+    cfg: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (i32, std::collections::BTreeMap<String, String>) {
+    let (code, _, drift) = common::reconcile_drift(cfg, dir, extra);
+    (code, drift)
 }
 
 fn target(dir: &std::path::Path) -> rusqlite::Connection {

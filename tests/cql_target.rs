@@ -38,37 +38,8 @@ fn reconcile(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> (i32, std::collections::BTreeMap<String, String>) {
-    let output = dir.join("drift.jsonl");
-    let _ = std::fs::remove_file(&output);
-    let mut args = vec![
-        "reconcile",
-        "--config",
-        cfg,
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = tidemark().args(&args).output().unwrap();
-    let code = out.status.code().expect("exit code");
-    assert!(
-        code == 0 || code == 2,
-        "reconcile failed ({code}):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut by_key = std::collections::BTreeMap::new();
-    for line in std::fs::read_to_string(&output).unwrap_or_default().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        by_key.insert(
-            format!(
-                "{} {}",
-                v["table"].as_str().unwrap(),
-                v["key"].as_str().unwrap()
-            ),
-            v["class"].as_str().unwrap().to_string(),
-        );
-    }
-    (code, by_key)
+    let (code, _, drift) = common::reconcile_drift(cfg, dir, extra);
+    (code, drift)
 }
 
 #[test]

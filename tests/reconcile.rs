@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use common::{assert_target_equals_source, run_ok, spawn, write_config};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::MariaDb;
@@ -34,35 +34,7 @@ fn reconcile(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> (i32, String, BTreeMap<String, String>) {
-    let output = dir.join("drift.jsonl");
-    let mut args = vec![
-        "reconcile",
-        "--config",
-        cfg,
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = tidemark().args(&args).output().expect("run reconcile");
-    let code = out.status.code().expect("exit code");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        code == 0 || code == 2,
-        "reconcile failed ({code}):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut by_key = BTreeMap::new();
-    for line in std::fs::read_to_string(&output).unwrap_or_default().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("drift record is JSON");
-        let key = format!(
-            "{} {}",
-            v["table"].as_str().unwrap(),
-            v["key"].as_str().unwrap()
-        );
-        let previous = by_key.insert(key.clone(), v["class"].as_str().unwrap().to_string());
-        assert!(previous.is_none(), "{key} reported twice");
-    }
-    (code, stdout, by_key)
+    common::reconcile_drift(cfg, dir, extra)
 }
 
 fn target(dir: &std::path::Path) -> rusqlite::Connection {

@@ -55,6 +55,45 @@ pub fn spawn(args: &[&str], log: &Path) -> Child {
         .expect("start tidemark")
 }
 
+/// Run `tidemark reconcile` (it must exit 0 or 2) writing its drift records to
+/// `dir/drift.jsonl`: (exit code, stdout, drift class by "table key"). A key reported twice fails.
+pub fn reconcile_drift(
+    cfg: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (i32, String, BTreeMap<String, String>) {
+    let output = dir.join("drift.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let mut args = vec![
+        "reconcile",
+        "--config",
+        cfg,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = tidemark().args(&args).output().expect("run reconcile");
+    let code = out.status.code().expect("exit code");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        code == 0 || code == 2,
+        "reconcile failed ({code}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_key = BTreeMap::new();
+    for line in std::fs::read_to_string(&output).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("drift record is JSON");
+        let key = format!(
+            "{} {}",
+            v["table"].as_str().unwrap(),
+            v["key"].as_str().unwrap()
+        );
+        let previous = by_key.insert(key.clone(), v["class"].as_str().unwrap().to_string());
+        assert!(previous.is_none(), "{key} reported twice");
+    }
+    (code, stdout, by_key)
+}
+
 /// Live target rows of `table` keyed by source key text, as SQLite stores them.
 fn target_rows(db: &Path, table: &str, columns: &[String]) -> BTreeMap<String, Vec<SqlValue>> {
     let conn = rusqlite::Connection::open(db).expect("open target");
