@@ -125,19 +125,6 @@ impl ConsumerContext for ApplyContext {
 
 type PartitionKey = (String, i32);
 
-/// How long nothing must arrive (with an unchanged assignment) before `until_caught_up` compares
-/// positions to high watermarks: the fetches after a join or a rebalance have answered by then. A
-/// record waiting is in the answer to the next Fetch, which the broker sends at the latest
-/// `fetch.wait.max.ms` after the one before: so the window is two of those and a margin for the
-/// round trips, and never under [`CAUGHT_UP_QUIET_MIN`] (500 ms; 1.1 s with librdkafka's default
-/// of 500 ms).
-fn caught_up_quiet(config: &KafkaConfig) -> Duration {
-    (config.fetch_wait() * 2 + Duration::from_millis(100)).max(CAUGHT_UP_QUIET_MIN)
-}
-
-/// The shortest [`caught_up_quiet`] window, for short fetch waits on a loaded machine.
-const CAUGHT_UP_QUIET_MIN: Duration = Duration::from_millis(500);
-
 /// One message for the dead-letter topic.
 struct DeadLetter {
     key: Option<Vec<u8>>,
@@ -643,10 +630,7 @@ impl KafkaApplier {
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
         let linger = Duration::from_millis(50);
-        let quiet = caught_up_quiet(&self.config);
         let mut empty_since: Option<Instant> = None;
-        // Since when nothing arrived and the assignment did not change.
-        let mut quiet_since = Instant::now();
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         loop {
             if cancel.is_cancelled() {
@@ -691,9 +675,9 @@ impl KafkaApplier {
                 }
             }
             let idle = batch.is_empty();
-            if !idle || self.consumer.context().generation.load(Ordering::SeqCst) != generation {
-                quiet_since = Instant::now();
-            }
+            // Nothing arrived for a whole poll, and the partitions did not move meanwhile.
+            let settled =
+                idle && self.consumer.context().generation.load(Ordering::SeqCst) == generation;
             if !idle {
                 let last = options
                     .max_batches
@@ -706,7 +690,7 @@ impl KafkaApplier {
                 self.drain(stages)?;
             }
             self.publish_frontier(false)?;
-            if idle && options.until_caught_up {
+            if settled && options.until_caught_up {
                 let assigned = self.assignment();
                 if assigned.is_empty() {
                     let since = *empty_since.get_or_insert_with(Instant::now);
@@ -716,7 +700,7 @@ impl KafkaApplier {
                     }
                 } else {
                     empty_since = None;
-                    if quiet_since.elapsed() >= quiet && self.caught_up(&assigned)? {
+                    if self.caught_up(&assigned)? {
                         info!(
                             partitions = assigned.len(),
                             "caught up: no lag on any assigned partition"
@@ -1203,7 +1187,11 @@ impl KafkaApplier {
         Ok(())
     }
 
-    /// Whether the lag is zero on every assigned partition.
+    /// Whether the lag is zero on every assigned partition: the position (the committed offset
+    /// where nothing was consumed yet) has reached the high watermark the broker reports now.
+    /// Asked after a poll that brought nothing, with every batch settled; a record the broker
+    /// holds and this member has not fetched yet is below the watermark, so the answer is exact
+    /// and needs no waiting window.
     fn caught_up(&self, assigned: &[PartitionKey]) -> Result<bool> {
         let positions = self
             .consumer
@@ -1363,40 +1351,4 @@ pub async fn group_frontier(config: &KafkaConfig, tables: &[TableId]) -> Result<
     let config = config.clone();
     let tables = tables.to_vec();
     crate::topics::blocking(move || FrontierReader::open(&config, &tables)?.read()).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_fetch_wait(value: Option<&str>) -> KafkaConfig {
-        let mut c = KafkaConfig::new("k:9092");
-        if let Some(v) = value {
-            c.consumer.insert("fetch.wait.max.ms".into(), v.into());
-        }
-        c
-    }
-
-    #[test]
-    fn the_caught_up_window_covers_two_fetch_waits() {
-        // librdkafka's default fetch wait (500 ms): two of them and the margin.
-        assert_eq!(
-            caught_up_quiet(&with_fetch_wait(None)),
-            Duration::from_millis(1100)
-        );
-        assert_eq!(
-            caught_up_quiet(&with_fetch_wait(Some("800"))),
-            Duration::from_millis(1700)
-        );
-        // A short fetch wait keeps the floor.
-        assert_eq!(
-            caught_up_quiet(&with_fetch_wait(Some("10"))),
-            CAUGHT_UP_QUIET_MIN
-        );
-        // A value librdkafka would refuse counts as its default here.
-        assert_eq!(
-            caught_up_quiet(&with_fetch_wait(Some("soon"))),
-            Duration::from_millis(1100)
-        );
-    }
 }

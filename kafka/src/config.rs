@@ -322,17 +322,6 @@ impl KafkaConfig {
     pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_seconds)
     }
-    /// The longest a broker holds a Fetch answer for lack of data: `consumer."fetch.wait.max.ms"`,
-    /// or librdkafka's default of 500 ms (a value librdkafka would refuse counts as the default;
-    /// creating the consumer reports it).
-    pub(crate) fn fetch_wait(&self) -> Duration {
-        let ms = self
-            .consumer
-            .get("fetch.wait.max.ms")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(500);
-        Duration::from_millis(ms)
-    }
 }
 
 #[cfg(test)]
