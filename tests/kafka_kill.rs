@@ -5,11 +5,11 @@
 //! - An apply member in the middle of a batch: frozen either with a batch written to the target
 //!   and its offsets not committed (its replacement reads the batch again and the target's
 //!   version guard ignores it), or in the middle of writing a batch (the target's transaction is
-//!   open; the write is rolled back and the replacement reads the batch again). Whichever of the
-//!   two the freeze meets first; on two cores the second is the common one, since the first
-//!   lasts only from a write to its offset commit (the library test
-//!   `an_applier_dropped_mid_stream_loses_nothing_and_duplicates_are_harmless` makes that one
-//!   deterministically).
+//!   open; the write is rolled back and the replacement reads the batch again), whichever the
+//!   freeze meets first (both were met in runs here; the first most often at the first batches,
+//!   before the member's first offset commit has landed). The library test
+//!   `an_applier_dropped_mid_stream_loses_nothing_and_duplicates_are_harmless` makes the first
+//!   one deterministically.
 //! - Capture after publishing changes and before the checkpoint that covers them: its
 //!   replacement resumes from the older checkpoint and publishes those changes again, which apply
 //!   absorbs.
