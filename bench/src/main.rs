@@ -23,6 +23,19 @@
 //! Each `--consumer KEY=VALUE` is a librdkafka consumer setting, as `[transport.consumer]` of a
 //! tidemark configuration.
 //! It prints `rows=N seconds=S` (connecting and assigning the partitions are excluded).
+//!
+//! ```text
+//! tidemark-bench cql-write --nodes HOST:PORT --from KEYSPACE --to KEYSPACE --table T
+//!                          [--concurrency N] [--consistency one|local_quorum|…]
+//! ```
+//!
+//! `cql-write` is the CQL driver alone doing the sink's work: it reads every row of `FROM.T` (a
+//! table tidemark wrote, lineage included) into memory, then writes them into `TO.T` (created
+//! beforehand by `tidemark target init`) with the statement the CQL sink prepares (`INSERT INTO …
+//! (every column) VALUES (…) USING TIMESTAMP ?`, the row's `_tm_version` as the timestamp), one
+//! request per row and at most `--concurrency` in flight (the sink's default, 64), with the
+//! driver's token-aware load balancing at `--consistency` (default `one`). It prints `rows=N
+//! seconds=S`; the time covers the writes only (reading the rows and preparing are excluded).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,7 +47,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: tidemark-bench capture --url URL --database DB [--start earliest|FILE:POS] [--stop FILE:POS] [--server-id N]
-       tidemark-bench consume --brokers HOST:PORT --topic TOPIC [--consumer KEY=VALUE]...";
+       tidemark-bench consume --brokers HOST:PORT --topic TOPIC [--consumer KEY=VALUE]...
+       tidemark-bench cql-write --nodes HOST:PORT --from KEYSPACE --to KEYSPACE --table T [--concurrency N] [--consistency LEVEL]";
 
 struct Args {
     url: String,
@@ -199,8 +213,12 @@ fn main() -> ExitCode {
     // runs there.
     tidemark_allocator::configure();
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some("consume") {
-        return report(consume(raw));
+    match raw.next().as_deref() {
+        Some("consume") => return report(consume(raw)),
+        Some("cql-write") => {
+            return report(cql::runtime().and_then(|rt| rt.block_on(cql::write(raw))));
+        }
+        _ => {}
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -233,5 +251,141 @@ fn report(measured: Result<(u64, f64), String>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+mod cql {
+    //! `cql-write`: the raw CQL write limit (see the crate documentation).
+
+    use std::time::Instant;
+
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    use scylla::client::execution_profile::ExecutionProfile;
+    use scylla::client::session::Session;
+    use scylla::client::session_builder::SessionBuilder;
+    use scylla::policies::load_balancing::DefaultPolicy;
+    use scylla::value::{CqlValue, Row};
+    use tidemark_sink::scylladb::config::ConsistencyLevel;
+    use tidemark_sink::scylladb::cql::{qualified, quote};
+
+    use super::{flag_values, USAGE};
+
+    /// Two workers, as the CQL sink's own runtime.
+    pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))
+    }
+
+    pub async fn write(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
+        let (mut nodes, mut from, mut to, mut table) = (None, None, None, None);
+        let mut concurrency = 64usize;
+        let mut consistency = ConsistencyLevel::One;
+        for (flag, value) in flag_values(args)? {
+            match flag.as_str() {
+                "--nodes" => nodes = Some(value),
+                "--from" => from = Some(value),
+                "--to" => to = Some(value),
+                "--table" => table = Some(value),
+                "--concurrency" => {
+                    concurrency = value
+                        .parse()
+                        .map_err(|e| format!("--concurrency {value}: {e}"))?
+                }
+                "--consistency" => {
+                    consistency = toml::Value::from(value.as_str())
+                        .try_into()
+                        .map_err(|e| format!("--consistency {value}: {e}"))?
+                }
+                _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
+            }
+        }
+        let required =
+            |v: Option<String>, name: &str| v.ok_or_else(|| format!("{name} is required\n{USAGE}"));
+        let (nodes, from, to, table) = (
+            required(nodes, "--nodes")?,
+            required(from, "--from")?,
+            required(to, "--to")?,
+            required(table, "--table")?,
+        );
+        let profile = ExecutionProfile::builder()
+            .consistency(consistency.to_driver())
+            .load_balancing_policy(DefaultPolicy::builder().token_aware(true).build())
+            .build();
+        let session: Session = SessionBuilder::new()
+            .known_nodes(nodes.split(','))
+            .default_execution_profile_handle(profile.into_handle())
+            .build()
+            .await
+            .map_err(|e| format!("connecting to {nodes}: {e}"))?;
+
+        let columns: Vec<String> = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = ? AND table_name = ?",
+                (from.as_str(), table.as_str()),
+            )
+            .await
+            .map_err(|e| format!("reading the columns of {from}.{table}: {e}"))?
+            .into_rows_result()
+            .map_err(|e| e.to_string())?
+            .rows::<(String,)>()
+            .map_err(|e| e.to_string())?
+            .map(|r| r.map(|(c,)| c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let version_at = columns
+            .iter()
+            .position(|c| c == "_tm_version")
+            .ok_or_else(|| format!("{from}.{table} has no _tm_version column"))?;
+        let list = columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+
+        // Every row in memory first, its write timestamp appended: the timed part only writes.
+        let select = format!("SELECT {list} FROM {}", qualified(&from, &table));
+        let mut rows: Vec<Vec<Option<CqlValue>>> = Vec::new();
+        let mut pages = session
+            .query_iter(select, ())
+            .await
+            .map_err(|e| format!("reading {from}.{table}: {e}"))?
+            .rows_stream::<Row>()
+            .map_err(|e| e.to_string())?;
+        while let Some(row) = pages.next().await {
+            let mut values = row
+                .map_err(|e| format!("reading {from}.{table}: {e}"))?
+                .columns;
+            let version = match &values[version_at] {
+                Some(CqlValue::BigInt(v)) => *v,
+                other => return Err(format!("a row of {from}.{table} has _tm_version {other:?}")),
+            };
+            values.push(Some(CqlValue::BigInt(version)));
+            rows.push(values);
+        }
+        eprintln!("cql-write: {} rows of {from}.{table} read", rows.len());
+
+        let insert = format!(
+            "INSERT INTO {} ({list}) VALUES ({}) USING TIMESTAMP ?",
+            qualified(&to, &table),
+            vec!["?"; columns.len()].join(", ")
+        );
+        let mut prepared = session
+            .prepare(insert)
+            .await
+            .map_err(|e| format!("preparing the insert into {to}.{table}: {e}"))?;
+        prepared.set_is_idempotent(true);
+
+        let began = Instant::now();
+        stream::iter(&rows)
+            .map(|values| session.execute_unpaged(&prepared, values.as_slice()))
+            .buffer_unordered(concurrency.max(1))
+            .map_err(|e| format!("writing into {to}.{table}: {e}"))
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+        Ok((rows.len() as u64, began.elapsed().as_secs_f64()))
     }
 }
