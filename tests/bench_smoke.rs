@@ -27,6 +27,8 @@ const FIGURES: &[&str] = &[
     "cql_raw_write_rows_per_s",
     "backfill_cql_rows_per_s",
     "backfill_cql_vs_raw_cql_write",
+    "pipeline_kafka_cql_rows_per_s",
+    "pipeline_kafka_cql_vs_raw_cql_write",
 ];
 
 #[test]

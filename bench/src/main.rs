@@ -25,9 +25,21 @@
 //! It prints `rows=N seconds=S` (connecting and assigning the partitions are excluded).
 //!
 //! ```text
+//! tidemark-bench drained --brokers HOST:PORT --group GROUP --topic TOPIC [--timeout SECONDS]
+//! ```
+//!
+//! `drained` waits until consumer group `GROUP` has committed, on every partition of `TOPIC`, the
+//! partition's end offset (apply commits a batch's offsets only once the sink acknowledged it, so
+//! then every record published before was acknowledged by the target). It polls every 50 ms and
+//! prints `rows=N seconds=S`: the records of the topic and the seconds it waited.
+//!
+//! ```text
 //! tidemark-bench cql-write --nodes HOST:PORT --from KEYSPACE --to KEYSPACE --table T
 //!                          [--concurrency N] [--consistency one|local_quorum|…]
 //! ```
+//!
+//! `cql-count --nodes HOST:PORT --keyspace KEYSPACE --table T` pages through the table's
+//! partition keys and prints `rows=N seconds=S` (a check, not a figure).
 //!
 //! `cql-write` is the CQL driver alone doing the sink's work: it reads every row of `FROM.T` (a
 //! table tidemark wrote, lineage included) into memory, then writes them into `TO.T` (created
@@ -48,7 +60,9 @@ use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: tidemark-bench capture --url URL --database DB [--start earliest|FILE:POS] [--stop FILE:POS] [--server-id N]
        tidemark-bench consume --brokers HOST:PORT --topic TOPIC [--consumer KEY=VALUE]...
-       tidemark-bench cql-write --nodes HOST:PORT --from KEYSPACE --to KEYSPACE --table T [--concurrency N] [--consistency LEVEL]";
+       tidemark-bench drained --brokers HOST:PORT --group GROUP --topic TOPIC [--timeout SECONDS]
+       tidemark-bench cql-write --nodes HOST:PORT --from KEYSPACE --to KEYSPACE --table T [--concurrency N] [--consistency LEVEL]
+       tidemark-bench cql-count --nodes HOST:PORT --keyspace KEYSPACE --table T";
 
 struct Args {
     url: String,
@@ -208,6 +222,84 @@ fn consume(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
     Ok((rows, seconds))
 }
 
+/// `drained`: wait until the group's committed offsets reach the end of every partition.
+fn drained(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::Duration;
+
+    let (mut brokers, mut group, mut topic) = (None, None, None);
+    let mut timeout = 1800.0f64;
+    for (flag, value) in flag_values(args)? {
+        match flag.as_str() {
+            "--brokers" => brokers = Some(value),
+            "--group" => group = Some(value),
+            "--topic" => topic = Some(value),
+            "--timeout" => {
+                timeout = value
+                    .parse()
+                    .map_err(|e| format!("--timeout {value}: {e}"))?
+            }
+            _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
+        }
+    }
+    let brokers = brokers.ok_or_else(|| format!("--brokers is required\n{USAGE}"))?;
+    let group = group.ok_or_else(|| format!("--group is required\n{USAGE}"))?;
+    let topic = topic.ok_or_else(|| format!("--topic is required\n{USAGE}"))?;
+    // Never subscribes: it only reads the group's committed offsets, without joining it.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("a Kafka client for {brokers}: {e}"))?;
+    let wait = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), wait)
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!("topic {topic} has no partitions"));
+    }
+    let began = Instant::now();
+    loop {
+        let mut ends = Vec::new();
+        for &p in &partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, p, wait)
+                .map_err(|e| format!("end offset of {topic}[{p}]: {e}"))?;
+            ends.push(high);
+        }
+        let mut asked = TopicPartitionList::new();
+        for &p in &partitions {
+            asked.add_partition(&topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(asked, wait)
+            .map_err(|e| format!("offsets of group {group} on {topic}: {e}"))?;
+        let done = partitions.iter().zip(&ends).all(|(&p, &end)| {
+            match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o >= end,
+                _ => end == 0,
+            }
+        });
+        if done {
+            let rows = ends.iter().map(|&e| e.max(0) as u64).sum();
+            return Ok((rows, began.elapsed().as_secs_f64()));
+        }
+        if began.elapsed().as_secs_f64() > timeout {
+            return Err(format!(
+                "group {group} had not committed the end of {topic} after {timeout} s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn main() -> ExitCode {
     // The allocator the `tidemark` binary uses, set up alike, so that capture is measured as it
     // runs there.
@@ -215,8 +307,12 @@ fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     match raw.next().as_deref() {
         Some("consume") => return report(consume(raw)),
+        Some("drained") => return report(drained(raw)),
         Some("cql-write") => {
             return report(cql::runtime().and_then(|rt| rt.block_on(cql::write(raw))));
+        }
+        Some("cql-count") => {
+            return report(cql::runtime().and_then(|rt| rt.block_on(cql::count(raw))));
         }
         _ => {}
     }
@@ -279,6 +375,73 @@ mod cql {
             .map_err(|e| format!("cannot start the async runtime: {e}"))
     }
 
+    async fn connect(nodes: &str, consistency: ConsistencyLevel) -> Result<Session, String> {
+        let profile = ExecutionProfile::builder()
+            .consistency(consistency.to_driver())
+            .load_balancing_policy(DefaultPolicy::builder().token_aware(true).build())
+            .build();
+        SessionBuilder::new()
+            .known_nodes(nodes.split(','))
+            .default_execution_profile_handle(profile.into_handle())
+            .build()
+            .await
+            .map_err(|e| format!("connecting to {nodes}: {e}"))
+    }
+
+    pub async fn count(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
+        let (mut nodes, mut keyspace, mut table) = (None, None, None);
+        for (flag, value) in flag_values(args)? {
+            match flag.as_str() {
+                "--nodes" => nodes = Some(value),
+                "--keyspace" => keyspace = Some(value),
+                "--table" => table = Some(value),
+                _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
+            }
+        }
+        let required =
+            |v: Option<String>, name: &str| v.ok_or_else(|| format!("{name} is required\n{USAGE}"));
+        let (nodes, keyspace, table) = (
+            required(nodes, "--nodes")?,
+            required(keyspace, "--keyspace")?,
+            required(table, "--table")?,
+        );
+        let session = connect(&nodes, ConsistencyLevel::One).await?;
+        let began = Instant::now();
+        // One key column is enough: the scan returns one entry per row.
+        let (key,): (String,) = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns \
+                 WHERE keyspace_name = ? AND table_name = ? AND kind = 'partition_key' \
+                 ALLOW FILTERING",
+                (keyspace.as_str(), table.as_str()),
+            )
+            .await
+            .map_err(|e| format!("reading the key of {keyspace}.{table}: {e}"))?
+            .into_rows_result()
+            .map_err(|e| e.to_string())?
+            .first_row::<(String,)>()
+            .map_err(|e| format!("the key of {keyspace}.{table}: {e}"))?;
+        let mut pages = session
+            .query_iter(
+                format!(
+                    "SELECT {} FROM {}",
+                    quote(&key),
+                    qualified(&keyspace, &table)
+                ),
+                (),
+            )
+            .await
+            .map_err(|e| format!("reading {keyspace}.{table}: {e}"))?
+            .rows_stream::<Row>()
+            .map_err(|e| e.to_string())?;
+        let mut rows = 0u64;
+        while let Some(row) = pages.next().await {
+            row.map_err(|e| format!("reading {keyspace}.{table}: {e}"))?;
+            rows += 1;
+        }
+        Ok((rows, began.elapsed().as_secs_f64()))
+    }
+
     pub async fn write(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
         let (mut nodes, mut from, mut to, mut table) = (None, None, None, None);
         let mut concurrency = 64usize;
@@ -310,17 +473,7 @@ mod cql {
             required(to, "--to")?,
             required(table, "--table")?,
         );
-        let profile = ExecutionProfile::builder()
-            .consistency(consistency.to_driver())
-            .load_balancing_policy(DefaultPolicy::builder().token_aware(true).build())
-            .build();
-        let session: Session = SessionBuilder::new()
-            .known_nodes(nodes.split(','))
-            .default_execution_profile_handle(profile.into_handle())
-            .build()
-            .await
-            .map_err(|e| format!("connecting to {nodes}: {e}"))?;
-
+        let session = connect(&nodes, consistency).await?;
         let columns: Vec<String> = session
             .query_unpaged(
                 "SELECT column_name FROM system_schema.columns \
