@@ -96,6 +96,13 @@ pub struct ApplyConfig {
     pub retry_seconds: u64,
 }
 
+impl ApplyConfig {
+    /// `retry_seconds` as a duration.
+    pub fn retry_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retry_seconds)
+    }
+}
+
 fn default_retry_seconds() -> u64 {
     300
 }

@@ -837,12 +837,7 @@ impl ApplyBatch {
 
 /// The column and reason of a value the target refused, if that is what `e` is.
 fn refused_value(e: &anyhow::Error) -> Option<(&str, &str)> {
-    match e.downcast_ref::<tidemark_sink::Error>() {
-        Some(tidemark_sink::Error::Value {
-            column, message, ..
-        }) => Some((column, message)),
-        _ => None,
-    }
+    tidemark_sink::resilient::refused_value(e.downcast_ref::<tidemark_sink::Error>()?)
 }
 
 /// The records of a batch the target refused as a whole, written one at a time: each one the
@@ -857,48 +852,30 @@ fn write_one_by_one(
     cfg: &crate::config::ApplyConfig,
     totals: &mut ApplyTotals,
 ) -> Result<WriteStats> {
-    let mut stats = WriteStats::default();
-    for record in records {
-        match write_retrying(sink, std::slice::from_ref(record), &[], cfg) {
-            Ok(one) => stats.merge(&one),
-            Err(e) => {
-                let Some((column, reason)) = refused_value(&e) else {
-                    return Err(e);
-                };
-                let target_type = schemas
-                    .get(record.table.as_str())
-                    .and_then(|t| t.column(column))
-                    .map(|c| {
-                        let ty = tidemark_transform::render_type(&c.ty);
-                        if c.nullable {
-                            ty
-                        } else {
-                            format!("{ty} not null")
-                        }
-                    })
-                    .unwrap_or_default();
-                let rejection = Rejection::target_refused(
-                    record,
-                    target_type,
-                    column,
-                    format!("the target refused the value: {reason}"),
-                );
-                warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
-                dlq.record(std::slice::from_ref(&rejection))?;
-                metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone())
-                    .increment(1);
-                *totals.rejected.entry(rejection.source_table).or_default() += 1;
-            }
-        }
+    let (mut stats, refused) =
+        tidemark_sink::resilient::write_each(sink, records, cfg.retry_duration())
+            .map_err(|e| with_retry_context(e, cfg))?;
+    for refusal in refused {
+        let record = &records[refusal.index];
+        let rejection = Rejection::target_refused(
+            record,
+            schemas.get(record.table.as_str()),
+            &refusal.column,
+            format!("the target refused the value: {}", refusal.reason),
+        );
+        warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
+        dlq.record(std::slice::from_ref(&rejection))?;
+        metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone())
+            .increment(1);
+        *totals.rejected.entry(rejection.source_table).or_default() += 1;
     }
     stats.merge(&write_retrying(sink, &[], checkpoints, cfg)?);
     Ok(stats)
 }
 
 /// [`Sink::write`], repeated while the target answers with a transient error (a node restarting,
-/// the file locked by another process), with a doubling pause, for up to
-/// `apply.retry_seconds`. A write is idempotent and carries its checkpoints, so repeating it
-/// whole never puts a checkpoint ahead of its records.
+/// the file locked by another process) for up to `apply.retry_seconds`
+/// ([`tidemark_sink::resilient::retry_transient`]).
 pub(crate) fn write_retrying(
     sink: &mut dyn Sink,
     records: &[TargetRecord],
@@ -911,25 +888,23 @@ pub(crate) fn write_retrying(
 /// `op` on the target, repeated as [`write_retrying`] says.
 pub(crate) fn retry_transient<T>(
     cfg: &crate::config::ApplyConfig,
-    mut op: impl FnMut() -> tidemark_sink::Result<T>,
+    op: impl FnMut() -> tidemark_sink::Result<T>,
 ) -> Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(cfg.retry_seconds);
-    let mut pause = Duration::from_millis(250);
-    loop {
-        match op() {
-            Err(e) if e.is_transient() && Instant::now() < deadline => {
-                warn!(error = %e, retry_in = ?pause, "the target did not take the write; trying again");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-            Err(e) if e.is_transient() => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the target refused the write for apply.retry_seconds ({} s)",
-                    cfg.retry_seconds
-                )))
-            }
-            done => return Ok(done?),
-        }
+    tidemark_sink::resilient::retry_transient(cfg.retry_duration(), op)
+        .map_err(|e| with_retry_context(e, cfg))
+}
+
+/// A transient error that outlasted `apply.retry_seconds` says so.
+fn with_retry_context(e: tidemark_sink::Error, cfg: &crate::config::ApplyConfig) -> anyhow::Error {
+    let transient = e.is_transient();
+    let e = anyhow::Error::new(e);
+    if transient {
+        e.context(format!(
+            "the target refused the write for apply.retry_seconds ({} s)",
+            cfg.retry_seconds
+        ))
+    } else {
+        e
     }
 }
 

@@ -265,6 +265,7 @@ pub async fn apply(
         crate::metrics::set_ready();
         let options = ApplyOptions {
             until_caught_up,
+            retry_transient_for: config.apply.retry_duration(),
             ..ApplyOptions::default()
         };
         Ok(applier.run(&mut *sink, &options, &cancel)?)

@@ -198,6 +198,15 @@ async fn a_rejected_value_goes_to_the_dead_letter_file_with_its_context() {
         sink.scan("tags", None, 100).unwrap().len()
     });
     assert_eq!(stored, 2, "the neighbours of the refused row arrived");
+    // The reconciler reads the refused key as absent (no row can be stored under it) and
+    // reports it as schema_rejection, beside the earlier one.
+    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    assert_eq!(code, 2, "{drift:?}");
+    assert_eq!(
+        drift.get("shop.tags {\"name\":\"\"}").map(String::as_str),
+        Some("schema_rejection"),
+        "{drift:?}"
+    );
 }
 
 /// `shop.tags` as the source describes it.

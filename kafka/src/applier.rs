@@ -50,9 +50,12 @@ use crate::topics::{
 use crate::wire::{self, Marker};
 use crate::{Error, KafkaConfig, Result, Topics};
 
-/// How long [`KafkaApplier::run`] runs.
-#[derive(Debug, Clone, Default)]
+/// How long [`KafkaApplier::run`] runs, and how it answers a target that is down.
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// How long a write the target fails transiently (a node restarting) is tried again before
+    /// apply stops ([`tidemark_sink::resilient::retry_transient`]); `[apply] retry_seconds`.
+    pub retry_transient_for: std::time::Duration,
     /// Stop once the consumer lag is zero on every assigned partition (position ≥ high
     /// watermark) and nothing is pending.
     pub until_caught_up: bool,
@@ -61,6 +64,17 @@ pub struct ApplyOptions {
     /// On stopping, leave without committing the offsets of the last batch (already in the sink):
     /// what a `kill -9` right after a sink write leaves behind. For tests.
     pub abandon: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            retry_transient_for: std::time::Duration::from_secs(300),
+            until_caught_up: false,
+            max_batches: None,
+            abandon: false,
+        }
+    }
 }
 
 /// What an applier did.
@@ -312,6 +326,8 @@ enum SinkJob {
     /// back untouched).
     Write {
         records: Vec<TargetRecord>,
+        /// Where each record came from: (partition index in its batch, offset).
+        origins: Vec<(u32, i64)>,
         rejected: Vec<RejectedChange>,
         undecodable: Vec<UndecodableChange>,
     },
@@ -356,10 +372,14 @@ fn transform_loop(
                 undecodable,
             } => {
                 let mut records = Vec::with_capacity(changes.len());
+                let mut origins = Vec::with_capacity(changes.len());
                 let mut rejected = Vec::new();
                 for d in changes {
                     match d.plan.apply_owned(d.change) {
-                        Ok(record) => records.push(record),
+                        Ok(record) => {
+                            records.push(record);
+                            origins.push((d.partition, d.offset));
+                        }
                         Err(rejection) => rejected.push(RejectedChange {
                             rejection,
                             partition: d.partition,
@@ -369,6 +389,7 @@ fn transform_loop(
                 }
                 SinkJob::Write {
                     records,
+                    origins,
                     rejected,
                     undecodable,
                 }
@@ -384,18 +405,27 @@ fn transform_loop(
 
 /// The sink's stage of [`KafkaApplier::run`]: jobs in order, one answer per job. Written records
 /// go to `spent`, to be freed by the transform thread.
+///
+/// A transient failure is written again for up to `retry_for`; a batch the target refuses
+/// because of a value is written record by record, and each record it refuses becomes a
+/// rejection of its batch (kind `target_refused`), sent to the dead-letter topic before the
+/// batch's offsets are committed, as the transform's rejections are.
 fn sink_loop<S: Sink + ?Sized>(
     sink: &mut S,
+    retry_for: std::time::Duration,
     jobs: mpsc::Receiver<SinkJob>,
     answers: mpsc::Sender<SinkAnswer>,
     spent: mpsc::Sender<Vec<TargetRecord>>,
 ) {
+    use tidemark_sink::resilient::{refused_value, retry_transient, write_each};
+    let mut schemas: HashMap<String, TargetSchema> = HashMap::new();
     for job in jobs {
         let answer = match job {
             SinkJob::Write {
                 records,
                 rejected,
                 undecodable,
+                ..
             } if records.is_empty() => SinkAnswer {
                 written: Ok(WriteStats::default()),
                 rejected,
@@ -403,10 +433,35 @@ fn sink_loop<S: Sink + ?Sized>(
             },
             SinkJob::Write {
                 records,
-                rejected,
+                origins,
+                mut rejected,
                 undecodable,
             } => {
-                let written = sink.write(&records, &[]).map_err(Error::from);
+                let written = match retry_transient(retry_for, || sink.write(&records, &[])) {
+                    Err(e) if refused_value(&e).is_some() => {
+                        write_each(sink, &records, retry_for).map(|(stats, refused)| {
+                            for r in refused {
+                                let record = &records[r.index];
+                                let rejection = Rejection::target_refused(
+                                    record,
+                                    schemas.get(record.table.as_str()),
+                                    &r.column,
+                                    format!("the target refused the value: {}", r.reason),
+                                );
+                                warn!(%rejection, "the target refused a record; it goes to the dead-letter topic");
+                                let (partition, offset) = origins[r.index];
+                                rejected.push(RejectedChange {
+                                    rejection: Box::new(rejection),
+                                    partition,
+                                    offset,
+                                });
+                            }
+                            stats
+                        })
+                    }
+                    other => other,
+                }
+                .map_err(Error::from);
                 let _ = spent.send(records);
                 SinkAnswer {
                     written,
@@ -414,11 +469,15 @@ fn sink_loop<S: Sink + ?Sized>(
                     undecodable,
                 }
             }
-            SinkJob::EnsureTable(schema) => SinkAnswer::without_letters(
-                sink.ensure_table(&schema)
-                    .map(|()| WriteStats::default())
-                    .map_err(Error::from),
-            ),
+            SinkJob::EnsureTable(schema) => {
+                let done = retry_transient(retry_for, || sink.ensure_table(&schema));
+                if done.is_ok() {
+                    schemas.insert(schema.table.clone(), schema);
+                }
+                SinkAnswer::without_letters(
+                    done.map(|()| WriteStats::default()).map_err(Error::from),
+                )
+            }
             SinkJob::Fail(e) => SinkAnswer::without_letters(Err(e)),
         };
         if answers.send(answer).is_err() {
@@ -587,6 +646,7 @@ impl KafkaApplier {
         options: &ApplyOptions,
         cancel: &CancellationToken,
     ) -> Result<ApplyReport> {
+        let retry_for = options.retry_transient_for;
         std::thread::scope(|scope| {
             let (sink_jobs, sink_jobs_rx) = mpsc::sync_channel::<SinkJob>(1);
             // Unbounded, so the sink never waits to answer: the batches in flight bound it.
@@ -595,7 +655,7 @@ impl KafkaApplier {
             std::thread::Builder::new()
                 .name("tidemark-sink".into())
                 .spawn_scoped(scope, move || {
-                    sink_loop(sink, sink_jobs_rx, answers_tx, spent_tx)
+                    sink_loop(sink, retry_for, sink_jobs_rx, answers_tx, spent_tx)
                 })
                 .map_err(|e| Error::Protocol(format!("cannot start the sink thread: {e}")))?;
             let (transform_jobs, transform_jobs_rx) = mpsc::sync_channel::<TransformJob>(1);

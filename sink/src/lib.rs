@@ -28,6 +28,7 @@
 //!   the message names the setting.
 
 mod borrowing;
+pub mod resilient;
 pub mod scylladb;
 pub mod sqlite;
 mod text;

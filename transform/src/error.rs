@@ -144,13 +144,25 @@ pub struct Rejection {
 
 impl Rejection {
     /// A record the target database refused to store, for the dead-letter output: `column`
-    /// and `reason` as the target gave them.
+    /// and `reason` as the target gave them; the column's type is read from `schema`, the
+    /// target table's schema, when known.
     pub fn target_refused(
         record: &tidemark_schemas::TargetRecord,
-        target_type: String,
+        schema: Option<&tidemark_schemas::TargetSchema>,
         column: &str,
         reason: String,
     ) -> Rejection {
+        let target_type = schema
+            .and_then(|t| t.column(column))
+            .map(|c| {
+                let ty = crate::render_type(&c.ty);
+                if c.nullable {
+                    ty
+                } else {
+                    format!("{ty} not null")
+                }
+            })
+            .unwrap_or_default();
         let value = record
             .columns
             .as_ref()

@@ -287,6 +287,33 @@ impl TableLayout {
             .collect()
     }
 
+    /// [`Self::key_values`] for a read: `None` for a key no row can be stored under (an empty
+    /// partition-key value, refused by ScyllaDB and Cassandra on writes and reads alike), whose
+    /// answer is "not there". Any other fault of the key is an error, as for a write.
+    pub fn key_values_for_read(&self, key: &Row) -> Result<Option<Values>> {
+        match self.key_values(key) {
+            Ok(values) => Ok(Some(values)),
+            Err(e) if self.has_empty_partition_value(key) => {
+                tracing::debug!(error = %e, "a key no row can be stored under reads as absent");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn has_empty_partition_value(&self, key: &Row) -> bool {
+        self.schema.key[..self.partition_len].iter().any(|k| {
+            let Some(col) = self.schema.column(k) else {
+                return false;
+            };
+            match key.get(k).map(|v| cql_value(&col.ty, v)) {
+                Some(Ok(Some(CqlValue::Text(s)))) => s.is_empty(),
+                Some(Ok(Some(CqlValue::Blob(b)))) => b.is_empty(),
+                _ => false,
+            }
+        })
+    }
+
     /// Bound values of the `INSERT`: every mapped column (NULL for columns the record does not
     /// carry, so a newer version always overwrites every cell), lineage, then the timestamp.
     pub fn insert_values(&self, rec: &TargetRecord) -> Result<Values> {
@@ -793,6 +820,26 @@ mod tests {
         assert!(
             msg.contains("Orders") && msg.contains("note") && msg.contains("empty"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_key_no_row_can_be_stored_under_reads_as_absent() {
+        let mut s = schema(&["note"]);
+        s.columns[2].nullable = false;
+        let l = TableLayout::new("shop", &s, None).expect("layout");
+        let empty: Row = [("note".into(), Value::Text(String::new()))]
+            .into_iter()
+            .collect();
+        assert!(l.key_values_for_read(&empty).expect("no error").is_none());
+        let some: Row = [("note".into(), Value::Text("x".into()))]
+            .into_iter()
+            .collect();
+        assert!(l.key_values_for_read(&some).expect("values").is_some());
+        let lacking = Row::default();
+        assert!(
+            l.key_values_for_read(&lacking).is_err(),
+            "a key lacking its column is a fault"
         );
     }
 

@@ -799,7 +799,9 @@ impl Sink for ScyllaSink {
 
     fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>> {
         let (layout, prepared) = self.table(table)?;
-        let values = layout.key_values(key)?;
+        let Some(values) = layout.key_values_for_read(key)? else {
+            return Ok(None);
+        };
         let mut rows = self.runtime.block_on(self.select_rows(
             layout,
             &prepared.select,
@@ -816,12 +818,15 @@ impl Sink for ScyllaSink {
         let concurrency = self.config.concurrency.max(1);
         let reads = keys
             .iter()
-            .map(|key| Ok((layout.key_values(key)?, key_text(key))))
+            .map(|key| Ok((layout.key_values_for_read(key)?, key_text(key))))
             .collect::<Result<Vec<_>>>()?;
         let this = &*self;
         this.runtime.block_on(
             stream::iter(reads)
                 .map(|(values, text)| async move {
+                    let Some(values) = values else {
+                        return Ok(None);
+                    };
                     let mut rows = this
                         .select_rows(layout, &prepared.select, &values, &text)
                         .await?;
