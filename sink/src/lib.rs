@@ -27,7 +27,6 @@
 //! - fatal configuration (bad consistency name, credentials half set, keyspace missing): stop;
 //!   the message names the setting.
 
-mod borrowing;
 pub mod resilient;
 pub mod scylladb;
 pub mod sqlite;

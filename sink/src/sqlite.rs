@@ -91,16 +91,18 @@ use std::ffi::c_int;
 use std::path::Path;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, TransactionBehavior};
 use tidemark_schemas::{
     Checkpoint, Lineage, Operation, Row, TargetRecord, TargetSchema, TargetType, Value,
 };
 
-use crate::borrowing::{BorrowingStatement, PreparedStatement};
 use crate::text::value_from_text;
 use crate::{
     check_schema, key_in_order, key_text, Error, Result, ScannedKey, Sink, StoredRecord, WriteStats,
 };
+
+/// Statements the connection keeps prepared (one upsert per target table, and the reads).
+const STATEMENT_CACHE_CAPACITY: usize = 512;
 
 /// Lineage columns every target table carries, after the mapped columns.
 pub const LINEAGE_COLUMNS: &[(&str, &str)] = &[
@@ -122,8 +124,9 @@ pub const LINEAGE_COLUMNS: &[(&str, &str)] = &[
 /// A prepared description of one target table.
 struct TableState {
     schema: TargetSchema,
-    /// The conditional upsert ([`upsert_sql`]), prepared once.
-    upsert: PreparedStatement,
+    /// The conditional upsert ([`upsert_sql`]), prepared once and kept in the connection's
+    /// statement cache.
+    upsert_sql: String,
     /// `SELECT <columns and lineage> FROM t`, to which read and scan add their conditions.
     select_sql: String,
     /// `select_sql` of one key: `… WHERE (k1, …) = (?1, …)`.
@@ -385,6 +388,9 @@ impl SqliteSink {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_err)?;
         conn.wal_hook(Some(note_wal_frames));
+        // Each table's upsert is prepared once and kept in the statement cache: room for the
+        // upserts of as many tables as a database holds, and the reads beside them.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         conn.pragma_update(
             None,
             "journal_size_limit",
@@ -432,7 +438,7 @@ impl SqliteSink {
             let table = &run[0].table;
             let TableState {
                 schema,
-                upsert,
+                upsert_sql,
                 unsigned_rowid,
                 ..
             } = self
@@ -442,7 +448,9 @@ impl SqliteSink {
                     table: table.to_string(),
                     message: "no schema was announced for this table before its records".into(),
                 })?;
-            let mut stmt = upsert.borrowing();
+            let mut stmt = tx
+                .prepare_cached(upsert_sql)
+                .map_err(|e| table_err(table, e))?;
             let (mut applied, mut ignored) = (0, 0);
             let mut prev = None;
             for rec in run {
@@ -791,59 +799,53 @@ fn record_from_row(
     })
 }
 
-/// The upsert of one table, borrowing the values of the records it writes (see
-/// [`crate::borrowing`]).
-type Upsert<'s, 'v> = BorrowingStatement<'s, 'v>;
+/// The upsert of one table, from the connection's statement cache.
+type Upsert<'c> = CachedStatement<'c>;
 
-/// Bind `value` (of a column of type `ty`) to parameter `index`: texts and blobs of the record
-/// where they are, a date or time as its text from the stack, a number as itself (the mapping of
-/// [`storage_value`]).
-fn bind_value<'v>(
-    stmt: &mut Upsert<'_, 'v>,
+/// Bind one parameter (SQLite copies a text or blob).
+fn bind(stmt: &mut Upsert<'_>, index: c_int, value: impl rusqlite::ToSql) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(index as usize, value)
+}
+
+/// Bind `value` (of a column of type `ty`) to parameter `index`: a text or blob as it is, a date
+/// or time as its text from the stack, a number as itself (the mapping of [`storage_value`]).
+fn bind_value(
+    stmt: &mut Upsert<'_>,
     index: c_int,
     ty: &TargetType,
-    value: Option<&'v Value>,
+    value: Option<&Value>,
 ) -> rusqlite::Result<()> {
     let Some(value) = value else {
-        return stmt.null(index);
+        return bind(stmt, index, rusqlite::types::Null);
     };
     match value {
-        Value::Text(s) | Value::Decimal(s) | Value::Enum(s) | Value::Json(s) => stmt.text(index, s),
-        Value::Bytes(v) | Value::Geometry(v) => stmt.blob(index, v),
-        Value::Int(i) => stmt.int(index, *i),
+        Value::Text(s) | Value::Decimal(s) | Value::Enum(s) | Value::Json(s) => {
+            bind(stmt, index, s.as_str())
+        }
+        Value::Bytes(v) | Value::Geometry(v) => bind(stmt, index, v.as_slice()),
+        Value::Int(i) => bind(stmt, index, *i),
         Value::Date { .. }
         | Value::DateTime { .. }
         | Value::Timestamp { .. }
         | Value::Time { .. } => match value.temporal_text() {
-            Some(text) => stmt.temporal_copied(index, &text),
-            None => bind_owned(stmt, index, storage_value(ty, value)),
+            Some(text) => bind(stmt, index, text.as_str()),
+            None => bind(stmt, index, storage_value(ty, value)),
         },
-        _ => bind_owned(stmt, index, storage_value(ty, value)),
-    }
-}
-
-/// Bind a value made for this execution (SQLite copies its text or blob).
-fn bind_owned(stmt: &mut Upsert<'_, '_>, index: c_int, value: SqlValue) -> rusqlite::Result<()> {
-    match value {
-        SqlValue::Null => stmt.null(index),
-        SqlValue::Integer(i) => stmt.int(index, i),
-        SqlValue::Real(r) => stmt.real(index, r),
-        SqlValue::Text(s) => stmt.text_copied(index, &s),
-        SqlValue::Blob(v) => stmt.blob_copied(index, &v),
+        _ => bind(stmt, index, storage_value(ty, value)),
     }
 }
 
 /// Bind `rec` to the table's upsert and run it; whether a row changed. `prev` is the record the
 /// statement ran with last, if any (see [`bind_record`]).
-fn write_record<'v>(
-    stmt: &mut Upsert<'_, 'v>,
-    schema: &'v TargetSchema,
+fn write_record(
+    stmt: &mut Upsert<'_>,
+    schema: &TargetSchema,
     unsigned_rowid: Option<usize>,
-    rec: &'v TargetRecord,
-    prev: Option<&'v TargetRecord>,
+    rec: &TargetRecord,
+    prev: Option<&TargetRecord>,
 ) -> Result<bool> {
     bind_record(stmt, schema, unsigned_rowid, rec, prev).map_err(|e| write_err(rec, e))?;
-    let changed = stmt.execute().map_err(|e| write_err(rec, e))?;
+    let changed = stmt.raw_execute().map_err(|e| write_err(rec, e))?;
     Ok(changed > 0)
 }
 
@@ -863,22 +865,21 @@ fn column_values<'r>(
     })
 }
 
-/// Bind the columns of `rec`, then its lineage, in the order of [`upsert_sql`]. Texts and blobs
-/// are bound where they are in the record: the only copy SQLite makes of them is into the row.
+/// Bind the columns of `rec`, then its lineage, in the order of [`upsert_sql`].
 ///
-/// SQLite keeps a statement's parameters from one execution to the next, and `prev` (the
-/// statement's last record) lives as long as the statement, so a lineage text equal to `prev`'s
-/// is left bound to `prev`'s. In a run of records most of the lineage repeats (operation, server,
-/// table, transform and its version; in a backfill also the position and the chunk), and
-/// comparing a few bytes costs less than SQLite's unbinding and binding. Column values, which
-/// seldom repeat, are always bound; a BIGINT UNSIGNED rowid key (`unsigned_rowid`, see
-/// [`TableState`]) as its bits.
-fn bind_record<'v>(
-    stmt: &mut Upsert<'_, 'v>,
-    schema: &'v TargetSchema,
+/// SQLite keeps a statement's parameters from one execution to the next (it holds its own copy
+/// of each text), so a lineage text equal to `prev`'s (the statement's last record) is not bound
+/// again. In a run of records most of the lineage repeats (operation, server, table, transform
+/// and its version; in a backfill also the position and the chunk), and comparing a few bytes
+/// costs less than SQLite's unbinding, allocating and copying. Column values, which seldom
+/// repeat, are always bound; a BIGINT UNSIGNED rowid key (`unsigned_rowid`, see [`TableState`])
+/// as its bits.
+fn bind_record(
+    stmt: &mut Upsert<'_>,
+    schema: &TargetSchema,
     unsigned_rowid: Option<usize>,
-    rec: &'v TargetRecord,
-    prev: Option<&'v TargetRecord>,
+    rec: &TargetRecord,
+    prev: Option<&TargetRecord>,
 ) -> rusqlite::Result<()> {
     let mut index: c_int = 0;
     for (i, (col, value)) in schema
@@ -890,7 +891,7 @@ fn bind_record<'v>(
         index += 1;
         match value {
             Some(Value::UInt(u)) if unsigned_rowid == Some(i) => {
-                stmt.int(index, rowid_of_unsigned(*u))?
+                bind(stmt, index, rowid_of_unsigned(*u))?
             }
             _ => bind_value(stmt, index, &col.ty, value)?,
         }
@@ -900,31 +901,30 @@ fn bind_record<'v>(
     // A text shared by a run of records (interned names, a position, a chunk) is one copy:
     // equal at its pointer, without reading it.
     let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
-    let text = |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> &str| {
+    let text = |stmt: &mut Upsert<'_>, index: c_int, f: fn(&Lineage) -> &str| {
         if p.is_some_and(|p| same(f(p), f(l))) {
             Ok(())
         } else {
-            stmt.text(index, f(l))
+            bind(stmt, index, f(l))
         }
     };
-    let opt_text =
-        |stmt: &mut Upsert<'_, 'v>, index: c_int, f: fn(&Lineage) -> Option<&str>| match f(l) {
-            Some(v) if p.and_then(f).is_some_and(|pv| same(pv, v)) => Ok(()),
-            Some(v) => stmt.text(index, v),
-            None => stmt.null(index),
-        };
-    stmt.int(index + 1, l.version)?;
-    stmt.int(index + 2, i64::from(rec.is_tombstone()))?;
+    let opt_text = |stmt: &mut Upsert<'_>, index: c_int, f: fn(&Lineage) -> Option<&str>| match f(l)
+    {
+        Some(v) if p.and_then(f).is_some_and(|pv| same(pv, v)) => Ok(()),
+        v => bind(stmt, index, v),
+    };
+    bind(stmt, index + 1, l.version)?;
+    bind(stmt, index + 2, i64::from(rec.is_tombstone()))?;
     text(stmt, index + 3, |l| l.op.as_str())?;
     text(stmt, index + 4, |l| &l.source_server)?;
     text(stmt, index + 5, |l| &l.source_table)?;
-    stmt.text(index + 6, &l.source_key)?;
+    bind(stmt, index + 6, l.source_key.as_str())?;
     text(stmt, index + 7, |l| &l.position)?;
     opt_text(stmt, index + 8, |l| l.gtid.as_deref())?;
-    stmt.int(index + 9, l.commit_time_us)?;
+    bind(stmt, index + 9, l.commit_time_us)?;
     text(stmt, index + 10, |l| &l.transform_name)?;
     text(stmt, index + 11, |l| &l.transform_version)?;
-    stmt.text(index + 12, &l.source_digest)?;
+    bind(stmt, index + 12, l.source_digest.as_str())?;
     opt_text(stmt, index + 13, |l| l.chunk.as_deref())
 }
 
@@ -1030,8 +1030,7 @@ impl Sink for SqliteSink {
         self.tables.insert(
             schema.table.clone(),
             TableState {
-                upsert: PreparedStatement::prepare(&self.conn, &upsert_sql(schema))
-                    .map_err(|e| table_err(&schema.table, e))?,
+                upsert_sql: upsert_sql(schema),
                 read_sql: format!("{select} WHERE {}", key_condition(schema, "=")),
                 select_sql: select,
                 keys_sql: format!(
