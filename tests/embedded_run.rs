@@ -153,8 +153,15 @@ async fn kill_9_mid_stream_loses_nothing() {
     assert!(applied_while_killed > 0, "the killed runs made progress");
 
     // A clean SIGTERM shutdown also leaves a usable checkpoint.
-    let mut child = spawn(&["run", "--config", &cfg], &dir.path().join("term.log"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term_log = dir.path().join("term.log");
+    let mut child = spawn(&["run", "--config", &cfg], &term_log);
+    tokio::task::block_in_place(|| {
+        tidemark_testkit::wait_for("capture running", Duration::from_secs(60), || {
+            std::fs::read_to_string(&term_log)
+                .unwrap_or_default()
+                .contains("binlog capture started")
+        })
+    });
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -297,15 +304,23 @@ async fn health_readiness_and_metrics_are_served() {
     assert!(ready, "/readyz turned 200 once the pipeline was connected");
     assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
     db.sql("INSERT INTO shop.t VALUES (4, 4)");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (status, body) = http_get(port, "/metrics").expect("/metrics answers");
+    let mut scraped = None;
+    tokio::task::block_in_place(|| {
+        tidemark_testkit::wait_for(
+            "the applied row counted in /metrics",
+            Duration::from_secs(30),
+            || {
+                scraped = http_get(port, "/metrics");
+                scraped.as_ref().is_some_and(|(_, body)| {
+                    body.contains("tidemark_rows_applied_total{table=\"t\"}")
+                })
+            },
+        )
+    });
+    let (status, body) = scraped.expect("/metrics answers");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(status, 200);
-    assert!(
-        body.contains("tidemark_rows_applied_total{table=\"t\"}"),
-        "{body}"
-    );
     assert!(body.contains("tidemark_capture_position_offset"), "{body}");
 }
 
