@@ -327,6 +327,10 @@ pub async fn run(
         start = Some(from);
         let tx = tx.clone();
         let failed = failed.clone();
+        tokio::spawn(crate::metrics::watch_lag_bytes(
+            config.source.url.clone(),
+            cancel.clone(),
+        ));
         capture_task = Some(tokio::spawn(async move {
             let result = capture.run(from, stop, tx, failed.clone()).await;
             if result.is_err() {
@@ -693,9 +697,7 @@ fn write_stage(
                         .insert((cp.stage.clone(), cp.scope.clone()), cp);
                 }
                 Transformed::Commit { position: p, gtid } => {
-                    metrics::gauge!("tidemark_capture_position_file_seq")
-                        .set(p.file_seq().unwrap_or(0) as f64);
-                    metrics::gauge!("tidemark_capture_position_offset").set(p.offset as f64);
+                    crate::metrics::note_captured(p);
                     position = p.to_string();
                     let cp = CaptureCheckpoint::new(&p, server, gtid).to_checkpoint();
                     batch
@@ -786,7 +788,7 @@ impl ApplyBatch {
         // Rejections first: the checkpoint below must never be ahead of them.
         dlq.record(&self.rejections)?;
         for r in self.rejections.drain(..) {
-            metrics::counter!("tidemark_rows_rejected_total", "table" => r.source_table.clone())
+            metrics::counter!("tidemark_rows_rejected_total", "table" => r.source_table.clone(), "kind" => r.kind.as_str())
                 .increment(1);
             *totals.rejected.entry(r.source_table.clone()).or_default() += 1;
         }
@@ -865,7 +867,7 @@ fn write_one_by_one(
         );
         warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
         dlq.record(std::slice::from_ref(&rejection))?;
-        metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone())
+        metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone(), "kind" => rejection.kind.as_str())
             .increment(1);
         *totals.rejected.entry(rejection.source_table).or_default() += 1;
     }

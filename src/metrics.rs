@@ -4,14 +4,26 @@
 //! - `/healthz`: 200 while the process runs (liveness);
 //! - `/readyz`: 200 once the stage has connected to the source and opened the target (readiness),
 //!   503 before;
-//! - `/metrics`: Prometheus text. Counters per table: `tidemark_rows_applied_total`,
-//!   `tidemark_rows_ignored_older_total`, `tidemark_rows_rejected_total`,
-//!   `tidemark_backfill_rows_total`, plus `tidemark_capture_position_offset` (gauge).
+//! - `/metrics`: Prometheus text:
+//!   - applying (embedded `run`, Kafka-mode `apply`), per target table: `tidemark_rows_applied_total`,
+//!     `tidemark_rows_ignored_older_total`; dead letters per source table and kind
+//!     (`too_long`, `target_refused`, …): `tidemark_rows_rejected_total{table, kind}`; in Kafka
+//!     mode also `tidemark_messages_undecodable_total` (messages sent raw to the dead-letter topic);
+//!   - capture: `tidemark_capture_lag_seconds` (how long ago the source wrote the event being
+//!     read; 0 once the server says it has nothing more), and, in `run`,
+//!     `tidemark_capture_lag_bytes` (binlog bytes between where capture has read to and the
+//!     source's end of log, read every 5 s), `tidemark_capture_position_file_seq` and
+//!     `tidemark_capture_position_offset` (the last transaction captured);
+//!   - backfill, per table: `tidemark_backfill_rows`, `tidemark_backfill_rows_estimated`,
+//!     `tidemark_backfill_done`, `tidemark_backfill_paused`, `tidemark_backfill_rows_per_second`;
+//!   - `tidemark_source_retries_total`: source reads repeated after a lost connection, a
+//!     deadlock or a lock wait.
 //!
 //! The server runs on its own thread (tiny_http); rendering reads the recorder's atomics, so a
 //! scrape never blocks the pipeline.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -60,4 +72,77 @@ pub fn serve(config: &MetricsConfig) -> Result<()> {
         })
         .context("starting the metrics thread")?;
     Ok(())
+}
+
+/// A transaction up to `position` was captured and handed to the write stage: the position
+/// gauges.
+pub fn note_captured(position: tidemark_schemas::BinlogPosition) {
+    metrics::gauge!("tidemark_capture_position_file_seq")
+        .set(position.file_seq().unwrap_or(0) as f64);
+    metrics::gauge!("tidemark_capture_position_offset").set(position.offset as f64);
+}
+
+/// Binlog bytes from `applied` to the end of the files the server has (`sizes`, oldest first);
+/// `None` when `applied`'s file is no longer among them.
+pub fn bytes_behind(
+    applied: &tidemark_schemas::BinlogPosition,
+    sizes: &[(String, u64)],
+) -> Option<u64> {
+    let at = sizes
+        .iter()
+        .position(|(name, _)| name.as_str() == applied.file.as_str())?;
+    let rest: u64 = sizes[at + 1..].iter().map(|(_, size)| size).sum();
+    Some(sizes[at].1.saturating_sub(applied.offset) + rest)
+}
+
+/// Every 5 s until `cancel`, `tidemark_capture_lag_bytes` from the source's binlog sizes and
+/// where capture has read to ([`tidemark_ingest::capture::read_to`]). A failed read is logged and tried again at the next tick.
+pub async fn watch_lag_bytes(url: String, cancel: tokio_util::sync::CancellationToken) {
+    let mut source = None;
+    loop {
+        if let Some(applied) = tidemark_ingest::capture::read_to() {
+            if source.is_none() {
+                source = tidemark_ingest::Source::connect(&url).await.ok();
+            }
+            if let Some(s) = source.as_mut() {
+                match s.binlog_sizes().await {
+                    Ok(sizes) => {
+                        if let Some(bytes) = bytes_behind(&applied, &sizes) {
+                            metrics::gauge!("tidemark_capture_lag_bytes").set(bytes as f64);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the source's binlog sizes");
+                        source = None;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes_behind;
+    use tidemark_schemas::BinlogPosition;
+
+    #[test]
+    fn bytes_behind_counts_the_rest_of_the_file_and_the_files_after_it() {
+        let sizes = vec![
+            ("mysql-bin.000001".to_string(), 1000),
+            ("mysql-bin.000002".to_string(), 500),
+            ("mysql-bin.000003".to_string(), 300),
+        ];
+        let at = |f: &str, o| BinlogPosition::new(f, o);
+        assert_eq!(
+            bytes_behind(&at("mysql-bin.000002", 400), &sizes),
+            Some(400)
+        );
+        assert_eq!(bytes_behind(&at("mysql-bin.000003", 300), &sizes), Some(0));
+        assert_eq!(bytes_behind(&at("mysql-bin.000000", 4), &sizes), None);
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
-use tidemark_testkit::MariaDb;
+use tidemark_testkit::{wait_for, MariaDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_until_caught_up_copies_every_type_losslessly_with_lineage() {
@@ -156,7 +156,7 @@ async fn kill_9_mid_stream_loses_nothing() {
     let term_log = dir.path().join("term.log");
     let mut child = spawn(&["run", "--config", &cfg], &term_log);
     tokio::task::block_in_place(|| {
-        tidemark_testkit::wait_for("capture running", Duration::from_secs(60), || {
+        wait_for("capture running", Duration::from_secs(60), || {
             std::fs::read_to_string(&term_log)
                 .unwrap_or_default()
                 .contains("binlog capture started")
@@ -306,7 +306,7 @@ async fn health_readiness_and_metrics_are_served() {
     db.sql("INSERT INTO shop.t VALUES (4, 4)");
     let mut scraped = None;
     tokio::task::block_in_place(|| {
-        tidemark_testkit::wait_for(
+        wait_for(
             "the applied row counted in /metrics",
             Duration::from_secs(30),
             || {
@@ -351,4 +351,120 @@ fn until_caught_up_returns_when_the_log_ends_after_a_rotation() {
     };
     let status = status.expect("--until-caught-up returned after a rotation with nothing after it");
     assert!(status.success());
+}
+
+/// The value of the series `name` (with exactly `labels`, e.g. `{table="shop.t"}` or empty) in
+/// a Prometheus text body.
+fn series(body: &str, name: &str, labels: &str) -> Option<f64> {
+    let want = format!("{name}{labels} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What an operator watches, scraped from a live `tidemark run` that backfills 6,000 rows under a
+/// throttle while a workload writes: the backfill's progress rises to its estimate and says
+/// done, capture's lag in seconds and bytes is there and falls to 0 once caught up, the rows
+/// applied are counted, and a row the mapping rejects is counted by table and kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_backfill_capture_and_dead_letters() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop CHARACTER SET utf8mb4;
+         CREATE TABLE shop.t (id INT PRIMARY KEY, v INT);
+         CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(100) NOT NULL);
+         INSERT INTO shop.t SELECT seq, seq FROM shop.seq_1_to_6000;",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[backfill]\nrows_per_second = 3000\nchunk_rows = 1000\nmin_chunk_rows = 500\n[capture]\nheartbeat_seconds = 1\n[[mapping]]\nsource = \"shop.notes\"\ntarget = \"notes\"\n[mapping.columns.body]\ntype = \"text(10)\"\n"
+        ),
+    );
+    let mut child = spawn(
+        &["run", "--config", config.to_str().unwrap()],
+        &dir.path().join("m.log"),
+    );
+    let scrape = || {
+        http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let t = "{table=\"shop.t\"}";
+    // Mid-backfill: some rows read, fewer than the estimate, not done.
+    let mut mid = String::new();
+    tokio::task::block_in_place(|| {
+        wait_for("the backfill under way", Duration::from_secs(60), || {
+            mid = scrape();
+            series(&mid, "tidemark_backfill_rows", t).is_some_and(|n| n > 0.0)
+        })
+    });
+    let estimated = series(&mid, "tidemark_backfill_rows_estimated", t).expect(&mid);
+    assert!(
+        estimated >= 5000.0,
+        "the estimate is the table's size: {mid}"
+    );
+    assert_eq!(
+        series(&mid, "tidemark_backfill_done", t),
+        Some(0.0),
+        "{mid}"
+    );
+    assert_eq!(
+        series(&mid, "tidemark_backfill_paused", t),
+        Some(0.0),
+        "{mid}"
+    );
+
+    // Live writes meanwhile, one of them a value the mapping rejects (too long for text(10)).
+    db.sql(
+        "INSERT INTO shop.t VALUES (7001, 1), (7002, 2);
+         INSERT INTO shop.notes VALUES (1, 'short'), (2, 'far too long for ten');",
+    );
+    let mut done = String::new();
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the backfill done, the live rows applied, capture caught up",
+            Duration::from_secs(120),
+            || {
+                done = scrape();
+                series(&done, "tidemark_backfill_done", t) == Some(1.0)
+                    && series(
+                        &done,
+                        "tidemark_rows_rejected_total",
+                        "{table=\"shop.notes\",kind=\"too_long\"}",
+                    ) == Some(1.0)
+                    && series(&done, "tidemark_capture_lag_seconds", "") == Some(0.0)
+                    && series(&done, "tidemark_capture_lag_bytes", "") == Some(0.0)
+            },
+        )
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rows = series(&done, "tidemark_backfill_rows", t).expect(&done);
+    assert!(rows >= 6000.0, "every row read: {done}");
+    assert!(
+        series(&done, "tidemark_backfill_rows_estimated", t).is_some_and(|e| e >= rows),
+        "{done}"
+    );
+    assert!(
+        series(&done, "tidemark_rows_applied_total", "{table=\"t\"}").is_some_and(|n| n >= 6002.0),
+        "the backfill's rows and the live ones applied: {done}"
+    );
+    assert!(
+        series(&done, "tidemark_rows_applied_total", "{table=\"notes\"}").is_some_and(|n| n >= 1.0),
+        "{done}"
+    );
+    assert!(
+        series(&done, "tidemark_capture_position_offset", "").is_some(),
+        "{done}"
+    );
+    assert!(series(&done, "tidemark_source_retries_total", "").is_none_or(|n| n >= 0.0));
 }

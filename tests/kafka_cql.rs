@@ -114,7 +114,26 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
     // A live change after the refused row, in the same partition order: it must arrive too.
     db.sql("INSERT INTO shop.tags VALUES ('c', 4)");
 
-    let mut member = Proc::start("apply", &["apply", "--config", &cfg], dir.path());
+    // The member serves /metrics (a config of its own: the other stages would take the port).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let member_config = dir.path().join("apply.toml");
+    std::fs::write(
+        &member_config,
+        format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut member = Proc::start(
+        "apply",
+        &["apply", "--config", member_config.to_str().unwrap()],
+        dir.path(),
+    );
     let topics = changes_topics(&kafka, std::slice::from_ref(&tags));
     let end = end_of_log(&db);
     wait("capture published the whole binlog", 180, || {
@@ -124,6 +143,16 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
     });
     wait_for_no_lag(&kafka, &topics, 180);
     assert!(member.running(), "apply keeps going:\n{}", member.log());
+    let metrics = scrape(port);
+    assert!(
+        metrics
+            .contains("tidemark_rows_rejected_total{table=\"shop.tags\",kind=\"target_refused\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidemark_rows_applied_total{table=\"tags\"}"),
+        "{metrics}"
+    );
     capture.terminate();
     member.terminate();
 
@@ -196,4 +225,14 @@ fn dead_letters(kafka: &tidemark_kafka::KafkaConfig) -> Vec<serde_json::Value> {
             .expect("read the dead-letter topic");
         out
     })
+}
+
+/// The body of `/metrics` on 127.0.0.1:`port`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("/metrics answers");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }

@@ -553,9 +553,25 @@ impl Backfill {
         Ok(Some((n, elapsed)))
     }
 
+    /// Update the table's progress, and its metrics (gauges labelled by table):
+    /// `tidemark_backfill_rows` (rows read so far, resumed runs included),
+    /// `tidemark_backfill_rows_estimated` (the source's estimate, at least the rows read),
+    /// `tidemark_backfill_done` and `tidemark_backfill_paused` (0 or 1) and
+    /// `tidemark_backfill_rows_per_second` (this run's rate).
     fn set_progress(&self, table: &TableId, f: impl FnOnce(&mut TableProgress)) {
         let mut map = self.progress.lock().expect("progress lock");
-        f(map.entry(*table).or_default());
+        let p = map.entry(*table).or_default();
+        f(p);
+        let label = table.to_string();
+        metrics::gauge!("tidemark_backfill_rows", "table" => label.clone()).set(p.rows as f64);
+        metrics::gauge!("tidemark_backfill_rows_estimated", "table" => label.clone())
+            .set(p.estimated_total as f64);
+        metrics::gauge!("tidemark_backfill_done", "table" => label.clone())
+            .set(f64::from(u8::from(p.done)));
+        metrics::gauge!("tidemark_backfill_paused", "table" => label.clone())
+            .set(f64::from(u8::from(p.paused)));
+        metrics::gauge!("tidemark_backfill_rows_per_second", "table" => label)
+            .set(p.rows_per_second);
     }
 
     async fn wait_while_paused(

@@ -571,6 +571,9 @@ impl Capture {
             // Heartbeats arrive while the source is idle: the place to notice a stop set later.
             let idle =
                 event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8 && !st.in_txn;
+            if at_boundary || idle {
+                *READ_TO.lock().expect("position lock") = Some(st.boundary);
+            }
             if (at_boundary || idle) && stop.reached(&st.boundary) {
                 info!(position = %st.boundary, rows = st.rows, "capture caught up");
                 return Ok(());
@@ -590,6 +593,7 @@ impl Capture {
         let ty = header.event_type_raw();
         let end = u64::from(header.log_pos());
         let size = u64::from(header.event_size());
+        note_lag(ty, header.timestamp(), st.in_txn);
         let at = |st: &StreamState| BinlogPosition::new(st.file, end.saturating_sub(size));
 
         if ty == EventType::ROTATE_EVENT as u8 {
@@ -1342,6 +1346,36 @@ fn is_ddl(upper: &str) -> bool {
     ["ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE"]
         .iter()
         .any(|k| upper.starts_with(k))
+}
+
+/// The boundary the captures of this process last read to (a transaction's end, or the end of
+/// log a heartbeat reported), for `tidemark_capture_lag_bytes`.
+static READ_TO: std::sync::Mutex<Option<BinlogPosition>> = std::sync::Mutex::new(None);
+
+/// Where capture has read the binlog to, if it has started: see [`READ_TO`].
+pub fn read_to() -> Option<BinlogPosition> {
+    *READ_TO.lock().expect("position lock")
+}
+
+/// `tidemark_capture_lag_seconds`: how far behind the source's clock the event being read was
+/// written (its header's timestamp, in whole seconds), and 0 on a heartbeat outside a
+/// transaction (the server sends those only once capture has read everything it has). The
+/// server's and this machine's clocks are assumed to agree; a negative difference counts as 0.
+fn note_lag(event_type: u8, timestamp: u32, in_txn: bool) {
+    let lag = if event_type == EventType::HEARTBEAT_EVENT as u8 {
+        if in_txn {
+            return;
+        }
+        0.0
+    } else if timestamp == 0 {
+        return; // the artificial events of a connection's start carry no time
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        (now - f64::from(timestamp)).max(0.0)
+    };
+    metrics::gauge!("tidemark_capture_lag_seconds").set(lag);
 }
 
 #[cfg(test)]

@@ -101,6 +101,7 @@ impl ReadRetry {
             return Err(error);
         }
         warn!(error = %error, attempt = self.failures, retry_in = ?self.backoff, "{what}: the source read failed; repeating it on a fresh connection");
+        metrics::counter!("tidemark_source_retries_total").increment(1);
         tokio::select! {
             _ = cancel.cancelled() => return Err(error),
             _ = tokio::time::sleep(self.backoff) => {}

@@ -304,6 +304,20 @@ impl Source {
             .collect())
     }
 
+    /// The binlog files the server still has with their sizes in bytes, oldest first.
+    pub async fn binlog_sizes(&mut self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<MyRow> = self.conn.query("SHOW BINARY LOGS").await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0).unwrap_or_default(),
+                    r.get::<u64, _>(1).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// The base tables in scope, sorted. A database of `source.databases`, or a table of
     /// `source.tables` or `source.exclude_tables`, that the server does not have is an error
     /// naming it: a typo must not capture nothing and succeed.
