@@ -910,31 +910,46 @@ fn with_retry_context(e: tidemark_sink::Error, cfg: &crate::config::ApplyConfig)
     }
 }
 
-/// The target's checkpoints and per-table counts of live rows and tombstones.
+/// The target's checkpoints, per-table counts of live rows and tombstones (SQLite) and the dead
+/// letters per table.
 pub fn status(config: &Config) -> Result<String> {
     let path = match config.target()? {
         Target::Sqlite { path } => path,
-        Target::Scylla { config, .. } => anyhow::bail!(
-            "tidemark status reads the embedded SQLite target; for ScyllaDB, the checkpoints are in {}.tidemark_checkpoints",
-            config.keyspace
-        ),
+        Target::Scylla {
+            config: scylla,
+            dead_letter_path,
+        } => {
+            return block_in_place(|| {
+                let mut sink = ScyllaSink::connect_with_handle(
+                    scylla.clone(),
+                    tokio::runtime::Handle::current(),
+                )?;
+                let mut out = checkpoints_text(&sink.checkpoints()?);
+                out.push_str(&format!(
+                    "rows: not counted on a CQL target (a count reads every row of {}); `tidemark reconcile` compares them with the source\n",
+                    scylla.keyspace
+                ));
+                let letters = crate::dlq::FileDeadLetters::load(&dead_letter_path)?;
+                let mut per_table: BTreeMap<&str, u64> = BTreeMap::new();
+                for (table, _) in letters.0.keys() {
+                    *per_table.entry(table.as_str()).or_default() += 1;
+                }
+                if !per_table.is_empty() {
+                    out.push_str(&format!(
+                        "dead letters (keys, in {}):\n",
+                        dead_letter_path.display()
+                    ));
+                    for (table, n) in per_table {
+                        out.push_str(&format!("  {table:<30} {n:>10}\n"));
+                    }
+                }
+                Ok(out)
+            });
+        }
     };
-    let sink = SqliteSink::open(&path)?;
+    let mut sink = SqliteSink::open(&path)?;
+    let mut out = checkpoints_text(&sink.checkpoints()?);
     let conn = sink.connection();
-    let mut out = String::from("checkpoints:\n");
-    let mut stmt =
-        conn.prepare("SELECT stage, scope, value FROM _tm_checkpoints ORDER BY stage, scope")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (stage, scope, value) = row?;
-        out.push_str(&format!("  {stage:<10} {scope:<24} {value}\n"));
-    }
     out.push_str(&format!(
         "{:<32} {:>10} {:>10}\n",
         "table", "live", "tombstones"
@@ -964,6 +979,18 @@ pub fn status(config: &Config) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// `checkpoints:` and one line per checkpoint.
+fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
+    let mut out = String::from("checkpoints:\n");
+    for cp in checkpoints {
+        out.push_str(&format!(
+            "  {:<10} {:<24} {}\n",
+            cp.stage, cp.scope, cp.value
+        ));
+    }
+    out
 }
 
 /// `tidemark transform explain`: the mapping of one table applied to a sample source row.

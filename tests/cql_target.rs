@@ -125,6 +125,17 @@ async fn sakila_and_the_type_matrix_arrive_exactly_in_cql() {
     assert_eq!(rows as u64, sakila - 1 + 2);
     let (code, drift) = reconcile(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
+
+    // `status` on the CQL target: the checkpoints (capture's, each table's backfill done).
+    let out = run_ok(&["status", "--config", cfg]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.starts_with("checkpoints:\n"), "{status}");
+    assert!(status.contains("capture"), "{status}");
+    assert!(status.contains("sakila.payment"), "{status}");
+    assert!(
+        status.contains("rows: not counted on a CQL target"),
+        "{status}"
+    );
 }
 
 /// A value the mapping cannot make fit goes to the dead-letter file as a `schema_rejection`

@@ -147,6 +147,8 @@ pub trait Sink {
         -> Result<WriteStats>;
     /// Read a checkpoint.
     fn checkpoint(&mut self, stage: &str, scope: &str) -> Result<Option<String>>;
+    /// Every checkpoint the target holds, by stage and scope (for `tidemark status`).
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>>;
     /// The record the register holds for `key` (the key columns by name, any order), or `None`.
     /// A deleted key reads as a tombstone where the backend keeps them readable
     /// ([`Sink::reads_tombstones`]), otherwise as `None`.

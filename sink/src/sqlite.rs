@@ -1081,6 +1081,25 @@ impl Sink for SqliteSink {
             .map_err(|e| Error::Checkpoint(e.to_string()))
     }
 
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>> {
+        let checkpoint_err = |e: rusqlite::Error| Error::Checkpoint(e.to_string());
+        let mut stmt = self
+            .conn
+            .prepare("SELECT stage, scope, value FROM _tm_checkpoints ORDER BY stage, scope")
+            .map_err(checkpoint_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    stage: r.get(0)?,
+                    scope: r.get(1)?,
+                    value: r.get(2)?,
+                })
+            })
+            .map_err(checkpoint_err)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(checkpoint_err)
+    }
+
     fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>> {
         let mut found = self.read_many(table, std::slice::from_ref(key))?;
         Ok(found.pop().flatten())

@@ -797,6 +797,31 @@ impl Sink for ScyllaSink {
         }
     }
 
+    fn checkpoints(&mut self) -> Result<Vec<Checkpoint>> {
+        // Creates the table when it is missing, as every checkpoint access does.
+        self.checkpoint_statements()?;
+        let ks = self.config.keyspace.clone();
+        let select = format!(
+            "SELECT \"stage\", \"scope\", \"value\" FROM {}",
+            cql::qualified(&ks, CHECKPOINT_TABLE)
+        );
+        let result = self
+            .runtime
+            .block_on(self.with_retries(|| self.session.query_unpaged(select.clone(), ())));
+        let mut rows =
+            typed_rows::<(String, String, Option<String>)>(result.map_err(|(e, _)| e))
+                .map_err(|e| Error::Checkpoint(format!("reading {ks}.{CHECKPOINT_TABLE}: {e}")))?;
+        rows.sort();
+        Ok(rows
+            .into_iter()
+            .map(|(stage, scope, value)| Checkpoint {
+                stage,
+                scope,
+                value: value.unwrap_or_default(),
+            })
+            .collect())
+    }
+
     fn read(&mut self, table: &str, key: &Row) -> Result<Option<StoredRecord>> {
         let (layout, prepared) = self.table(table)?;
         let Some(values) = layout.key_values_for_read(key)? else {
