@@ -863,7 +863,7 @@ fn write_one_by_one(
             record,
             schemas.get(record.table.as_str()),
             &refusal.column,
-            format!("the target refused the value: {}", refusal.reason),
+            refusal.reason.clone(),
         );
         warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
         dlq.record(std::slice::from_ref(&rejection))?;

@@ -276,11 +276,7 @@ async fn health_readiness_and_metrics_are_served() {
          CREATE TABLE shop.t (id INT PRIMARY KEY, v INT);
          INSERT INTO shop.t VALUES (1, 1), (2, 2), (3, 3);",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tidemark_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -375,11 +371,7 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
          CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(100) NOT NULL);
          INSERT INTO shop.t SELECT seq, seq FROM shop.seq_1_to_6000;",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tidemark_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

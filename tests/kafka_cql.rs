@@ -23,18 +23,7 @@ async fn kafka_stages_with_two_apply_members_into_cassandra_converge() {
     let kafka = kafka_config(&broker);
     let target = CqlTarget::shared();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tidemark.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nurl = \"{}\"\nserver_id = 4711\ndatabases = [\"shop\"]\n\n{}\n{}\n[reconcile]\nsettle_timeout_seconds = 30\n",
-            db.url(),
-            target.target_toml(),
-            broker.transport_toml()
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap().to_string();
+    let (_, cfg) = shop_config(dir.path(), &db, &target, &broker);
     let tables = shop_tables();
     run_ok(&["topics", "init", "--config", &cfg]);
     run_ok(&["target", "init", "--config", &cfg]);
@@ -92,18 +81,7 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
     let kafka = kafka_config(&broker);
     let target = CqlTarget::shared();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tidemark.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nurl = \"{}\"\nserver_id = 4711\ndatabases = [\"shop\"]\n\n{}\n{}\n[reconcile]\nsettle_timeout_seconds = 30\n",
-            db.url(),
-            target.target_toml(),
-            broker.transport_toml()
-        ),
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap().to_string();
+    let (config, cfg) = shop_config(dir.path(), &db, &target, &broker);
     let tags = TableId::new("shop", "tags");
     run_ok(&["topics", "init", "--config", &cfg]);
     run_ok(&["target", "init", "--config", &cfg]);
@@ -115,11 +93,7 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
     db.sql("INSERT INTO shop.tags VALUES ('c', 4)");
 
     // The member serves /metrics (a config of its own: the other stages would take the port).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tidemark_testkit::free_port();
     let member_config = dir.path().join("apply.toml");
     std::fs::write(
         &member_config,
@@ -235,4 +209,27 @@ fn scrape(port: u16) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
+/// The configuration of both tests (database `shop`, the CQL target, the Kafka transport), at
+/// `DIR/tidemark.toml`: its path, and the path as text.
+fn shop_config(
+    dir: &std::path::Path,
+    db: &MariaDb,
+    target: &CqlTarget,
+    broker: &Kafka,
+) -> (std::path::PathBuf, String) {
+    let config = dir.join("tidemark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nserver_id = 4711\ndatabases = [\"shop\"]\n\n{}\n{}\n[reconcile]\nsettle_timeout_seconds = 30\n",
+            db.url(),
+            target.target_toml(),
+            broker.transport_toml()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    (config, cfg)
 }

@@ -176,11 +176,7 @@ fn apply_without_a_kafka_transport_says_what_to_set() {
 fn a_broker_that_is_down_at_start_is_named() {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY);");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tidemark_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

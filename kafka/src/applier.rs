@@ -446,7 +446,7 @@ fn sink_loop<S: Sink + ?Sized>(
                                     record,
                                     schemas.get(record.table.as_str()),
                                     &r.column,
-                                    format!("the target refused the value: {}", r.reason),
+                                    r.reason.clone(),
                                 );
                                 warn!(%rejection, "the target refused a record; it goes to the dead-letter topic");
                                 let (partition, offset) = origins[r.index];

@@ -67,6 +67,15 @@ pub const SAKILA_ROW_COUNTS: &[(&str, u64)] = &[
     ("store", 2),
 ];
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a server a test starts, e.g.
+/// `[metrics] listen`, or for an address where nothing listens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Wait until `ready` returns true, checking every 50 ms; panic naming `what` after `timeout`.
 ///
 /// Tests wait for the condition they rely on, never for a fixed time: on a loaded 2-core CI

@@ -144,8 +144,8 @@ pub struct Rejection {
 
 impl Rejection {
     /// A record the target database refused to store, for the dead-letter output: `column`
-    /// and `reason` as the target gave them; the column's type is read from `schema`, the
-    /// target table's schema, when known.
+    /// and the target's `reason` (the rejection's reason reads "the target refused the value:
+    /// …"); the column's type is read from `schema`, the target table's schema, when known.
     pub fn target_refused(
         record: &tidemark_schemas::TargetRecord,
         schema: Option<&tidemark_schemas::TargetSchema>,
@@ -181,7 +181,7 @@ impl Rejection {
             source_column: None,
             target_type,
             value,
-            reason,
+            reason: format!("the target refused the value: {reason}"),
             lineage: record.lineage.clone(),
         }
     }
