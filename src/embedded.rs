@@ -277,6 +277,7 @@ pub async fn run(
 
     // Capture's start is fixed before the backfill reads anything (see ingest::backfill).
     let mut capture_task = None;
+    let mut lag_watch: Option<tokio::task::JoinHandle<()>> = None;
     // Re-reads of tables whose schema changed (see `tidemark_ingest::ResyncMarker`): those left
     // over from before a restart, then each one capture asks for as it passes a schema change.
     let mut ddl_rereads: Vec<(TableId, tidemark_ingest::ResyncMarker)> = Vec::new();
@@ -327,10 +328,10 @@ pub async fn run(
         start = Some(from);
         let tx = tx.clone();
         let failed = failed.clone();
-        tokio::spawn(crate::metrics::watch_lag_bytes(
+        lag_watch = Some(tokio::spawn(crate::metrics::watch_lag_bytes(
             config.source.url.clone(),
             cancel.clone(),
-        ));
+        )));
         capture_task = Some(tokio::spawn(async move {
             let result = capture.run(from, stop, tx, failed.clone()).await;
             if result.is_err() {
@@ -459,6 +460,9 @@ pub async fn run(
         Some(task) => Some(task.await.context("the capture task panicked")?),
         None => None,
     };
+    if let Some(watch) = lag_watch {
+        watch.abort();
+    }
     let applied = apply.await.context("the apply thread panicked")?;
     backfill_result?;
     reread_result?;

@@ -113,7 +113,12 @@ pub async fn capture(
         .with_start(from, None);
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
     let publishing = tokio::spawn(publisher.run(rx));
+    let lag = tokio::spawn(crate::metrics::watch_lag_bytes(
+        config.source.url.clone(),
+        cancel.clone(),
+    ));
     let captured = capture.run(from, stop, tx, cancel).await;
+    lag.abort();
     let published = publishing.await.context("the publisher task panicked")?;
     let end = captured?;
     let report = published?;

@@ -10,8 +10,8 @@
 //!     (`too_long`, `target_refused`, …): `tidemark_rows_rejected_total{table, kind}`; in Kafka
 //!     mode also `tidemark_messages_undecodable_total` (messages sent raw to the dead-letter topic);
 //!   - capture: `tidemark_capture_lag_seconds` (how long ago the source wrote the event being
-//!     read; 0 once the server says it has nothing more), and, in `run`,
-//!     `tidemark_capture_lag_bytes` (binlog bytes between where capture has read to and the
+//!     read; 0 once the server says it has nothing more), and, in `run` and Kafka-mode
+//!     `capture`, `tidemark_capture_lag_bytes` (binlog bytes between where capture has read to and the
 //!     source's end of log, read every 5 s), `tidemark_capture_position_file_seq` and
 //!     `tidemark_capture_position_offset` (the last transaction captured);
 //!   - backfill, per table: `tidemark_backfill_rows`, `tidemark_backfill_rows_estimated`,
