@@ -89,3 +89,43 @@ async fn a_broker_restart_under_load_loses_nothing_and_reorders_nothing() {
     assert!(rows >= 3000, "compared {rows} rows");
     assert_reconcile_clean(&cfg);
 }
+
+/// A member that stays out of its consumer group (here: the broker, its group coordinator, is
+/// gone) for `transport.coordinator_timeout_seconds` stops with an error naming the setting, so
+/// that it is restarted, instead of waiting detached for ever as librdkafka can after a
+/// coordinator restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_out_of_its_group_too_long_stops_so_that_it_is_restarted() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    let broker = Kafka::dedicated();
+    let kafka = kafka_config(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let transport = broker.transport_toml().replace(
+        "[transport.consumer]",
+        "coordinator_timeout_seconds = 10\n[transport.consumer]",
+    );
+    let config = write_config(dir.path(), &db.url(), &["shop"], &transport);
+    let cfg = config.to_str().unwrap().to_string();
+    run_ok(&["topics", "init", "--config", &cfg]);
+    let mut member = Proc::start("apply", &["apply", "--config", &cfg], dir.path());
+    wait_for_members(&kafka, 1);
+
+    // From the moment the broker begins to stop (the member can lose its coordinator then).
+    let stopped = Instant::now();
+    blocking(|| broker.server.stop());
+    wait("the detached member to stop", 120, || !member.running());
+    let waited = stopped.elapsed();
+    let status = member.wait();
+    assert!(!status.success(), "{}", member.log());
+    let log = member.log();
+    assert!(
+        log.contains("out of its group") && log.contains("transport.coordinator_timeout_seconds"),
+        "{log}"
+    );
+    assert!(
+        waited >= Duration::from_secs(10),
+        "it waited the configured 10 s first ({waited:?})"
+    );
+    blocking(|| broker.server.start_again());
+}

@@ -103,9 +103,26 @@ pub struct ApplyReport {
 pub struct ApplyContext {
     written: Mutex<BTreeMap<(String, i32), i64>>,
     generation: AtomicU64,
+    /// The consumer group's state and how long it has been in it (ms), from librdkafka's
+    /// statistics (`statistics.interval.ms`), and when they were reported.
+    group: Mutex<Option<(String, i64, Instant)>>,
 }
 
-impl ClientContext for ApplyContext {}
+impl ClientContext for ApplyContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(cgrp) = statistics.cgrp {
+            *self.group.lock().expect("group state lock") =
+                Some((cgrp.state, cgrp.stateage, Instant::now()));
+        }
+    }
+}
+
+/// Whether a member has been out of its group for longer than `limit`: librdkafka's group state
+/// is `up` while the member belongs to the group; any other state (looking for the coordinator,
+/// waiting for it) that has lasted `limit` means the member is detached.
+fn detached_for(state: &str, age: Duration, limit: Duration) -> bool {
+    state != "up" && age > limit
+}
 
 /// No `commit_callback`: librdkafka answers a manual asynchronous commit (`rd_kafka_commit`
 /// with `async`) on no queue unless the configuration has an `offset_commit_cb`, which
@@ -555,6 +572,8 @@ impl KafkaApplier {
         let registry = Registry::from_config(config)?;
         let topics = Topics::new(config);
         let consumer: BaseConsumer<ApplyContext> = consumer_config(config, &config.group_id)
+            // The group's state every 5 s, for `check_group`.
+            .set("statistics.interval.ms", "5000")
             .create_with_context(ApplyContext::default())
             .map_err(|e| Error::kafka("creating the consumer", e))?;
         wait_for_brokers(consumer.client(), config)?;
@@ -616,6 +635,35 @@ impl KafkaApplier {
     /// What was done so far.
     pub fn report(&self) -> &ApplyReport {
         &self.report
+    }
+
+    /// Stop with an error when the member has been out of its consumer group for
+    /// `transport.coordinator_timeout_seconds`: after a coordinator restart librdkafka can keep
+    /// its requests queued and never rejoin. Restarted, the member starts after the offsets it
+    /// committed, which never pass what the target acknowledged: nothing is lost.
+    fn check_group(&self) -> Result<()> {
+        let limit = Duration::from_secs(self.config.coordinator_timeout_seconds);
+        let group = self
+            .consumer
+            .context()
+            .group
+            .lock()
+            .expect("group state lock")
+            .clone();
+        if let Some((state, age_ms, seen)) = group {
+            let age = Duration::from_millis(age_ms.max(0) as u64) + seen.elapsed();
+            if detached_for(&state, age, limit) {
+                return Err(Error::Kafka {
+                    operation: format!("consumer group {}", self.config.group_id),
+                    message: format!(
+                        "this member has been out of its group for {} s (librdkafka group state `{state}`), longer than transport.coordinator_timeout_seconds ({} s); it stops so that it is restarted, from the offsets it committed",
+                        age.as_secs(),
+                        limit.as_secs()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn assignment(&self) -> Vec<PartitionKey> {
@@ -750,6 +798,7 @@ impl KafkaApplier {
                 self.drain(stages)?;
             }
             self.publish_frontier(false)?;
+            self.check_group()?;
             if settled && options.until_caught_up {
                 let assigned = self.assignment();
                 if assigned.is_empty() {
@@ -1420,4 +1469,19 @@ pub async fn group_frontier(config: &KafkaConfig, tables: &[TableId]) -> Result<
     let config = config.clone();
     let tables = tables.to_vec();
     crate::topics::blocking(move || FrontierReader::open(&config, &tables)?.read()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detached_for;
+    use std::time::Duration;
+
+    #[test]
+    fn a_member_is_detached_once_out_of_state_up_for_longer_than_the_limit() {
+        let limit = Duration::from_secs(120);
+        assert!(!detached_for("up", Duration::from_secs(3600), limit));
+        assert!(!detached_for("wait-coord", Duration::from_secs(60), limit));
+        assert!(detached_for("wait-coord", Duration::from_secs(121), limit));
+        assert!(detached_for("query-coord", Duration::from_secs(500), limit));
+    }
 }

@@ -79,6 +79,15 @@ pub struct KafkaConfig {
     /// with an error that names the brokers.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
+    /// Seconds an apply member stays out of its consumer group (librdkafka's group state not
+    /// `up`: no coordinator, or a join that does not complete) before it stops with an error,
+    /// so that it is restarted: librdkafka can stay detached after the coordinator restarts.
+    #[serde(default = "default_coordinator_timeout")]
+    pub coordinator_timeout_seconds: u64,
+}
+
+fn default_coordinator_timeout() -> u64 {
+    120
 }
 
 /// `[transport.schema_registry]`: where the Confluent schema registry is and how to log in.
@@ -209,6 +218,7 @@ impl KafkaConfig {
             checkpoint_interval_ms: default_checkpoint_interval(),
             batch_records: default_batch_records(),
             connect_timeout_seconds: default_connect_timeout(),
+            coordinator_timeout_seconds: default_coordinator_timeout(),
         }
     }
 
