@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::{assert_target_equals_source, run_ok, write_config};
 use kafka_support::*;
-use tidemark_schemas::BinlogPosition;
 use tidemark_testkit::{Kafka, MariaDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,15 +66,8 @@ async fn a_broker_restart_under_load_loses_nothing_and_reorders_nothing() {
     );
 
     // Capture publishes everything, and the two members apply it, all without a restart.
-    let end = end_of_log(&db);
-    let mut published = None;
-    wait("capture published the whole binlog", 180, || {
-        published = capture_checkpoint(&kafka)
-            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
-            .filter(|p| *p >= end);
-        published.is_some()
-    });
-    wait_for_frontier(&kafka, &tables, published.expect("set above"), 180);
+    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    wait_for_frontier(&kafka, &tables, published, 180);
     capture.terminate();
     member_a.terminate();
     member_b.terminate();

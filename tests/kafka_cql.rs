@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_cql_target_equals_source, run_ok, CqlTarget};
 use kafka_support::*;
-use tidemark_schemas::{BinlogPosition, TableId};
+use tidemark_schemas::TableId;
 use tidemark_testkit::{Kafka, MariaDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,15 +45,8 @@ async fn kafka_stages_with_two_apply_members_into_cassandra_converge() {
     assert!(statements.load(Ordering::SeqCst) > 0);
 
     // Both members apply everything capture publishes.
-    let end = end_of_log(&db);
-    let mut published = None;
-    wait("capture published the whole binlog", 180, || {
-        published = capture_checkpoint(&kafka)
-            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
-            .filter(|p| *p >= end);
-        published.is_some()
-    });
-    wait_for_frontier(&kafka, &tables, published.expect("set above"), 180);
+    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    wait_for_frontier(&kafka, &tables, published, 180);
     let topics = changes_topics(&kafka, &tables);
     wait_for_no_lag(&kafka, &topics, 180);
     capture.terminate();
@@ -109,12 +102,7 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
         dir.path(),
     );
     let topics = changes_topics(&kafka, std::slice::from_ref(&tags));
-    let end = end_of_log(&db);
-    wait("capture published the whole binlog", 180, || {
-        capture_checkpoint(&kafka)
-            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
-            .is_some_and(|p| p >= end)
-    });
+    wait_for_capture_to_publish_all(&kafka, &db);
     wait_for_no_lag(&kafka, &topics, 180);
     assert!(member.running(), "apply keeps going:\n{}", member.log());
     let metrics = scrape(port);

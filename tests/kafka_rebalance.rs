@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{assert_target_equals_source, run_ok, write_config};
 use kafka_support::*;
-use tidemark_schemas::BinlogPosition;
 use tidemark_testkit::{Kafka, MariaDb};
 
 /// The applied count of a member's report, over both tables.
@@ -80,15 +79,8 @@ async fn a_third_member_joins_and_one_leaves_under_load() {
     );
 
     // b and c apply everything capture publishes.
-    let end = end_of_log(&db);
-    let mut published = None;
-    wait("capture published the whole binlog", 180, || {
-        published = capture_checkpoint(&kafka)
-            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
-            .filter(|p| *p >= end);
-        published.is_some()
-    });
-    wait_for_frontier(&kafka, &tables, published.expect("set above"), 180);
+    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    wait_for_frontier(&kafka, &tables, published, 180);
     capture.terminate();
     b.terminate();
     c.terminate();

@@ -401,6 +401,23 @@ pub fn end_of_log(db: &tidemark_testkit::MariaDb) -> BinlogPosition {
         .expect("a binlog position")
 }
 
+/// Wait until capture's checkpoint reaches the source's end of log as it is now: everything
+/// written so far is published. The position it stored.
+pub fn wait_for_capture_to_publish_all(
+    config: &KafkaConfig,
+    db: &tidemark_testkit::MariaDb,
+) -> BinlogPosition {
+    let end = end_of_log(db);
+    let mut published = None;
+    wait("capture published the whole binlog", 180, || {
+        published = capture_checkpoint(config)
+            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
+            .filter(|p| *p >= end);
+        published.is_some()
+    });
+    published.expect("set by the wait")
+}
+
 /// The apply group's frontier over `tables` (every change before it is in the target).
 pub fn frontier(config: &KafkaConfig, tables: &[TableId]) -> Option<BinlogPosition> {
     blocking(|| {
