@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{assert_target_equals_source, run_ok, tidemark, write_config};
+use common::{assert_target_equals_source, reconcile_classes, run_ok, tidemark, write_config};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, MariaDb};
@@ -21,16 +21,6 @@ fn run(args: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `tidemark reconcile`: the exit code and the drift classes by "table key".
-fn reconcile(
-    cfg: &str,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (i32, std::collections::BTreeMap<String, String>) {
-    let (code, _, drift) = common::reconcile_drift(cfg, dir, extra);
-    (code, drift)
 }
 
 fn target(dir: &std::path::Path) -> rusqlite::Connection {
@@ -287,7 +277,7 @@ async fn writes_capture_cannot_follow_stop_it_and_the_resync_it_names_recovers()
         assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &shop_items()).await,
         1
     );
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 }
 
@@ -351,7 +341,7 @@ async fn a_purged_binlog_is_recovered_by_the_resync_its_error_names() {
         assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &tables).await,
         42
     );
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 }
 
@@ -372,12 +362,12 @@ fn a_standalone_reconcile_settles_when_the_end_of_log_moved_elsewhere() {
     let cfg = config.to_str().unwrap();
     run_ok(&["run", "--config", cfg, "--until-caught-up"]);
     db.sql("INSERT INTO elsewhere.t VALUES (1), (2)");
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 
     // A change of a captured key that no pipeline applied stays unsettled: that is drift.
     db.sql("UPDATE shop.items SET qty = 0 WHERE id = 3");
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!(code, 2);
     assert_eq!(
         drift.get("shop.items {\"id\":3}").map(String::as_str),
@@ -406,7 +396,7 @@ fn a_target_row_whose_lineage_lies_is_extra_and_repair_removes_it() {
     // As an application writing into the new store by mistake would: lineage copied.
     t.execute("INSERT INTO items SELECT 9000, title, qty, _tm_version, _tm_deleted, _tm_op, _tm_source_server, _tm_source_table, _tm_source_key, _tm_position, _tm_gtid, _tm_commit_time_us, _tm_transform, _tm_transform_version, _tm_source_digest, _tm_chunk FROM items WHERE id = 5", []).unwrap();
     t.execute("INSERT INTO items SELECT 9001, title, qty, _tm_version, _tm_deleted, _tm_op, _tm_source_server, _tm_source_table, '', _tm_position, _tm_gtid, _tm_commit_time_us, _tm_transform, _tm_transform_version, _tm_source_digest, _tm_chunk FROM items WHERE id = 6", []).unwrap();
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!(code, 2);
     assert_eq!(
         drift.get("shop.items {\"id\":9000}").map(String::as_str),
@@ -419,8 +409,8 @@ fn a_target_row_whose_lineage_lies_is_extra_and_repair_removes_it() {
         "{drift:?}"
     );
     assert_eq!(drift.len(), 2, "{drift:?}");
-    reconcile(cfg, dir.path(), &["--repair"]);
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    reconcile_classes(cfg, dir.path(), &["--repair"]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
     let live: i64 = t
         .query_row(
@@ -462,7 +452,7 @@ fn corrupt_target_data_is_drift_or_an_error_never_a_panic() {
         )
         .unwrap();
     }
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!(code, 2);
     assert_eq!(
         drift.get("shop.items {\"id\":4}").map(String::as_str),
@@ -474,8 +464,8 @@ fn corrupt_target_data_is_drift_or_an_error_never_a_panic() {
         Some("value_mismatch"),
         "{drift:?}"
     );
-    reconcile(cfg, dir.path(), &["--repair"]);
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    reconcile_classes(cfg, dir.path(), &["--repair"]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 
     // Random bytes over pages in the middle of the file.

@@ -9,7 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::workload::{hammer, preload, tables, SHOP};
-use common::{assert_cql_target_equals_source, run_ok, spawn, tidemark, CqlTarget};
+use common::{
+    assert_cql_target_equals_source, reconcile_classes, run_ok, spawn, tidemark, CqlTarget,
+};
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, MariaDb};
 
@@ -30,16 +32,6 @@ fn cql_config(
     let path = dir.join("tidemark.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// `tidemark reconcile`: the exit code and the drift classes by "table key".
-fn reconcile(
-    cfg: &str,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (i32, std::collections::BTreeMap<String, String>) {
-    let (code, _, drift) = common::reconcile_drift(cfg, dir, extra);
-    (code, drift)
 }
 
 #[test]
@@ -123,7 +115,7 @@ async fn sakila_and_the_type_matrix_arrive_exactly_in_cql() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(rows as u64, sakila - 1 + 2);
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 
     // `status` on the CQL target: the checkpoints (capture's, each table's backfill done).
@@ -167,7 +159,7 @@ async fn a_rejected_value_goes_to_the_dead_letter_file_with_its_context() {
         "{record}"
     );
     // The reconciler reports the key as schema_rejection (actionable), nothing else.
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!(code, 2);
     assert_eq!(
         drift.get("shop.notes {\"id\":2}").map(String::as_str),
@@ -211,7 +203,7 @@ async fn a_rejected_value_goes_to_the_dead_letter_file_with_its_context() {
     assert_eq!(stored, 2, "the neighbours of the refused row arrived");
     // The reconciler reads the refused key as absent (no row can be stored under it) and
     // reports it as schema_rejection, beside the earlier one.
-    let (code, drift) = reconcile(cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(cfg, dir.path(), &[]);
     assert_eq!(code, 2, "{drift:?}");
     assert_eq!(
         drift.get("shop.tags {\"name\":\"\"}").map(String::as_str),
@@ -285,7 +277,7 @@ async fn a_backfill_racing_hot_keys_survives_kill_9_three_times() {
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let rows = assert_cql_target_equals_source(&db.url(), &target, &tables()).await;
     assert!(rows > 7_000, "compared {rows} rows");
-    let (code, drift) = reconcile(&cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(&cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 }
 
@@ -367,7 +359,7 @@ async fn every_drift_class_is_found_on_cql_and_repair_clears_it() {
     let cfg = config.to_str().unwrap().to_string();
     run_ok(&["target", "init", "--config", &cfg]);
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
-    let (code, drift) = reconcile(&cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(&cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
 
     // Faults a faulty writer in tidemark's version range would leave (an application writing
@@ -417,7 +409,7 @@ async fn every_drift_class_is_found_on_cql_and_repair_clears_it() {
     // stale: a source change that never reached the binlog.
     db.sql("SET sql_log_bin = 0; UPDATE shop.accounts SET balance = -5 WHERE id = 7");
 
-    let (code, drift) = reconcile(&cfg, dir.path(), &[]);
+    let (code, drift) = reconcile_classes(&cfg, dir.path(), &[]);
     assert_eq!(code, 2);
     let class = |key: &str| drift.get(&format!("shop.accounts {key}")).cloned();
     assert_eq!(class("{\"id\":1}").as_deref(), Some("missing"), "{drift:?}");
@@ -441,8 +433,8 @@ async fn every_drift_class_is_found_on_cql_and_repair_clears_it() {
 
     // Repair needs the binlog to move past the out-of-band change (README, Known limits).
     db.sql("FLUSH BINARY LOGS");
-    reconcile(&cfg, dir.path(), &["--repair"]);
-    let (code, drift) = reconcile(&cfg, dir.path(), &[]);
+    reconcile_classes(&cfg, dir.path(), &["--repair"]);
+    let (code, drift) = reconcile_classes(&cfg, dir.path(), &[]);
     assert_eq!((code, drift.len()), (0, 0), "{drift:?}");
     let rows = assert_cql_target_equals_source(&db.url(), &target, &tables()).await;
     assert_eq!(rows, 400);

@@ -55,6 +55,13 @@ pub fn spawn(args: &[&str], log: &Path) -> Child {
         .expect("start tidemark")
 }
 
+/// `tidemark reconcile`: the exit code and the drift classes by "table key" (see
+/// [`reconcile_drift`]).
+pub fn reconcile_classes(cfg: &str, dir: &Path, extra: &[&str]) -> (i32, BTreeMap<String, String>) {
+    let (code, _, drift) = reconcile_drift(cfg, dir, extra);
+    (code, drift)
+}
+
 /// Run `tidemark reconcile` (it must exit 0 or 2) writing its drift records to
 /// `dir/drift.jsonl`: (exit code, stdout, drift class by "table key"). A key reported twice fails.
 pub fn reconcile_drift(
