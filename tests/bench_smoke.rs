@@ -3,7 +3,10 @@
 //! figures are for `bench/run` on a quiet machine.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// Every line `bench/run` promises, in the order it prints them.
 const FIGURES: &[&str] = &[
@@ -35,6 +38,13 @@ const FIGURES: &[&str] = &[
     "pipeline_kafka_cql_vs_raw_cql_write",
 ];
 
+/// The whole run must end well before nextest's limit for this test (960 s, `.config/nextest.toml`)
+/// so that a run that hangs is stopped here, with what it printed, instead of by nextest without.
+const RUN_DEADLINE: Duration = Duration::from_secs(840);
+/// One step of the run (a server start, a drain, a backfill) longer than this is stopped by
+/// `bench/run` itself with an error naming the step.
+const STEP_TIMEOUT_SECONDS: &str = "300";
+
 #[test]
 fn bench_run_prints_every_figure() {
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -42,21 +52,43 @@ fn bench_run_prints_every_figure() {
         .prefix("tidemark-bench-smoke-")
         .tempdir()
         .expect("a scratch directory");
-    let output = Command::new(format!("{repo}/bench/run"))
+    let stdout_path = work.path().join("stdout");
+    let stderr_path = work.path().join("stderr");
+    let mut child = Command::new(format!("{repo}/bench/run"))
         .args(["--rows", "10000", "--runs", "1", "--profile", "dev"])
+        .args(["--step-timeout", STEP_TIMEOUT_SECONDS])
         .arg("--tidemark")
         .arg(env!("CARGO_BIN_EXE_tidemark"))
         .arg("--work")
         .arg(work.path().join("bench"))
         .current_dir(repo)
-        .output()
+        .process_group(0)
+        .stdout(File::create(&stdout_path).expect("a stdout file"))
+        .stderr(File::create(&stderr_path).expect("a stderr file"))
+        .spawn()
         .expect("bench/run starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for bench/run") {
+            break Some(status);
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            stop_process_group(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "bench/run had not ended after {} s and was stopped.\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            RUN_DEADLINE.as_secs()
+        );
+    };
     assert!(
-        output.status.success(),
-        "bench/run failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
+        status.success(),
+        "bench/run failed ({status}).\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
 
     let mut figures = BTreeMap::new();
@@ -83,4 +115,20 @@ fn bench_run_prints_every_figure() {
     }
     assert_eq!(figures["rows"], "10000", "stdout:\n{stdout}");
     assert_eq!(figures["runs"], "1", "stdout:\n{stdout}");
+}
+
+/// Stops bench/run and everything it started in its process group: TERM (its exit trap stops its
+/// servers), then KILL for whatever is left after ten seconds.
+fn stop_process_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(10) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.wait();
 }

@@ -181,8 +181,12 @@ public final class DebeziumPeer {
     /**
      * The offset stored in Kafka Connect's FileOffsetBackingStore file (a serialized
      * HashMap of key bytes to value bytes, both JSON from the JsonConverter), when it is a
-     * binlog position of the streaming phase (has "file" and "pos", is not marked as a
-     * snapshot); otherwise null.
+     * binlog position of the streaming phase (has "file" and "pos" and no "snapshot" key at
+     * all); otherwise null. Debezium 3.5 marks the offsets of its snapshot phase with
+     * "snapshot":"INITIAL" (older versions with true): a drain resumed from such an offset runs
+     * the snapshot again, takes the binlog position of that moment (after the load) and never
+     * sees the load's rows. That offset is committed now and then before the first heartbeat,
+     * so it must not end the prime.
      */
     private static String streamingPosition(Path offsets) {
         if (!Files.isRegularFile(offsets)) {
@@ -197,7 +201,7 @@ public final class DebeziumPeer {
         for (Map.Entry<?, ?> e : raw.entrySet()) {
             String value = text(e.getValue());
             if (value != null && value.contains("\"file\"") && value.contains("\"pos\"")
-                    && !value.contains("\"snapshot\":true") && !value.contains("\"snapshot\":\"true\"")) {
+                    && !value.contains("\"snapshot\"")) {
                 return value;
             }
         }
