@@ -294,8 +294,9 @@ pub async fn run(
             })
             .transpose()?;
         let capture_source = Source::connect(&config.source.url).await?;
-        let markers = block_in_place(|| crate::resync::read_markers(&mut *sink, &all_tables))?;
-        // Re-reads a schema change asked for before a restart, and not done yet.
+        let markers = block_in_place(|| crate::resync::read_markers_in_scope(&mut *sink, &scope))?;
+        // Re-reads a schema change asked for before a restart, and not done yet (those of tables
+        // dropped or renamed away since included).
         ddl_rereads.extend(
             markers
                 .iter()
@@ -395,7 +396,8 @@ pub async fn run(
                     break;
                 }
                 let (found, gone) =
-                    sweep_resynced(config, &mut backfill, table, marker, &tx, true).await?;
+                    sweep_resynced(config, &mut backfill, table, marker, &tx, true, &failed)
+                        .await?;
                 report.swept.insert(*table, (found, gone));
             }
         }
@@ -420,16 +422,22 @@ pub async fn run(
                 if failed.is_cancelled() {
                     return Ok(());
                 }
-                if marker.rebackfill {
+                let exists = match backfill.source().load_schema(&table).await {
+                    Ok(_) => true,
+                    Err(tidemark_ingest::Error::TableNotFound { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                if marker.rebackfill && exists {
                     // Backfilled again from scratch (capture skips its changes before `from`).
                     let fresh = BTreeMap::from([(table, BackfillCheckpoint::default())]);
                     let rows = backfill.run(&[table], &fresh, &tx, &failed).await?;
                     *report.backfilled.entry(table).or_default() +=
                         rows.get(&table).copied().unwrap_or(0);
                 }
-                let waits = marker.rebackfill || backfill_tables.contains(&table);
+                let waits = exists && (marker.rebackfill || backfill_tables.contains(&table));
                 let (found, gone) =
-                    sweep_resynced(config, &mut backfill, &table, &marker, &tx, waits).await?;
+                    sweep_resynced(config, &mut backfill, &table, &marker, &tx, waits, &failed)
+                        .await?;
                 let e = report.swept.entry(table).or_default();
                 e.0 += found;
                 e.1 += gone;
@@ -505,11 +513,13 @@ async fn sweep_resynced(
     marker: &tidemark_ingest::ResyncMarker,
     tx: &mpsc::Sender<CaptureMessage>,
     wait_for_backfill: bool,
+    cancel: &CancellationToken,
 ) -> Result<(u64, u64)> {
     let from = marker.from_position()?;
     let (mut reader, _) = block_in_place(|| open_sink(config))?;
-    if wait_for_backfill {
-        until_in_target(tx, || {
+    // Each wait below is `false` when a shutdown interrupts it: the re-read runs on the next start.
+    let backfill_written = !wait_for_backfill
+        || until_in_target(tx, cancel, || {
             let done = block_in_place(|| read_backfill_checkpoints(&mut *reader, &[*table]))?
                 .get(table)
                 .is_some_and(|cp| cp.done);
@@ -518,11 +528,22 @@ async fn sweep_resynced(
             }))
         })
         .await?;
+    if !backfill_written {
+        return Ok((0, 0));
     }
+    // Observed before the look at the table: if it is missing, it was at this position too
+    // (see `Backfill::tombstone_keys`).
+    let observed = backfill.source().end_of_log().await?;
+    let schema = match backfill.source().load_schema(table).await {
+        Ok(schema) => Some(schema),
+        Err(tidemark_ingest::Error::TableNotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
     // After a schema change: every change before it must be in the target first, or a row
-    // written before it but applied after the scan would keep the old shape's values.
-    if !marker.rebackfill {
-        until_in_target(tx, || {
+    // written before it but applied after the scan would keep the old shape's values (or, of a
+    // table gone since, stay live).
+    let changes_before_written = (marker.rebackfill && schema.is_some())
+        || until_in_target(tx, cancel, || {
             let applied = block_in_place(|| reader.checkpoint(CAPTURE_STAGE, ALL_TABLES))?
                 .and_then(|text| serde_json::from_str::<CaptureCheckpoint>(&text).ok())
                 .and_then(|cp| cp.position.parse::<BinlogPosition>().ok());
@@ -531,8 +552,32 @@ async fn sweep_resynced(
             }))
         })
         .await?;
+    if !changes_before_written {
+        return Ok((0, 0));
     }
-    let schema = backfill.source().load_schema(table).await?;
+    // A table the source no longer has (dropped, or renamed away: a rename's new name is
+    // backfilled on its own) is traced back with the last description the target kept of it.
+    let gone_from_source = schema.is_none();
+    let schema = match schema {
+        Some(schema) => schema,
+        None => {
+            match block_in_place(|| crate::resync::stored_source_schema(&mut *reader, table))? {
+                Some(schema) => schema,
+                None => {
+                    // Never described to this target: it holds no row of it.
+                    info!(table = %table, "table gone from the source; the target holds none of its rows");
+                    let swept = tidemark_ingest::ResyncMarker {
+                        sweep_done: true,
+                        ..marker.clone()
+                    };
+                    let _ = tx
+                        .send(CaptureMessage::Checkpoint(swept.to_checkpoint(table)))
+                        .await;
+                    return Ok((0, 0));
+                }
+            }
+        }
+    };
     let plan = config.transformer()?.plan(&schema)?;
     let server = backfill.source().info.identity;
     let (keys, untraceable) =
@@ -541,8 +586,18 @@ async fn sweep_resynced(
     if untraceable > 0 {
         warn!(table = %table, rows = untraceable, "target rows whose key no source key maps to were left alone; `tidemark reconcile` reports them as extra");
     }
-    info!(table = %table, keys = keys.len(), "resync sweep: re-reading the target rows the backfill did not rewrite");
-    let (found, gone) = backfill.reread_keys(table, &keys, tx).await?;
+    let (found, gone) = if gone_from_source {
+        warn!(table = %table, rows = keys.len(), "table dropped or renamed away on the source: its rows in the target are tombstoned");
+        (
+            0,
+            backfill
+                .tombstone_keys(std::sync::Arc::new(schema), &keys, observed, tx)
+                .await?,
+        )
+    } else {
+        info!(table = %table, keys = keys.len(), "resync sweep: re-reading the target rows the backfill did not rewrite");
+        backfill.reread_keys(table, &keys, tx).await?
+    };
     let swept = tidemark_ingest::ResyncMarker {
         sweep_done: true,
         ..marker.clone()
@@ -553,17 +608,20 @@ async fn sweep_resynced(
     Ok((found, gone))
 }
 
-/// Wait until `ready` finds what it looks for in the target (`Ok(Ok(()))`); while it does not
-/// (`Ok(Err(what))`), look again every 100 ms, unless apply stopped (then: apply stopped before
-/// `what`).
+/// Wait until `ready` finds what it looks for in the target (`Ok(Ok(()))`): `true`; while it
+/// does not (`Ok(Err(what))`), look again every 100 ms, unless apply stopped (then: apply
+/// stopped before `what`) or `cancel` asks for a shutdown (`false`: the caller leaves its work
+/// for the next start).
 async fn until_in_target(
     tx: &mpsc::Sender<CaptureMessage>,
+    cancel: &CancellationToken,
     mut ready: impl FnMut() -> Result<std::result::Result<(), String>>,
-) -> Result<()> {
+) -> Result<bool> {
     loop {
         match ready()? {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(what) if tx.is_closed() => anyhow::bail!("apply stopped before {what}"),
+            Err(_) if cancel.is_cancelled() => return Ok(false),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -631,7 +689,12 @@ fn transform_stage(
                 let plan = transformer.plan(&source_schema)?;
                 let target = plan.target_schema().clone();
                 plans.insert(plan);
-                Transformed::Table(target)
+                if out.send(Transformed::Table(target)).is_err() {
+                    return Ok(());
+                }
+                // Kept in the target beside the rows: once the source drops the table, this is
+                // what its rows there are traced back and tombstoned with.
+                Transformed::Checkpoint(crate::resync::source_schema_checkpoint(&source_schema))
             }
             CaptureMessage::Changes(changes) => {
                 let mut records = Vec::with_capacity(changes.len());

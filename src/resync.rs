@@ -46,6 +46,62 @@ pub fn read_markers(
     crate::embedded::read_table_checkpoints(sink, RESYNC_STAGE, tables)
 }
 
+/// The resync markers stored for every table in `scope`, those of tables the source no longer
+/// has included (a table dropped or renamed away whose rows in the target are still to be
+/// tombstoned: a restart must finish that too).
+pub fn read_markers_in_scope(
+    sink: &mut dyn Sink,
+    scope: &Scope,
+) -> Result<BTreeMap<TableId, ResyncMarker>> {
+    let mut out = BTreeMap::new();
+    for cp in sink.checkpoints()? {
+        if cp.stage != RESYNC_STAGE {
+            continue;
+        }
+        let Ok(table) = cp.scope.parse::<TableId>() else {
+            continue;
+        };
+        if !scope.includes(&table.database, &table.table) {
+            continue;
+        }
+        let marker: ResyncMarker = serde_json::from_str(&cp.value).with_context(|| {
+            format!(
+                "the stored {RESYNC_STAGE} checkpoint of {table} is unreadable: `{}`",
+                cp.value
+            )
+        })?;
+        out.insert(table, marker);
+    }
+    Ok(out)
+}
+
+/// Checkpoint stage of the last source description the target was told of, per table (scope:
+/// the table): the description of a table the source no longer has (dropped, renamed away),
+/// which its rows in the target are traced back and tombstoned with.
+pub const SOURCE_SCHEMA_STAGE: &str = "source_schema";
+
+/// The checkpoint that keeps `schema` in the target.
+pub fn source_schema_checkpoint(
+    schema: &tidemark_schemas::SourceSchema,
+) -> tidemark_schemas::Checkpoint {
+    tidemark_schemas::Checkpoint {
+        stage: SOURCE_SCHEMA_STAGE.into(),
+        scope: schema.table.to_string(),
+        value: serde_json::to_string(schema).expect("source schemas serialize"),
+    }
+}
+
+/// The last description of `table` the target was told of, if any.
+pub fn stored_source_schema(
+    sink: &mut dyn Sink,
+    table: &TableId,
+) -> Result<Option<tidemark_schemas::SourceSchema>> {
+    Ok(
+        crate::embedded::read_table_checkpoints(sink, SOURCE_SCHEMA_STAGE, &[*table])?
+            .remove(table),
+    )
+}
+
 /// Where capture may skip what it cannot follow, per table (step 2 of the module doc).
 pub fn capture_skips(
     markers: &BTreeMap<TableId, ResyncMarker>,

@@ -14,7 +14,7 @@ fn spawn_accounts_backfill(
     dir: &std::path::Path,
     config: &std::path::Path,
     log: &str,
-) -> std::process::Child {
+) -> common::Spawned {
     spawn(
         &[
             "backfill",

@@ -1,6 +1,6 @@
 //! Schema changes mid-migration, followed exactly (issue 25): each DDL — ADD COLUMN with and
 //! without a default, DROP COLUMN, a type change, a column moved, a column renamed, TRUNCATE,
-//! CREATE TABLE — while `tidemark run` captures, while it is stopped with writes before and after
+//! CREATE TABLE, RENAME TABLE, DROP TABLE (and a table dropped and created again) — while `tidemark run` captures, while it is stopped with writes before and after
 //! the DDL, and during a backfill under a hot-key workload. Each ends with the target equal to the
 //! source row by row and `reconcile` reporting no actionable drift, with no manual step.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
-use tidemark_testkit::{wait_for, MariaDb};
+use tidemark_testkit::{wait_for, wait_for_or_show, MariaDb};
 
 const ITEMS: &str = "CREATE DATABASE shop CHARACTER SET utf8mb4;
 CREATE TABLE shop.items (id INT PRIMARY KEY, a INT, b INT, note VARCHAR(20));";
@@ -25,56 +25,100 @@ INSERT INTO shop.items VALUES (9000, 1, 2, 'pre');";
 struct Change {
     ddl: &'static str,
     after: &'static str,
-    /// Tables to compare (besides shop.items).
-    also: &'static [&'static str],
+    /// Tables of `shop` compared row by row at the end.
+    compare: &'static [&'static str],
+    /// The table the writes after the DDL put row 9001 in.
+    landed: &'static str,
+    /// Tables the source no longer has: the target must hold no live row of them.
+    gone: &'static [&'static str],
 }
 
 const ADD_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items ADD COLUMN c VARCHAR(10)",
     after: "INSERT INTO shop.items (id, a, b, note, c) VALUES (9001, 1, 2, 'n', 'x');
             UPDATE shop.items SET c = 'y' WHERE id = 5;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const ADD_COLUMN_DEFAULT: Change = Change {
     ddl: "ALTER TABLE shop.items ADD COLUMN status VARCHAR(10) NOT NULL DEFAULT 'new'",
     after: "INSERT INTO shop.items (id, a, b, note, status) VALUES (9001, 1, 2, 'n', 'z');
             UPDATE shop.items SET status = 'done' WHERE id = 6;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const DROP_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items DROP COLUMN note",
     after: "INSERT INTO shop.items (id, a, b) VALUES (9001, 1, 2);
             UPDATE shop.items SET b = -1 WHERE id = 7;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const MODIFY_TYPE: Change = Change {
     ddl: "ALTER TABLE shop.items MODIFY b VARCHAR(20)",
     after: "INSERT INTO shop.items (id, a, b, note) VALUES (9001, 1, 'text', 'n');
             UPDATE shop.items SET b = 'x7' WHERE id = 7;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const MOVE_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items MODIFY b INT AFTER id",
     after: "INSERT INTO shop.items (id, a, b, note) VALUES (9001, 11, 22, 'n');
             UPDATE shop.items SET a = -5 WHERE id = 8;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const RENAME_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items CHANGE note remark VARCHAR(20)",
     after: "INSERT INTO shop.items (id, a, b, remark) VALUES (9001, 1, 2, 'r');
             UPDATE shop.items SET remark = 'again' WHERE id = 9;",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const TRUNCATE: Change = Change {
     ddl: "TRUNCATE TABLE shop.items",
     after: "INSERT INTO shop.items VALUES (1, 1, 1, 'one'), (9001, 2, 2, 'two');",
-    also: &[],
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 const CREATE_TABLE: Change = Change {
     ddl: "CREATE TABLE shop.fresh (id INT PRIMARY KEY, v VARCHAR(10));
           INSERT INTO shop.fresh VALUES (1, 'a'), (2, 'b');",
     after: "UPDATE shop.fresh SET v = 'c' WHERE id = 2; INSERT INTO shop.items VALUES (9001, 1, 2, 'n');",
-    also: &["fresh"],
+    compare: &["items", "fresh"],
+    landed: "items",
+    gone: &[],
+};
+const RENAME_TABLE: Change = Change {
+    ddl: "RENAME TABLE shop.items TO shop.goods",
+    after: "INSERT INTO shop.goods VALUES (9001, 1, 2, 'n');
+            UPDATE shop.goods SET a = -3 WHERE id = 11;",
+    compare: &["goods"],
+    landed: "goods",
+    gone: &["items"],
+};
+const DROP_TABLE: Change = Change {
+    ddl: "DROP TABLE shop.items",
+    after: "CREATE TABLE shop.other (id INT PRIMARY KEY, a INT);
+            INSERT INTO shop.other VALUES (9001, 1), (2, 2);",
+    compare: &["other"],
+    landed: "other",
+    gone: &["items"],
+};
+const DROP_AND_CREATE_TABLE: Change = Change {
+    ddl: "DROP TABLE shop.items",
+    after: "CREATE TABLE shop.items (id INT PRIMARY KEY, a INT, b INT, note VARCHAR(20));
+            INSERT INTO shop.items VALUES (9001, 1, 2, 'n'), (5, 5, 5, 'again');",
+    compare: &["items"],
+    landed: "items",
+    gone: &[],
 };
 
 /// Where tidemark is when the DDL runs.
@@ -89,9 +133,32 @@ enum When {
 }
 
 fn tables(change: &Change) -> Vec<TableId> {
-    let mut t = vec![TableId::new("shop", "items")];
-    t.extend(change.also.iter().map(|n| TableId::new("shop", *n)));
-    t
+    change
+        .compare
+        .iter()
+        .map(|n| TableId::new("shop", *n))
+        .collect()
+}
+
+/// `tidemark run` follows the change without stopping: it is still running.
+fn assert_still_running(child: &mut std::process::Child, log: &std::path::Path) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "tidemark run stopped by itself ({status}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// Live rows the target holds in `table` (0 when it has no such table).
+fn live_rows(target: &std::path::Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(target).unwrap();
+    conn.query_row(
+        &format!("SELECT COUNT(*) FROM \"{table}\" WHERE _tm_deleted = 0"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap_or(0)
 }
 
 /// Hot keys of shop.items updated until `until` (in whichever shape the table has: only `a`,
@@ -164,17 +231,26 @@ async fn scenario(change: Change, when: When) {
             db.sql(change.ddl);
             db.sql(change.after);
             // The running pipeline follows the change: wait until it wrote the write after it.
-            wait_for("the change to be applied", Duration::from_secs(120), || {
-                rusqlite::Connection::open(&target)
-                    .and_then(|c| {
-                        c.query_row(
-                            "SELECT COUNT(*) FROM items WHERE id = 9001 AND _tm_deleted = 0",
-                            [],
-                            |r| r.get::<_, i64>(0),
-                        )
-                    })
-                    .is_ok_and(|n| n == 1)
-            });
+            wait_for_or_show(
+                "the change to be applied",
+                Duration::from_secs(120),
+                &log,
+                || {
+                    rusqlite::Connection::open(&target)
+                        .and_then(|c| {
+                            c.query_row(
+                                &format!(
+                                    "SELECT COUNT(*) FROM {} WHERE id = 9001 AND _tm_deleted = 0",
+                                    change.landed
+                                ),
+                                [],
+                                |r| r.get::<_, i64>(0),
+                            )
+                        })
+                        .is_ok_and(|n| n == 1)
+                },
+            );
+            assert_still_running(&mut child, &log);
             // SIGTERM: it drains and stops; what it did not finish, the next run resumes.
             let _ = std::process::Command::new("kill")
                 .arg(child.id().to_string())
@@ -201,6 +277,7 @@ async fn scenario(change: Change, when: When) {
             db.sql(change.ddl);
             db.sql(change.after);
             load.await.unwrap();
+            assert_still_running(&mut child, &log);
             let _ = std::process::Command::new("kill")
                 .arg(child.id().to_string())
                 .status();
@@ -216,6 +293,13 @@ async fn scenario(change: Change, when: When) {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!report.contains("rejected"), "{report}");
     assert_target_equals_source(&db.url(), &target, &tables(&change)).await;
+    for gone in change.gone {
+        assert_eq!(
+            live_rows(&target, gone),
+            0,
+            "shop.{gone} is gone from the source, yet the target holds live rows of it"
+        );
+    }
     assert_no_drift(&cfg);
 }
 
@@ -250,4 +334,7 @@ scenarios! {
     rename_column: RENAME_COLUMN,
     truncate: TRUNCATE,
     create_table: CREATE_TABLE,
+    rename_table: RENAME_TABLE,
+    drop_table: DROP_TABLE,
+    drop_and_create_table: DROP_AND_CREATE_TABLE,
 }

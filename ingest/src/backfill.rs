@@ -310,9 +310,41 @@ impl Backfill {
                 );
                 continue;
             }
-            let rows = self
+            let rows = match self
                 .backfill_table(&mut conn, table, checkpoint, out, cancel)
-                .await?;
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) if self.is_gone(table).await => {
+                    // Dropped or renamed away during its backfill: its backfill is over (done).
+                    // Capture, when it reaches that DDL, has the rows written so far tombstoned
+                    // and a new name backfilled; a table created again under this name later
+                    // has all its rows in the binlog after capture's start.
+                    warn!(table = %table, error = %e, "the table was dropped or renamed on the source during its backfill: its backfill ends here");
+                    let rows = self
+                        .progress
+                        .lock()
+                        .expect("progress lock")
+                        .get(table)
+                        .map_or(0, |p| p.rows);
+                    let over = BackfillCheckpoint {
+                        rows,
+                        done: true,
+                        ..BackfillCheckpoint::default()
+                    };
+                    if out
+                        .send(CaptureMessage::Checkpoint(over.to_checkpoint(table)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    self.set_progress(table, |p| p.done = true);
+                    conn = self.source.new_connection().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             emitted.insert(*table, rows);
             if cancel.is_cancelled() {
                 break;
@@ -320,6 +352,19 @@ impl Backfill {
         }
         let _ = conn.disconnect().await;
         Ok(emitted)
+    }
+
+    /// Whether `table` is missing on the source now (asked on a fresh connection).
+    async fn is_gone(&mut self, table: &TableId) -> bool {
+        let Ok(mut conn) = self.source.new_connection().await else {
+            return false;
+        };
+        let gone = matches!(
+            load_schema(&mut conn, self.source.info.flavor, table).await,
+            Err(Error::TableNotFound { .. })
+        );
+        let _ = conn.disconnect().await;
+        gone
     }
 
     async fn backfill_table(
@@ -685,42 +730,77 @@ impl Backfill {
                 }
             };
             retry.succeeded();
-            let version = repair_version(p.file_seq()?, p.offset)?;
             let found: BTreeMap<String, Row> = rows
                 .into_iter()
                 .map(|r| (key_of(&schema, &r).canonical_text(), r))
                 .collect();
-            let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
-            let server = self.source.info.identity;
-            let changes: Vec<ChangeEvent> = batch
+            let present = batch
                 .iter()
-                .map(|key| {
-                    let after = found.get(&key.canonical_text()).cloned();
-                    if after.is_some() {
-                        found_total += 1;
-                    } else {
-                        missing_total += 1;
-                    }
-                    ChangeEvent {
-                        source_server: server,
-                        table: *table,
-                        op: Operation::Repair,
-                        key: key.clone(),
-                        after,
-                        version,
-                        position: p,
-                        gtid: None,
-                        commit_time_us: now_us,
-                        chunk: None,
-                    }
-                })
-                .collect();
+                .filter(|k| found.contains_key(&k.canonical_text()))
+                .count() as u64;
+            found_total += present;
+            missing_total += batch.len() as u64 - present;
+            let changes = self.repairs(table, batch, found, p)?;
             if !send_changes(out, changes).await {
                 break;
             }
         }
         let _ = conn.disconnect().await;
         Ok((found_total, missing_total))
+    }
+
+    /// The rows a table gone from the source (dropped, or renamed away) left in the target:
+    /// each of `keys` becomes a tombstone through the normal path, as [`Backfill::reread_keys`]
+    /// makes one of a key the source no longer has, at the repair version of `absent_at`: an end
+    /// of log observed *before* the table was found missing. Every row the table had is older;
+    /// a table of the same name created again after that (and its rows) is newer, so its rows
+    /// win over these tombstones. `schema` is the table's last description (the source has none
+    /// any more). Returns the number of tombstones.
+    pub async fn tombstone_keys(
+        &mut self,
+        schema: Arc<SourceSchema>,
+        keys: &[Row],
+        absent_at: tidemark_schemas::BinlogPosition,
+        out: &mpsc::Sender<CaptureMessage>,
+    ) -> Result<u64> {
+        let table = schema.table;
+        let _ = out.send(CaptureMessage::Schema(schema)).await;
+        for batch in keys.chunks(500) {
+            let changes = self.repairs(&table, batch, BTreeMap::new(), absent_at)?;
+            if !send_changes(out, changes).await {
+                break;
+            }
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// `repair` changes of `keys`, read from the source at `p`: the row `found` holds for a key
+    /// (by canonical text), a tombstone where it holds none.
+    fn repairs(
+        &self,
+        table: &TableId,
+        keys: &[Row],
+        found: BTreeMap<String, Row>,
+        p: tidemark_schemas::BinlogPosition,
+    ) -> Result<Vec<ChangeEvent>> {
+        let version = repair_version(p.file_seq()?, p.offset)?;
+        let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+        let server = self.source.info.identity;
+        Ok(keys
+            .iter()
+            .map(|key| ChangeEvent {
+                source_server: server,
+                table: *table,
+                op: Operation::Repair,
+                key: key.clone(),
+                after: found.get(&key.canonical_text()).cloned(),
+                version,
+                position: p,
+                gtid: None,
+                commit_time_us: now_us,
+                chunk: None,
+            })
+            .collect())
     }
 }
 

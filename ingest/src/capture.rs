@@ -203,9 +203,11 @@ pub struct Capture {
     /// Tables re-backfilled by `tidemark resync` from the position given: a change capture
     /// cannot follow (TRUNCATE, a statement-logged write) before it is covered by that backfill.
     resynced: BTreeMap<TableId, BinlogPosition>,
-    /// Tables whose schema changed (ALTER TABLE, TRUNCATE) in the event being handled: their
-    /// rows in the target are to be re-read from the boundary after it.
-    changed: Vec<TableId>,
+    /// Tables a DDL changed in the event being handled (ALTER TABLE, TRUNCATE, DROP TABLE, both
+    /// names of a RENAME): their rows in the target are to be re-read from the boundary after
+    /// it, and, for a table that arrived under its name (`true`: the new name of a RENAME),
+    /// backfilled first.
+    changed: Vec<(TableId, bool)>,
     /// Told of each re-read as its marker goes downstream (the embedded pipeline runs it): the
     /// table, the position it is re-read from, and whether it is backfilled again first.
     reread: Option<mpsc::UnboundedSender<(TableId, BinlogPosition, bool)>>,
@@ -538,13 +540,25 @@ impl Capture {
             // A schema change of a captured table: its target rows are re-read from the boundary
             // after it (a column added with a default, a retyped column, TRUNCATE change values
             // no row event carries). The marker is stored with the boundary that passes it.
-            for table in std::mem::take(&mut self.changed) {
+            for (table, arrived) in std::mem::take(&mut self.changed) {
                 let marker = ResyncMarker {
                     from: st.boundary.to_string(),
                     sweep_done: false,
-                    rebackfill: false,
+                    rebackfill: arrived,
                 };
-                info!(table = %table, from = %st.boundary, "schema change: the table's rows in the target will be re-read");
+                if arrived {
+                    info!(table = %table, from = %st.boundary, "a table arrived under this name (RENAME): it will be backfilled");
+                } else {
+                    info!(table = %table, from = %st.boundary, "schema change: the table's rows in the target will be re-read");
+                }
+                if arrived {
+                    // Backfilled from scratch: a checkpoint left by an earlier table of this
+                    // name must not make a restart take the backfill for done.
+                    let fresh = crate::BackfillCheckpoint::default().to_checkpoint(&table);
+                    if out.send(CaptureMessage::Checkpoint(fresh)).await.is_err() {
+                        return Ok(());
+                    }
+                }
                 if out
                     .send(CaptureMessage::Checkpoint(marker.to_checkpoint(&table)))
                     .await
@@ -553,7 +567,7 @@ impl Capture {
                     return Ok(());
                 }
                 if let Some(reread) = &self.reread {
-                    let _ = reread.send((table, st.boundary, false));
+                    let _ = reread.send((table, st.boundary, arrived));
                 }
             }
             // `&&` short-circuits: the GTID is only taken at a boundary.
@@ -701,6 +715,7 @@ impl Capture {
                 self.rebackfill(&table, &at(st), &detail, out).await?;
                 return Ok(false);
             }
+            Err(Error::TableNotFound { .. }) => return Ok(false), // see `on_table_map`
             schema => schema?,
         };
         let position = at(st);
@@ -767,12 +782,15 @@ impl Capture {
         }
         if is_ddl(&upper) {
             let db = q.schema().into_owned();
-            if let Some(table) = crate::statement::changed_table(trimmed, &db) {
+            for (table, change) in crate::statement::changed_tables(trimmed, &db) {
                 if self.scope.includes(&table.database, &table.table)
                     && !self.covered_by_resync(&table, at)
-                    && !self.changed.contains(&table)
                 {
-                    self.changed.push(table);
+                    let arrived = change == crate::statement::TableChange::Arrived;
+                    match self.changed.iter_mut().find(|(t, _)| *t == table) {
+                        Some(seen) => seen.1 = arrived,
+                        None => self.changed.push((table, arrived)),
+                    }
                 }
             }
             // Drop cached descriptions: the next table map re-reads information_schema.
@@ -801,6 +819,14 @@ impl Capture {
         let schema = match self.schema_for(&table, tme, at).await {
             Err(Error::SchemaMismatch { detail, .. }) if self.reread.is_some() => {
                 return self.rebackfill(&table, at, &detail, out).await;
+            }
+            Err(Error::TableNotFound { .. }) => {
+                // Dropped or renamed later in the binlog (capture is behind that DDL): its rows
+                // here are skipped. The DDL, when capture reaches it, has the rows the target
+                // holds for this name tombstoned and a renamed table backfilled under its new
+                // name, from the DDL's position on (see `changed`).
+                debug!(table = %table, position = %at, "rows of a table dropped or renamed later in the binlog: skipped");
+                return Ok(());
             }
             schema => schema?,
         };

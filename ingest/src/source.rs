@@ -539,6 +539,17 @@ pub(crate) async fn columns_unchanged(conn: &mut Conn, schema: &SourceSchema) ->
             }))
 }
 
+/// Whether `table` exists on the source now.
+async fn table_exists(conn: &mut Conn, table: &TableId) -> Result<bool> {
+    let found: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (table.database.as_str(), table.table.as_str()),
+        )
+        .await?;
+    Ok(found.is_some())
+}
+
 pub(crate) async fn load_schema(
     conn: &mut Conn,
     flavor: Flavor,
@@ -636,7 +647,14 @@ pub(crate) async fn load_schema(
             column_type,
         });
     }
-    let (key_name, key) = choose_key(conn, table, &columns).await?;
+    let (key_name, key) = match choose_key(conn, table, &columns).await {
+        // The columns and the keys are read by two queries: a table dropped between them has
+        // columns and no key. That is a table that does not exist, not one without a key.
+        Err(Error::NoKey { .. }) if !table_exists(conn, table).await? => {
+            return Err(Error::TableNotFound { table: *table })
+        }
+        chosen => chosen?,
+    };
     Ok(SourceSchema {
         table: *table,
         columns,

@@ -245,13 +245,49 @@ pub fn written_tables(sql: &str, default_db: &str) -> Option<Vec<TableId>> {
     }
 }
 
-/// The table an `ALTER TABLE` or `TRUNCATE [TABLE]` statement changes, if `sql` is one.
-pub fn changed_table(sql: &str, default_db: &str) -> Option<TableId> {
+/// What a DDL statement does to a table whose rows capture follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableChange {
+    /// The table's shape or contents changed in ways no row event carries (`ALTER TABLE`,
+    /// `TRUNCATE`), or it is gone from under this name (`DROP TABLE`, the old name of a
+    /// `RENAME`): the rows the target holds for it are re-read (tombstoned when the table is gone).
+    Reshaped,
+    /// The table arrived under this name with rows no row event of this name carried (the new
+    /// name of a `RENAME`): it is backfilled.
+    Arrived,
+}
+
+/// The tables a DDL statement changes, each with what happened to it:
+/// - `ALTER [ONLINE] [IGNORE] TABLE [IF EXISTS] t …`: `t` reshaped; with a `RENAME [TO|AS] u`
+///   clause, `u` arrived too;
+/// - `TRUNCATE [TABLE] t`: `t` reshaped;
+/// - `RENAME TABLE[S] t TO u [, v TO w …]`: every old name reshaped (gone), every new name
+///   arrived; a name renamed twice, as in a swap, ends as its last rename left it;
+/// - `DROP TABLE [IF EXISTS] t [, u …]`: each reshaped (gone); `DROP TEMPORARY TABLE` nothing
+///   (temporary tables never reach the binlog as rows).
+///
+/// Any other statement: nothing.
+pub fn changed_tables(sql: &str, default_db: &str) -> Vec<(TableId, TableChange)> {
     let tokens = tokenize(sql);
+    let mut out: Vec<(TableId, TableChange)> = Vec::new();
+    // A name changed twice in one statement ends as its last change says.
+    let mut note =
+        |table: TableId, change: TableChange| match out.iter_mut().find(|(t, _)| *t == table) {
+            Some(seen) => seen.1 = change,
+            None => out.push((table, change)),
+        };
     let mut i = 1;
+    let skip_if_exists = |i: &mut usize| {
+        if is_kw(tokens.get(*i), "IF") && is_kw(tokens.get(*i + 1), "EXISTS") {
+            *i += 2;
+        }
+    };
     if is_kw(tokens.first(), "TRUNCATE") {
         if is_kw(tokens.get(i), "TABLE") {
             i += 1;
+        }
+        if let Some((t, _)) = name_at(&tokens, i, default_db) {
+            note(t, TableChange::Reshaped);
         }
     } else if is_kw(tokens.first(), "ALTER") {
         while ["ONLINE", "OFFLINE", "IGNORE"]
@@ -261,16 +297,71 @@ pub fn changed_table(sql: &str, default_db: &str) -> Option<TableId> {
             i += 1;
         }
         if !is_kw(tokens.get(i), "TABLE") {
-            return None;
+            return out;
         }
         i += 1;
-        if is_kw(tokens.get(i), "IF") && is_kw(tokens.get(i + 1), "EXISTS") {
-            i += 2;
+        skip_if_exists(&mut i);
+        let Some((t, mut j)) = name_at(&tokens, i, default_db) else {
+            return out;
+        };
+        note(t, TableChange::Reshaped);
+        // `RENAME [TO|AS] u`, not `RENAME COLUMN|INDEX|KEY …`.
+        while j < tokens.len() {
+            if is_kw(tokens.get(j), "RENAME")
+                && !["COLUMN", "INDEX", "KEY", "CONSTRAINT"]
+                    .iter()
+                    .any(|w| is_kw(tokens.get(j + 1), w))
+            {
+                let mut k = j + 1;
+                if is_kw(tokens.get(k), "TO") || is_kw(tokens.get(k), "AS") {
+                    k += 1;
+                }
+                if let Some((u, _)) = name_at(&tokens, k, default_db) {
+                    note(u, TableChange::Arrived);
+                }
+                break;
+            }
+            j += 1;
         }
-    } else {
-        return None;
+    } else if is_kw(tokens.first(), "RENAME") {
+        if !is_kw(tokens.get(i), "TABLE") && !is_kw(tokens.get(i), "TABLES") {
+            return out;
+        }
+        i += 1;
+        skip_if_exists(&mut i);
+        while let Some((old, next)) = name_at(&tokens, i, default_db) {
+            i = next;
+            // MariaDB: `t [WAIT n | NOWAIT] TO u`.
+            while i < tokens.len() && !is_kw(tokens.get(i), "TO") {
+                i += 1;
+            }
+            let Some((new, next)) = name_at(&tokens, i + 1, default_db) else {
+                break;
+            };
+            note(old, TableChange::Reshaped);
+            note(new, TableChange::Arrived);
+            i = next;
+            if tokens.get(i) != Some(&Token::Comma) {
+                break;
+            }
+            i += 1;
+        }
+    } else if is_kw(tokens.first(), "DROP") {
+        if !is_kw(tokens.get(i), "TABLE") && !is_kw(tokens.get(i), "TABLES") {
+            return out; // DROP TEMPORARY TABLE, DROP INDEX, DROP DATABASE, …
+        }
+        i += 1;
+        skip_if_exists(&mut i);
+        while let Some((t, next)) = name_at(&tokens, i, default_db) {
+            note(t, TableChange::Reshaped);
+            i = next;
+            if tokens.get(i) != Some(&Token::Comma) {
+                break;
+            }
+            i += 1;
+        }
     }
-    name_at(&tokens, i, default_db).map(|(t, _)| t)
+    out
 }
 
 #[cfg(test)]
@@ -320,20 +411,56 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_table_an_alter_or_truncate_changes() {
-        let c = |sql| changed_table(sql, "shop");
+    fn reads_the_tables_a_ddl_changes() {
+        use TableChange::{Arrived, Reshaped};
+        let c = |sql| changed_tables(sql, "shop");
         assert_eq!(
             c("ALTER TABLE items ADD COLUMN x INT"),
-            Some(t("shop", "items"))
+            vec![(t("shop", "items"), Reshaped)]
         );
         assert_eq!(
             c("alter online ignore table if exists `crm`.`a` drop column b"),
-            Some(t("crm", "a"))
+            vec![(t("crm", "a"), Reshaped)]
         );
-        assert_eq!(c("TRUNCATE TABLE shop.orders"), Some(t("shop", "orders")));
-        assert_eq!(c("truncate items"), Some(t("shop", "items")));
-        assert_eq!(c("ALTER DATABASE shop CHARACTER SET utf8mb4"), None);
-        assert_eq!(c("DROP TABLE items"), None);
+        assert_eq!(
+            c("TRUNCATE TABLE shop.orders"),
+            vec![(t("shop", "orders"), Reshaped)]
+        );
+        assert_eq!(c("truncate items"), vec![(t("shop", "items"), Reshaped)]);
+        assert_eq!(c("ALTER DATABASE shop CHARACTER SET utf8mb4"), vec![]);
+        assert_eq!(
+            c("ALTER TABLE items RENAME COLUMN a TO b, RENAME INDEX i TO j"),
+            vec![(t("shop", "items"), Reshaped)]
+        );
+        assert_eq!(
+            c("ALTER TABLE items ADD COLUMN z INT, RENAME TO crm.goods"),
+            vec![(t("shop", "items"), Reshaped), (t("crm", "goods"), Arrived)]
+        );
+        assert_eq!(
+            c("RENAME TABLE items TO goods, `crm`.a NOWAIT TO shop.b"),
+            vec![
+                (t("shop", "items"), Reshaped),
+                (t("shop", "goods"), Arrived),
+                (t("crm", "a"), Reshaped),
+                (t("shop", "b"), Arrived)
+            ]
+        );
+        // A swap: both names arrive (each now holds rows this name never carried).
+        assert_eq!(
+            c("RENAME TABLE a TO tmp, b TO a, tmp TO b"),
+            vec![
+                (t("shop", "a"), Arrived),
+                (t("shop", "tmp"), Reshaped),
+                (t("shop", "b"), Arrived)
+            ]
+        );
+        assert_eq!(
+            c("DROP TABLE IF EXISTS items, crm.a /* generated by server */"),
+            vec![(t("shop", "items"), Reshaped), (t("crm", "a"), Reshaped)]
+        );
+        assert_eq!(c("DROP TEMPORARY TABLE IF EXISTS items"), vec![]);
+        assert_eq!(c("DROP INDEX i ON items"), vec![]);
+        assert_eq!(c("CREATE TABLE items (id INT)"), vec![]);
     }
 
     #[test]

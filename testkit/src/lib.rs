@@ -93,6 +93,27 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
     }
 }
 
+/// [`wait_for`], and on a timeout the panic message also holds the text of `log` (the log of
+/// the process the test waits on), so that a failure says what that process was doing.
+pub fn wait_for_or_show(
+    what: &str,
+    timeout: Duration,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ready() {
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; {}:\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The workspace root (the directory holding the top-level `Cargo.toml` and `dev/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -45,14 +45,43 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-pub fn spawn(args: &[&str], log: &Path) -> Child {
+/// A `tidemark` process a test started: killed when dropped, so that a test that panics
+/// (a failed assertion, a timed-out wait) leaves no `tidemark` running after it.
+pub struct Spawned(Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Start `tidemark ARGS` with its log (stderr) in `log`.
+pub fn spawn(args: &[&str], log: &Path) -> Spawned {
     let log = std::fs::File::create(log).expect("log file");
-    tidemark()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start tidemark")
+    Spawned(
+        tidemark()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tidemark"),
+    )
 }
 
 /// `tidemark reconcile`: the exit code and the drift classes by "table key" (see
