@@ -471,13 +471,14 @@ pub async fn run(
     if let Some(watch) = lag_watch {
         watch.abort();
     }
-    let applied = apply.await.context("the apply thread panicked")?;
+    // Apply's own error first: a backfill or re-read that stopped because apply did only says
+    // "apply stopped", never why.
+    let totals = apply.await.context("the apply thread panicked")??;
     backfill_result?;
     reread_result?;
     if let Some(captured) = captured {
         report.end = Some(captured?);
     }
-    let totals = applied?;
     report.stats = totals.stats;
     report.rejected = totals.rejected;
     Ok(report)

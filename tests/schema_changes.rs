@@ -8,7 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use common::{
+    assert_cql_target_equals_source, assert_target_equals_source, run_ok, spawn, tidemark,
+    write_config, CqlTarget,
+};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, wait_for_or_show, MariaDb};
@@ -31,6 +34,10 @@ struct Change {
     landed: &'static str,
     /// Tables the source no longer has: the target must hold no live row of them.
     gone: &'static [&'static str],
+    /// What the CQL target answers where it cannot follow the change (CQL cannot retype a
+    /// column, README "Schema changes are followed"): `tidemark run` must stop with this error,
+    /// naming the column, instead of writing anything.
+    cql_refuses: Option<&'static str>,
 }
 
 const ADD_COLUMN: Change = Change {
@@ -40,6 +47,7 @@ const ADD_COLUMN: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const ADD_COLUMN_DEFAULT: Change = Change {
     ddl: "ALTER TABLE shop.items ADD COLUMN status VARCHAR(10) NOT NULL DEFAULT 'new'",
@@ -48,6 +56,7 @@ const ADD_COLUMN_DEFAULT: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const DROP_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items DROP COLUMN note",
@@ -56,6 +65,7 @@ const DROP_COLUMN: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const MODIFY_TYPE: Change = Change {
     ddl: "ALTER TABLE shop.items MODIFY b VARCHAR(20)",
@@ -64,6 +74,9 @@ const MODIFY_TYPE: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: Some(
+        "column `b` has CQL type int, but tidemark stores text there (tidemark never retypes a column",
+    ),
 };
 const MOVE_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items MODIFY b INT AFTER id",
@@ -72,6 +85,7 @@ const MOVE_COLUMN: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const RENAME_COLUMN: Change = Change {
     ddl: "ALTER TABLE shop.items CHANGE note remark VARCHAR(20)",
@@ -80,6 +94,7 @@ const RENAME_COLUMN: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const TRUNCATE: Change = Change {
     ddl: "TRUNCATE TABLE shop.items",
@@ -87,6 +102,7 @@ const TRUNCATE: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const CREATE_TABLE: Change = Change {
     ddl: "CREATE TABLE shop.fresh (id INT PRIMARY KEY, v VARCHAR(10));
@@ -95,6 +111,7 @@ const CREATE_TABLE: Change = Change {
     compare: &["items", "fresh"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 const RENAME_TABLE: Change = Change {
     ddl: "RENAME TABLE shop.items TO shop.goods",
@@ -103,6 +120,7 @@ const RENAME_TABLE: Change = Change {
     compare: &["goods"],
     landed: "goods",
     gone: &["items"],
+    cql_refuses: None,
 };
 const DROP_TABLE: Change = Change {
     ddl: "DROP TABLE shop.items",
@@ -111,6 +129,7 @@ const DROP_TABLE: Change = Change {
     compare: &["other"],
     landed: "other",
     gone: &["items"],
+    cql_refuses: None,
 };
 const DROP_AND_CREATE_TABLE: Change = Change {
     ddl: "DROP TABLE shop.items",
@@ -119,6 +138,7 @@ const DROP_AND_CREATE_TABLE: Change = Change {
     compare: &["items"],
     landed: "items",
     gone: &[],
+    cql_refuses: None,
 };
 
 /// Where tidemark is when the DDL runs.
@@ -140,6 +160,54 @@ fn tables(change: &Change) -> Vec<TableId> {
         .collect()
 }
 
+/// `text` without the ANSI colour sequences of tidemark's log.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A change the target cannot follow: the running `tidemark run` stops by itself with `refusal`
+/// in its log (exit 1), and so does every later run (nothing is written past it).
+fn assert_stops_with(child: &mut common::Spawned, log: &std::path::Path, refusal: &str, cfg: &str) {
+    wait_for_or_show(
+        "tidemark run to stop",
+        Duration::from_secs(120),
+        log,
+        || matches!(child.try_wait(), Ok(Some(_))),
+    );
+    let status = child.wait().unwrap();
+    let text = without_colours(&std::fs::read_to_string(log).unwrap());
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(refusal),
+        "the error names the column:\n{text}"
+    );
+    assert_refused(cfg, refusal);
+}
+
+/// `tidemark run --until-caught-up` stops with `refusal` (exit 1).
+fn assert_refused(cfg: &str, refusal: &str) {
+    let out = tidemark()
+        .args(["run", "--config", cfg, "--until-caught-up"])
+        .output()
+        .unwrap();
+    let err = without_colours(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(refusal), "the error names the column:\n{err}");
+}
+
 /// `tidemark run` follows the change without stopping: it is still running.
 fn assert_still_running(child: &mut std::process::Child, log: &std::path::Path) {
     if let Some(status) = child.try_wait().unwrap() {
@@ -150,15 +218,69 @@ fn assert_still_running(child: &mut std::process::Child, log: &std::path::Path) 
     }
 }
 
-/// Live rows the target holds in `table` (0 when it has no such table).
-fn live_rows(target: &std::path::Path, table: &str) -> i64 {
-    let conn = rusqlite::Connection::open(target).unwrap();
-    conn.query_row(
-        &format!("SELECT COUNT(*) FROM \"{table}\" WHERE _tm_deleted = 0"),
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap_or(0)
+/// Where the scenario writes: the embedded SQLite target, or a keyspace of the Cassandra node
+/// the test run shares.
+enum Target {
+    Sqlite(std::path::PathBuf),
+    Cql(CqlTarget),
+}
+
+impl Target {
+    /// Live rows the target holds in `table` (0 when it has no such table); with `id`, only
+    /// that key's.
+    fn live_rows(&self, table: &str, id: Option<i64>) -> i64 {
+        match self {
+            Target::Sqlite(path) => {
+                let only = id.map(|id| format!(" AND id = {id}")).unwrap_or_default();
+                rusqlite::Connection::open(path)
+                    .and_then(|c| {
+                        c.query_row(
+                            &format!(
+                                "SELECT COUNT(*) FROM \"{table}\" WHERE _tm_deleted = 0{only}"
+                            ),
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        )
+                    })
+                    .unwrap_or(0)
+            }
+            // A row deleted in CQL is gone from reads: every row read is live.
+            Target::Cql(cql) => {
+                let only = id.map(|id| format!(" WHERE id = {id}")).unwrap_or_default();
+                cql.count(&format!(
+                    "SELECT COUNT(*) FROM \"{}\".\"{table}\"{only}",
+                    cql.keyspace
+                ))
+                .unwrap_or(0)
+            }
+        }
+    }
+
+    /// Dead letters written: rows of `_tm_dlq` (SQLite), lines of `dead-letters.jsonl` in `dir`
+    /// (CQL).
+    fn dead_letters(&self, dir: &std::path::Path) -> usize {
+        match self {
+            Target::Sqlite(path) => rusqlite::Connection::open(path)
+                .and_then(|c| {
+                    c.query_row("SELECT COUNT(*) FROM _tm_dlq", [], |r| r.get::<_, i64>(0))
+                })
+                .unwrap_or(0) as usize,
+            Target::Cql(_) => std::fs::read_to_string(dir.join("dead-letters.jsonl"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0),
+        }
+    }
+
+    async fn assert_equals_source(&self, url: &str, tables: &[TableId]) {
+        match self {
+            Target::Sqlite(path) => {
+                assert_target_equals_source(url, path, tables).await;
+            }
+            Target::Cql(cql) => {
+                assert_cql_target_equals_source(url, cql, tables).await;
+            }
+        }
+    }
 }
 
 /// Hot keys of shop.items updated until `until` (in whichever shape the table has: only `a`,
@@ -195,7 +317,7 @@ fn assert_no_drift(cfg: &str) {
     );
 }
 
-async fn scenario(change: Change, when: When) {
+async fn scenario(change: Change, when: When, cql: bool) {
     let db = MariaDb::start();
     db.sql(ITEMS);
     db.sql_db(
@@ -209,9 +331,26 @@ async fn scenario(change: Change, when: When) {
         }
         _ => "",
     };
-    let config = write_config(dir.path(), &db.url(), &["shop"], throttle);
+    let (config, target) = if cql {
+        let cql = CqlTarget::shared();
+        let path = dir.path().join("tidemark.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[source]\nurl = \"{}\"\nserver_id = 4711\ndatabases = [\"shop\"]\n\n{}\n{throttle}\n",
+                db.url(),
+                cql.target_toml()
+            ),
+        )
+        .unwrap();
+        (path, Target::Cql(cql))
+    } else {
+        let path = write_config(dir.path(), &db.url(), &["shop"], throttle);
+        (path, Target::Sqlite(dir.path().join("target.db")))
+    };
     let cfg = config.to_str().unwrap().to_string();
-    let target = dir.path().join("target.db");
+    run_ok(&["target", "init", "--config", &cfg]);
+    let refusal = change.cql_refuses.filter(|_| cql);
     match when {
         When::Stopped => {
             run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
@@ -230,25 +369,15 @@ async fn scenario(change: Change, when: When) {
             db.sql(BEFORE);
             db.sql(change.ddl);
             db.sql(change.after);
+            if let Some(refusal) = refusal {
+                return assert_stops_with(&mut child, &log, refusal, &cfg);
+            }
             // The running pipeline follows the change: wait until it wrote the write after it.
             wait_for_or_show(
                 "the change to be applied",
                 Duration::from_secs(120),
                 &log,
-                || {
-                    rusqlite::Connection::open(&target)
-                        .and_then(|c| {
-                            c.query_row(
-                                &format!(
-                                    "SELECT COUNT(*) FROM {} WHERE id = 9001 AND _tm_deleted = 0",
-                                    change.landed
-                                ),
-                                [],
-                                |r| r.get::<_, i64>(0),
-                            )
-                        })
-                        .is_ok_and(|n| n == 1)
-                },
+                || target.live_rows(change.landed, Some(9001)) == 1,
             );
             assert_still_running(&mut child, &log);
             // SIGTERM: it drains and stops; what it did not finish, the next run resumes.
@@ -265,37 +394,46 @@ async fn scenario(change: Change, when: When) {
             wait_for(
                 "the backfill to be under way",
                 Duration::from_secs(60),
-                || {
-                    rusqlite::Connection::open(&target)
-                        .and_then(|c| {
-                            c.query_row("SELECT COUNT(*) FROM items", [], |r| r.get::<_, i64>(0))
-                        })
-                        .is_ok_and(|n| n >= 500)
-                },
+                || target.live_rows("items", None) >= 500,
             );
             db.sql(BEFORE);
             db.sql(change.ddl);
             db.sql(change.after);
             load.await.unwrap();
+            if let Some(refusal) = refusal {
+                return assert_stops_with(&mut child, &log, refusal, &cfg);
+            }
             assert_still_running(&mut child, &log);
             let _ = std::process::Command::new("kill")
                 .arg(child.id().to_string())
                 .status();
             child.wait().unwrap();
-            let log = std::fs::read_to_string(&log).unwrap();
+            // A rejection is logged as one (progress lines count them: `rejected=0`).
+            let log = without_colours(&std::fs::read_to_string(&log).unwrap());
             assert!(
-                !log.contains("rejected"),
+                !log.lines()
+                    .any(|l| l.contains("rejected") && !l.contains("rejected=0")),
                 "no dead letter for a shape change:\n{log}"
             );
         }
     }
+    if let Some(refusal) = refusal {
+        return assert_refused(&cfg, refusal);
+    }
     let out = run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(!report.contains("rejected"), "{report}");
-    assert_target_equals_source(&db.url(), &target, &tables(&change)).await;
+    assert_eq!(
+        target.dead_letters(dir.path()),
+        0,
+        "no dead letter for a shape change"
+    );
+    target
+        .assert_equals_source(&db.url(), &tables(&change))
+        .await;
     for gone in change.gone {
         assert_eq!(
-            live_rows(&target, gone),
+            target.live_rows(gone, None),
             0,
             "shop.{gone} is gone from the source, yet the target holds live rows of it"
         );
@@ -310,15 +448,27 @@ macro_rules! scenarios {
                 use super::*;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn while_capturing() {
-                    scenario($change, When::Capturing).await;
+                    scenario($change, When::Capturing, false).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn while_stopped() {
-                    scenario($change, When::Stopped).await;
+                    scenario($change, When::Stopped, false).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn during_a_backfill() {
-                    scenario($change, When::DuringBackfill).await;
+                    scenario($change, When::DuringBackfill, false).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cql_while_capturing() {
+                    scenario($change, When::Capturing, true).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cql_while_stopped() {
+                    scenario($change, When::Stopped, true).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cql_during_a_backfill() {
+                    scenario($change, When::DuringBackfill, true).await;
                 }
             }
         )*

@@ -182,7 +182,22 @@ pub fn shared(kind: Kind) -> Server {
     let dir = base.join(kind.name());
     let lock = File::create(base.join(format!("{}.lock", kind.name()))).expect("lock file");
     lock.lock().expect("lock the shared server's directory");
-    let addr = match kind.run(&["addr".as_ref(), dir.as_os_str()], None) {
+    // A server of the run before this one may still be stopping (its watcher saw that run's
+    // end a moment ago): it has an address but no longer answers. Wait until it is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut running = kind.run(&["addr".as_ref(), dir.as_os_str()], None);
+    while let Ok(addr) = &running {
+        let answers = addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_some_and(crate::port_accepts_connections);
+        if answers || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        running = kind.run(&["addr".as_ref(), dir.as_os_str()], None);
+    }
+    let addr = match running {
         Ok(addr) => addr,
         Err(_) => {
             // Not running: what is left is a server of an earlier run; start afresh.

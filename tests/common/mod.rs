@@ -280,6 +280,37 @@ impl CqlTarget {
             .unwrap_or_else(|e| panic!("connect to the CQL target {:?}: {e}", self.nodes))
     }
 
+    /// The count a `SELECT COUNT(*) …` statement answers, or `None` when it fails (e.g. the
+    /// table does not exist yet). Rows deleted in CQL are not counted: what is counted is live.
+    pub fn count(&self, statement: &str) -> Option<i64> {
+        let nodes = self.nodes.clone();
+        let statement = statement.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_nodes(&nodes)
+                    .build()
+                    .await
+                    .ok()?;
+                let (n,): (i64,) = session
+                    .query_unpaged(statement, ())
+                    .await
+                    .ok()?
+                    .into_rows_result()
+                    .ok()?
+                    .first_row()
+                    .ok()?;
+                Some(n)
+            })
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Run one CQL statement (e.g. a fault injected out of band).
     pub fn cql(&self, statement: &str) {
         let nodes = self.nodes.clone();

@@ -382,6 +382,30 @@ impl ScyllaSink {
         Ok(p)
     }
 
+    /// [`Self::prepare`] of a statement naming columns another sink may have just added: a
+    /// Cassandra node lists a column in `system_schema.columns` a moment before it can prepare a
+    /// statement naming it ("Undefined column name"), which two tidemark sinks adding the same
+    /// column at once (apply, and a re-read after a schema change) meet. Such a refusal is
+    /// tried again, up to 5 s, after waiting for schema agreement.
+    async fn prepare_after_schema_change(
+        &self,
+        cql: &str,
+    ) -> std::result::Result<PreparedStatement, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match self.prepare(cql).await {
+                Err(e)
+                    if e.contains("Undefined column name")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    let _ = self.session.await_schema_agreement().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Run `request` until it succeeds, fails definitely, or `max_attempts` is spent.
     async fn with_retries<T, Fut>(
         &self,
@@ -465,7 +489,11 @@ impl ScyllaSink {
                 }
             }
         }
-        let prepare = |cql: String| async move { self.prepare(&cql).await.map_err(table_err) };
+        let prepare = |cql: String| async move {
+            self.prepare_after_schema_change(&cql)
+                .await
+                .map_err(table_err)
+        };
         Ok(Prepared {
             insert: prepare(layout.insert_cql.clone()).await?,
             delete: prepare(layout.delete_cql.clone()).await?,
