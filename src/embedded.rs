@@ -567,13 +567,7 @@ async fn sweep_resynced(
                 None => {
                     // Never described to this target: it holds no row of it.
                     info!(table = %table, "table gone from the source; the target holds none of its rows");
-                    let swept = tidemark_ingest::ResyncMarker {
-                        sweep_done: true,
-                        ..marker.clone()
-                    };
-                    let _ = tx
-                        .send(CaptureMessage::Checkpoint(swept.to_checkpoint(table)))
-                        .await;
+                    mark_swept(tx, table, marker).await;
                     return Ok((0, 0));
                 }
             }
@@ -599,6 +593,17 @@ async fn sweep_resynced(
         info!(table = %table, keys = keys.len(), "resync sweep: re-reading the target rows the backfill did not rewrite");
         backfill.reread_keys(table, &keys, tx).await?
     };
+    mark_swept(tx, table, marker).await;
+    Ok((found, gone))
+}
+
+/// Sends `marker` of `table` marked swept, behind the re-read rows sent before it (written in
+/// the same transaction as the last of them, or after).
+async fn mark_swept(
+    tx: &mpsc::Sender<CaptureMessage>,
+    table: &TableId,
+    marker: &tidemark_ingest::ResyncMarker,
+) {
     let swept = tidemark_ingest::ResyncMarker {
         sweep_done: true,
         ..marker.clone()
@@ -606,7 +611,6 @@ async fn sweep_resynced(
     let _ = tx
         .send(CaptureMessage::Checkpoint(swept.to_checkpoint(table)))
         .await;
-    Ok((found, gone))
 }
 
 /// Wait until `ready` finds what it looks for in the target (`Ok(Ok(()))`): `true`; while it

@@ -215,21 +215,13 @@ async fn a_rejected_value_goes_to_the_dead_letter_file_with_its_context() {
 /// `shop.tags` as the source describes it.
 fn source_schema_of_tags(db: &MariaDb) -> tidemark_schemas::SourceSchema {
     let url = db.url();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut source = tidemark_ingest::Source::connect(&url).await.unwrap();
-            source
-                .load_schema(&TableId::new("shop", "tags"))
-                .await
-                .unwrap()
-        })
+    common::block_on_own_runtime(async move {
+        let mut source = tidemark_ingest::Source::connect(&url).await.unwrap();
+        source
+            .load_schema(&TableId::new("shop", "tags"))
+            .await
+            .unwrap()
     })
-    .join()
-    .unwrap()
 }
 
 /// A backfill racing a hot-key workload into CQL, killed with SIGKILL three times: the target

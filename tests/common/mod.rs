@@ -285,56 +285,60 @@ impl CqlTarget {
     pub fn count(&self, statement: &str) -> Option<i64> {
         let nodes = self.nodes.clone();
         let statement = statement.to_string();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let session = scylla::client::session_builder::SessionBuilder::new()
-                    .known_nodes(&nodes)
-                    .build()
-                    .await
-                    .ok()?;
-                let (n,): (i64,) = session
-                    .query_unpaged(statement, ())
-                    .await
-                    .ok()?
-                    .into_rows_result()
-                    .ok()?
-                    .first_row()
-                    .ok()?;
-                Some(n)
-            })
+        block_on_own_runtime(async move {
+            let (n,): (i64,) = cql_session(&nodes)
+                .await
+                .ok()?
+                .query_unpaged(statement, ())
+                .await
+                .ok()?
+                .into_rows_result()
+                .ok()?
+                .first_row()
+                .ok()?;
+            Some(n)
         })
-        .join()
-        .unwrap()
     }
 
     /// Run one CQL statement (e.g. a fault injected out of band).
     pub fn cql(&self, statement: &str) {
         let nodes = self.nodes.clone();
         let statement = statement.to_string();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let session = scylla::client::session_builder::SessionBuilder::new()
-                    .known_nodes(&nodes)
-                    .build()
-                    .await
-                    .expect("CQL session");
-                session
-                    .query_unpaged(statement.clone(), ())
-                    .await
-                    .unwrap_or_else(|e| panic!("CQL `{statement}`: {e}"));
-            })
+        block_on_own_runtime(async move {
+            cql_session(&nodes)
+                .await
+                .expect("CQL session")
+                .query_unpaged(statement.clone(), ())
+                .await
+                .unwrap_or_else(|e| panic!("CQL `{statement}`: {e}"));
         })
-        .join()
-        .unwrap();
     }
+}
+
+/// A CQL session on `nodes`.
+async fn cql_session(
+    nodes: &[String],
+) -> Result<scylla::client::session::Session, scylla::errors::NewSessionError> {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(nodes)
+        .build()
+        .await
+}
+
+/// Run `work` to its end on a runtime of its own, on a thread of its own: callable from a test's
+/// async code and from plain threads alike.
+pub fn block_on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .unwrap()
 }
 
 /// Assert that the CQL target holds exactly what the identity mapping makes of every source row
