@@ -422,11 +422,7 @@ pub async fn run(
                 if failed.is_cancelled() {
                     return Ok(());
                 }
-                let exists = match backfill.source().load_schema(&table).await {
-                    Ok(_) => true,
-                    Err(tidemark_ingest::Error::TableNotFound { .. }) => false,
-                    Err(e) => return Err(e.into()),
-                };
+                let exists = backfill.source().table_exists(&table).await?;
                 if marker.rebackfill && exists {
                     // Backfilled again from scratch (capture skips its changes before `from`).
                     let fresh = BTreeMap::from([(table, BackfillCheckpoint::default())]);

@@ -160,24 +160,6 @@ fn tables(change: &Change) -> Vec<TableId> {
         .collect()
 }
 
-/// `text` without the ANSI colour sequences of tidemark's log.
-fn without_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// A change the target cannot follow: the running `tidemark run` stops by itself with `refusal`
 /// in its log (exit 1), and so does every later run (nothing is written past it).
 fn assert_stops_with(child: &mut common::Spawned, log: &std::path::Path, refusal: &str, cfg: &str) {
@@ -188,7 +170,7 @@ fn assert_stops_with(child: &mut common::Spawned, log: &std::path::Path, refusal
         || matches!(child.try_wait(), Ok(Some(_))),
     );
     let status = child.wait().unwrap();
-    let text = without_colours(&std::fs::read_to_string(log).unwrap());
+    let text = std::fs::read_to_string(log).unwrap();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains(refusal),
@@ -203,7 +185,7 @@ fn assert_refused(cfg: &str, refusal: &str) {
         .args(["run", "--config", cfg, "--until-caught-up"])
         .output()
         .unwrap();
-    let err = without_colours(&String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(refusal), "the error names the column:\n{err}");
 }
@@ -409,7 +391,7 @@ async fn scenario(change: Change, when: When, cql: bool) {
                 .status();
             child.wait().unwrap();
             // A rejection is logged as one (progress lines count them: `rejected=0`).
-            let log = without_colours(&std::fs::read_to_string(&log).unwrap());
+            let log = std::fs::read_to_string(&log).unwrap();
             assert!(
                 !log.lines()
                     .any(|l| l.contains("rejected") && !l.contains("rejected=0")),

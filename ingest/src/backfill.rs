@@ -360,8 +360,8 @@ impl Backfill {
             return false;
         };
         let gone = matches!(
-            load_schema(&mut conn, self.source.info.flavor, table).await,
-            Err(Error::TableNotFound { .. })
+            crate::source::table_exists(&mut conn, table).await,
+            Ok(false)
         );
         let _ = conn.disconnect().await;
         gone

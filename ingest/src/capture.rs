@@ -548,16 +548,14 @@ impl Capture {
                 };
                 if arrived {
                     info!(table = %table, from = %st.boundary, "a table arrived under this name (RENAME): it will be backfilled");
-                } else {
-                    info!(table = %table, from = %st.boundary, "schema change: the table's rows in the target will be re-read");
-                }
-                if arrived {
                     // Backfilled from scratch: a checkpoint left by an earlier table of this
                     // name must not make a restart take the backfill for done.
                     let fresh = crate::BackfillCheckpoint::default().to_checkpoint(&table);
                     if out.send(CaptureMessage::Checkpoint(fresh)).await.is_err() {
                         return Ok(());
                     }
+                } else {
+                    info!(table = %table, from = %st.boundary, "schema change: the table's rows in the target will be re-read");
                 }
                 if out
                     .send(CaptureMessage::Checkpoint(marker.to_checkpoint(&table)))
@@ -782,17 +780,17 @@ impl Capture {
         }
         if is_ddl(&upper) {
             let db = q.schema().into_owned();
-            for (table, change) in crate::statement::changed_tables(trimmed, &db) {
-                if self.scope.includes(&table.database, &table.table)
-                    && !self.covered_by_resync(&table, at)
-                {
-                    let arrived = change == crate::statement::TableChange::Arrived;
-                    match self.changed.iter_mut().find(|(t, _)| *t == table) {
-                        Some(seen) => seen.1 = arrived,
-                        None => self.changed.push((table, arrived)),
-                    }
-                }
-            }
+            // One statement per query event, each table in it once (`changed_tables`), and
+            // `changed` is emptied after every event.
+            let changed = crate::statement::changed_tables(trimmed, &db)
+                .into_iter()
+                .filter(|(table, _)| {
+                    self.scope.includes(&table.database, &table.table)
+                        && !self.covered_by_resync(table, at)
+                })
+                .map(|(table, change)| (table, change == crate::statement::TableChange::Arrived))
+                .collect::<Vec<_>>();
+            self.changed.extend(changed);
             // Drop cached descriptions: the next table map re-reads information_schema.
             debug!(statement = %trimmed, "DDL: refreshing table descriptions");
             self.schemas.clear();

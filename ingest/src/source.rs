@@ -402,6 +402,11 @@ impl Source {
     pub async fn load_schema(&mut self, table: &TableId) -> Result<SourceSchema> {
         load_schema(&mut self.conn, self.info.flavor, table).await
     }
+
+    /// Whether `table` exists on the source now (dropped or renamed away: no).
+    pub async fn table_exists(&mut self, table: &TableId) -> Result<bool> {
+        table_exists(&mut self.conn, table).await
+    }
 }
 
 /// Databases every server has, left out of the list a missing-database error shows.
@@ -540,7 +545,7 @@ pub(crate) async fn columns_unchanged(conn: &mut Conn, schema: &SourceSchema) ->
 }
 
 /// Whether `table` exists on the source now.
-async fn table_exists(conn: &mut Conn, table: &TableId) -> Result<bool> {
+pub(crate) async fn table_exists(conn: &mut Conn, table: &TableId) -> Result<bool> {
     let found: Option<u8> = conn
         .exec_first(
             "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

@@ -80,35 +80,33 @@ pub fn free_port() -> u16 {
 ///
 /// Tests wait for the condition they rely on, never for a fixed time: on a loaded 2-core CI
 /// machine a fixed sleep is either too short (a flaky test) or too long (a slow suite).
-pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if ready() {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+pub fn wait_for(what: &str, timeout: Duration, ready: impl FnMut() -> bool) {
+    if !became_true(timeout, ready) {
+        panic!("timed out after {timeout:?} waiting for {what}");
     }
 }
 
 /// [`wait_for`], and on a timeout the panic message also holds the text of `log` (the log of
 /// the process the test waits on), so that a failure says what that process was doing.
-pub fn wait_for_or_show(
-    what: &str,
-    timeout: Duration,
-    log: &Path,
-    mut ready: impl FnMut() -> bool,
-) {
+pub fn wait_for_or_show(what: &str, timeout: Duration, log: &Path, ready: impl FnMut() -> bool) {
+    if !became_true(timeout, ready) {
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; {}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// Whether `ready` returned true, checked every 50 ms, before `timeout` passed.
+fn became_true(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
-    while !ready() {
+    loop {
+        if ready() {
+            return true;
+        }
         if std::time::Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; {}:\n{}",
-                log.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
