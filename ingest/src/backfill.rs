@@ -315,11 +315,12 @@ impl Backfill {
                 .await
             {
                 Ok(rows) => rows,
-                Err(e) if self.is_gone(table).await => {
+                Err(e) if table_vanished(&e) || self.is_gone(table).await => {
                     // Dropped or renamed away during its backfill: its backfill is over (done).
                     // Capture, when it reaches that DDL, has the rows written so far tombstoned
                     // and a new name backfilled; a table created again under this name later
-                    // has all its rows in the binlog after capture's start.
+                    // (maybe already: the read failed on a missing table, whatever a look now
+                    // finds) has all its rows in the binlog after capture's start.
                     warn!(table = %table, error = %e, "the table was dropped or renamed on the source during its backfill: its backfill ends here");
                     let rows = self
                         .progress
@@ -1044,6 +1045,16 @@ pub fn key_from_json(
         ));
     }
     Ok(row)
+}
+
+/// Whether `e` says the table read is missing (dropped or renamed away under the read): its
+/// description was not found, or the server answered 1146 (`ER_NO_SUCH_TABLE`).
+fn table_vanished(e: &Error) -> bool {
+    match e {
+        Error::TableNotFound { .. } => true,
+        Error::Mysql(mysql_async::Error::Server(s)) => s.code == 1146,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

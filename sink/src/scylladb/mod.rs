@@ -419,7 +419,7 @@ impl ScyllaSink {
             match request().await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.config.max_attempts && is_transient(&e) => {
-                    tracing::debug!(attempt, error = %e, "ScyllaDB request failed, retrying");
+                    tracing::warn!(attempt, error = %e, "a CQL request failed transiently; trying it again");
                     tokio::time::sleep(backoff_delay(attempt, self.config.retry_backoff_ms)).await;
                     attempt += 1;
                 }
@@ -476,10 +476,7 @@ impl ScyllaSink {
             }
             for (name, want) in layout.columns() {
                 match existing.iter().find(|(n, ..)| *n == name) {
-                    None => self
-                        .ddl(&layout.add_column_cql(ks, &name, want))
-                        .await
-                        .map_err(table_err)?,
+                    None => self.add_column(layout, &name, want).await.map_err(table_err)?,
                     Some((_, have, ..)) if have != want => {
                         return Err(table_err(format!(
                             "column `{name}` has CQL type {have}, but tidemark stores {want} there (tidemark never retypes a column: drop it or map it to another name)"
@@ -505,6 +502,40 @@ impl ScyllaSink {
                 None => None,
             },
         })
+    }
+
+    /// `ALTER TABLE … ADD name want`. Another sink may add the same column at the same moment
+    /// (apply, and a re-read after a schema change, both meet the new shape): the node then
+    /// refuses one of the two ("already exists"), which is success once the column is there
+    /// with the type wanted.
+    async fn add_column(
+        &self,
+        layout: &TableLayout,
+        name: &str,
+        want: &str,
+    ) -> std::result::Result<(), String> {
+        let ks = &self.config.keyspace;
+        let Err(e) = self.ddl(&layout.add_column_cql(ks, name, want)).await else {
+            return Ok(());
+        };
+        if !(e.contains("already exists") || e.contains("conflicts with an existing column")) {
+            return Err(e);
+        }
+        let _ = self.session.await_schema_agreement().await;
+        let result = self
+            .session
+            .query_unpaged(
+                "SELECT type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+                (ks, &layout.schema.table, name),
+            )
+            .await;
+        match typed_rows::<(String,)>(result)?.first() {
+            Some((have,)) if have == want => Ok(()),
+            Some((have,)) => Err(format!(
+                "column `{name}` was just added with CQL type {have} by another client, but tidemark stores {want} there"
+            )),
+            None => Err(e),
+        }
     }
 
     fn table(&self, table: &str) -> Result<(&TableLayout, &Prepared)> {
