@@ -9,6 +9,14 @@
 //!   order they were sent, through the same code as `tidemark backfill`, `tidemark backfill
 //!   --keys` and `tidemark reconcile` (whose drift goes to the drift topic).
 //!
+//! Between messages, the worker also runs the re-reads the checkpoints topic asks for: capture
+//! stores a resync marker there when it passes a schema change, a TRUNCATE, a DROP or RENAME
+//! TABLE of a captured table (and `tidemark resync` stores one per table). While no action is
+//! running or queued, the worker looks for markers not yet swept every [`REREAD_CHECK`] and runs
+//! them one at a time ([`crate::kafka_mode::sweep`]); a sweep that failed is tried again after
+//! [`REREAD_RETRY`]. A marker is swept once its re-read rows were acknowledged, so a worker
+//! killed mid-sweep leaves it for its replacement.
+//!
 //! The worker is a member of the consumer group `<transport.group_id>-control` and commits a
 //! message's offset only once it was acted on: every message before the committed offset is
 //! done. Killed mid-action, the worker (or its replacement) starts that action again, which is
@@ -48,10 +56,24 @@ pub async fn send(kafka: &KafkaConfig, message: &str) -> Result<String> {
 /// An action under way.
 type Action = Pin<Box<dyn Future<Output = Result<String>>>>;
 
+/// What the worker is doing: a message of the control topic, or a re-read a resync marker in
+/// the checkpoints topic asks for.
+enum Work {
+    Message(ControlEnvelope),
+    Reread(TableId),
+}
+
+/// How often an idle worker looks for re-reads to run.
+const REREAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after a failed re-read the worker tries it again.
+const REREAD_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the worker did, for its exit report.
 #[derive(Debug, Default)]
 pub struct WorkerReport {
     pub done: u64,
+    /// Re-reads of resync markers done.
+    pub rereads: u64,
     pub failed: u64,
     pub signals: u64,
 }
@@ -68,13 +90,21 @@ pub async fn serve(
     crate::metrics::set_ready();
     let control = BackfillControl::default();
     let mut queue: VecDeque<ControlEnvelope> = VecDeque::new();
-    // The action under way: polled by this loop (not spawned: the reconciler is not `Send`),
-    // so the listener keeps reading pause/resume while it runs.
-    let mut running: Option<(ControlEnvelope, Action)> = None;
     // The offset after the last message read, and the offset last committed.
     let mut read_to: Option<i64> = None;
     let mut committed: Option<i64> = None;
     let mut report = WorkerReport::default();
+    let scope = tidemark_ingest::Scope::from_config(&config.source)?;
+    let mut checkpoints =
+        tokio::task::block_in_place(|| tidemark_kafka::CheckpointReader::open(kafka))?;
+    let mut reread_check = tokio::time::interval(REREAD_CHECK);
+    reread_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Re-reads that failed, and when: not tried again before REREAD_RETRY.
+    let mut failed_rereads: std::collections::HashMap<TableId, std::time::Instant> =
+        Default::default();
+    // The action under way: polled by this loop (not spawned: the reconciler is not `Send`),
+    // so the listener keeps reading pause/resume while it runs.
+    let mut running: Option<(Work, Action)> = None;
     loop {
         if running.is_none() {
             if let Some(next) = queue.pop_front() {
@@ -86,13 +116,16 @@ pub async fn serve(
                     control.clone(),
                     cancel.child_token(),
                 ));
-                running = Some((next, task));
+                running = Some((Work::Message(next), task));
             }
         }
         // Everything before the oldest message still to do is done.
         let committable = running
             .as_ref()
-            .map(|(e, _)| e.offset)
+            .and_then(|(work, _)| match work {
+                Work::Message(e) => Some(e.offset),
+                Work::Reread(_) => None,
+            })
             .or_else(|| queue.front().map(|e| e.offset))
             .or(read_to);
         if committable != committed {
@@ -105,6 +138,7 @@ pub async fn serve(
                 }
             }
         }
+        let idle = running.is_none() && queue.is_empty();
         let finished = async {
             match running.as_mut() {
                 Some((_, task)) => task.as_mut().await,
@@ -114,16 +148,43 @@ pub async fn serve(
         tokio::select! {
             _ = cancel.cancelled() => break,
             outcome = finished => {
-                let (envelope, _) = running.take().expect("an action was running");
-                match outcome {
-                    Ok(text) => {
+                let (work, _) = running.take().expect("an action was running");
+                match (work, outcome) {
+                    (Work::Message(envelope), Ok(text)) => {
                         report.done += 1;
                         info!(offset = envelope.offset, message = ?envelope.message, "control: done\n{text}");
                     }
-                    Err(e) => {
+                    (Work::Message(envelope), Err(e)) => {
                         report.failed += 1;
                         error!(offset = envelope.offset, message = ?envelope.message, "control: failed: {e:#}");
                     }
+                    (Work::Reread(table), Ok(text)) => {
+                        report.rereads += 1;
+                        failed_rereads.remove(&table);
+                        info!(table = %table, "control: re-read done\n{text}");
+                    }
+                    (Work::Reread(table), Err(e)) => {
+                        report.failed += 1;
+                        failed_rereads.insert(table, std::time::Instant::now());
+                        error!(table = %table, "control: re-read failed (tried again in {} s): {e:#}", REREAD_RETRY.as_secs());
+                    }
+                }
+            }
+            _ = reread_check.tick(), if idle => {
+                failed_rereads.retain(|_, at| at.elapsed() < REREAD_RETRY);
+                tokio::task::block_in_place(|| checkpoints.catch_up())?;
+                let pending = crate::resync::markers_in_scope(checkpoints.entries().values(), &scope)?;
+                if let Some((table, marker)) = pending
+                    .into_iter()
+                    .find(|(t, m)| !m.sweep_done && !failed_rereads.contains_key(t))
+                {
+                    info!(table = %table, from = %marker.from, "control: re-reading the table's target rows (resync marker)");
+                    let (config, kafka) = (config.clone(), kafka.clone());
+                    let (cancel, control) = (cancel.child_token(), control.clone());
+                    let task: Action = Box::pin(async move {
+                        crate::kafka_mode::sweep(&config, &kafka, table, marker, cancel, control, false).await
+                    });
+                    running = Some((Work::Reread(table), task));
                 }
             }
             next = listener.next() => match next {
@@ -155,12 +216,18 @@ pub async fn serve(
             },
         }
     }
-    if let Some((envelope, task)) = running.take() {
+    if let Some((work, task)) = running.take() {
         // Cancelled: the action drains (its checkpoints are written) and is not committed.
-        info!(
-            offset = envelope.offset,
-            "control: stopping the running action; it starts again after a restart"
-        );
+        match work {
+            Work::Message(envelope) => info!(
+                offset = envelope.offset,
+                "control: stopping the running action; it starts again after a restart"
+            ),
+            Work::Reread(table) => info!(
+                table = %table,
+                "control: stopping the running re-read; it starts again after a restart"
+            ),
+        }
         let _ = task.await;
     }
     Ok(report)

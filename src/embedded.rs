@@ -294,7 +294,8 @@ pub async fn run(
             })
             .transpose()?;
         let capture_source = Source::connect(&config.source.url).await?;
-        let markers = block_in_place(|| crate::resync::read_markers_in_scope(&mut *sink, &scope))?;
+        let stored = block_in_place(|| sink.checkpoints())?;
+        let markers = crate::resync::markers_in_scope(&stored, &scope)?;
         // Re-reads a schema change asked for before a restart, and not done yet (those of tables
         // dropped or renamed away since included).
         ddl_rereads.extend(
@@ -312,7 +313,13 @@ pub async fn run(
             config.capture.clone(),
         )
         .with_resynced(crate::resync::capture_skips(&markers)?)
-        .with_reread(reread_tx);
+        .with_reread(reread_tx)
+        .with_known_tables(
+            all_tables
+                .iter()
+                .copied()
+                .chain(crate::resync::described_tables(&stored, &scope)),
+        );
         let from = capture.resolve_start(checkpoint.as_ref()).await?;
         if checkpoint.is_none() {
             // Durable before the backfill reads anything: a restart must resume capture here,
@@ -1123,9 +1130,21 @@ pub async fn reconcile(
     // A table whose backfill is still running is not comparable yet: its history is only partly
     // in the target, and the apply frontier says nothing about rows the backfill has not reached.
     let mut skipped = String::new();
-    let backfills = block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?;
     // Likewise a table whose rows are being re-read (`tidemark resync`, or after a schema change).
-    let rereads = block_in_place(|| crate::resync::read_markers(&mut *sink, &tables))?;
+    // Both are kept in the target, or in Kafka mode in the checkpoints topic.
+    let (backfills, rereads) = match config.transport.kafka() {
+        Some(kafka) => {
+            let store = tidemark_kafka::CheckpointStore::load(kafka).await?;
+            (
+                store.backfill_checkpoints(&tables)?,
+                crate::resync::markers_in_scope(store.entries().values(), &scope)?,
+            )
+        }
+        None => (
+            block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?,
+            block_in_place(|| crate::resync::read_markers(&mut *sink, &tables))?,
+        ),
+    };
     let tables: Vec<TableId> = tables
         .into_iter()
         .filter(|t| match (backfills.get(t), rereads.get(t)) {

@@ -88,13 +88,15 @@ pub async fn capture(
             markers.insert(*t, marker);
         }
     }
+    let described = described_tables(&store, &scope);
     let mut capture = Capture::new(
         source,
         scope,
         config.source.server_id,
         config.capture.clone(),
     )
-    .with_resynced(crate::resync::capture_skips(&markers)?);
+    .with_resynced(crate::resync::capture_skips(&markers)?)
+    .with_known_tables(tables.iter().copied().chain(described));
     let from = capture.resolve_start(checkpoint.as_ref()).await?;
     if checkpoint.is_none() {
         // Durable before any backfill reads: see the module doc.
@@ -311,4 +313,161 @@ impl tidemark_reconcile::Frontier for KafkaFrontier {
             tidemark_reconcile::Error::Config(format!("reading the apply frontier: {e}"))
         })
     }
+}
+
+/// How often a sweep waiting for apply says so.
+const WAITING_NOTICE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The re-read of `table` a [`tidemark_ingest::ResyncMarker`] in the checkpoints topic asks for
+/// (after a schema change, a TRUNCATE, a DROP or RENAME TABLE, or `tidemark resync`), in Kafka
+/// mode: what the embedded pipeline does after a schema change (see [`crate::resync`]), with the
+/// changes topics between the stages.
+///
+/// 1. A table to be backfilled again (`rebackfill`, and still on the source) is backfilled,
+///    resuming from its checkpoint.
+/// 2. Wait until the apply group has committed everything its changes topic holds now: every
+///    change before the marker (published before it) and the backfill's rows are in the target.
+/// 3. The live target rows older than the marker's position are traced back to their source
+///    keys and re-read through the changes topic at a version observed now (tombstoned where the
+///    source has no such row, or no such table any more: a table gone is traced back with the
+///    description the checkpoints topic kept of it).
+/// 4. The marker is stored swept, after the re-read rows were acknowledged.
+///
+/// Interrupted (`cancel`), it leaves the marker as it was: the next sweep starts over. With
+/// `follow_control_topic`, its backfill obeys pause/resume sent to the control topic.
+pub async fn sweep(
+    config: &Config,
+    kafka: &KafkaConfig,
+    table: TableId,
+    marker: tidemark_ingest::ResyncMarker,
+    cancel: CancellationToken,
+    control: BackfillControl,
+    follow_control_topic: bool,
+) -> Result<String> {
+    let from = marker.from_position()?;
+    let mut out = String::new();
+    let mut source = Source::connect(&config.source.url).await?;
+    if marker.rebackfill && source.table_exists(&table).await? {
+        out.push_str(
+            &backfill(
+                config,
+                kafka,
+                vec![table],
+                None,
+                cancel.clone(),
+                control.clone(),
+                follow_control_topic,
+            )
+            .await?,
+        );
+    }
+    let interrupted = || {
+        format!("{out}the re-read of {table} was interrupted; it starts over on the next start\n")
+    };
+    let ends = tidemark_kafka::end_offsets(kafka, &[table]).await?;
+    let mut noticed = std::time::Instant::now();
+    loop {
+        let left = tidemark_kafka::uncommitted(kafka, &ends).await?;
+        if left == 0 {
+            break;
+        }
+        if noticed.elapsed() >= WAITING_NOTICE {
+            info!(table = %table, messages = left, "re-read: waiting for the apply group to write what was published before it");
+            noticed = std::time::Instant::now();
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(interrupted()),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+    // Observed before the look at the table: if it is missing, it was at this position too
+    // (see `Backfill::tombstone_keys`).
+    let observed = source.end_of_log().await?;
+    let (schema, gone) = match source.load_schema(&table).await {
+        Ok(schema) => (Some(schema), false),
+        Err(tidemark_ingest::Error::TableNotFound { .. }) => {
+            (stored_source_schema(kafka, &table).await?, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let identity = source.info.identity;
+    let publisher = KafkaPublisher::new(kafka, identity, &[table]).await?;
+    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    let publishing = tokio::spawn(publisher.run(rx));
+    let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
+    let result: Result<()> = async {
+        let Some(schema) = schema else {
+            out.push_str(&format!(
+                "{table} is gone from the source and was never described to apply: the target holds none of its rows\n"
+            ));
+            return Ok(());
+        };
+        let plan = config.transformer()?.plan(&schema)?;
+        let (keys, untraceable) = tokio::task::block_in_place(|| -> Result<_> {
+            let (mut reader, _) = open_sink(config)?;
+            crate::resync::sweep_keys(&mut *reader, &plan, identity, &from)
+        })?;
+        if untraceable > 0 {
+            warn!(table = %table, rows = untraceable, "target rows whose key no source key maps to were left alone; `tidemark reconcile` reports them as extra");
+        }
+        if gone {
+            warn!(table = %table, rows = keys.len(), "table dropped or renamed away on the source: its rows in the target are tombstoned");
+            let n = backfill
+                .tombstone_keys(std::sync::Arc::new(schema), &keys, observed, &tx)
+                .await?;
+            out.push_str(&format!("{table} is gone from the source: {n} target rows tombstoned\n"));
+        } else {
+            info!(table = %table, keys = keys.len(), "re-read: re-reading the target rows written before {from}");
+            let (found, tombstoned) = backfill.reread_keys(&table, &keys, &tx).await?;
+            out.push_str(&format!(
+                "re-read {table}: {found} rows re-sent, {tombstoned} gone from the source (tombstoned)\n"
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_ok() {
+        let swept = tidemark_ingest::ResyncMarker {
+            sweep_done: true,
+            ..marker
+        };
+        let _ = tx
+            .send(tidemark_ingest::CaptureMessage::Checkpoint(
+                swept.to_checkpoint(&table),
+            ))
+            .await;
+    }
+    drop(tx);
+    let published = publishing.await.context("the publisher task panicked")?;
+    result?;
+    published?;
+    Ok(out)
+}
+
+/// The tables in `scope` the checkpoints topic keeps a description of (publishers store each
+/// table description they send): every table the target may hold rows of.
+fn described_tables(store: &CheckpointStore, scope: &Scope) -> Vec<TableId> {
+    store
+        .entries()
+        .values()
+        .filter(|cp| cp.stage == tidemark_kafka::wire::SCHEMA_STAGE)
+        .filter_map(|cp| serde_json::from_str::<tidemark_schemas::SourceSchema>(&cp.value).ok())
+        .map(|schema| schema.table)
+        .filter(|t| scope.includes(&t.database, &t.table))
+        .collect()
+}
+
+/// The description of `table` the checkpoints topic keeps (publishers store each table
+/// description they send), for a table the source no longer has.
+async fn stored_source_schema(
+    kafka: &KafkaConfig,
+    table: &TableId,
+) -> Result<Option<tidemark_schemas::SourceSchema>> {
+    let store = CheckpointStore::load(kafka).await?;
+    Ok(store
+        .entries()
+        .values()
+        .filter(|cp| cp.stage == tidemark_kafka::wire::SCHEMA_STAGE)
+        .filter_map(|cp| serde_json::from_str::<tidemark_schemas::SourceSchema>(&cp.value).ok())
+        .find(|schema| schema.table == *table))
 }

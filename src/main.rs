@@ -336,8 +336,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     start_metrics(&config)?;
                     let report = control::serve(&config, &kafka, shutdown_token()).await?;
                     println!(
-                        "control worker stopped: {} actions done, {} failed, {} pause/resume signals",
-                        report.done, report.failed, report.signals
+                        "control worker stopped: {} actions done, {} re-reads done, {} failed, {} pause/resume signals",
+                        report.done, report.rereads, report.failed, report.signals
                     );
                 }
             }

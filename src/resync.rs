@@ -21,6 +21,12 @@
 //!
 //! A resync that is killed resumes in the next `run`, `backfill` or `resync`: the backfill from
 //! its checkpoint, the sweep from the start (it only re-reads).
+//!
+//! In Kafka mode the markers and checkpoints live in the checkpoints topic, "applied" means the
+//! apply group committed everything the table's changes topic held, and the re-read rows and
+//! the swept marker go through the changes and checkpoints topics ([`crate::kafka_mode::sweep`]);
+//! the control worker runs every marker's re-read on its own, those capture stores for a schema
+//! change included, and finishes one a killed `resync` left.
 
 use std::collections::BTreeMap;
 
@@ -46,15 +52,16 @@ pub fn read_markers(
     crate::embedded::read_table_checkpoints(sink, RESYNC_STAGE, tables)
 }
 
-/// The resync markers stored for every table in `scope`, those of tables the source no longer
-/// has included (a table dropped or renamed away whose rows in the target are still to be
-/// tombstoned: a restart must finish that too).
-pub fn read_markers_in_scope(
-    sink: &mut dyn Sink,
+/// The resync markers among `checkpoints` (of the target, or of the checkpoints topic in Kafka
+/// mode) of tables in `scope`, those of tables the source no longer has included (a table
+/// dropped or renamed away whose rows in the target are still to be tombstoned: a restart must
+/// finish that too).
+pub fn markers_in_scope<'a>(
+    checkpoints: impl IntoIterator<Item = &'a tidemark_schemas::Checkpoint>,
     scope: &Scope,
 ) -> Result<BTreeMap<TableId, ResyncMarker>> {
     let mut out = BTreeMap::new();
-    for cp in sink.checkpoints()? {
+    for cp in checkpoints {
         if cp.stage != RESYNC_STAGE {
             continue;
         }
@@ -91,6 +98,20 @@ pub fn source_schema_checkpoint(
     }
 }
 
+/// The tables in `scope` whose description the target keeps (among `checkpoints`): every table
+/// it may hold rows of, those the source no longer has included.
+pub fn described_tables<'a>(
+    checkpoints: impl IntoIterator<Item = &'a tidemark_schemas::Checkpoint>,
+    scope: &Scope,
+) -> Vec<TableId> {
+    checkpoints
+        .into_iter()
+        .filter(|cp| cp.stage == SOURCE_SCHEMA_STAGE)
+        .filter_map(|cp| cp.scope.parse::<TableId>().ok())
+        .filter(|t| scope.includes(&t.database, &t.table))
+        .collect()
+}
+
 /// The last description of `table` the target was told of, if any.
 pub fn stored_source_schema(
     sink: &mut dyn Sink,
@@ -120,6 +141,8 @@ struct Reset {
     capture: Option<tidemark_schemas::Checkpoint>,
     /// Per table: a fresh backfill checkpoint and the resync marker.
     checkpoints: Vec<tidemark_schemas::Checkpoint>,
+    /// Where the new backfills start (the markers' `from`).
+    from: BinlogPosition,
     report: String,
 }
 
@@ -205,12 +228,13 @@ async fn plan_reset(
         tables,
         capture: capture_checkpoint,
         checkpoints,
+        from,
         report,
     })
 }
 
-/// `tidemark resync`: steps 1 and 2, then the backfill (and, embedded, the sweep of
-/// [`crate::embedded::run`]).
+/// `tidemark resync`: steps 1 and 2, then the backfill and the sweep (embedded: those of
+/// [`crate::embedded::run`]; Kafka mode: [`crate::kafka_mode::sweep`]).
 pub async fn resync(
     config: &Config,
     tables: Vec<TableId>,
@@ -226,27 +250,27 @@ pub async fn resync(
             store.store(checkpoint).await?;
         }
         let mut report = reset.report;
-        report.push_str(
-            &crate::kafka_mode::backfill(
-                config,
-                kafka,
-                reset.tables.clone(),
-                None,
-                cancel,
-                control,
-                true,
-            )
-            .await?,
-        );
-        report.push_str(&format!(
-            "in Kafka mode the sweep is a reconcile: once apply has caught up, run `tidemark reconcile --config <file> --repair {}` to remove target rows whose source rows were deleted while capture could not follow\n",
-            reset
-                .tables
-                .iter()
-                .map(|t| format!("--table {t}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
+        // The backfill and sweep of each table, as the control worker runs them for a marker
+        // (it may pick these up too: both are version-aware, so the second finds little to do).
+        for table in &reset.tables {
+            let marker = ResyncMarker {
+                from: reset.from.to_string(),
+                sweep_done: false,
+                rebackfill: true,
+            };
+            report.push_str(
+                &crate::kafka_mode::sweep(
+                    config,
+                    kafka,
+                    *table,
+                    marker,
+                    cancel.clone(),
+                    control.clone(),
+                    true,
+                )
+                .await?,
+            );
+        }
         if reset.capture.is_some() {
             report.push_str("restart `tidemark capture` to resume capture\n");
         }

@@ -470,3 +470,79 @@ scenarios! {
     drop_table: DROP_TABLE,
     drop_and_create_table: DROP_AND_CREATE_TABLE,
 }
+
+/// `DROP DATABASE` of a database in scope while capturing: the statement names none of its
+/// tables; the rows the target holds of each are tombstoned (one table had changes captured,
+/// one only a backfill), the other database is untouched and the run goes on. A restart whose
+/// configuration still names the database is refused with an error saying what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_database_while_capturing() {
+    let db = MariaDb::start();
+    db.sql(ITEMS);
+    db.sql(
+        "CREATE DATABASE crm;
+         CREATE TABLE crm.accounts (id INT PRIMARY KEY, name VARCHAR(20));
+         CREATE TABLE crm.contacts (id INT PRIMARY KEY, email VARCHAR(40));",
+    );
+    db.sql_db(
+        "shop",
+        "INSERT INTO shop.items SELECT seq, seq, seq, 'n' FROM seq_1_to_500;
+         INSERT INTO crm.accounts SELECT seq, CONCAT('a', seq) FROM seq_1_to_300;
+         INSERT INTO crm.contacts SELECT seq, CONCAT('c', seq) FROM seq_1_to_200;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url(), &["shop", "crm"], "");
+    let cfg = config.to_str().unwrap().to_string();
+    let target = Target::Sqlite(dir.path().join("target.db"));
+    let log = dir.path().join("run.log");
+    let mut child = spawn(&["run", "--config", &cfg], &log);
+    wait_for_or_show("the backfill", Duration::from_secs(120), &log, || {
+        target.live_rows("contacts", None) == 200 && target.live_rows("items", None) == 500
+    });
+    db.sql("UPDATE crm.accounts SET name = 'changed' WHERE id <= 5");
+    wait_for_or_show("the update captured", Duration::from_secs(60), &log, || {
+        rusqlite::Connection::open(dir.path().join("target.db"))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM accounts WHERE name = 'changed'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+            == 5
+    });
+    db.sql(
+        "DROP DATABASE crm;
+         INSERT INTO shop.items VALUES (9001, 1, 2, 'after');",
+    );
+    wait_for_or_show(
+        "the dropped database's rows tombstoned",
+        Duration::from_secs(120),
+        &log,
+        || {
+            target.live_rows("accounts", None) == 0
+                && target.live_rows("contacts", None) == 0
+                && target.live_rows("items", Some(9001)) == 1
+        },
+    );
+    assert_still_running(&mut child, &log);
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap();
+    let out = tidemark()
+        .args(["run", "--config", &cfg, "--until-caught-up"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("crm"), "the error names the database:\n{err}");
+    let config = write_config(dir.path(), &db.url(), &["shop"], "");
+    let cfg = config.to_str().unwrap().to_string();
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    target
+        .assert_equals_source(&db.url(), &[TableId::new("shop", "items")])
+        .await;
+    assert_no_drift(&cfg);
+}

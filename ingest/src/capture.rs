@@ -28,13 +28,18 @@
 //! order, or moved lands in its own columns); a column dropped or retyped since, whose values
 //! cannot be decoded from today's description, stops capture with an error naming the table, the
 //! column and `tidemark resync`. A new shape is announced ([`CaptureMessage::Schema`]) before its
-//! first change. Without column names (servers older than MariaDB 10.5 or MySQL 8.0.1), the table
-//! map must match `information_schema` column for column.
+//! first change. Servers that cannot write column names (older than MariaDB 10.5 or MySQL 8.0.1)
+//! are refused at start ([`Source::check_binlog_settings`]); a table map without names all the
+//! same (written before `binlog_row_metadata` was set to FULL) must match `information_schema`
+//! column for column.
 //!
 //! An `ALTER TABLE` or `TRUNCATE` of a captured table changes values no row event carries (a
 //! column added with a default, a retyped column, every row of a truncated table): capture sends
 //! a [`ResyncMarker`] checkpoint for the table, from the boundary after the statement, and tells
-//! whoever listens ([`Capture::with_reread`]) to re-read the target rows written before it.
+//! whoever listens ([`Capture::with_reread`]) to re-read the target rows written before it. So do
+//! `DROP TABLE`, both names of a `RENAME TABLE` (the new one to be backfilled) and `DROP
+//! DATABASE` (for every table of it capture knows of: those in scope at start, those the target
+//! holds rows of, and those met since).
 //!
 //! ## Failure modes
 //! - A resume position whose binlog file was purged: [`Error::PositionPurged`] naming every table
@@ -211,6 +216,12 @@ pub struct Capture {
     /// Told of each re-read as its marker goes downstream (the embedded pipeline runs it): the
     /// table, the position it is re-read from, and whether it is backfilled again first.
     reread: Option<mpsc::UnboundedSender<(TableId, BinlogPosition, bool)>>,
+    /// The tables in scope capture knows of: those the caller named
+    /// ([`Capture::with_known_tables`]: the tables in scope at start and every table the target
+    /// holds rows of), those met in table maps since, and those that arrived under a new name. A
+    /// `DROP DATABASE` names none of its tables: these are the ones whose rows are re-read
+    /// (tombstoned) after it.
+    known: std::collections::BTreeSet<TableId>,
 }
 
 /// Checkpoint stage of `tidemark resync`; the scope is the table (`db.table`).
@@ -280,7 +291,15 @@ impl Capture {
             resynced: BTreeMap::new(),
             changed: Vec::new(),
             reread: None,
+            known: Default::default(),
         }
+    }
+
+    /// Tables to count as known (see the `known` field): the tables in scope at start, and the
+    /// tables the target holds rows of (whose source may be gone already).
+    pub fn with_known_tables(mut self, tables: impl IntoIterator<Item = TableId>) -> Self {
+        self.known.extend(tables);
+        self
     }
 
     /// Where to tell of each re-read a schema change asks for (see [`ResyncMarker`]).
@@ -790,7 +809,26 @@ impl Capture {
                 })
                 .map(|(table, change)| (table, change == crate::statement::TableChange::Arrived))
                 .collect::<Vec<_>>();
+            self.known.extend(
+                changed
+                    .iter()
+                    .filter(|(_, arrived)| *arrived)
+                    .map(|(t, _)| *t),
+            );
             self.changed.extend(changed);
+            // DROP DATABASE: every table of it capture knows of is gone.
+            if let Some(dropped) = crate::statement::dropped_database(trimmed) {
+                let gone: Vec<TableId> = self
+                    .known
+                    .iter()
+                    .filter(|t| t.database.as_str() == dropped && !self.covered_by_resync(t, at))
+                    .copied()
+                    .collect();
+                for t in gone {
+                    self.known.remove(&t);
+                    self.changed.push((t, false));
+                }
+            }
             // Drop cached descriptions: the next table map re-reads information_schema.
             debug!(statement = %trimmed, "DDL: refreshing table descriptions");
             self.schemas.clear();
@@ -830,6 +868,7 @@ impl Capture {
         };
         if !self.announced.get(&table).copied().unwrap_or(false) {
             self.announced.insert(table, true);
+            self.known.insert(table);
             let _ = out.send(CaptureMessage::Schema(schema)).await;
         }
         Ok(())

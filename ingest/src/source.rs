@@ -246,16 +246,25 @@ impl Source {
             return Err(fix("binlog_row_image", "FULL", &image));
         }
         // Column names in table maps (MariaDB 10.5+, MySQL 8.0.1+): what lets capture decode a
-        // row written before a schema change into the right columns. Servers without the
-        // setting answer with an error here; capture then checks table maps column by column.
+        // row written before a schema change into the right columns. A server without the
+        // setting cannot say which column a value of such a row belongs to: refused, never a
+        // guess.
         let metadata: Option<String> = self
             .conn
             .query_first("SELECT CAST(@@binlog_row_metadata AS CHAR)")
             .await
             .unwrap_or(None);
-        if let Some(m) = metadata {
-            if !m.eq_ignore_ascii_case("FULL") {
-                return Err(fix("binlog_row_metadata", "FULL", &m));
+        match metadata {
+            Some(m) if m.eq_ignore_ascii_case("FULL") => {}
+            Some(m) => return Err(fix("binlog_row_metadata", "FULL", &m)),
+            None => {
+                return Err(Error::Config {
+                    key: "source server setting binlog_row_metadata".into(),
+                    message: format!(
+                        "the server at {addr} ({}) has no binlog_row_metadata setting, so its binlog does not name the columns of a row; tidemark decodes each row by those names (a row written before a column was added, moved or renamed would otherwise land in the wrong columns): use MariaDB 10.5+ or MySQL 8.0.1+ with binlog_row_metadata=FULL",
+                        self.info.version
+                    ),
+                })
             }
         }
         if self.info.flavor == Flavor::MariaDb {
@@ -341,7 +350,7 @@ impl Source {
             return Err(Error::Config {
                 key: "source.databases".into(),
                 message: format!(
-                    "database `{db}` does not exist on the source at {addr} (it has: {})",
+                    "database `{db}` does not exist on the source at {addr} (it has: {}); if it was dropped, remove it from source.databases (a running capture tombstones its rows in the target when it passes the DROP DATABASE)",
                     schemas
                         .iter()
                         .filter(|d| !SYSTEM_SCHEMAS.contains(&d.as_str()))

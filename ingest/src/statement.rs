@@ -364,9 +364,43 @@ pub fn changed_tables(sql: &str, default_db: &str) -> Vec<(TableId, TableChange)
     out
 }
 
+/// The database a `DROP {DATABASE|SCHEMA} [IF EXISTS] db` removes; `None` for any other statement.
+/// Its tables are not named in the statement: capture tells them from the tables it knows of.
+pub fn dropped_database(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    if !is_kw(tokens.first(), "DROP")
+        || !(is_kw(tokens.get(1), "DATABASE") || is_kw(tokens.get(1), "SCHEMA"))
+    {
+        return None;
+    }
+    let mut i = 2;
+    if is_kw(tokens.get(i), "IF") && is_kw(tokens.get(i + 1), "EXISTS") {
+        i += 2;
+    }
+    match tokens.get(i) {
+        Some(Token::Word(w)) | Some(Token::Quoted(w)) => Some(w.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_database_a_drop_database_removes() {
+        assert_eq!(
+            dropped_database("DROP DATABASE shop").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            dropped_database("drop schema if exists `my db`").as_deref(),
+            Some("my db")
+        );
+        assert_eq!(dropped_database("DROP TABLE shop.items"), None);
+        assert_eq!(dropped_database("DROP DATABASE"), None);
+        assert_eq!(dropped_database("CREATE DATABASE shop"), None);
+    }
 
     fn t(db: &str, name: &str) -> TableId {
         TableId::new(db, name)

@@ -558,11 +558,17 @@ pub struct KafkaApplier {
     report: ApplyReport,
 }
 
+/// How soon apply consumes the changes topic of a table new to capture (the metadata refresh
+/// interval of its pattern subscription; librdkafka's default is five minutes).
+pub const NEW_TOPICS_SEEN_WITHIN: Duration = Duration::from_secs(10);
+
 impl KafkaApplier {
     /// Connect (retrying until `transport.connect_timeout_seconds`) and join the group
-    /// `transport.group_id`, subscribed to the changes topics of `tables`, or to every changes
-    /// topic under the prefix (a pattern; new topics are seen at the next metadata refresh) when
-    /// `tables` is `None`. Blocking.
+    /// `transport.group_id`, subscribed to every changes topic under the prefix (a pattern: the
+    /// topic of a table that arrives while capturing, by CREATE or RENAME TABLE, is consumed
+    /// within [`NEW_TOPICS_SEEN_WITHIN`] unless `transport.consumer` sets
+    /// `topic.metadata.refresh.interval.ms`); the topics of `tables` must exist (a missing one is
+    /// [`Error::TopicMissing`], naming `topics init`). Blocking.
     pub fn new(
         config: &KafkaConfig,
         transformer: Transformer,
@@ -571,25 +577,25 @@ impl KafkaApplier {
         config.check()?;
         let registry = Registry::from_config(config)?;
         let topics = Topics::new(config);
-        let consumer: BaseConsumer<ApplyContext> = consumer_config(config, &config.group_id)
-            // The group's state every 5 s, for `check_group`.
-            .set("statistics.interval.ms", "5000")
+        let mut settings = consumer_config(config, &config.group_id);
+        // The group's state every 5 s, for `check_group`.
+        settings.set("statistics.interval.ms", "5000");
+        const REFRESH: &str = "topic.metadata.refresh.interval.ms";
+        if !config.consumer.contains_key(REFRESH) {
+            // How soon the pattern subscription sees a new changes topic.
+            settings.set(REFRESH, NEW_TOPICS_SEEN_WITHIN.as_millis().to_string());
+        }
+        let consumer: BaseConsumer<ApplyContext> = settings
             .create_with_context(ApplyContext::default())
             .map_err(|e| Error::kafka("creating the consumer", e))?;
         wait_for_brokers(consumer.client(), config)?;
-        let subscription: Vec<String> = match tables {
-            Some(tables) => {
-                let names: Vec<String> = tables.iter().map(|t| topics.changes(t)).collect();
-                for n in &names {
-                    partition_count(consumer.client(), n)?;
-                }
-                names
-            }
-            None => vec![format!(
-                "^{}.*",
-                topics.changes_prefix().replace('.', "\\.")
-            )],
-        };
+        for t in tables.unwrap_or_default() {
+            partition_count(consumer.client(), &topics.changes(t))?;
+        }
+        let subscription = vec![format!(
+            "^{}.*",
+            topics.changes_prefix().replace('.', "\\.")
+        )];
         let refs: Vec<&str> = subscription.iter().map(String::as_str).collect();
         consumer
             .subscribe(&refs)

@@ -104,6 +104,7 @@
 //! - A mapping that does not fit a table ([`Error::Transform`]) or a sink error: apply stops
 //!   without committing the batch; a restart re-reads it.
 
+mod applied;
 mod applier;
 mod checkpoints;
 mod config;
@@ -117,6 +118,7 @@ pub mod registry;
 mod topics;
 pub mod wire;
 
+pub use applied::{end_offsets, uncommitted, EndOffsets};
 pub use applier::{
     frontier_scope, group_frontier, ApplyContext, ApplyOptions, ApplyReport, FrontierReader,
     GroupFrontier, KafkaApplier,

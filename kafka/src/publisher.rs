@@ -95,6 +95,32 @@ impl KafkaPublisher {
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let tables_topics: Vec<(TableId, String)> =
             tables.iter().map(|t| (*t, topics.changes(t))).collect();
+        // A table that arrived while capture was running or stopped (CREATE or RENAME TABLE)
+        // has no topic yet: it is created as `topics init` would, in a deployment `topics init`
+        // set up (its checkpoints topic exists; without it, the error names `topics init`).
+        let missing = {
+            let producer = producer.clone();
+            let tables_topics = tables_topics.clone();
+            let config = config.clone();
+            let checkpoints = topics.checkpoints();
+            blocking(move || {
+                wait_for_brokers(producer.client(), &config)?;
+                partition_count(producer.client(), &checkpoints)?;
+                let mut missing = Vec::new();
+                for (t, topic) in tables_topics {
+                    match partition_count(producer.client(), &topic) {
+                        Err(Error::TopicMissing { .. }) => missing.push(t),
+                        other => drop(other?),
+                    }
+                }
+                Ok(missing)
+            })
+            .await?
+        };
+        if !missing.is_empty() {
+            info!(tables = ?missing, "tables without a changes topic: creating theirs");
+            crate::topics::topics_init(config, &missing).await?;
+        }
         let (resolved, value_ids) = {
             let producer = producer.clone();
             let config = config.clone();
@@ -220,16 +246,24 @@ impl KafkaPublisher {
         }
         if !self.tables.contains_key(&schema.table) {
             let topic = self.topics.changes(&schema.table);
-            let producer = self.producer.clone();
-            let t = topic.clone();
+            let count = |producer: FutureProducer, t: String| {
+                blocking(move || partition_count(producer.client(), &t))
+            };
+            let n = match count(self.producer.clone(), topic.clone()).await {
+                // A table that arrived while capturing (CREATE TABLE, or the new name of a
+                // RENAME TABLE): its topic is created as `topics init` would.
+                Err(Error::TopicMissing { .. }) => {
+                    info!(table = %schema.table, topic = %topic, "a table new to capture: creating its changes topic");
+                    crate::topics::topics_init(&self.config, &[schema.table]).await?;
+                    count(self.producer.clone(), topic.clone()).await?
+                }
+                n => n?,
+            };
             let registry = self.registry.clone();
-            let (n, id) = blocking(move || {
-                let n = partition_count(producer.client(), &t)?;
-                let id = match &registry {
-                    Some(r) => Some(r.register(&t, RecordKind::ChangeEvent)?),
-                    None => None,
-                };
-                Ok((n, id))
+            let t = topic.clone();
+            let id = blocking(move || match &registry {
+                Some(r) => Ok(Some(r.register(&t, RecordKind::ChangeEvent)?)),
+                None => Ok(None),
             })
             .await?;
             if let Some(id) = id {
