@@ -987,7 +987,25 @@ fn with_retry_context(e: tidemark_sink::Error, cfg: &crate::config::ApplyConfig)
 
 /// The target's checkpoints, per-table counts of live rows and tombstones (SQLite) and the dead
 /// letters per table.
-pub fn status(config: &Config) -> Result<String> {
+pub async fn status(config: &Config) -> Result<String> {
+    // In Kafka mode the pipeline's checkpoints are in the checkpoints topic, not the target.
+    let topic_checkpoints: Option<Vec<Checkpoint>> = match config.transport.kafka() {
+        Some(kafka) => Some(
+            tidemark_kafka::CheckpointStore::load(kafka)
+                .await?
+                .entries()
+                .values()
+                .cloned()
+                .collect(),
+        ),
+        None => None,
+    };
+    let checkpoints = |sink: &mut dyn Sink| -> Result<String> {
+        Ok(checkpoints_text(&match &topic_checkpoints {
+            Some(cps) => cps.clone(),
+            None => sink.checkpoints()?,
+        }))
+    };
     let path = match config.target()? {
         Target::Sqlite { path } => path,
         Target::Scylla {
@@ -999,7 +1017,7 @@ pub fn status(config: &Config) -> Result<String> {
                     scylla.clone(),
                     tokio::runtime::Handle::current(),
                 )?;
-                let mut out = checkpoints_text(&sink.checkpoints()?);
+                let mut out = checkpoints(&mut sink)?;
                 out.push_str(&format!(
                     "rows: not counted on a CQL target (a count reads every row of {}); `tidemark reconcile` compares them with the source\n",
                     scylla.keyspace
@@ -1023,7 +1041,7 @@ pub fn status(config: &Config) -> Result<String> {
         }
     };
     let mut sink = SqliteSink::open(&path)?;
-    let mut out = checkpoints_text(&sink.checkpoints()?);
+    let mut out = checkpoints(&mut sink)?;
     let conn = sink.connection();
     out.push_str(&format!(
         "{:<32} {:>10} {:>10}\n",
@@ -1059,11 +1077,44 @@ pub fn status(config: &Config) -> Result<String> {
 /// `checkpoints:` and one line per checkpoint.
 fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
     let mut out = String::from("checkpoints:\n");
+    let mut descriptions = 0;
+    let mut rereads = String::new();
     for cp in checkpoints {
+        // Table descriptions (JSON of every column) are counted, not printed.
+        if cp.stage == crate::resync::SOURCE_SCHEMA_STAGE
+            || cp.stage == tidemark_kafka::wire::SCHEMA_STAGE
+        {
+            descriptions += 1;
+            continue;
+        }
         out.push_str(&format!(
             "  {:<10} {:<24} {}\n",
             cp.stage, cp.scope, cp.value
         ));
+        if cp.stage == tidemark_ingest::RESYNC_STAGE {
+            match serde_json::from_str::<tidemark_ingest::ResyncMarker>(&cp.value) {
+                Ok(m) if !m.sweep_done => rereads.push_str(&format!(
+                    "  {:<30} rows written before {} are re-read{}\n",
+                    cp.scope,
+                    m.from,
+                    if m.rebackfill {
+                        ", after a new backfill (a resync, or the new name of a RENAME)"
+                    } else {
+                        " (a schema change, TRUNCATE or DROP)"
+                    }
+                )),
+                _ => {}
+            }
+        }
+    }
+    if descriptions > 0 {
+        out.push_str(&format!("  ({descriptions} table descriptions kept)\n"));
+    }
+    if !rereads.is_empty() {
+        out.push_str(
+            "re-reads in flight (these tables are not settled for reconcile until done):\n",
+        );
+        out.push_str(&rereads);
     }
     out
 }

@@ -266,7 +266,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Status { config } => {
             let config = config::Config::load(&config.config)?;
-            print!("{}", embedded::status(&config)?);
+            print!("{}", embedded::status(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply {

@@ -2,8 +2,9 @@
 //! separate processes on the shared Apache Kafka broker. While they run, the source gets a column
 //! added with a default (the rows already in the target must get it), a TRUNCATE, a DROP TABLE
 //! and a RENAME TABLE, with writes after each. Nobody runs a command: capture stores a resync
-//! marker for each, the control worker re-reads (and for the new name, backfills) through the
-//! changes topics, and the target ends equal to the source with a clean reconcile. The worker
+//! marker for each (`status` shows it in flight, reconcile leaves the table out), the control
+//! worker re-reads (and for the new name, backfills) through the changes topics, and the target
+//! ends equal to the source with a clean reconcile. The worker
 //! is killed with `kill -9` once mid-way, and its replacement finishes.
 
 mod common;
@@ -86,11 +87,6 @@ async fn schema_changes_are_followed_by_the_control_worker() {
     wait("the backfill applied", 120, || {
         live_rows(&target, "items") == 2000 && live_rows(&target, "old_name") == 150
     });
-    let mut worker = Proc::start(
-        "control",
-        &["control", "serve", "--config", &cfg],
-        dir.path(),
-    );
 
     // A column added with a default: 2000 rows in the target lack it, and no binlog event will
     // bring it. Then writes in the new shape.
@@ -99,6 +95,23 @@ async fn schema_changes_are_followed_by_the_control_worker() {
         "ALTER TABLE items ADD COLUMN status VARCHAR(10) NOT NULL DEFAULT 'new';
          INSERT INTO items (id, a, note, status) VALUES (9001, 1, 'n', 'z');
          UPDATE items SET status = 'done' WHERE id <= 10;",
+    );
+    // Before a control worker runs it, the re-read is in flight: `status` says so, and
+    // reconcile leaves the table out instead of reporting its rows as drift.
+    wait("status to show the re-read in flight", 60, || {
+        let out = run_ok(&["status", "--config", &cfg]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("re-reads in flight") && text.contains("shop.items")
+    });
+    let report = assert_reconcile_clean(&cfg);
+    assert!(
+        report.contains("skipped shop.items") && report.contains("in flight"),
+        "{report}"
+    );
+    let mut worker = Proc::start(
+        "control",
+        &["control", "serve", "--config", &cfg],
+        dir.path(),
     );
     wait(
         "every old row of items re-read with its default",
