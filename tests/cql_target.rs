@@ -435,7 +435,8 @@ async fn every_drift_class_is_found_on_cql_and_repair_clears_it() {
 /// `target init` twice is harmless; against a table whose columns differ, it names the table
 /// and the column; a short `gc_grace_seconds` is warned about, read from the table itself.
 #[test]
-fn target_init_is_idempotent_names_a_conflicting_column_and_warns_about_gc_grace() {
+fn target_init_is_idempotent_names_a_conflicting_column_warns_about_gc_grace_and_refuses_another_format(
+) {
     let db = MariaDb::start();
     db.sql(SHOP);
     let target = CqlTarget::shared();
@@ -478,6 +479,22 @@ fn target_init_is_idempotent_names_a_conflicting_column_and_warns_about_gc_grace
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("accounts") && err.contains("balance"), "{err}");
+
+    // A keyspace written by a build of another target format is refused, naming the keyspace.
+    target.cql(&format!(
+        "UPDATE \"{ks}\".tidemark_checkpoints SET value = '0' WHERE stage = 'target_format' AND scope = '*'"
+    ));
+    let config = cql_config(dir.path(), &db.url(), &["shop"], &target, "");
+    let out = tidemark()
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(ks.as_str()) && err.contains("target format 0"),
+        "{err}"
+    );
 }
 
 /// The target schema of `shop.accounts` under the identity mapping.

@@ -63,7 +63,7 @@ use tidemark_schemas::{
     TargetRecord, Ustr, Version,
 };
 use tidemark_sink::Sink;
-use tidemark_transform::{is_current_digest, source_digest_like, TablePlan, Transformer};
+use tidemark_transform::{TablePlan, Transformer};
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
@@ -718,18 +718,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             let Prepared {
                 key,
                 key_text,
-                mut expected,
+                expected,
                 rejected_by_transform,
-                source_row,
                 ..
             } = item;
-            // A target written by an earlier version holds the digest of its scheme; compare in
-            // that scheme, or every such row would look `stale`.
-            if let (Some(e), Some(s), Some(row)) = (&mut expected, &stored, &source_row) {
-                if !is_current_digest(&s.lineage.source_digest) {
-                    e.lineage.source_digest = source_digest_like(&s.lineage.source_digest, row);
-                }
-            }
             let applied = all_applied
                 || (untouched_known
                     && run
@@ -859,8 +851,6 @@ struct Prepared {
     /// mapping filters it out, or rejects it.
     expected: Option<TargetRecord>,
     rejected_by_transform: bool,
-    /// The source row, kept to compute a legacy digest when the target holds one.
-    source_row: Option<Row>,
     /// The target key to read.
     target_key: Row,
 }
@@ -886,18 +876,14 @@ fn prepare(
         commit_time_us: 0,
         chunk: None,
     };
-    let (expected, rejected_by_transform, source_row) = match source_row {
-        Some(row) => {
-            let change = change(Operation::Backfill, Some(row));
-            let (expected, rejected) = match plan.apply(&change) {
-                // A row the mapping filters out is expected to be absent from the target.
-                Ok(rec) if rec.is_tombstone() => (None, false),
-                Ok(rec) => (Some(rec), false),
-                Err(_) => (None, true),
-            };
-            (expected, rejected, change.after)
-        }
-        None => (None, false, None),
+    let (expected, rejected_by_transform) = match source_row {
+        Some(row) => match plan.apply(&change(Operation::Backfill, Some(row))) {
+            // A row the mapping filters out is expected to be absent from the target.
+            Ok(rec) if rec.is_tombstone() => (None, false),
+            Ok(rec) => (Some(rec), false),
+            Err(_) => (None, true),
+        },
+        None => (None, false),
     };
     let target_key = match &expected {
         Some(e) => e.key.clone(),
@@ -911,7 +897,6 @@ fn prepare(
         key_text,
         expected,
         rejected_by_transform,
-        source_row,
         target_key,
     }
 }

@@ -30,9 +30,7 @@
 //! bulk load in key order fills each leaf and starts the next (its "quick balance"), where a
 //! clustered table redistributes three leaves at every split. Measured on a 1,000,000-row
 //! backfill keyed by BIGINT UNSIGNED (three alternating runs): 4.04, 3.76, 4.29 s → 3.35, 3.82,
-//! 3.53 s, the file 438 → 393 MB. Targets written before keep their clustered table (the key
-//! declared without a type): the key's declared type in the file decides how it is stored.
-//! Either way a row lives in one B-tree, found and written by its key: a rowid table with any other
+//! 3.53 s, the file 438 → 393 MB. Either way a row lives in one B-tree, found and written by its key: a rowid table with any other
 //! key needs a second B-tree (the key index) that every upsert searches and writes too. New
 //! database files use 16 KiB pages (SQLite's default is 4 KiB): a target row with its lineage
 //! is about 350 bytes, well under the twentieth of a page that `WITHOUT ROWID` rows should stay
@@ -41,11 +39,10 @@
 //! from about 4.3 to 3.9 s with a third less system time; this layout with the binding below and
 //! the hand-written canonical text, 4.64 → 4.10 s.
 //!
-//! Targets created by earlier versions keep their layout (a rowid table with a key index, 4 KiB
-//! pages) and their BIGINT UNSIGNED columns declared `TEXT`: an INTEGER written into such a
-//! column is converted by its TEXT affinity into the same digits that column always held, and
-//! key lookups compare under the column's affinity, so old and new files are read and written
-//! alike.
+//! This layout, with the lineage columns and the digest scheme of `_tm_source_digest`, is target
+//! format [`FORMAT`], kept in the file's `PRAGMA user_version`: a file of another format (written
+//! by another build) is refused at open with an error that says what to do, never read as if it
+//! had this one.
 //!
 //! ## Checkpoints off the write path
 //!
@@ -397,6 +394,7 @@ impl SqliteSink {
             wal_size_limit(CHECKPOINT_AFTER_BYTES),
         )
         .map_err(open_err)?;
+        check_format(&conn, &path_str)?;
         let page_size: u64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(open_err)?;
@@ -554,17 +552,57 @@ impl SqliteSink {
     }
 }
 
-/// The columns of `table` as stored: name and declared type (none when there is no such table).
-/// Whether a column declared `declared` stores values of type `ty` as [`storage_type`] would
-/// (a BIGINT UNSIGNED column of the earlier layouts is declared `TEXT`, and a rowid key
-/// `INTEGER`: both hold their values).
-fn holds(declared: &str, ty: &TargetType) -> bool {
-    let want = storage_type(ty);
+/// Whether a column declared `declared` stores values of type `ty` as this format does: the
+/// table's rowid key (`rowid_key`) is declared `INTEGER` whatever its integer type; every other
+/// column is declared [`storage_type`]. (A BIGINT UNSIGNED column declared `INTEGER` would turn
+/// a value from 2^63 up, bound as its digits, into a REAL: it is not accepted.)
+fn holds(declared: &str, ty: &TargetType, rowid_key: bool) -> bool {
+    let want = if rowid_key {
+        "INTEGER"
+    } else {
+        storage_type(ty)
+    };
     declared.eq_ignore_ascii_case(want)
-        || (matches!(ty, TargetType::UInt { bits: 64 })
-            && ["TEXT", "INTEGER"]
-                .iter()
-                .any(|d| declared.eq_ignore_ascii_case(d)))
+}
+
+/// The columns of `table` as stored: name and declared type (none when there is no such table).
+/// The layout of the tables a target file holds (their key, column types and lineage columns,
+/// and the digest scheme of `_tm_source_digest`), kept in the file's `PRAGMA user_version`. A
+/// file written by a build with another format is refused, never read or written as if it had
+/// this one.
+pub const FORMAT: i64 = 1;
+
+/// Stamp a new file with [`FORMAT`]; refuse a file of another format.
+fn check_format(conn: &Connection, path: &str) -> Result<()> {
+    let open_err = |e: rusqlite::Error| Error::Open {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(open_err)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if tables == 0 && found == 0 {
+        return conn
+            .pragma_update(None, "user_version", FORMAT)
+            .map_err(open_err);
+    }
+    if found != FORMAT {
+        return Err(Error::Open {
+            path: path.to_string(),
+            message: format!(
+                "this file holds target format {found}{}, and this build of tidemark reads and writes format {FORMAT} only: point [target] path at a new file and backfill into it (`tidemark target init`, then `tidemark run`), or use the build that wrote it",
+                if found == 0 {
+                    " (a build from before formats were numbered, or not a tidemark target)"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn existing_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
@@ -603,8 +641,7 @@ fn is_bigint_unsigned(ty: &TargetType) -> bool {
 
 /// The index, among `schema`'s columns, of a BIGINT UNSIGNED key the table stores as its rowid:
 /// the one key column, declared `INTEGER` in the table as it is (`existing`: names and declared
-/// types). Targets of earlier versions declare such a key without a type, or `TEXT`, and store
-/// it as [`storage_value`] does.
+/// types).
 fn unsigned_rowid(schema: &TargetSchema, existing: &[(String, String)]) -> Option<usize> {
     let [key] = schema.key.as_slice() else {
         return None;
@@ -982,7 +1019,8 @@ impl Sink for SqliteSink {
                 else {
                     continue;
                 };
-                if holds(declared, &col.ty) {
+                let rowid_key = is_rowid_key(schema) && schema.key[0] == col.name;
+                if holds(declared, &col.ty, rowid_key) {
                     continue;
                 }
                 if schema.key.contains(&col.name) {

@@ -318,24 +318,6 @@ fn table_sql_and_page_size(sink: &SqliteSink, table: &str) -> (String, i64) {
         .expect("table definition")
 }
 
-/// A sink in `dir` whose table `u` (of [`u64_schema`]) an earlier version created: the key
-/// declared `key_type`, the table definition ending in `options`.
-fn earlier_u64_target(dir: &Path, key_type: &str, options: &str) -> SqliteSink {
-    let mut sink = open(&dir.join("t.db"));
-    let lineage: Vec<String> = tidemark_sink::sqlite::LINEAGE_COLUMNS
-        .iter()
-        .map(|(n, t)| format!("\"{n}\" {t}"))
-        .collect();
-    sink.connection()
-        .execute_batch(&format!(
-            "CREATE TABLE \"u\" (\"id\" {key_type}, \"v\" TEXT, {}, PRIMARY KEY (\"id\")){options}",
-            lineage.join(", ")
-        ))
-        .expect("table of an earlier layout");
-    sink.ensure_table(&u64_schema()).expect("table");
-    sink
-}
-
 #[test]
 fn a_bigint_unsigned_key_is_the_rowid_holding_its_64_bits() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -373,44 +355,55 @@ fn a_bigint_unsigned_key_is_the_rowid_holding_its_64_bits() {
 }
 
 #[test]
-fn a_target_of_the_clustered_layout_keeps_integers_up_to_2_63_and_text_above() {
+fn a_file_of_another_target_format_is_refused_and_a_new_one_is_stamped() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The table as the versions before the rowid key created it: clustered on a BIGINT
-    // UNSIGNED key declared without a type.
-    let mut sink = earlier_u64_target(dir.path(), "", " WITHOUT ROWID");
-    let stored = exercise_u64_keys(&mut sink);
-    for (class, text) in &stored {
-        let expected = if text.parse::<i64>().is_ok() {
-            "integer"
-        } else {
-            "text"
-        };
-        assert_eq!(class, expected, "key {text} is stored as {class}");
-    }
-    let (sql, _) = table_sql_and_page_size(&sink, "u");
-    assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+    let path = dir.path().join("t.db");
+    drop(open(&path));
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let stamped: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(stamped, tidemark_sink::sqlite::FORMAT);
+    // A file written by a build of another format (here: before formats were numbered).
+    conn.pragma_update(None, "user_version", 0)
+        .expect("unstamp");
+    drop(conn);
+    let err = SqliteSink::open(&path)
+        .err()
+        .expect("a file of another format is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string())
+            && text.contains("format 0")
+            && text.contains("new file"),
+        "{text}"
+    );
 }
 
 #[test]
-fn a_target_of_the_earlier_layout_keeps_its_text_keys_and_works_alike() {
+fn a_column_retyped_to_bigint_unsigned_holds_values_above_2_63_exactly() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The table as earlier versions created it: a rowid table (so a separate key index) with
-    // the BIGINT UNSIGNED column declared TEXT.
-    let mut sink = earlier_u64_target(dir.path(), "TEXT", "");
-    let stored = exercise_u64_keys(&mut sink);
-    assert!(
-        stored.iter().all(|(class, _)| class == "text"),
-        "the TEXT column keeps the digits it always held: {stored:?}"
-    );
-    // A row written by an earlier version is found by its key.
-    let old = u64_record(7, "written before", 3);
-    sink.connection()
-        .execute(
-            "INSERT INTO \"u\" SELECT '7', 'written before', 3, 0, 'insert', 's', 'db.t', '{\"id\":7}', 'f:1', NULL, 0, 'identity', 'x', '', NULL",
-            [],
-        )
-        .expect("row of an earlier version");
-    assert_eq!(sink.read("u", &old.key).expect("read"), Some(old));
+    let mut sink = open(&dir.path().join("t.db"));
+    let mut before = keyed_schema("w", TargetType::Int { bits: 64 });
+    before.columns.push(TargetColumn {
+        name: "n".into(),
+        ty: TargetType::Int { bits: 32 },
+        nullable: true,
+    });
+    sink.ensure_table(&before).expect("table");
+    // MODIFY n BIGINT UNSIGNED at the source: an INTEGER column would turn 2^64 - 1, bound as
+    // its digits, into a REAL.
+    let mut after = before.clone();
+    after.columns[2].ty = TargetType::UInt { bits: 64 };
+    sink.ensure_table(&after).expect("table retyped");
+    let mut rec = record(1, Some("x"), 10, "f:1");
+    rec.table = "w".into();
+    rec.columns
+        .as_mut()
+        .expect("columns")
+        .push("n", Value::UInt(u64::MAX));
+    sink.write(std::slice::from_ref(&rec), &[]).expect("write");
+    assert_eq!(sink.read("w", &rec.key).expect("read"), Some(rec));
 }
 
 /// The WAL is copied into the database file while writes go on, by the checkpointer's thread,

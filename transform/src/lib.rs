@@ -144,12 +144,8 @@ pub fn transform_version(canonical_mapping: &str) -> String {
 
 /// Hash of a source row image: `y` and the XXH3-128, in 32 hex digits, of the row's
 /// [`Row::digest_input`] (equal exactly when the canonical texts are equal). The digest only has
-/// to tell two images of a row apart (it is not a security boundary).
-///
-/// Targets written by earlier versions hold digests of earlier schemes: `x` and the XXH3-128 of
-/// the canonical text ([`text_source_digest`]), or 32 hex digits of SHA-256
-/// ([`legacy_source_digest`]). Compare those in their own scheme ([`source_digest_like`]), or
-/// they look like another image.
+/// to tell two images of a row apart (it is not a security boundary). A target holds digests of
+/// this scheme only: its format says so (`tidemark_sink::sqlite::FORMAT`).
 pub fn source_digest(row: &Row) -> String {
     thread_local! {
         /// The digest input of the last row, kept for its capacity: no allocation per row.
@@ -169,37 +165,6 @@ fn hex_digest(prefix: u8, digest: u128) -> String {
     text[0] = prefix;
     hex::encode_to_slice(digest.to_be_bytes(), &mut text[1..]).expect("32 hex digits fit");
     String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
-}
-
-/// The digest of the scheme before [`source_digest`]: `x` and the XXH3-128 of the row's
-/// canonical text.
-pub fn text_source_digest(row: &Row) -> String {
-    hex_digest(
-        b'x',
-        twox_hash::XxHash3_128::oneshot(row.canonical_text().as_bytes()),
-    )
-}
-
-/// The digest of the first versions: the first 128 bits of SHA-256 of the canonical text, in hex.
-pub fn legacy_source_digest(row: &Row) -> String {
-    let digest = Sha256::digest(row.canonical_text().as_bytes());
-    hex::encode(&digest[..16])
-}
-
-/// Whether a digest read from a target is a [`source_digest`] (`y` …) rather than one of an
-/// earlier scheme.
-pub fn is_current_digest(digest: &str) -> bool {
-    digest.starts_with('y')
-}
-
-/// The digest of `row` in the scheme of `stored` (a digest read from a target): what `stored`
-/// would be if it was made from this image.
-pub fn source_digest_like(stored: &str, row: &Row) -> String {
-    match stored.as_bytes().first() {
-        Some(b'y') => source_digest(row),
-        Some(b'x') => text_source_digest(row),
-        _ => legacy_source_digest(row),
-    }
 }
 
 /// A value's canonical text, or `None` for NULL (used by comparisons and messages).
@@ -305,18 +270,7 @@ mod tests {
         ]
         .concat();
         assert_eq!(input, spelled);
-        let current = source_digest(&row);
-        let text = text_source_digest(&row);
-        let legacy = legacy_source_digest(&row);
-        assert_eq!(current, CURRENT_DIGEST);
-        assert_eq!(text, "xecfc39e8712c798a4e2215ec204629ca");
-        assert_eq!(legacy, "7f0fc1050a42a0cb28309f997dc4e388");
-        assert!(is_current_digest(&current));
-        assert!(!is_current_digest(&text));
-        assert!(!is_current_digest(&legacy));
-        for stored in [&current, &text, &legacy] {
-            assert_eq!(&source_digest_like(stored, &row), stored);
-        }
+        assert_eq!(source_digest(&row), CURRENT_DIGEST);
     }
 
     /// The digest input tells apart exactly what the canonical text tells apart.

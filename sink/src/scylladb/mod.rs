@@ -142,6 +142,13 @@ struct Prepared {
     scan_rest: Option<PreparedStatement>,
 }
 
+/// The layout of a keyspace's tables (key, column types, lineage columns, the digest scheme),
+/// stamped in its checkpoint table (stage [`FORMAT_STAGE`]): a keyspace of another format is
+/// refused, never read or written as if it had this one.
+pub const FORMAT: i64 = 1;
+/// The checkpoint stage of the [`FORMAT`] stamp (scope `*`).
+pub const FORMAT_STAGE: &str = "target_format";
+
 struct CheckpointStatements {
     insert: PreparedStatement,
     select: PreparedStatement,
@@ -615,9 +622,77 @@ impl ScyllaSink {
                 .map_err(|e| {
                     Error::Checkpoint(format!("ScyllaDB table {ks}.{CHECKPOINT_TABLE}: {e}"))
                 })?;
+            self.runtime.block_on(self.check_format(&stmts))?;
             self.checkpoints = Some(stmts);
         }
         Ok(self.checkpoints.as_ref().expect("just set"))
+    }
+
+    /// Stamp a new keyspace with [`FORMAT`] (a row of the checkpoint table); refuse one of another
+    /// format. Every sink stamps before it writes its first checkpoint, so a keyspace with
+    /// checkpoints and no stamp was written before formats were numbered — unless another sink
+    /// stamped it between the two looks, which a second look tells.
+    async fn check_format(&self, stmts: &CheckpointStatements) -> Result<()> {
+        let ks = &self.config.keyspace;
+        let err = |message: String| {
+            Error::Checkpoint(format!("ScyllaDB table {ks}.{CHECKPOINT_TABLE}: {message}"))
+        };
+        let stamp = || async {
+            let result = self
+                .session
+                .execute_unpaged(&stmts.select, (FORMAT_STAGE, "*"))
+                .await;
+            Ok::<_, Error>(
+                typed_rows::<(String, i64)>(result)
+                    .map_err(err)?
+                    .first()
+                    .map(|(v, _)| v.clone()),
+            )
+        };
+        let found = match stamp().await? {
+            Some(found) => found,
+            None => {
+                let result = self
+                    .session
+                    .query_unpaged(
+                        format!(
+                            "SELECT stage FROM {} LIMIT 1",
+                            cql::qualified(ks, CHECKPOINT_TABLE)
+                        ),
+                        (),
+                    )
+                    .await;
+                let written = !typed_rows::<(String,)>(result).map_err(err)?.is_empty();
+                match stamp().await? {
+                    Some(found) => found,
+                    None if written => "0".to_string(),
+                    None => {
+                        self.session
+                            .execute_unpaged(
+                                &stmts.insert,
+                                (FORMAT_STAGE, "*", FORMAT.to_string(), 1i64),
+                            )
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if found == FORMAT.to_string() {
+            return Ok(());
+        }
+        Err(Error::Config {
+            setting: "keyspace".into(),
+            message: format!(
+                "keyspace `{ks}` holds target format {found}{}, and this build of tidemark reads and writes format {FORMAT} only: use a new keyspace and backfill into it (`tidemark target init`, then `tidemark run`), or the build that wrote it",
+                if found == "0" {
+                    " (written before formats were numbered)"
+                } else {
+                    ""
+                }
+            ),
+        })
     }
 
     async fn select_rows(
