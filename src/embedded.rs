@@ -272,6 +272,11 @@ pub async fn run(
     };
 
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    tokio::spawn(crate::metrics::watch_queue(
+        "apply",
+        tx.downgrade(),
+        cancel.clone(),
+    ));
     let stop_later = watch::channel(None::<BinlogPosition>);
     let failed = cancel.child_token();
 
@@ -1286,6 +1291,7 @@ pub async fn reconcile(
         config.backfill.progress_seconds,
         cancel.clone(),
     );
+    let started = crate::metrics::unix_now();
     let outcome = reconciler
         .run(
             &tables,
@@ -1298,6 +1304,7 @@ pub async fn reconcile(
     display.abort();
     drop(reconciler);
     let outcome = outcome?;
+    crate::metrics::note_reconcile(started, &outcome.summary);
     if let Some(e) = write_error {
         return Err(e).context("writing the drift output");
     }

@@ -114,6 +114,11 @@ pub async fn capture(
         .await?
         .with_start(from, None);
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    tokio::spawn(crate::metrics::watch_queue(
+        "publish",
+        tx.downgrade(),
+        cancel.clone(),
+    ));
     let publishing = tokio::spawn(publisher.run(rx));
     let lag = tokio::spawn(crate::metrics::watch_lag_bytes(
         config.source.url.clone(),
@@ -171,6 +176,11 @@ pub async fn backfill(
     let checkpoints = store.backfill_checkpoints(&tables)?;
     let publisher = KafkaPublisher::new(kafka, identity, &all).await?;
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    tokio::spawn(crate::metrics::watch_queue(
+        "publish",
+        tx.downgrade(),
+        cancel.clone(),
+    ));
     let publishing = tokio::spawn(publisher.run(rx));
     let listening = follow_control_topic.then(|| {
         tokio::spawn(follow_control(
@@ -393,6 +403,11 @@ pub async fn sweep(
     let identity = source.info.identity;
     let publisher = KafkaPublisher::new(kafka, identity, &[table]).await?;
     let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    tokio::spawn(crate::metrics::watch_queue(
+        "publish",
+        tx.downgrade(),
+        cancel.clone(),
+    ));
     let publishing = tokio::spawn(publisher.run(rx));
     let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
     let result: Result<()> = async {

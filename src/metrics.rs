@@ -16,6 +16,16 @@
 //!     `tidemark_capture_position_offset` (the last transaction captured);
 //!   - backfill, per table: `tidemark_backfill_rows`, `tidemark_backfill_rows_estimated`,
 //!     `tidemark_backfill_done`, `tidemark_backfill_paused`, `tidemark_backfill_rows_per_second`;
+//!   - capture, per table and operation: `tidemark_capture_events_total{table, op}`;
+//!     `tidemark_source_reconnects_total` (the binlog stream lost and reopened);
+//!   - backfill, per table: also `tidemark_backfill_eta_seconds` (time left at the current rate);
+//!   - `tidemark_queue_depth{queue}`: messages waiting in the channel into `apply` (embedded) or
+//!     the Kafka publisher (`publish`), sampled every second ([`watch_queue`]);
+//!   - reconcile (the last one this process ran, [`note_reconcile`]):
+//!     `tidemark_reconcile_last_started_timestamp_seconds`,
+//!     `tidemark_reconcile_last_finished_timestamp_seconds`, `tidemark_reconcile_runs_total`,
+//!     `tidemark_reconcile_last_drift_keys{class}` (every class, 0 where none),
+//!     `tidemark_reconcile_last_actionable_keys`, `tidemark_reconcile_last_rows_compared{table}`;
 //!   - `tidemark_source_retries_total`: source reads repeated after a lost connection, a
 //!     deadlock or a lock wait.
 //!
@@ -123,6 +133,58 @@ pub async fn watch_lag_bytes(url: String, cancel: tokio_util::sync::Cancellation
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
+}
+
+/// Every second until `cancel`, `tidemark_queue_depth{queue}`: the messages waiting in the
+/// channel `weak` sends into (capture and backfill → apply, or → the Kafka publisher), until
+/// the channel closes. Holds it only weakly, so it never keeps it open.
+pub async fn watch_queue<T: Send + 'static>(
+    queue: &'static str,
+    weak: tokio::sync::mpsc::WeakSender<T>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let Some(tx) = weak.upgrade() else { return };
+        let depth = tx.max_capacity() - tx.capacity();
+        drop(tx);
+        metrics::gauge!("tidemark_queue_depth", "queue" => queue).set(depth as f64);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// A reconcile that ran from `started` (Unix seconds) to now found `summary`: the reconcile
+/// gauges, each of the last complete reconcile (every drift class is set, 0 where none was
+/// found, so that an alert on a class sees a value).
+pub fn note_reconcile(started: f64, summary: &tidemark_reconcile::classify::Summary) {
+    use tidemark_reconcile::classify::DriftClass;
+    metrics::gauge!("tidemark_reconcile_last_started_timestamp_seconds").set(started);
+    metrics::gauge!("tidemark_reconcile_last_finished_timestamp_seconds").set(unix_now());
+    metrics::counter!("tidemark_reconcile_runs_total").increment(1);
+    for (table, n) in &summary.compared {
+        metrics::gauge!("tidemark_reconcile_last_rows_compared", "table" => table.clone())
+            .set(*n as f64);
+    }
+    for class in DriftClass::ALL {
+        let keys: u64 = summary
+            .clusters
+            .iter()
+            .filter(|((_, c, _), _)| *c == class)
+            .map(|(_, cluster)| cluster.count)
+            .sum();
+        metrics::gauge!("tidemark_reconcile_last_drift_keys", "class" => class.as_str())
+            .set(keys as f64);
+    }
+    metrics::gauge!("tidemark_reconcile_last_actionable_keys").set(summary.actionable() as f64);
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -360,8 +360,9 @@ fn series(body: &str, name: &str, labels: &str) -> Option<f64> {
 
 /// What an operator watches, scraped from a live `tidemark run` that backfills 6,000 rows under a
 /// throttle while a workload writes: the backfill's progress rises to its estimate and says
-/// done, capture's lag in seconds and bytes is there and falls to 0 once caught up, the rows
-/// applied are counted, and a row the mapping rejects is counted by table and kind.
+/// done with an ETA falling to 0, capture's lag in seconds and bytes is there and falls to 0 once
+/// caught up, capture's rows are counted per table and operation, the rows applied are counted,
+/// a row the mapping rejects is counted by table and kind, and the queue into apply is watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_backfill_capture_and_dead_letters() {
     let db = MariaDb::start();
@@ -397,6 +398,7 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
         wait_for("the backfill under way", Duration::from_secs(60), || {
             mid = scrape();
             series(&mid, "tidemark_backfill_rows", t).is_some_and(|n| n > 0.0)
+                && series(&mid, "tidemark_backfill_eta_seconds", t).is_some_and(|s| s > 0.0)
         })
     });
     let estimated = series(&mid, "tidemark_backfill_rows_estimated", t).expect(&mid);
@@ -459,4 +461,33 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
         "{done}"
     );
     assert!(series(&done, "tidemark_source_retries_total", "").is_none_or(|n| n >= 0.0));
+    assert_eq!(
+        series(&done, "tidemark_backfill_eta_seconds", t),
+        Some(0.0),
+        "{done}"
+    );
+    // Capture counts the rows it read per table and operation, and the queue into apply is
+    // watched.
+    assert!(
+        series(
+            &done,
+            "tidemark_capture_events_total",
+            "{table=\"shop.t\",op=\"insert\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{done}"
+    );
+    assert_eq!(
+        series(
+            &done,
+            "tidemark_capture_events_total",
+            "{table=\"shop.notes\",op=\"insert\"}"
+        ),
+        Some(2.0),
+        "{done}"
+    );
+    assert!(
+        series(&done, "tidemark_queue_depth", "{queue=\"apply\"}").is_some(),
+        "{done}"
+    );
 }

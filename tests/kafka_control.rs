@@ -142,9 +142,16 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
     assert!(copied < 5000, "killed mid-action ({copied} rows copied)");
     // Its replacement resumes the uncommitted start_backfill (from its checkpoint) on its own.
     let worker_log = log("control-2.log");
+    // This one serves /metrics (the reconcile's figures below).
+    let (worker_config, port) = kafka_support::with_metrics(&config, "control-2");
     let mut worker = Proc::start(
         "control-2",
-        &["control", "serve", "--config", &cfg],
+        &[
+            "control",
+            "serve",
+            "--config",
+            worker_config.to_str().unwrap(),
+        ],
         dir.path(),
     );
     wait_for(
@@ -182,6 +189,26 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         .into_iter()
         .collect(),
         "{found:?}"
+    );
+    // The last reconcile's figures, for alerts: keys per class (0 where none), and when it ran.
+    let mut metrics = String::new();
+    wait_for(30, "the reconcile's metrics", &worker_log, || {
+        metrics = kafka_support::scrape(port);
+        metrics.contains("tidemark_reconcile_last_actionable_keys 2")
+    })
+    .await;
+    for line in [
+        "tidemark_reconcile_last_drift_keys{class=\"stale\"} 1",
+        "tidemark_reconcile_last_drift_keys{class=\"schema_rejection\"} 1",
+        "tidemark_reconcile_last_drift_keys{class=\"missing\"} 0",
+        "tidemark_reconcile_last_rows_compared{table=\"shop.notes\"} ",
+        "tidemark_reconcile_runs_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("tidemark_reconcile_last_finished_timestamp_seconds"),
+        "{metrics}"
     );
 
     // reread_keys repairs the stale key through the pipeline.

@@ -86,16 +86,7 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
     db.sql("INSERT INTO shop.tags VALUES ('c', 4)");
 
     // The member serves /metrics (a config of its own: the other stages would take the port).
-    let port = tidemark_testkit::free_port();
-    let member_config = dir.path().join("apply.toml");
-    std::fs::write(
-        &member_config,
-        format!(
-            "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-            std::fs::read_to_string(&config).unwrap()
-        ),
-    )
-    .unwrap();
+    let (member_config, port) = kafka_support::with_metrics(&config, "apply");
     let mut member = Proc::start(
         "apply",
         &["apply", "--config", member_config.to_str().unwrap()],
@@ -187,16 +178,6 @@ fn dead_letters(kafka: &tidemark_kafka::KafkaConfig) -> Vec<serde_json::Value> {
             .expect("read the dead-letter topic");
         out
     })
-}
-
-/// The body of `/metrics` on 127.0.0.1:`port`.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("/metrics answers");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
 }
 
 /// The configuration of both tests (database `shop`, the CQL target, the Kafka transport), at

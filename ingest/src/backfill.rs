@@ -616,8 +616,17 @@ impl Backfill {
             .set(f64::from(u8::from(p.done)));
         metrics::gauge!("tidemark_backfill_paused", "table" => label.clone())
             .set(f64::from(u8::from(p.paused)));
-        metrics::gauge!("tidemark_backfill_rows_per_second", "table" => label)
+        metrics::gauge!("tidemark_backfill_rows_per_second", "table" => label.clone())
             .set(p.rows_per_second);
+        // Time left at the current rate, once there is one (0 when done).
+        if p.done || p.rows_per_second > 0.0 {
+            let left = if p.done {
+                0.0
+            } else {
+                p.estimated_total.saturating_sub(p.rows) as f64 / p.rows_per_second
+            };
+            metrics::gauge!("tidemark_backfill_eta_seconds", "table" => label).set(left);
+        }
     }
 
     async fn wait_while_paused(

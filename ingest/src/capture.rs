@@ -448,6 +448,7 @@ impl Capture {
                     }
                     from = reached;
                     warn!(error = %e, position = %from, retry_in = ?backoff, "binlog stream lost; reconnecting");
+                    metrics::counter!("tidemark_source_reconnects_total").increment(1);
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(from),
                         _ = tokio::time::sleep(backoff) => {}
@@ -747,7 +748,13 @@ impl Capture {
             i64::from(header.timestamp()) * 1_000_000,
         )?;
         st.rows += changes.len() as u64;
-        if !changes.is_empty() {
+        if let Some(first) = changes.first() {
+            metrics::counter!(
+                "tidemark_capture_events_total",
+                "table" => table.to_string(),
+                "op" => first.op.as_str()
+            )
+            .increment(changes.len() as u64);
             let _ = out.send(CaptureMessage::Changes(changes)).await;
         }
         // A rows event outside a transaction (non-transactional engine without COMMIT) is a

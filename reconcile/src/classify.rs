@@ -26,6 +26,18 @@ pub enum DriftClass {
 }
 
 impl DriftClass {
+    /// Every class.
+    pub const ALL: [DriftClass; 8] = [
+        DriftClass::Missing,
+        DriftClass::Extra,
+        DriftClass::Stale,
+        DriftClass::ValueMismatch,
+        DriftClass::TransformSkew,
+        DriftClass::SchemaRejection,
+        DriftClass::InFlight,
+        DriftClass::Unsettled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DriftClass::Missing => "missing",

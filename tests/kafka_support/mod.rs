@@ -671,3 +671,29 @@ pub fn registry_get(url: &str) -> (u16, serde_json::Value) {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
+
+/// The body of `/metrics` on 127.0.0.1:`port`.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("/metrics answers");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
+/// `config` with `[metrics]` on a free port, written beside it as `NAME.toml` (a process of its
+/// own serves them: the other stages of the test would take the port): the path and the port.
+pub fn with_metrics(config: &std::path::Path, name: &str) -> (std::path::PathBuf, u16) {
+    let port = tidemark_testkit::free_port();
+    let path = config.with_file_name(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            std::fs::read_to_string(config).unwrap()
+        ),
+    )
+    .unwrap();
+    (path, port)
+}
