@@ -8,7 +8,10 @@
 //!   - applying (embedded `run`, Kafka-mode `apply`), per target table: `tidemark_rows_applied_total`,
 //!     `tidemark_rows_ignored_older_total`; dead letters per source table and kind
 //!     (`too_long`, `target_refused`, …): `tidemark_rows_rejected_total{table, kind}`; in Kafka
-//!     mode also `tidemark_messages_undecodable_total` (messages sent raw to the dead-letter topic);
+//!     mode also `tidemark_messages_undecodable_total` (messages sent raw to the dead-letter topic),
+//!     `tidemark_apply_lag_messages{topic, partition}` (librdkafka's consumer lag of each
+//!     partition the member consumes, every 5 s) and `tidemark_apply_frontier_file_seq` /
+//!     `tidemark_apply_frontier_offset` (the member's applied frontier);
 //!   - capture: `tidemark_capture_lag_seconds` (how long ago the source wrote the event being
 //!     read; 0 once the server says it has nothing more), and, in `run` and Kafka-mode
 //!     `capture`, `tidemark_capture_lag_bytes` (binlog bytes between where capture has read to and the

@@ -106,6 +106,21 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
         metrics.contains("tidemark_rows_applied_total{table=\"tags\"}"),
         "{metrics}"
     );
+    // Caught up: the lag of every partition it consumes is 0 by the next statistics (5 s), and
+    // its applied frontier is published.
+    let mut metrics = String::new();
+    wait("the member's lag at 0 in its metrics", 30, || {
+        metrics = scrape(port);
+        let lags: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("tidemark_apply_lag_messages{"))
+            .collect();
+        !lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0"))
+    });
+    assert!(
+        metrics.contains("tidemark_apply_frontier_offset "),
+        "{metrics}"
+    );
     capture.terminate();
     member.terminate();
 

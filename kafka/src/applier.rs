@@ -114,6 +114,21 @@ impl ClientContext for ApplyContext {
             *self.group.lock().expect("group state lock") =
                 Some((cgrp.state, cgrp.stateage, Instant::now()));
         }
+        // Apply lag per partition this member consumes: messages between its committed offset
+        // and the partition's end (librdkafka's `consumer_lag`; -1 while unknown).
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || !p.desired || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "tidemark_apply_lag_messages",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
     }
 }
 
@@ -1307,6 +1322,11 @@ impl KafkaApplier {
             // Not awaited: a frontier written late is only conservative.
             drop(send_checkpoint(&self.producer, &topic, &cp)?);
             self.published.insert((t.clone(), *p), text);
+        }
+        if let Some(frontier) = self.frontier() {
+            metrics::gauge!("tidemark_apply_frontier_file_seq")
+                .set(frontier.file_seq().unwrap_or(0) as f64);
+            metrics::gauge!("tidemark_apply_frontier_offset").set(frontier.offset as f64);
         }
         Ok(())
     }
