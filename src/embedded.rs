@@ -993,23 +993,34 @@ fn with_retry_context(e: tidemark_sink::Error, cfg: &crate::config::ApplyConfig)
 /// The target's checkpoints, per-table counts of live rows and tombstones (SQLite) and the dead
 /// letters per table.
 pub async fn status(config: &Config) -> Result<String> {
-    // In Kafka mode the pipeline's checkpoints are in the checkpoints topic, not the target.
+    // In Kafka mode the pipeline's checkpoints are in the checkpoints topic, not the target. A
+    // glance does not wait for brokers that do not answer: it says so and shows the target's.
+    let mut unreachable = None;
     let topic_checkpoints: Option<Vec<Checkpoint>> = match config.transport.kafka() {
-        Some(kafka) => Some(
-            tidemark_kafka::CheckpointStore::load(kafka)
-                .await?
-                .entries()
-                .values()
-                .cloned()
-                .collect(),
-        ),
+        Some(kafka) => {
+            let quick = tidemark_kafka::KafkaConfig {
+                connect_timeout_seconds: kafka.connect_timeout_seconds.min(5),
+                ..kafka.clone()
+            };
+            match tidemark_kafka::CheckpointStore::load(&quick).await {
+                Ok(store) => Some(store.entries().values().cloned().collect()),
+                Err(e) => {
+                    unreachable = Some(format!(
+                        "the checkpoints topic is not readable ({e}); the target's own checkpoints:\n"
+                    ));
+                    None
+                }
+            }
+        }
         None => None,
     };
     let checkpoints = |sink: &mut dyn Sink| -> Result<String> {
-        Ok(checkpoints_text(&match &topic_checkpoints {
+        let mut out = unreachable.clone().unwrap_or_default();
+        out.push_str(&checkpoints_text(&match &topic_checkpoints {
             Some(cps) => cps.clone(),
             None => sink.checkpoints()?,
-        }))
+        }));
+        Ok(out)
     };
     let path = match config.target()? {
         Target::Sqlite { path } => path,

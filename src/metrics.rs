@@ -63,6 +63,14 @@ pub fn serve(config: &MetricsConfig) -> Result<()> {
     let handle: PrometheusHandle = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Counters of rare events are served from the start (at 0), so that an alert on their
+    // growth has a series to look at before the first one.
+    for name in [
+        "tidemark_source_retries_total",
+        "tidemark_source_reconnects_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
     let server = tiny_http::Server::http(&config.listen)
         .map_err(|e| anyhow::anyhow!("metrics.listen: cannot listen on {}: {e}", config.listen))?;
     std::thread::Builder::new()

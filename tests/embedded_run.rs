@@ -490,4 +490,9 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
         series(&done, "tidemark_queue_depth", "{queue=\"apply\"}").is_some(),
         "{done}"
     );
+    // Every metric the Helm chart's alerts and dashboard use is served (those of Kafka-mode
+    // apply members and of reconciles are checked where those run: tests/kafka_cql.rs,
+    // tests/kafka_control.rs).
+    let used = common::chart_metrics(&[], &["tidemark_apply_", "tidemark_reconcile_"]);
+    common::assert_serves(&done, &used);
 }

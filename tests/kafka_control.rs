@@ -210,6 +210,11 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         metrics.contains("tidemark_reconcile_last_finished_timestamp_seconds"),
         "{metrics}"
     );
+    // The Helm chart's alerts and dashboard use only reconcile series a reconcile serves.
+    common::assert_serves(
+        &metrics,
+        &common::chart_metrics(&["tidemark_reconcile_"], &[]),
+    );
 
     // reread_keys repairs the stale key through the pipeline.
     send(r#"{"action":"reread_keys","table":"shop.notes","keys":[{"id":3}]}"#);

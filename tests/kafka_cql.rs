@@ -121,6 +121,8 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
         metrics.contains("tidemark_apply_frontier_offset "),
         "{metrics}"
     );
+    // The Helm chart's alerts and dashboard use only apply series a member serves.
+    common::assert_serves(&metrics, &common::chart_metrics(&["tidemark_apply_"], &[]));
     capture.terminate();
     member.terminate();
 

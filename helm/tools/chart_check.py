@@ -13,6 +13,7 @@ on the parsed objects.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import yaml
 
 RELEASE = "tidemark"
@@ -266,10 +268,94 @@ def check_invariants(
     return stats
 
 
+# Kinds of the Prometheus Operator's CRDs: no Kubernetes API schema has them; their structure is
+# checked by check_monitoring.
+OPERATOR_API = "monitoring.coreos.com/v1"
+
+# Metrics of other exporters the rules may use.
+FOREIGN_METRICS = {"kube_job_status_failed"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (raises ValueError when it does not parse)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if type(node).__name__ == "VectorSelector" and node.name:
+            names.add(node.name)
+        for attr in ("lhs", "rhs", "expr", "args", "param", "vector_selector"):
+            child = getattr(node, attr, None)
+            if child is None:
+                continue
+            for c in child if isinstance(child, list) else [child]:
+                if type(c).__module__ != "builtins":
+                    walk(c)
+
+    walk(promql_parser.parse(expr))
+    return names
+
+
+def check_monitoring(
+    name: str, docs: list[tuple[str, dict[str, Any]]], f: Failures, used: set[str]
+) -> dict[str, int]:
+    """The ServiceMonitor scrapes the metrics port; every alert and dashboard panel has PromQL
+    that parses, and names only metrics tidemark serves (or FOREIGN_METRICS). Adds the metric
+    names to `used`."""
+    rules = panels = 0
+
+    def exprs_ok(where: str, expr: str) -> None:
+        try:
+            names = metric_names(expr)
+        except ValueError as e:
+            f.add(where, f"PromQL does not parse: {e}: {expr}")
+            return
+        f.check(bool(names), where, f"names no metric: {expr}")
+        for n in names - FOREIGN_METRICS:
+            f.check(n.startswith("tidemark_"), where, f"{n} is not a tidemark metric")
+        used.update(names - FOREIGN_METRICS)
+
+    for _, d in docs:
+        kind, meta = d.get("kind"), d.get("metadata", {})
+        where = f"{name} {kind}/{meta.get('name')}"
+        if kind == "ServiceMonitor":
+            eps = d["spec"].get("endpoints") or []
+            f.check(
+                any(e.get("port") == "metrics" and e.get("path") == "/metrics" for e in eps),
+                where,
+                "an endpoint on port `metrics`, path /metrics",
+            )
+        elif kind == "PrometheusRule":
+            for g in d["spec"]["groups"]:
+                for r in g["rules"]:
+                    rules += 1
+                    rw = f"{where} alert {r.get('alert')}"
+                    f.check(bool(r.get("alert")), rw, "an alert name")
+                    f.check(
+                        bool((r.get("annotations") or {}).get("description")),
+                        rw,
+                        "a description saying what it means and what to do",
+                    )
+                    exprs_ok(rw, r["expr"])
+        elif kind == "ConfigMap" and meta.get("name", "").endswith("-dashboard"):
+            for key, text in d.get("data", {}).items():
+                try:
+                    dash = json.loads(text)
+                except json.JSONDecodeError as e:
+                    f.add(f"{where} {key}", f"not JSON: {e}")
+                    continue
+                for panel in dash.get("panels", []):
+                    for t in panel.get("targets", []):
+                        panels += 1
+                        exprs_ok(f"{where} panel {panel.get('title')!r}", t["expr"])
+    return {"alerts": rules, "dashboard queries": panels} if rules or panels else {}
+
+
 def validate_schemas(
     name: str, docs: list[tuple[str, dict[str, Any]]], versions: list[str], f: Failures
 ) -> None:
     for template, d in docs:
+        if d.get("apiVersion") == OPERATOR_API:
+            continue
         for v in versions:
             try:
                 kubernetes_validate.validate(d, v, strict=True)
@@ -299,6 +385,11 @@ def main() -> int:
     ap.add_argument("--kube-version", action="append", default=[])
     ap.add_argument("--out", type=Path, help="write the rendered manifests under this folder")
     ap.add_argument("--render-config", nargs=2, metavar=("VALUES", "OUT"), type=Path)
+    ap.add_argument(
+        "--metrics-used",
+        type=Path,
+        help="write the tidemark metrics the alerts and the dashboard use, one per line",
+    )
     args = ap.parse_args()
     versions = args.kube_version or ["1.29.0", "1.33.0"]
 
@@ -315,6 +406,7 @@ def main() -> int:
 
     f = Failures()
     summary: list[str] = []
+    used: set[str] = set()
     for path in args.values:
         t0 = time.monotonic()
         name = path.name
@@ -336,6 +428,7 @@ def main() -> int:
         before = len(f.items)
         validate_schemas(name, docs, versions, f)
         stats = check_invariants(name, values, docs, f)
+        stats.update(check_monitoring(name, docs, f, used))
         kinds: dict[str, int] = {}
         for _, doc in docs:
             kinds[doc["kind"]] = kinds.get(doc["kind"], 0) + 1
@@ -359,6 +452,8 @@ def main() -> int:
         f.add(path.name, f"rendered, but must fail with {want!r}")
         summary.append(f"FAIL {path.name}: rendered")
 
+    if args.metrics_used:
+        args.metrics_used.write_text("".join(f"{n}\n" for n in sorted(used)))
     print("\n".join(summary))
     if f.items:
         print(f"\n{len(f.items)} problem(s):", file=sys.stderr)

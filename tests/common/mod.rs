@@ -420,3 +420,42 @@ pub async fn assert_cql_target_equals_source(
         compared
     })
 }
+
+/// The tidemark metrics the Helm chart's alerts and Grafana dashboard use
+/// (`dev/helm-check --metrics-used`) whose name starts with one of `prefixes` (every one when
+/// `prefixes` is empty), less those starting with one of `except`.
+pub fn chart_metrics(prefixes: &[&str], except: &[&str]) -> Vec<String> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let run = Command::new(root.join("dev/helm-check"))
+        .arg("--metrics-used")
+        .arg(out.path())
+        .current_dir(&root)
+        .output()
+        .expect("run dev/helm-check");
+    assert!(
+        run.status.success(),
+        "dev/helm-check --metrics-used:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let names: Vec<String> = std::fs::read_to_string(out.path())
+        .unwrap()
+        .lines()
+        .filter(|n| prefixes.is_empty() || prefixes.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !except.iter().any(|p| n.starts_with(p)))
+        .map(str::to_string)
+        .collect();
+    assert!(!names.is_empty(), "the chart uses some of these metrics");
+    names
+}
+
+/// Every metric of `names` has a sample in `scraped` (a `/metrics` body).
+pub fn assert_serves(scraped: &str, names: &[String]) {
+    for name in names {
+        assert!(
+            scraped.lines().any(|l| !l.starts_with('#')
+                && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))),
+            "the chart's alerts or dashboard use {name}, which this run does not serve:\n{scraped}"
+        );
+    }
+}
