@@ -1095,7 +1095,13 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
     let mut out = String::from("checkpoints:\n");
     let mut descriptions = 0;
     let mut rereads = String::new();
+    let mut backfills = String::new();
     for cp in checkpoints {
+        if cp.stage == BACKFILL_STAGE {
+            if let Ok(b) = serde_json::from_str::<BackfillCheckpoint>(&cp.value) {
+                backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
+            }
+        }
         // Table descriptions (JSON of every column) are counted, not printed.
         if cp.stage == crate::resync::SOURCE_SCHEMA_STAGE
             || cp.stage == tidemark_kafka::wire::SCHEMA_STAGE
@@ -1125,6 +1131,10 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
     }
     if descriptions > 0 {
         out.push_str(&format!("  ({descriptions} table descriptions kept)\n"));
+    }
+    if !backfills.is_empty() {
+        out.push_str("backfills:\n");
+        out.push_str(&backfills);
     }
     if !rereads.is_empty() {
         out.push_str(

@@ -318,6 +318,22 @@ async fn sigusr1_pauses_and_resumes_a_running_backfill() {
         paused_at,
         "no rows while paused"
     );
+    // `status` meanwhile: how far the backfill has got of the table's estimate, its rate and
+    // the time left at it.
+    let out = run_ok(&["status", "--config", config.to_str().unwrap()]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    let line = status
+        .lines()
+        .skip_while(|l| *l != "backfills:")
+        .find(|l| l.contains("shop.accounts"))
+        .unwrap_or_else(|| panic!("a backfill line for shop.accounts:\n{status}"));
+    assert!(
+        line.contains(" of about ")
+            && line.contains("%")
+            && line.contains("rows/s")
+            && line.contains("left"),
+        "{status}"
+    );
     std::process::Command::new("kill")
         .args(["-USR1", &pid])
         .status()

@@ -180,6 +180,48 @@ pub struct BackfillCheckpoint {
     pub rows: u64,
     pub done: bool,
     pub chunks: u64,
+    /// The source's estimate of the table's rows (at least `rows`), as last seen: for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<u64>,
+    /// The rate of the run that wrote this checkpoint, rows per second: for `status`'s ETA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<f64>,
+}
+
+impl BackfillCheckpoint {
+    /// What `status` says of this backfill: rows read of the estimate, the rate and the time
+    /// left at it, or done.
+    pub fn progress_text(&self) -> String {
+        if self.done {
+            return format!("done ({} rows)", self.rows);
+        }
+        let mut out = match self.estimated_rows {
+            Some(total) if total > 0 => format!(
+                "{} of about {total} rows ({:.0}%)",
+                self.rows,
+                100.0 * self.rows.min(total) as f64 / total as f64
+            ),
+            _ => format!("{} rows", self.rows),
+        };
+        if let Some(rate) = self.rows_per_second.filter(|r| *r > 0.0) {
+            out.push_str(&format!(", {rate:.0} rows/s"));
+            if let Some(total) = self.estimated_rows {
+                let left = total.saturating_sub(self.rows) as f64 / rate;
+                out.push_str(&format!(", about {} left", human_duration(left)));
+            }
+        }
+        out
+    }
+}
+
+/// `seconds` as "42 s", "7 min", "3 h 5 min".
+fn human_duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=99 => format!("{s} s"),
+        100..=5999 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 impl BackfillCheckpoint {
@@ -586,6 +628,10 @@ impl Backfill {
         }
         checkpoint.rows += n;
         checkpoint.done = n < u64::from(limit);
+        if let Some(p) = self.progress.lock().expect("progress lock").get(table) {
+            checkpoint.estimated_rows = Some(p.estimated_total.max(checkpoint.rows));
+            checkpoint.rows_per_second = (p.rows_per_second > 0.0).then_some(p.rows_per_second);
+        }
         if out
             .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
             .await
@@ -1068,6 +1114,33 @@ fn table_vanished(e: &Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn progress_text_says_how_far_how_fast_and_how_long() {
+        let cp = BackfillCheckpoint {
+            rows: 25_000,
+            estimated_rows: Some(100_000),
+            rows_per_second: Some(1_000.0),
+            ..BackfillCheckpoint::default()
+        };
+        assert_eq!(
+            cp.progress_text(),
+            "25000 of about 100000 rows (25%), 1000 rows/s, about 75 s left"
+        );
+        let early = BackfillCheckpoint {
+            rows: 10,
+            ..BackfillCheckpoint::default()
+        };
+        assert_eq!(early.progress_text(), "10 rows");
+        let done = BackfillCheckpoint {
+            rows: 7,
+            done: true,
+            ..BackfillCheckpoint::default()
+        };
+        assert_eq!(done.progress_text(), "done (7 rows)");
+        assert_eq!(human_duration(42.0), "42 s");
+        assert_eq!(human_duration(7_300.0), "2 h 1 min");
+    }
     use super::*;
 
     #[test]
