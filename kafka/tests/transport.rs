@@ -90,6 +90,7 @@ async fn publisher_to_applier_round_trip_with_checkpoints_and_frontier() {
         rows: 42,
         done: true,
         chunks: 1,
+        ..BackfillCheckpoint::default()
     };
     messages.push(CaptureMessage::Checkpoint(progress.to_checkpoint(&table())));
     messages.push(CaptureMessage::Commit {
