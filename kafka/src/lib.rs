@@ -112,6 +112,7 @@ mod control;
 mod dead_letters;
 mod drift;
 mod error;
+mod frontier;
 mod publisher;
 mod reader;
 pub mod registry;
@@ -119,10 +120,7 @@ mod topics;
 pub mod wire;
 
 pub use applied::{end_offsets, uncommitted, EndOffsets};
-pub use applier::{
-    frontier_scope, group_frontier, ApplyContext, ApplyOptions, ApplyReport, FrontierReader,
-    GroupFrontier, KafkaApplier,
-};
+pub use applier::{ApplyContext, ApplyOptions, ApplyReport, KafkaApplier, NEW_TOPICS_SEEN_WITHIN};
 pub use checkpoints::{
     checkpoint_key, CheckpointReader, CheckpointStore, ALL_TABLES, APPLY_STAGE, CAPTURE_STAGE,
 };
@@ -131,6 +129,7 @@ pub use control::{send_control, ControlEnvelope, ControlListener, ControlMessage
 pub use dead_letters::read_rejections;
 pub use drift::{read_drift, DriftPublisher};
 pub use error::{Error, Result};
+pub use frontier::{frontier_scope, group_frontier, FrontierReader, GroupFrontier};
 pub use publisher::{KafkaPublisher, PublishReport};
 pub use reader::TopicReader;
 pub use topics::{topics_init, TopicStatus, Topics};
