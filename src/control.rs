@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{parse_tables, Config};
-use crate::embedded::{self, ReconcileArgs};
+use crate::reconcile::ReconcileArgs;
 
 /// `tidemark control send`: parse `message` as a control message and send it.
 pub async fn send(kafka: &KafkaConfig, message: &str) -> Result<String> {
@@ -287,7 +287,7 @@ async fn act(
                 repair: false,
                 dry_run: false,
             };
-            let (text, actionable) = embedded::reconcile(&config, args, cancel).await?;
+            let (text, actionable) = crate::reconcile::reconcile(&config, args, cancel).await?;
             if actionable {
                 warn!("control: reconcile found actionable drift (see the drift topic)");
             }

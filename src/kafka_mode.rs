@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::embedded::open_sink;
+use crate::target::open_sink;
 
 fn render_publish(report: &PublishReport) -> String {
     let mut out = String::new();

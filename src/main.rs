@@ -11,11 +11,15 @@ mod config;
 mod control;
 mod dlq;
 mod embedded;
+mod explain;
 mod kafka_mode;
 mod metrics;
 mod preflight;
 mod progress;
+mod reconcile;
 mod resync;
+mod status;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -266,7 +270,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Status { config } => {
             let config = config::Config::load(&config.config)?;
-            print!("{}", embedded::status(&config).await?);
+            print!("{}", status::status(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply {
@@ -305,7 +309,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         } => {
             let config = config::Config::load(&config.config)?;
             start_metrics(&config)?;
-            let args = embedded::ReconcileArgs {
+            let args = reconcile::ReconcileArgs {
                 tables: config::parse_tables(&tables, "--table")?,
                 sample,
                 output,
@@ -313,7 +317,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 repair,
                 dry_run,
             };
-            let (report, actionable) = embedded::reconcile(&config, args, shutdown_token()).await?;
+            let (report, actionable) =
+                reconcile::reconcile(&config, args, shutdown_token()).await?;
             print!("{report}");
             Ok(if actionable {
                 ExitCode::from(2)
@@ -347,7 +352,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             command: TargetCommand::Init { config },
         } => {
             let config = config::Config::load(&config.config)?;
-            print!("{}", embedded::target_init(&config).await?);
+            print!("{}", target::target_init(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Transform {
@@ -357,7 +362,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let table = table
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--table: {e}"))?;
-            print!("{}", embedded::explain(&config, &table).await?);
+            print!("{}", explain::explain(&config, &table).await?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -42,14 +42,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::embedded::{open_sink, Job, ALL_TABLES, CAPTURE_STAGE};
+use crate::embedded::{Job, ALL_TABLES, CAPTURE_STAGE};
+use crate::target::open_sink;
 
 /// The resync markers stored for `tables`.
 pub fn read_markers(
     sink: &mut dyn Sink,
     tables: &[TableId],
 ) -> Result<BTreeMap<TableId, ResyncMarker>> {
-    crate::embedded::read_table_checkpoints(sink, RESYNC_STAGE, tables)
+    crate::target::read_table_checkpoints(sink, RESYNC_STAGE, tables)
 }
 
 /// The resync markers among `checkpoints` (of the target, or of the checkpoints topic in Kafka
@@ -117,10 +118,7 @@ pub fn stored_source_schema(
     sink: &mut dyn Sink,
     table: &TableId,
 ) -> Result<Option<tidemark_schemas::SourceSchema>> {
-    Ok(
-        crate::embedded::read_table_checkpoints(sink, SOURCE_SCHEMA_STAGE, &[*table])?
-            .remove(table),
-    )
+    Ok(crate::target::read_table_checkpoints(sink, SOURCE_SCHEMA_STAGE, &[*table])?.remove(table))
 }
 
 /// Where capture may skip what it cannot follow, per table (step 2 of the module doc).

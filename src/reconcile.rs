@@ -1,0 +1,239 @@
+//! `tidemark reconcile`: compare source and target (the reconciler of `tidemark_reconcile`, with
+//! this configuration's frontier, dead letters and drift outputs), print the clustered summary,
+//! and repair through the pipeline when asked.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tidemark_ingest::{BackfillControl, Scope, Source};
+use tidemark_schemas::{Row, TableId};
+use tokio::task::block_in_place;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Target};
+use crate::dlq::{FileDeadLetters, LoadedDeadLetters, SinkFrontier};
+use crate::embedded::{run, Job};
+use crate::target::{open_sink, read_backfill_checkpoints};
+
+/// What `tidemark reconcile` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ReconcileArgs {
+    pub tables: Vec<TableId>,
+    pub sample: f64,
+    pub output: Option<PathBuf>,
+    pub settle_timeout: Option<f64>,
+    pub repair: bool,
+    pub dry_run: bool,
+}
+
+/// Compare source and target; print the clustered summary; repair through the pipeline when
+/// asked. Returns the report and whether actionable drift was found.
+pub async fn reconcile(
+    config: &Config,
+    args: ReconcileArgs,
+    cancel: CancellationToken,
+) -> Result<(String, bool)> {
+    let target = config.target()?;
+    let (mut sink, _) = block_in_place(|| open_sink(config))?;
+    let scope = Scope::from_config(&config.source)?;
+    let mut source = Source::connect(&config.source.url).await?;
+    let tables = if args.tables.is_empty() {
+        crate::preflight::checked_scope(&mut source, &scope, &config.transformer()?)
+            .await?
+            .0
+    } else {
+        scope.restrict(&args.tables)?;
+        args.tables.clone()
+    };
+    if !(args.sample > 0.0 && args.sample <= 1.0) {
+        anyhow::bail!("--sample: must be a fraction in (0, 1], e.g. 0.1 for a tenth of the keys");
+    }
+    // A table whose backfill is still running is not comparable yet: its history is only partly
+    // in the target, and the apply frontier says nothing about rows the backfill has not reached.
+    let mut skipped = String::new();
+    // Likewise a table whose rows are being re-read (`tidemark resync`, or after a schema change).
+    // Both are kept in the target, or in Kafka mode in the checkpoints topic.
+    let (backfills, rereads) = match config.transport.kafka() {
+        Some(kafka) => {
+            let store = tidemark_kafka::CheckpointStore::load(kafka).await?;
+            (
+                store.backfill_checkpoints(&tables)?,
+                crate::resync::markers_in_scope(store.entries().values(), &scope)?,
+            )
+        }
+        None => (
+            block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?,
+            block_in_place(|| crate::resync::read_markers(&mut *sink, &tables))?,
+        ),
+    };
+    let tables: Vec<TableId> = tables
+        .into_iter()
+        .filter(|t| match (backfills.get(t), rereads.get(t)) {
+            (Some(cp), _) if !cp.done => {
+                skipped.push_str(&format!(
+                    "skipped {t}: its backfill is still running ({} rows so far); reconcile it once done\n",
+                    cp.rows
+                ));
+                false
+            }
+            (_, Some(m)) if !m.sweep_done => {
+                skipped.push_str(&format!(
+                    "skipped {t}: its rows are being re-read after {} at {} (in flight); reconcile it once done\n",
+                    if m.rebackfill { "a resync" } else { "a schema change" },
+                    m.from
+                ));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let transformer = config.transformer()?;
+    let mut rc = config.reconcile.clone();
+    if let Some(t) = args.settle_timeout {
+        rc.settle_timeout_seconds = t;
+    }
+    rc.server_id
+        .get_or_insert(config.source.server_id.wrapping_add(1));
+    let mut frontier: Box<dyn tidemark_reconcile::Frontier> = match config.transport.kafka() {
+        Some(kafka) => Box::new(crate::kafka_mode::KafkaFrontier(block_in_place(|| {
+            tidemark_kafka::FrontierReader::open(kafka, &tables)
+        })?)),
+        None => Box::new(SinkFrontier(block_in_place(|| open_sink(config))?.0)),
+    };
+    // Rejections are where apply put them: in Kafka mode the dead-letter topic, else next to
+    // the target.
+    let mut dead: Box<dyn tidemark_reconcile::DeadLetters> =
+        match (config.transport.kafka(), &target) {
+            (Some(kafka), _) => {
+                Box::new(LoadedDeadLetters::from_rejections(block_in_place(|| {
+                    tidemark_kafka::read_rejections(kafka)
+                })?))
+            }
+            (None, Target::Sqlite { path }) => Box::new(crate::dlq::EmbeddedView::open(path)?),
+            (
+                None,
+                Target::Scylla {
+                    dead_letter_path, ..
+                },
+            ) => Box::new(FileDeadLetters::load(dead_letter_path)?),
+        };
+    let mut output = match &args.output {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create the drift output {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut write_error = None;
+    // In Kafka mode every finding also goes to the drift topic (Avro).
+    let mut drift_topic = match config.transport.kafka() {
+        // Blocking: with a schema registry it registers the drift schema first.
+        Some(kafka) => Some(block_in_place(|| {
+            tidemark_kafka::DriftPublisher::new(kafka)
+        })?),
+        None => None,
+    };
+    let mut publish_error = None;
+    let mut emit = |event: &tidemark_schemas::DriftEvent| {
+        if let Some(out) = output.as_mut() {
+            use std::io::Write;
+            let line = serde_json::to_string(event).expect("drift events serialize");
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        }
+        if let Some(topic) = drift_topic.as_mut() {
+            if let Err(e) = topic.enqueue(event) {
+                publish_error.get_or_insert(e);
+            }
+        }
+    };
+    let mut reconciler =
+        tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc).await?;
+    let display = crate::progress::spawn(
+        "reconcile",
+        reconciler.progress(),
+        config.backfill.progress_seconds,
+        cancel.clone(),
+    );
+    let started = crate::metrics::unix_now();
+    let outcome = reconciler
+        .run(
+            &tables,
+            tidemark_reconcile::Sample(args.sample),
+            &mut *frontier,
+            &mut *dead,
+            &mut emit,
+        )
+        .await;
+    display.abort();
+    drop(reconciler);
+    let outcome = outcome?;
+    crate::metrics::note_reconcile(started, &outcome.summary);
+    if let Some(e) = write_error {
+        return Err(e).context("writing the drift output");
+    }
+    if let Some(e) = publish_error {
+        return Err(e).context("publishing to the drift topic");
+    }
+    if let Some(topic) = drift_topic {
+        topic
+            .finish()
+            .await
+            .context("publishing to the drift topic")?;
+    }
+    if let Some(mut out) = output {
+        use std::io::Write;
+        out.flush().context("writing the drift output")?;
+    }
+    let mut text = skipped;
+    text.push_str(&outcome.summary.render());
+    let actionable = outcome.summary.actionable() > 0;
+    if args.repair && !outcome.repair.is_empty() {
+        let keys: usize = outcome.repair.values().map(Vec::len).sum();
+        text.push_str(&format!(
+            "repair plan: re-read {keys} keys from the source through the pipeline\n"
+        ));
+        for (table, ks) in &outcome.repair {
+            let examples: Vec<String> = ks.iter().take(3).map(Row::canonical_text).collect();
+            text.push_str(&format!(
+                "  {table}: {} keys, e.g. {}\n",
+                ks.len(),
+                examples.join(" ")
+            ));
+        }
+        if args.dry_run {
+            text.push_str("dry run: nothing was sent\n");
+        } else {
+            block_in_place(|| drop(sink));
+            match config.transport.kafka() {
+                Some(kafka) => {
+                    let report = Box::pin(crate::kafka_mode::backfill(
+                        config,
+                        kafka,
+                        Vec::new(),
+                        Some(outcome.repair),
+                        cancel,
+                        BackfillControl::default(),
+                        true,
+                    ))
+                    .await?;
+                    text.push_str(&report);
+                }
+                None => {
+                    let report = Box::pin(run(
+                        config,
+                        Job::Repair {
+                            keys: outcome.repair,
+                        },
+                        cancel,
+                        BackfillControl::default(),
+                    ))
+                    .await?;
+                    text.push_str(&report.render());
+                }
+            }
+        }
+    }
+    Ok((text, actionable))
+}

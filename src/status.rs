@@ -1,0 +1,168 @@
+//! `tidemark status`: the checkpoints (the checkpoints topic's in Kafka mode), each backfill's
+//! progress, the re-reads in flight, and the target's row counts and dead letters.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use tidemark_ingest::backfill::BACKFILL_STAGE;
+use tidemark_ingest::BackfillCheckpoint;
+use tidemark_schemas::Checkpoint;
+use tidemark_sink::{ScyllaSink, Sink, SqliteSink};
+use tokio::task::block_in_place;
+
+use crate::config::{Config, Target};
+
+/// The target's checkpoints, per-table counts of live rows and tombstones (SQLite) and the dead
+/// letters per table.
+pub async fn status(config: &Config) -> Result<String> {
+    // In Kafka mode the pipeline's checkpoints are in the checkpoints topic, not the target. A
+    // glance does not wait for brokers that do not answer: it says so and shows the target's.
+    let mut unreachable = None;
+    let topic_checkpoints: Option<Vec<Checkpoint>> = match config.transport.kafka() {
+        Some(kafka) => {
+            let quick = tidemark_kafka::KafkaConfig {
+                connect_timeout_seconds: kafka.connect_timeout_seconds.min(5),
+                ..kafka.clone()
+            };
+            match tidemark_kafka::CheckpointStore::load(&quick).await {
+                Ok(store) => Some(store.entries().values().cloned().collect()),
+                Err(e) => {
+                    unreachable = Some(format!(
+                        "the checkpoints topic is not readable ({e}); the target's own checkpoints:\n"
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let checkpoints = |sink: &mut dyn Sink| -> Result<String> {
+        let mut out = unreachable.clone().unwrap_or_default();
+        out.push_str(&checkpoints_text(&match &topic_checkpoints {
+            Some(cps) => cps.clone(),
+            None => sink.checkpoints()?,
+        }));
+        Ok(out)
+    };
+    let path = match config.target()? {
+        Target::Sqlite { path } => path,
+        Target::Scylla {
+            config: scylla,
+            dead_letter_path,
+        } => {
+            return block_in_place(|| {
+                let mut sink = ScyllaSink::connect_with_handle(
+                    scylla.clone(),
+                    tokio::runtime::Handle::current(),
+                )?;
+                let mut out = checkpoints(&mut sink)?;
+                out.push_str(&format!(
+                    "rows: not counted on a CQL target (a count reads every row of {}); `tidemark reconcile` compares them with the source\n",
+                    scylla.keyspace
+                ));
+                let letters = crate::dlq::FileDeadLetters::load(&dead_letter_path)?;
+                let mut per_table: BTreeMap<&str, u64> = BTreeMap::new();
+                for (table, _) in letters.0.keys() {
+                    *per_table.entry(table.as_str()).or_default() += 1;
+                }
+                if !per_table.is_empty() {
+                    out.push_str(&format!(
+                        "dead letters (keys, in {}):\n",
+                        dead_letter_path.display()
+                    ));
+                    for (table, n) in per_table {
+                        out.push_str(&format!("  {table:<30} {n:>10}\n"));
+                    }
+                }
+                Ok(out)
+            });
+        }
+    };
+    let mut sink = SqliteSink::open(&path)?;
+    let mut out = checkpoints(&mut sink)?;
+    let conn = sink.connection();
+    out.push_str(&format!(
+        "{:<32} {:>10} {:>10}\n",
+        "table", "live", "tombstones"
+    ));
+    let mut tables = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_tm\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let names: Vec<String> = tables
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in names {
+        let (live, dead): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT COALESCE(SUM(_tm_deleted = 0), 0), COALESCE(SUM(_tm_deleted = 1), 0) FROM {}",
+                tidemark_sink::sqlite::quote(&name)
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        out.push_str(&format!("{name:<32} {live:>10} {dead:>10}\n"));
+    }
+    let rejected = crate::dlq::counts(conn)?;
+    if !rejected.is_empty() {
+        out.push_str("dead letters (schema_rejection, in _tm_dlq):\n");
+        for (table, n) in rejected {
+            out.push_str(&format!("  {table:<30} {n:>10}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// `checkpoints:` and one line per checkpoint.
+fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
+    let mut out = String::from("checkpoints:\n");
+    let mut descriptions = 0;
+    let mut rereads = String::new();
+    let mut backfills = String::new();
+    for cp in checkpoints {
+        if cp.stage == BACKFILL_STAGE {
+            if let Ok(b) = serde_json::from_str::<BackfillCheckpoint>(&cp.value) {
+                backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
+            }
+        }
+        // Table descriptions (JSON of every column) are counted, not printed.
+        if cp.stage == crate::resync::SOURCE_SCHEMA_STAGE
+            || cp.stage == tidemark_kafka::wire::SCHEMA_STAGE
+        {
+            descriptions += 1;
+            continue;
+        }
+        out.push_str(&format!(
+            "  {:<10} {:<24} {}\n",
+            cp.stage, cp.scope, cp.value
+        ));
+        if cp.stage == tidemark_ingest::RESYNC_STAGE {
+            match serde_json::from_str::<tidemark_ingest::ResyncMarker>(&cp.value) {
+                Ok(m) if !m.sweep_done => rereads.push_str(&format!(
+                    "  {:<30} rows written before {} are re-read{}\n",
+                    cp.scope,
+                    m.from,
+                    if m.rebackfill {
+                        ", after a new backfill (a resync, or the new name of a RENAME)"
+                    } else {
+                        " (a schema change, TRUNCATE or DROP)"
+                    }
+                )),
+                _ => {}
+            }
+        }
+    }
+    if descriptions > 0 {
+        out.push_str(&format!("  ({descriptions} table descriptions kept)\n"));
+    }
+    if !backfills.is_empty() {
+        out.push_str("backfills:\n");
+        out.push_str(&backfills);
+    }
+    if !rereads.is_empty() {
+        out.push_str(
+            "re-reads in flight (these tables are not settled for reconcile until done):\n",
+        );
+        out.push_str(&rereads);
+    }
+    out
+}
