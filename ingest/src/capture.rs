@@ -222,6 +222,8 @@ pub struct Capture {
     /// `DROP DATABASE` names none of its tables: these are the ones whose rows are re-read
     /// (tombstoned) after it.
     known: std::collections::BTreeSet<TableId>,
+    /// `tidemark_capture_events_total` of each table and operation met.
+    event_counters: HashMap<(TableId, &'static str), metrics::Counter>,
 }
 
 /// Checkpoint stage of `tidemark resync`; the scope is the table (`db.table`).
@@ -292,6 +294,7 @@ impl Capture {
             changed: Vec::new(),
             reread: None,
             known: Default::default(),
+            event_counters: HashMap::new(),
         }
     }
 
@@ -749,12 +752,18 @@ impl Capture {
         )?;
         st.rows += changes.len() as u64;
         if let Some(first) = changes.first() {
-            metrics::counter!(
-                "tidemark_capture_events_total",
-                "table" => table.to_string(),
-                "op" => first.op.as_str()
-            )
-            .increment(changes.len() as u64);
+            // The counter of each table and operation is registered once: no label built per
+            // event.
+            self.event_counters
+                .entry((table, first.op.as_str()))
+                .or_insert_with(|| {
+                    metrics::counter!(
+                        "tidemark_capture_events_total",
+                        "table" => table.to_string(),
+                        "op" => first.op.as_str()
+                    )
+                })
+                .increment(changes.len() as u64);
             let _ = out.send(CaptureMessage::Changes(changes)).await;
         }
         // A rows event outside a transaction (non-transactional engine without COMMIT) is a
