@@ -47,6 +47,25 @@ fn render_publish(report: &PublishReport) -> String {
     out
 }
 
+/// The channel into `publisher` (of `capture.queue_capacity`, its depth watched as
+/// `tidemark_queue_depth{queue="publish"}`), and the task publishing what it receives.
+fn start_publishing(
+    config: &Config,
+    publisher: KafkaPublisher,
+    cancel: &CancellationToken,
+) -> (
+    mpsc::Sender<tidemark_ingest::CaptureMessage>,
+    tokio::task::JoinHandle<tidemark_kafka::Result<PublishReport>>,
+) {
+    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
+    tokio::spawn(crate::metrics::watch_queue(
+        "publish",
+        tx.downgrade(),
+        cancel.clone(),
+    ));
+    (tx, tokio::spawn(publisher.run(rx)))
+}
+
 /// `tidemark topics init`: create the topics of every table in scope (idempotent).
 pub async fn init_topics(config: &Config, kafka: &KafkaConfig) -> Result<String> {
     let scope = Scope::from_config(&config.source)?;
@@ -113,13 +132,7 @@ pub async fn capture(
     let publisher = KafkaPublisher::new(kafka, identity, &tables)
         .await?
         .with_start(from, None);
-    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
-    tokio::spawn(crate::metrics::watch_queue(
-        "publish",
-        tx.downgrade(),
-        cancel.clone(),
-    ));
-    let publishing = tokio::spawn(publisher.run(rx));
+    let (tx, publishing) = start_publishing(config, publisher, &cancel);
     let lag = tokio::spawn(crate::metrics::watch_lag_bytes(
         config.source.url.clone(),
         cancel.clone(),
@@ -175,13 +188,7 @@ pub async fn backfill(
     }
     let checkpoints = store.backfill_checkpoints(&tables)?;
     let publisher = KafkaPublisher::new(kafka, identity, &all).await?;
-    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
-    tokio::spawn(crate::metrics::watch_queue(
-        "publish",
-        tx.downgrade(),
-        cancel.clone(),
-    ));
-    let publishing = tokio::spawn(publisher.run(rx));
+    let (tx, publishing) = start_publishing(config, publisher, &cancel);
     let listening = follow_control_topic.then(|| {
         tokio::spawn(follow_control(
             kafka.clone(),
@@ -402,13 +409,7 @@ pub async fn sweep(
     };
     let identity = source.info.identity;
     let publisher = KafkaPublisher::new(kafka, identity, &[table]).await?;
-    let (tx, rx) = mpsc::channel(config.capture.queue_capacity.max(1));
-    tokio::spawn(crate::metrics::watch_queue(
-        "publish",
-        tx.downgrade(),
-        cancel.clone(),
-    ));
-    let publishing = tokio::spawn(publisher.run(rx));
+    let (tx, publishing) = start_publishing(config, publisher, &cancel);
     let mut backfill = Backfill::new(source, config.backfill.clone(), control)?;
     let result: Result<()> = async {
         let Some(schema) = schema else {

@@ -123,12 +123,8 @@ impl KafkaPublisher {
         }
         let (resolved, value_ids) = {
             let producer = producer.clone();
-            let config = config.clone();
-            let checkpoints = topics.checkpoints();
             let registry = registry.clone();
             blocking(move || {
-                wait_for_brokers(producer.client(), &config)?;
-                partition_count(producer.client(), &checkpoints)?;
                 let mut out = BTreeMap::new();
                 let mut ids = HashMap::new();
                 for (t, topic) in tables_topics {
