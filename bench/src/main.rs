@@ -359,7 +359,10 @@ mod cql {
     use scylla::client::execution_profile::ExecutionProfile;
     use scylla::client::session::Session;
     use scylla::client::session_builder::SessionBuilder;
+    use scylla::errors::ExecutionError;
     use scylla::policies::load_balancing::DefaultPolicy;
+    use scylla::response::query_result::QueryResult;
+    use scylla::statement::prepared::PreparedStatement;
     use scylla::value::{CqlValue, Row};
     use tidemark_sink::scylladb::config::ConsistencyLevel;
     use tidemark_sink::scylladb::cql::{qualified, quote};
@@ -440,6 +443,26 @@ mod cql {
             rows += 1;
         }
         Ok((rows, began.elapsed().as_secs_f64()))
+    }
+
+    /// One row's insert. A write the node answers with a timeout or an overload is written
+    /// again (up to five times), as the sink's own retries do: a loaded node is part of the
+    /// limit measured, not a failed run.
+    async fn write_retrying(
+        session: &Session,
+        prepared: &PreparedStatement,
+        values: &[Option<CqlValue>],
+    ) -> Result<QueryResult, ExecutionError> {
+        let mut attempt = 1;
+        loop {
+            match session.execute_unpaged(prepared, values).await {
+                Err(e) if attempt < 5 && tidemark_sink::scylladb::is_transient(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     pub async fn write(args: impl Iterator<Item = String>) -> Result<(u64, f64), String> {
@@ -534,7 +557,7 @@ mod cql {
 
         let began = Instant::now();
         stream::iter(&rows)
-            .map(|values| session.execute_unpaged(&prepared, values.as_slice()))
+            .map(|values| write_retrying(&session, &prepared, values))
             .buffer_unordered(concurrency.max(1))
             .map_err(|e| format!("writing into {to}.{table}: {e}"))
             .try_for_each(|_| async { Ok(()) })
