@@ -1,45 +1,112 @@
 //! `tidemark status`: the checkpoints (the checkpoints topic's in Kafka mode), each backfill's
-//! progress, the re-reads in flight, and the target's row counts and dead letters.
+//! progress, the re-reads in flight, the target's row counts and dead letters, and how far
+//! capture is behind the source.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use tidemark_ingest::backfill::BACKFILL_STAGE;
-use tidemark_ingest::BackfillCheckpoint;
-use tidemark_schemas::Checkpoint;
+use tidemark_ingest::{BackfillCheckpoint, CaptureCheckpoint, Source};
+use tidemark_schemas::{BinlogPosition, Checkpoint};
 use tidemark_sink::{ScyllaSink, Sink, SqliteSink};
 use tokio::task::block_in_place;
 
 use crate::config::{Config, Target};
+use crate::embedded::{ALL_TABLES, CAPTURE_STAGE};
+use crate::target::open_sink;
 
-/// The target's checkpoints, per-table counts of live rows and tombstones (SQLite) and the dead
-/// letters per table.
+/// The target's checkpoints, per-table counts of live rows and tombstones (SQLite), the dead
+/// letters per table, and how far capture's stored position is behind the source's end of log.
 pub async fn status(config: &Config) -> Result<String> {
     // In Kafka mode the pipeline's checkpoints are in the checkpoints topic, not the target. A
     // glance does not wait for brokers that do not answer: it says so and shows the target's.
-    let mut unreachable = None;
-    let topic_checkpoints: Option<Vec<Checkpoint>> = match config.transport.kafka() {
+    let topic = match config.transport.kafka() {
         Some(kafka) => {
             let quick = tidemark_kafka::KafkaConfig {
                 connect_timeout_seconds: kafka.connect_timeout_seconds.min(5),
                 ..kafka.clone()
             };
-            match tidemark_kafka::CheckpointStore::load(&quick).await {
-                Ok(store) => Some(store.entries().values().cloned().collect()),
-                Err(e) => {
-                    unreachable = Some(format!(
-                        "the checkpoints topic is not readable ({e}); the target's own checkpoints:\n"
-                    ));
-                    None
-                }
-            }
+            Some(
+                tidemark_kafka::CheckpointStore::load(&quick)
+                    .await
+                    .map(|store| store.entries().values().cloned().collect::<Vec<_>>())
+                    .map_err(|e| e.to_string()),
+            )
         }
         None => None,
+    };
+    let mut out = target_status(config, &topic).await?;
+    out.push_str(&capture_behind(config, &topic).await?);
+    Ok(out)
+}
+
+/// The checkpoints topic's checkpoints (Kafka mode), or why they could not be read.
+type TopicCheckpoints = Option<std::result::Result<Vec<Checkpoint>, String>>;
+
+/// How long `status` waits for the source before it says it is not reachable.
+const SOURCE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Capture's stored position (the target's, or the checkpoints topic's in Kafka mode) and the
+/// binlog bytes between it and the source's end of log.
+async fn capture_behind(config: &Config, topic: &TopicCheckpoints) -> Result<String> {
+    let stored = match topic {
+        Some(Ok(checkpoints)) => checkpoints
+            .iter()
+            .find(|cp| cp.stage == CAPTURE_STAGE && cp.scope == ALL_TABLES)
+            .map(|cp| cp.value.clone()),
+        Some(Err(_)) => return Ok(String::new()), // said above, with the checkpoints
+        None => block_in_place(|| -> Result<_> {
+            let (mut sink, _) = open_sink(config)?;
+            Ok(sink.checkpoint(CAPTURE_STAGE, ALL_TABLES)?)
+        })?,
+    }
+    .and_then(|text| serde_json::from_str::<CaptureCheckpoint>(&text).ok());
+    let Some(position) = stored.and_then(|cp| cp.position.parse::<BinlogPosition>().ok()) else {
+        return Ok("capture: no position stored yet\n".into());
+    };
+    let what = if config.transport.kafka().is_some() {
+        "published"
+    } else {
+        "in the target"
+    };
+    let sizes = tokio::time::timeout(SOURCE_WAIT, async {
+        let mut source = Source::connect(&config.source.url).await?;
+        Ok::<_, anyhow::Error>(source.binlog_sizes().await?)
+    })
+    .await;
+    Ok(match sizes {
+        Ok(Ok(sizes)) => match crate::metrics::bytes_behind(&position, &sizes) {
+            Some(bytes) => format!(
+                "capture: every change up to {position} is {what}; {bytes} bytes of binlog behind the source's end of log\n"
+            ),
+            None => format!(
+                "capture: its position {position} is no longer in the source's binlogs (purged): capture stops there; `tidemark resync --all` starts over\n"
+            ),
+        },
+        Ok(Err(e)) => format!("capture: every change up to {position} is {what}; the source did not answer: {e:#}\n"),
+        Err(_) => format!(
+            "capture: every change up to {position} is {what}; the source did not answer within {} s\n",
+            SOURCE_WAIT.as_secs()
+        ),
+    })
+}
+
+/// The target's side of [`status`].
+async fn target_status(config: &Config, topic: &TopicCheckpoints) -> Result<String> {
+    let unreachable = match topic {
+        Some(Err(e)) => Some(format!(
+            "the checkpoints topic is not readable ({e}); the target's own checkpoints:\n"
+        )),
+        _ => None,
+    };
+    let topic_checkpoints = match topic {
+        Some(Ok(checkpoints)) => Some(checkpoints),
+        _ => None,
     };
     let checkpoints = |sink: &mut dyn Sink| -> Result<String> {
         let mut out = unreachable.clone().unwrap_or_default();
         out.push_str(&checkpoints_text(&match &topic_checkpoints {
-            Some(cps) => cps.clone(),
+            Some(cps) => cps.to_vec(),
             None => sink.checkpoints()?,
         }));
         Ok(out)

@@ -71,9 +71,21 @@ fn rejected_values_go_to_the_dead_letter_table_with_context_and_are_counted() {
         .unwrap();
     assert_eq!(n, 1);
     let status = run_ok(&["status", "--config", cfg]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("shop.notes"), "status lists dead letters");
+    // Caught up: capture's stored position is the source's end of log.
     assert!(
-        String::from_utf8_lossy(&status.stdout).contains("shop.notes"),
-        "status lists dead letters"
+        status.contains("capture: every change up to mysql-bin.")
+            && status.contains("is in the target; 0 bytes of binlog behind"),
+        "{status}"
+    );
+    // A write since: the bytes capture has yet to read.
+    db.sql("INSERT INTO shop.notes VALUES (100, 'later')");
+    let status = run_ok(&["status", "--config", cfg]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        !status.contains(" 0 bytes of binlog behind") && status.contains("bytes of binlog behind"),
+        "{status}"
     );
 }
 
