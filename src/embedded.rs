@@ -296,6 +296,7 @@ pub async fn run(
     crate::metrics::set_ready();
     let transformer = config.transformer()?;
     let apply_cfg = config.apply.clone();
+    let apply_failed = failed.clone();
     let apply = tokio::task::spawn_blocking(move || {
         apply_loop(
             &mut *sink,
@@ -304,6 +305,7 @@ pub async fn run(
             &transformer,
             &identity,
             &apply_cfg,
+            &apply_failed,
         )
     });
 
@@ -581,7 +583,8 @@ async fn until_in_target(
 /// the transform stage turns changes into records (key text, digest, lineage), the write stage
 /// batches records with the newest checkpoints into one sink transaction and hands the written
 /// records back to be freed by the thread that allocated them. A bulk backfill keeps both busy
-/// at once; either stage's error stops the other.
+/// at once; either stage's error stops the other, and a write stage's error cancels `failed`,
+/// which stops capture, the backfill and the re-reads that feed the channel.
 fn apply_loop(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
@@ -589,6 +592,7 @@ fn apply_loop(
     transformer: &Transformer,
     server: &str,
     cfg: &crate::config::ApplyConfig,
+    failed: &CancellationToken,
 ) -> Result<ApplyTotals> {
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel(TRANSFORMED_QUEUE);
     let (spent_tx, spent_rx) = std::sync::mpsc::channel();
@@ -607,6 +611,12 @@ fn apply_loop(
         };
         let written = write_stage(sink, dlq, staged_rx, batch, server, cfg);
         // The write stage's end dropped its receiver: the transform stage stops at its next send.
+        // It may be waiting for its input instead, which stays open while capture, a backfill or
+        // a re-read feeds it (a re-read waits for a checkpoint only this stage writes): a
+        // failure is said to them at once, so that they stop and close it.
+        if written.is_err() {
+            failed.cancel();
+        }
         let transformed = transform
             .join()
             .map_err(|_| anyhow::anyhow!("the transform thread panicked"))?;
