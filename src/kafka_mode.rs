@@ -381,6 +381,10 @@ pub async fn sweep(
     let interrupted = || {
         format!("{out}the re-read of {table} was interrupted; it starts over on the next start\n")
     };
+    // A backfill stopped before its end leaves the marker as it is: the next sweep resumes it.
+    if cancel.is_cancelled() {
+        return Ok(interrupted());
+    }
     let ends = tidemark_kafka::end_offsets(kafka, &[table]).await?;
     let mut noticed = std::time::Instant::now();
     loop {
