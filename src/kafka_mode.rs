@@ -467,14 +467,21 @@ pub async fn sweep(
 /// The tables in `scope` the checkpoints topic keeps a description of (publishers store each
 /// table description they send): every table the target may hold rows of.
 fn described_tables(store: &CheckpointStore, scope: &Scope) -> Vec<TableId> {
+    stored_descriptions(store)
+        .map(|schema| schema.table)
+        .filter(|t| scope.includes(&t.database, &t.table))
+        .collect()
+}
+
+/// The table descriptions publishers stored in the checkpoints topic.
+fn stored_descriptions(
+    store: &CheckpointStore,
+) -> impl Iterator<Item = tidemark_schemas::SourceSchema> + '_ {
     store
         .entries()
         .values()
         .filter(|cp| cp.stage == tidemark_kafka::wire::SCHEMA_STAGE)
-        .filter_map(|cp| serde_json::from_str::<tidemark_schemas::SourceSchema>(&cp.value).ok())
-        .map(|schema| schema.table)
-        .filter(|t| scope.includes(&t.database, &t.table))
-        .collect()
+        .filter_map(|cp| serde_json::from_str(&cp.value).ok())
 }
 
 /// The description of `table` the checkpoints topic keeps (publishers store each table
@@ -484,10 +491,6 @@ async fn stored_source_schema(
     table: &TableId,
 ) -> Result<Option<tidemark_schemas::SourceSchema>> {
     let store = CheckpointStore::load(kafka).await?;
-    Ok(store
-        .entries()
-        .values()
-        .filter(|cp| cp.stage == tidemark_kafka::wire::SCHEMA_STAGE)
-        .filter_map(|cp| serde_json::from_str::<tidemark_schemas::SourceSchema>(&cp.value).ok())
-        .find(|schema| schema.table == *table))
+    let found = stored_descriptions(&store).find(|schema| schema.table == *table);
+    Ok(found)
 }
