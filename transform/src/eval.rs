@@ -23,7 +23,7 @@
 use std::cmp::Ordering;
 
 use sha2::{Digest, Sha256};
-use tidemark_schemas::{ColumnName, SourceSchema, TargetType, Value};
+use tidemark_schemas::{ColumnName, SourceSchema, TargetSchema, TargetType, Value};
 use time::format_description::OwnedFormatItem;
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -140,9 +140,73 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Compile-time context: the source table and the mapping's zero-date policy.
+/// The columns an expression may name: a source table's (a mapping, the source side of an
+/// invariant) or a target table's (the target side of an invariant).
+#[derive(Clone, Copy)]
+pub(crate) enum Columns<'a> {
+    Source(&'a SourceSchema),
+    Target(&'a TargetSchema),
+}
+
+impl Columns<'_> {
+    /// The column's position and type.
+    fn find(&self, name: &str) -> Option<(usize, Typed)> {
+        match self {
+            Columns::Source(s) => s.columns.iter().position(|c| c.name == name).map(|i| {
+                let c = &s.columns[i];
+                (
+                    i,
+                    Typed {
+                        ty: target_type_for(&c.ty),
+                        nullable: c.nullable,
+                    },
+                )
+            }),
+            Columns::Target(t) => t.columns.iter().position(|c| c.name == name).map(|i| {
+                let c = &t.columns[i];
+                (
+                    i,
+                    Typed {
+                        ty: c.ty.clone(),
+                        nullable: c.nullable,
+                    },
+                )
+            }),
+        }
+    }
+
+    /// The column names in table order (the order [`Input::resolve`] takes them in).
+    pub(crate) fn names(&self) -> Vec<ColumnName> {
+        match self {
+            Columns::Source(s) => s.columns.iter().map(|c| c.name).collect(),
+            Columns::Target(t) => t.columns.iter().map(|c| c.name).collect(),
+        }
+    }
+
+    fn unknown(&self, name: &str) -> String {
+        match self {
+            Columns::Source(s) => unknown_column(s, name),
+            Columns::Target(t) => {
+                let suggestion = t
+                    .columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
+                    .map(|c| format!(" (did you mean `{}`? column names are exact)", c.name))
+                    .unwrap_or_default();
+                let all: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "no column `{name}` in target table {}{suggestion}; its columns are {}",
+                    t.table,
+                    all.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Compile-time context: the columns expressions may name and the zero-date policy.
 pub(crate) struct Ctx<'a> {
-    pub schema: &'a SourceSchema,
+    pub columns: Columns<'a>,
     pub zero_dates: ZeroDates,
 }
 
@@ -250,19 +314,9 @@ fn text_arg(func: Func, t: &Typed) -> Result<(), String> {
 
 impl Ctx<'_> {
     fn column(&self, name: &str) -> Result<(usize, Typed), String> {
-        match self.schema.columns.iter().position(|c| c.name == name) {
-            Some(i) => {
-                let c = &self.schema.columns[i];
-                Ok((
-                    i,
-                    Typed {
-                        ty: target_type_for(&c.ty),
-                        nullable: c.nullable,
-                    },
-                ))
-            }
-            None => Err(unknown_column(self.schema, name)),
-        }
+        self.columns
+            .find(name)
+            .ok_or_else(|| self.columns.unknown(name))
     }
 
     /// Compile a value expression.
@@ -570,7 +624,7 @@ pub(crate) fn unknown_column(schema: &SourceSchema, name: &str) -> String {
     )
 }
 
-fn domain_of(ty: &TargetType) -> Domain {
+pub(crate) fn domain_of(ty: &TargetType) -> Domain {
     use TargetType as T;
     match ty {
         T::Int { .. } | T::UInt { .. } | T::Decimal { .. } | T::Year | T::Bit { .. } => {
@@ -825,7 +879,7 @@ fn time_micros(v: &Value) -> Option<i64> {
 }
 
 /// Compare two non-NULL values in a domain; `None` when unordered (a NaN).
-fn compare(a: &Value, b: &Value, domain: Domain) -> Conv<Option<Ordering>> {
+pub(crate) fn compare(a: &Value, b: &Value, domain: Domain) -> Conv<Option<Ordering>> {
     let pick = |v: &Value| mismatch(v, domain);
     Ok(match domain {
         Domain::Numeric => {

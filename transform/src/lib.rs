@@ -72,6 +72,7 @@ mod decimal;
 mod error;
 mod eval;
 mod explain;
+mod invariant;
 mod plan;
 mod syntax;
 
@@ -84,6 +85,7 @@ pub use config::{
 };
 pub use error::{ConfigError, Rejection, RejectionClass, RejectionKind, MAX_REJECTED_VALUE_CHARS};
 pub use explain::{explain, sample_change};
+pub use invariant::{shown, Answer, Difference, Invariant, InvariantConfig, Tally, Verdict};
 pub use plan::{
     canonical_form, unicode_versions, Outcome, ShapePlans, TablePlan, Transformer, IDENTITY_NAME,
     RESERVED_PREFIX,

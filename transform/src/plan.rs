@@ -14,7 +14,7 @@ use tidemark_schemas::{
 use crate::config::{MappingConfig, ZeroDates};
 use crate::convert::{convert, convertible, injective, moves_unchanged, Fail};
 use crate::error::{clip, ConfigError, Rejection, RejectionClass, RejectionKind};
-use crate::eval::{unknown_column, CExpr, CPred, Ctx, Input};
+use crate::eval::{unknown_column, CExpr, CPred, Columns, Ctx, Input};
 use crate::syntax::render_type;
 use crate::{source_digest, target_type_for, transform_version};
 
@@ -583,7 +583,7 @@ fn compile(m: &Mapping, schema: &SourceSchema) -> Result<TablePlan, ConfigError>
     let name = m.source.to_string();
     let err = |setting: String, message: String| ConfigError::new(&name, setting, message);
     let ctx = Ctx {
-        schema,
+        columns: Columns::Source(schema),
         zero_dates: cfg.zero_dates,
     };
     if schema.key.is_empty() {

@@ -36,6 +36,17 @@
 //!            | value ['not'] 'in' '(' literal {',' literal} ')'
 //! ```
 //!
+//! Invariants (the queries whose answers must be the same on both sides, see `invariant`):
+//!
+//! ```text
+//! query     := figure ['where' predicate] ['group' 'by' value {',' value}]
+//! figure    := term {('+' | '-') term}
+//! term      := factor {('*' | '/') factor}
+//! factor    := aggregate | number | '(' figure ')'
+//! aggregate := 'count' '(' '*' ')' | 'count' '(' ['distinct'] value ')'
+//!            | ('sum' | 'min' | 'max') '(' value ')'
+//! ```
+//!
 //! Keywords and function names are case-insensitive; column names are exact. There is no NULL
 //! literal (use `is null`, `coalesce`), no arithmetic and no user functions: the language is
 //! small enough that every expression terminates and every failure is one of a few kinds.
@@ -157,6 +168,84 @@ pub(crate) enum Pred {
         list: Vec<Literal>,
         negated: bool,
     },
+}
+
+/// An aggregate function of an invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggFunc {
+    Count,
+    Sum,
+    Min,
+    Max,
+}
+
+impl AggFunc {
+    fn parse(name: &str) -> Option<AggFunc> {
+        Some(match name {
+            "count" => AggFunc::Count,
+            "sum" => AggFunc::Sum,
+            "min" => AggFunc::Min,
+            "max" => AggFunc::Max,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AggFunc::Count => "count",
+            AggFunc::Sum => "sum",
+            AggFunc::Min => "min",
+            AggFunc::Max => "max",
+        }
+    }
+}
+
+/// One aggregate: `count(*)` has no argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Aggregate {
+    pub func: AggFunc,
+    pub arg: Option<Expr>,
+    pub distinct: bool,
+}
+
+/// An arithmetic operator between figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl ArithOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+        }
+    }
+}
+
+/// What an invariant computes per group: aggregates, numbers and arithmetic between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Figure {
+    Aggregate(Aggregate),
+    Number(Literal),
+    Arith {
+        op: ArithOp,
+        left: Box<Figure>,
+        right: Box<Figure>,
+    },
+}
+
+/// One side of an invariant: `figure [where predicate] [group by values]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Query {
+    pub figure: Figure,
+    pub filter: Option<Pred>,
+    pub group_by: Vec<Expr>,
 }
 
 impl Expr {
@@ -285,6 +374,70 @@ impl fmt::Display for Pred {
     }
 }
 
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.func.name())?;
+        if self.distinct {
+            f.write_str("distinct ")?;
+        }
+        match &self.arg {
+            Some(a) => write!(f, "{a})"),
+            None => f.write_str("*)"),
+        }
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Figure::Aggregate(a) => write!(f, "{a}"),
+            Figure::Number(n) => write!(f, "{n}"),
+            Figure::Arith { op, left, right } => {
+                // Parentheses exactly where precedence or left associativity needs them.
+                let tight = |x: &Figure| match x {
+                    Figure::Arith { op, .. } => matches!(op, ArithOp::Mul | ArithOp::Div),
+                    _ => true,
+                };
+                let mul = matches!(op, ArithOp::Mul | ArithOp::Div);
+                if mul && !tight(left) {
+                    write!(f, "({left})")?;
+                } else {
+                    write!(f, "{left}")?;
+                }
+                write!(f, " {} ", op.as_str())?;
+                let right_plain = match right.as_ref() {
+                    Figure::Arith { .. } => false,
+                    _ => true,
+                };
+                if right_plain {
+                    write!(f, "{right}")
+                } else {
+                    write!(f, "({right})")
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.figure)?;
+        if let Some(p) = &self.filter {
+            write!(f, " where {p}")?;
+        }
+        if !self.group_by.is_empty() {
+            f.write_str(" group by ")?;
+            for (i, g) in self.group_by.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{g}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The canonical text of a target type in the type syntax, e.g. `decimal(10,2)`, `text(45)`.
 pub fn render_type(ty: &TargetType) -> String {
     fn fsp(name: &str, fsp: u8) -> String {
@@ -336,6 +489,9 @@ enum Tok {
     Str(String),
     Num(String),
     Minus,
+    Plus,
+    Star,
+    Slash,
     LParen,
     RParen,
     Comma,
@@ -350,6 +506,9 @@ impl fmt::Display for Tok {
             Tok::Str(s) => write!(f, "string '{s}'"),
             Tok::Num(n) => write!(f, "number {n}"),
             Tok::Minus => f.write_str("`-`"),
+            Tok::Plus => f.write_str("`+`"),
+            Tok::Star => f.write_str("`*`"),
+            Tok::Slash => f.write_str("`/`"),
             Tok::LParen => f.write_str("`(`"),
             Tok::RParen => f.write_str("`)`"),
             Tok::Comma => f.write_str("`,`"),
@@ -385,6 +544,18 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, String> {
             }
             '-' => {
                 out.push((Tok::Minus, at));
+                i += 1;
+            }
+            '+' => {
+                out.push((Tok::Plus, at));
+                i += 1;
+            }
+            '*' => {
+                out.push((Tok::Star, at));
+                i += 1;
+            }
+            '/' => {
+                out.push((Tok::Slash, at));
                 i += 1;
             }
             '=' => {
@@ -704,6 +875,120 @@ impl Parser {
             }
             _ => Err(format!(
                 "{}: expected a column, a literal or a function",
+                self.here()
+            )),
+        }
+    }
+
+    // -- invariant queries --
+
+    fn query(&mut self) -> Result<Query, String> {
+        let figure = self.figure()?;
+        let filter = if self.eat_keyword("where") {
+            Some(self.predicate()?)
+        } else {
+            None
+        };
+        let mut group_by = Vec::new();
+        if self.eat_keyword("group") {
+            if !self.eat_keyword("by") {
+                return Err(format!("{}: expected `by` after `group`", self.here()));
+            }
+            group_by.push(self.value()?);
+            while self.peek() == Some(&Tok::Comma) {
+                self.pos += 1;
+                group_by.push(self.value()?);
+            }
+        }
+        Ok(Query {
+            figure,
+            filter,
+            group_by,
+        })
+    }
+
+    fn figure(&mut self) -> Result<Figure, String> {
+        let mut left = self.term()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Plus) => ArithOp::Add,
+                Some(Tok::Minus) => ArithOp::Sub,
+                _ => return Ok(left),
+            };
+            self.pos += 1;
+            let right = self.term()?;
+            left = Figure::Arith {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            };
+        }
+    }
+
+    fn term(&mut self) -> Result<Figure, String> {
+        let mut left = self.factor()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Star) => ArithOp::Mul,
+                Some(Tok::Slash) => ArithOp::Div,
+                _ => return Ok(left),
+            };
+            self.pos += 1;
+            let right = self.factor()?;
+            left = Figure::Arith {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            };
+        }
+    }
+
+    fn factor(&mut self) -> Result<Figure, String> {
+        match self.peek().cloned() {
+            Some(Tok::LParen) => {
+                self.pos += 1;
+                let inner = self.figure()?;
+                self.expect(&Tok::RParen, "`)`")?;
+                Ok(inner)
+            }
+            Some(Tok::Num(_)) => match self.literal()? {
+                l @ (Literal::Int(_) | Literal::Dec(_)) => Ok(Figure::Number(l)),
+                Literal::Str(_) => unreachable!("a number token is a number literal"),
+            },
+            Some(Tok::Word(word)) if self.peek_at(1) == Some(&Tok::LParen) => {
+                let func = AggFunc::parse(&word.to_ascii_lowercase()).ok_or_else(|| {
+                    format!(
+                        "{}: `{word}` is not an aggregate; an invariant computes count, sum, min or max (of any expression), and arithmetic between them",
+                        self.here()
+                    )
+                })?;
+                self.pos += 2;
+                if func == AggFunc::Count && self.peek() == Some(&Tok::Star) {
+                    self.pos += 1;
+                    self.expect(&Tok::RParen, "`)` closing count(*)")?;
+                    return Ok(Figure::Aggregate(Aggregate {
+                        func,
+                        arg: None,
+                        distinct: false,
+                    }));
+                }
+                let distinct = self.eat_keyword("distinct");
+                if distinct && func != AggFunc::Count {
+                    return Err(format!(
+                        "{}: `distinct` goes with count only (min, max and sum of distinct values are not offered)",
+                        self.here()
+                    ));
+                }
+                let arg = self.value()?;
+                self.expect(&Tok::RParen, &format!("`)` closing {}(…)", func.name()))?;
+                Ok(Figure::Aggregate(Aggregate {
+                    func,
+                    arg: Some(arg),
+                    distinct,
+                }))
+            }
+            _ => Err(format!(
+                "{}: expected an aggregate (count, sum, min, max), a number or `(`",
                 self.here()
             )),
         }
@@ -1037,6 +1322,14 @@ pub(crate) fn parse_pred(text: &str) -> Result<Pred, String> {
     Ok(e)
 }
 
+/// Parse one side of an invariant (see the module doc for its grammar).
+pub(crate) fn parse_query(text: &str) -> Result<Query, String> {
+    let mut p = Parser::new(text)?;
+    let q = p.query()?;
+    p.finish()?;
+    Ok(q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1110,6 +1403,44 @@ mod tests {
             parse_pred("a = 1 and b = 2 or c = 3").unwrap(),
             parse_pred("a = 1 and (b = 2 or c = 3)").unwrap()
         );
+    }
+
+    #[test]
+    fn invariant_queries_render_canonically() {
+        for (text, canonical) in [
+            (
+                "SUM(amount) WHERE amount > 0 GROUP BY customer_id",
+                "sum(`amount`) where `amount` > 0 group by `customer_id`",
+            ),
+            ("count(*)", "count(*)"),
+            ("count( distinct x )", "count(distinct `x`)"),
+            ("sum(a_cents) / 100", "sum(`a_cents`) / 100"),
+            ("(sum(a) + sum(b)) * 2", "(sum(`a`) + sum(`b`)) * 2"),
+            (
+                "sum(a) - (sum(b) - sum(c))",
+                "sum(`a`) - (sum(`b`) - sum(`c`))",
+            ),
+            ("sum(a) - sum(b) - sum(c)", "sum(`a`) - sum(`b`) - sum(`c`)"),
+            (
+                "max(d) group by a, lower(b)",
+                "max(`d`) group by `a`, lower(`b`)",
+            ),
+        ] {
+            let q = parse_query(text).unwrap();
+            assert_eq!(q.to_string(), canonical, "{text}");
+            assert_eq!(parse_query(canonical).unwrap(), q, "{canonical}");
+        }
+        for (bad, needle) in [
+            ("avg(x)", "not an aggregate"),
+            ("sum(distinct x)", "count only"),
+            ("amount", "expected an aggregate"),
+            ("sum(x) group customer_id", "expected `by`"),
+            ("sum(x) where", "expected a column"),
+            ("count(*", "`)`"),
+        ] {
+            let e = parse_query(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]
