@@ -37,6 +37,10 @@ pub struct Config {
     /// How the reconciler compares source and target.
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    /// Queries whose answers must be the same on both sides (`[[invariant]]`), evaluated by
+    /// every reconcile.
+    #[serde(default)]
+    pub invariant: Vec<tidemark_transform::InvariantConfig>,
     /// Health and Prometheus metrics over HTTP (off when absent).
     pub metrics: Option<crate::metrics::MetricsConfig>,
     /// How stages hand changes to each other: in-process (default) or Kafka.
@@ -172,11 +176,36 @@ impl Config {
             bail!("reconcile.server_id: must differ from source.server_id ({}): the reconciler reads the binlog as a replica of its own, and two replicas with one id cut each other off", self.source.server_id);
         }
         self.transformer()?;
+        self.check_invariants()?;
         if let Some(k) = self.transport.kafka() {
             k.check()?;
         }
         if self.apply.batch_records == 0 {
             bail!("apply.batch_records: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// What can be checked of the invariants without the tables: names unique, queries
+    /// well-formed, each table in scope. Columns are checked against the tables by
+    /// `tidemark invariants explain` and by reconcile before it reads anything.
+    fn check_invariants(&self) -> Result<()> {
+        let scope = tidemark_ingest::Scope::from_config(&self.source)?;
+        let mut names = std::collections::BTreeSet::new();
+        for inv in &self.invariant {
+            let table = inv.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !names.insert(inv.name.as_str()) {
+                bail!(
+                    "invariant \"{}\".name: two invariants have this name; reports tell them apart by name",
+                    inv.name
+                );
+            }
+            if !scope.includes(&table.database, &table.table) {
+                bail!(
+                    "invariant \"{}\".table: {table} is not in scope (source.databases, source.tables, source.exclude_tables)",
+                    inv.name
+                );
+            }
         }
         Ok(())
     }

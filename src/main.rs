@@ -148,6 +148,22 @@ enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+    /// Inspect the invariants (`[[invariant]]`) reconcile evaluates.
+    Invariants {
+        #[command(subcommand)]
+        command: InvariantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvariantsCommand {
+    /// Print each invariant as reconcile will evaluate it (both queries in canonical form, the
+    /// source and target tables), checked against the tables: a misconfigured one is an error
+    /// naming the invariant and the column.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +379,13 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--table: {e}"))?;
             print!("{}", explain::explain(&config, &table).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invariants {
+            command: InvariantsCommand::Explain { config },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            print!("{}", explain::explain_invariants(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
     }

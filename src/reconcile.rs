@@ -148,8 +148,9 @@ pub async fn reconcile(
             }
         }
     };
-    let mut reconciler =
-        tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc).await?;
+    let mut reconciler = tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc)
+        .await?
+        .with_invariants(config.invariant.clone());
     let display = crate::progress::spawn(
         "reconcile",
         reconciler.progress(),

@@ -36,6 +36,16 @@ async fn workload(url: String, until: Instant) -> u64 {
     n as u64
 }
 
+/// An invariant evaluated by the Kafka-mode reconcile, over the keys it settles from the
+/// group's frontier.
+const INVARIANT: &str = r#"
+[[invariant]]
+name = "balance per note kind"
+table = "shop.accounts"
+source = "sum(balance) + count(*) group by substring(coalesce(note, '-'), 1, 1)"
+target = "sum(balance) + count(*) group by substring(coalesce(note, '-'), 1, 1)"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_an_apply_worker() {
     let db = MariaDb::start();
@@ -54,7 +64,10 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         dir.path(),
         &db.url(),
         &["shop"],
-        &format!("[backfill]\nchunk_rows = 500\n{}", broker.transport_toml()),
+        &format!(
+            "[backfill]\nchunk_rows = 500\n{INVARIANT}\n{}",
+            broker.transport_toml()
+        ),
     );
     let cfg = config.to_str().unwrap().to_string();
     run_ok(&["topics", "init", "--config", &cfg]);
@@ -123,6 +136,11 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("invariant \"balance per note kind\" on shop.accounts: held in "),
+        "{report}"
+    );
 
     // A fault is reported on the drift topic too, in Avro.
     rusqlite::Connection::open(dir.path().join("target.db"))
@@ -146,11 +164,20 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         .await
         .unwrap()
         .expect("read the drift topic");
-    assert_eq!(drift.len(), 1, "{drift:?}");
+    // The missing row, and the group of the invariant it changes.
+    let classes: Vec<(&str, &str)> = drift
+        .iter()
+        .map(|d| (d.table.as_str(), d.class.as_str()))
+        .collect();
     assert_eq!(
-        (drift[0].table.as_str(), drift[0].class.as_str()),
-        ("shop.accounts", "missing")
+        classes,
+        [
+            ("shop.accounts", "missing"),
+            ("shop.accounts", "invariant_violation")
+        ],
+        "{drift:?}"
     );
+    assert_eq!(drift[1].columns[0].name, "balance per note kind");
 }
 
 /// Rows in the target's accounts table (0 before it exists).

@@ -23,11 +23,13 @@ pub enum DriftClass {
     SchemaRejection,
     InFlight,
     Unsettled,
+    /// An invariant's answers differ between the sides in a group (the "key" is the group).
+    InvariantViolation,
 }
 
 impl DriftClass {
     /// Every class.
-    pub const ALL: [DriftClass; 8] = [
+    pub const ALL: [DriftClass; 9] = [
         DriftClass::Missing,
         DriftClass::Extra,
         DriftClass::Stale,
@@ -36,6 +38,7 @@ impl DriftClass {
         DriftClass::SchemaRejection,
         DriftClass::InFlight,
         DriftClass::Unsettled,
+        DriftClass::InvariantViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl DriftClass {
             DriftClass::SchemaRejection => "schema_rejection",
             DriftClass::InFlight => "in_flight",
             DriftClass::Unsettled => "unsettled",
+            DriftClass::InvariantViolation => "invariant_violation",
         }
     }
 
@@ -58,7 +62,10 @@ impl DriftClass {
 
     /// Whether re-reading the key from the source through the pipeline can fix it.
     pub fn repairable(self) -> bool {
-        !matches!(self, DriftClass::InFlight | DriftClass::SchemaRejection)
+        !matches!(
+            self,
+            DriftClass::InFlight | DriftClass::SchemaRejection | DriftClass::InvariantViolation
+        )
     }
 }
 
@@ -225,6 +232,8 @@ pub struct Cluster {
 pub struct Summary {
     pub clusters: BTreeMap<(String, DriftClass, String), Cluster>,
     pub compared: BTreeMap<String, u64>,
+    /// How each invariant came out, in the order evaluated.
+    pub invariants: Vec<tidemark_transform::Verdict>,
 }
 
 impl Summary {
@@ -261,6 +270,9 @@ impl Summary {
             "compared {compared} rows in {} tables\n",
             self.compared.len()
         ));
+        for v in &self.invariants {
+            out.push_str(&v.render(Self::EXAMPLES));
+        }
         if self.clusters.is_empty() {
             out.push_str("no drift\n");
             return out;
@@ -272,9 +284,14 @@ impl Summary {
                 format!(" [{cols}]")
             };
             out.push_str(&format!(
-                "{table} {}{cols}: {} keys{}, e.g. {}\n",
+                "{table} {}{cols}: {} {}{}, e.g. {}\n",
                 class.as_str(),
                 c.count,
+                if *class == DriftClass::InvariantViolation {
+                    "groups"
+                } else {
+                    "keys"
+                },
                 if class.actionable() {
                     ""
                 } else {

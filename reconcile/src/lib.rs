@@ -63,7 +63,9 @@ use tidemark_schemas::{
     TargetRecord, Ustr, Version,
 };
 use tidemark_sink::Sink;
-use tidemark_transform::{TablePlan, Transformer};
+use tidemark_transform::{
+    shown, Invariant, InvariantConfig, TablePlan, Tally, Transformer, Verdict,
+};
 use tracing::info;
 
 pub use classify::{classify, DriftClass, Finding, Summary};
@@ -204,6 +206,30 @@ struct TableRun<'x> {
     pending: BTreeMap<String, Pending>,
     /// The table's keys changed in the binlog after the apply frontier, when it is behind.
     touched: Option<Touched>,
+    /// The table's invariants, each with what its two sides have aggregated so far.
+    invariants: Vec<Tallied>,
+}
+
+/// An invariant and the settled rows of each side, aggregated.
+struct Tallied {
+    invariant: Invariant,
+    source: Tally,
+    target: Tally,
+}
+
+impl TableRun<'_> {
+    /// A key settled: its source row (if the source has one) and its target record (if the
+    /// target holds one) join the invariants' tallies, once each.
+    fn settled(&mut self, source_row: Option<&Row>, stored: Option<&TargetRecord>) {
+        for t in &mut self.invariants {
+            if let Some(row) = source_row {
+                t.invariant.add_source(&mut t.source, row);
+            }
+            if let Some(record) = stored {
+                t.invariant.add_target(&mut t.target, record);
+            }
+        }
+    }
 }
 
 /// Keys of one table changed in the binlog between `from` (the apply frontier when it was read)
@@ -215,6 +241,7 @@ struct Touched {
 }
 
 pub struct Reconciler<'a, S: Sink + ?Sized> {
+    invariants: Vec<InvariantConfig>,
     source: Source,
     conn: mysql_async::Conn,
     sink: &'a mut S,
@@ -246,6 +273,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             ))
         });
         Ok(Reconciler {
+            invariants: Vec::new(),
             source,
             conn,
             sink,
@@ -260,6 +288,34 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         self.progress.clone()
     }
 
+    /// Evaluate these invariants over the tables they name (those of the run's tables).
+    pub fn with_invariants(mut self, invariants: Vec<InvariantConfig>) -> Self {
+        self.invariants = invariants;
+        self
+    }
+
+    /// The invariants of `tables`, compiled against the source and target tables: a
+    /// misconfigured one stops the run before anything is read.
+    pub async fn compile_invariants(
+        &mut self,
+        tables: &[TableId],
+    ) -> Result<BTreeMap<TableId, Vec<Invariant>>> {
+        let mut out: BTreeMap<TableId, Vec<Invariant>> = BTreeMap::new();
+        for config in &self.invariants {
+            let table = config.check().map_err(Error::Config)?;
+            if !tables.contains(&table) {
+                continue;
+            }
+            let schema = self.source.load_schema(&table).await?;
+            let plan = self.transformer.plan(&schema)?;
+            let invariant =
+                Invariant::compile(config, &schema, plan.target_schema(), plan.zero_dates())
+                    .map_err(Error::Config)?;
+            out.entry(table).or_default().push(invariant);
+        }
+        Ok(out)
+    }
+
     /// Compare `tables`; every finding goes to `emit` as it is made.
     pub async fn run(
         &mut self,
@@ -270,9 +326,19 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         emit: &mut dyn FnMut(&DriftEvent),
     ) -> Result<Outcome> {
         let mut outcome = Outcome::default();
+        let mut invariants = self.compile_invariants(tables).await?;
         for table in tables {
-            self.table(table, sample, frontier, dead, emit, &mut outcome)
-                .await?;
+            let invariants = invariants.remove(table).unwrap_or_default();
+            self.table(
+                table,
+                sample,
+                invariants,
+                frontier,
+                dead,
+                emit,
+                &mut outcome,
+            )
+            .await?;
         }
         Ok(outcome)
     }
@@ -416,11 +482,13 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         &mut self,
         table: &TableId,
         sample: Sample,
+        invariants: Vec<Invariant>,
         frontier: &mut dyn Frontier,
         dead: &mut dyn DeadLetters,
         emit: &mut dyn FnMut(&DriftEvent),
         outcome: &mut Outcome,
     ) -> Result<()> {
+        let keep_rows = !invariants.is_empty();
         let schema = self.source.load_schema(table).await?;
         let plan = self.transformer.plan(&schema)?;
         let target = plan.target_schema().clone();
@@ -434,6 +502,14 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             outcome,
             pending: BTreeMap::new(),
             touched: None,
+            invariants: invariants
+                .into_iter()
+                .map(|invariant| Tallied {
+                    invariant,
+                    source: Tally::default(),
+                    target: Tally::default(),
+                })
+                .collect(),
         };
         let scope = table.to_string();
         let mut last_key: Option<Row> =
@@ -444,6 +520,8 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         if let Some(k) = &last_key {
             info!(table = %table, after = %k.canonical_text(), "reconcile resumes after the last compared chunk");
         }
+        // Invariants aggregate whole tables: a run that resumes in the middle sees only part.
+        let resumed_after = last_key.as_ref().map(Row::canonical_text);
 
         // 1. Source pass. It remembers which keys it saw (a 64-bit hash each: 16 MB per million
         // keys), so that the target pass re-reads from the source only the target keys it did
@@ -456,6 +534,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             self.source.another().await?,
             plan.clone(),
             sample,
+            keep_rows,
             last_key.clone(),
             self.config.chunk_rows,
             self.limiter.clone().map(|l| {
@@ -544,7 +623,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .into_iter()
                     .map(|(k, text)| {
                         let row = by_key.remove(&text);
-                        prepare(&plan, server, k, text, row)
+                        prepare(&plan, server, k, text, row, keep_rows)
                     })
                     .collect();
                 let obs = Observed { p, h };
@@ -576,7 +655,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     .map(|k| {
                         let text = k.canonical_text();
                         let row = by_key.remove(&text);
-                        prepare(&plan, server, k.clone(), text, row)
+                        prepare(&plan, server, k.clone(), text, row, keep_rows)
                     })
                     .collect();
                 let obs = Observed { p, h };
@@ -589,6 +668,8 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             DriftClass::Unsettled
         };
         let now = self.observe().await?;
+        let left_out = run.pending.len() as u64;
+        let tallied = std::mem::take(&mut run.invariants);
         for (key_text, p) in std::mem::take(&mut run.pending) {
             let reason = if timeout.is_zero() {
                 "not settled yet (the apply frontier is behind, or the key changed during the comparison); not waited for".to_string()
@@ -618,6 +699,16 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             emit(&event);
         }
         outcome.summary.count_compared(&scope, compared);
+        for t in tallied {
+            let verdict = match &resumed_after {
+                Some(after) => Verdict::not_evaluated(
+                    &t.invariant,
+                    format!("this run resumed after key {after}, so it did not see the whole table; run reconcile again for a complete pass"),
+                ),
+                None => t.invariant.verdict(&t.source, &t.target, left_out),
+            };
+            report_verdict(&verdict, &now, outcome, emit);
+        }
         let cp = ReconcileCheckpoint {
             last_key: None,
             done: true,
@@ -686,6 +777,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                         continue;
                     }
                     run.pending.remove(&item.key_text);
+                    run.settled(item.source_row.as_ref(), None);
+                    for t in &mut run.invariants {
+                        t.invariant.target_unreadable(&mut t.target, &unreadable);
+                    }
                     // Something unreadable where the source has no row is extra all the same.
                     let class = if item.expected.is_some() || item.rejected_by_transform {
                         DriftClass::ValueMismatch
@@ -720,6 +815,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 key_text,
                 expected,
                 rejected_by_transform,
+                source_row,
                 ..
             } = item;
             let applied = all_applied
@@ -734,6 +830,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 continue;
             }
             run.pending.remove(&key_text);
+            run.settled(source_row.as_ref(), stored.as_ref());
             // The source row cannot be held by the target, or its latest change was rejected
             // (a dead letter newer than what the target holds, while the source still has it).
             let rejected = rejected_by_transform
@@ -790,8 +887,15 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             let stored = match stored {
                 Ok(Some(s)) if !s.is_tombstone() => Some(s),
                 Ok(_) => continue,
-                Err(_) => None,
+                Err(e) => {
+                    for t in &mut run.invariants {
+                        t.invariant.target_unreadable(&mut t.target, &e);
+                    }
+                    None
+                }
             };
+            // Settled at once (nothing in flight explains it): the target side counts it.
+            run.settled(None, stored.as_ref());
             let key_text = key.canonical_text();
             let class = DriftClass::Extra;
             let event = DriftEvent {
@@ -815,10 +919,62 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     }
 }
 
+/// Put an invariant's verdict in the summary; each group that differs is an
+/// `invariant_violation` finding (the key is the group, the one column the invariant with both
+/// answers), and so are rows that could not be evaluated.
+fn report_verdict(
+    verdict: &Verdict,
+    at: &BinlogPosition,
+    outcome: &mut Outcome,
+    emit: &mut dyn FnMut(&DriftEvent),
+) {
+    let class = DriftClass::InvariantViolation;
+    let mut finding =
+        |group: &str, source: Option<String>, target: Option<String>, reason: String| {
+            let columns = vec![tidemark_schemas::DriftColumn {
+                name: verdict.name.clone(),
+                source,
+                target,
+            }];
+            let event = DriftEvent {
+                table: verdict.table.to_string(),
+                key: group.to_string(),
+                class: class.as_str().into(),
+                columns,
+                target_version: None,
+                target_lineage: None,
+                observed_before: at.to_string(),
+                observed_after: at.to_string(),
+                reason,
+            };
+            outcome
+                .summary
+                .add(&event.table, class, &event.columns, group);
+            emit(&event);
+        };
+    for d in &verdict.differences {
+        let (a, b) = (shown(&d.source), shown(&d.target));
+        let reason = format!(
+            "invariant \"{}\" differs in group {}: the source's `{}` gives {a}, the target's `{}` gives {b}",
+            verdict.name, d.group, verdict.source_query, verdict.target_query
+        );
+        finding(&d.group, Some(a), Some(b), reason);
+    }
+    for f in &verdict.failures {
+        finding(
+            "(rows not evaluated)",
+            None,
+            None,
+            format!("invariant \"{}\": {f}", verdict.name),
+        );
+    }
+    outcome.summary.invariants.push(verdict.clone());
+}
+
 /// The target key the mapping gives source key `key` (a function of the source key alone: the
 /// mapping rules see to it).
 fn target_key_of(plan: &TablePlan, server: Ustr, key: &Row) -> Row {
-    prepare(plan, server, key.clone(), String::new(), None).target_key
+    prepare(plan, server, key.clone(), String::new(), None, false).target_key
 }
 
 /// The source key whose rows the mapping writes at `target_key`, if there is one: each source key
@@ -853,6 +1009,9 @@ struct Prepared {
     rejected_by_transform: bool,
     /// The target key to read.
     target_key: Row,
+    /// The source row itself, kept when the table has invariants (their source side is
+    /// computed from source rows, never from the mapping's output).
+    source_row: Option<Row>,
 }
 
 /// Prepare one source key (`key_text` is its canonical text) and its row, when the source has
@@ -863,7 +1022,9 @@ fn prepare(
     key: Row,
     key_text: String,
     source_row: Option<Row>,
+    keep_row: bool,
 ) -> Prepared {
+    let kept = if keep_row { source_row.clone() } else { None };
     let change = |op, after| ChangeEvent {
         source_server: server,
         table: plan.source().table,
@@ -898,6 +1059,7 @@ fn prepare(
         expected,
         rejected_by_transform,
         target_key,
+        source_row: kept,
     }
 }
 
@@ -923,6 +1085,7 @@ async fn read_ahead(
     mut source: Source,
     plan: TablePlan,
     sample: Sample,
+    keep_rows: bool,
     mut after: Option<Row>,
     chunk_rows: u32,
     limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
@@ -969,7 +1132,7 @@ async fn read_ahead(
                 let key = key_of(plan.source(), &row);
                 let text = key.canonical_text();
                 if sample.includes(&text) {
-                    let item = prepare(&plan, server, key, text, Some(row));
+                    let item = prepare(&plan, server, key, text, Some(row), keep_rows);
                     hashes.push(key_hash(&item.target_key.canonical_text()));
                     items.push(item);
                 } else {

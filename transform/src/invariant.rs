@@ -324,11 +324,12 @@ impl Verdict {
             "{} source rows, {} target rows aggregated; {} unsettled keys left out of both",
             self.source_rows, self.target_rows, self.left_out
         );
+        let groups = if self.groups == 1 { "group" } else { "groups" };
         if self.held() {
-            return format!("{head}: held in {} groups ({counts})\n", self.groups);
+            return format!("{head}: held in {} {groups} ({counts})\n", self.groups);
         }
         let mut out = format!(
-            "{head}: VIOLATED in {} of {} groups ({counts})\n",
+            "{head}: VIOLATED in {} of {} {groups} ({counts})\n",
             self.differences.len(),
             self.groups
         );
@@ -692,11 +693,11 @@ impl State {
                             (Some(x), Some(y)) => Some(x.cmp(&y)),
                             _ => compare(&v, b, a.domain)?,
                         };
-                        match (a.func, order) {
-                            (AggFunc::Min, Some(Ordering::Less)) => true,
-                            (AggFunc::Max, Some(Ordering::Greater)) => true,
-                            _ => false,
-                        }
+                        matches!(
+                            (a.func, order),
+                            (AggFunc::Min, Some(Ordering::Less))
+                                | (AggFunc::Max, Some(Ordering::Greater))
+                        )
                     }
                 };
                 if better {

@@ -405,11 +405,7 @@ impl fmt::Display for Figure {
                     write!(f, "{left}")?;
                 }
                 write!(f, " {} ", op.as_str())?;
-                let right_plain = match right.as_ref() {
-                    Figure::Arith { .. } => false,
-                    _ => true,
-                };
-                if right_plain {
+                if !matches!(right.as_ref(), Figure::Arith { .. }) {
                     write!(f, "{right}")
                 } else {
                     write!(f, "({right})")
