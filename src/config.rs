@@ -41,6 +41,9 @@ pub struct Config {
     /// every reconcile.
     #[serde(default)]
     pub invariant: Vec<tidemark_transform::InvariantConfig>,
+    /// The bounds of the cutover gate (`tidemark cutover check`).
+    #[serde(default)]
+    pub cutover: crate::cutover::CutoverConfig,
     /// Health and Prometheus metrics over HTTP (off when absent).
     pub metrics: Option<crate::metrics::MetricsConfig>,
     /// How stages hand changes to each other: in-process (default) or Kafka.
@@ -177,6 +180,7 @@ impl Config {
         }
         self.transformer()?;
         self.check_invariants()?;
+        self.cutover.check()?;
         if let Some(k) = self.transport.kafka() {
             k.check()?;
         }

@@ -183,32 +183,35 @@ impl FileDeadLetters {
 
     /// The rejections in the file.
     pub fn load(path: &Path) -> Result<LoadedDeadLetters> {
-        let mut out = Vec::new();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LoadedDeadLetters::default())
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading the dead-letter file {}", path.display()))
-            }
-        };
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let r: Rejection = serde_json::from_str(line).with_context(|| {
-                format!(
-                    "dead-letter file {} line {}: not a rejection record",
-                    path.display(),
-                    i + 1
-                )
-            })?;
-            out.push(r);
-        }
-        Ok(LoadedDeadLetters::from_rejections(out))
+        Ok(LoadedDeadLetters::from_rejections(read_file(path)?))
     }
+}
+
+/// The rejections of a dead-letter file (none when it does not exist yet).
+fn read_file(path: &Path) -> Result<Vec<Rejection>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading the dead-letter file {}", path.display()))
+        }
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: Rejection = serde_json::from_str(line).with_context(|| {
+            format!(
+                "dead-letter file {} line {}: not a rejection record",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 impl DeadLetterOutput for FileDeadLetters {
@@ -274,5 +277,34 @@ impl tidemark_reconcile::Frontier for SinkFrontier {
         Ok(text
             .and_then(|t| serde_json::from_str::<CaptureCheckpoint>(&t).ok())
             .and_then(|cp| cp.position.parse().ok()))
+    }
+}
+
+/// Every rejection in the dead-letter output, wherever apply put it: the `_tm_dlq` table of a
+/// SQLite target, the dead-letter file of a CQL target, the dead-letter topic in Kafka mode.
+pub fn all_rejections(config: &crate::config::Config) -> Result<Vec<Rejection>> {
+    use crate::config::Target;
+    if let Some(kafka) = config.transport.kafka() {
+        return Ok(tidemark_kafka::read_rejections(kafka)?);
+    }
+    match config.target()? {
+        Target::Sqlite { path } => {
+            let conn = Connection::open(&path)
+                .with_context(|| format!("cannot open the target database {}", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            conn.execute_batch(CREATE)?;
+            let mut stmt = conn.prepare(
+                "SELECT rejection FROM _tm_dlq ORDER BY source_table, source_key, version",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|text| {
+                let text = text?;
+                serde_json::from_str(&text).context("a dead letter of _tm_dlq is unreadable")
+            })
+            .collect()
+        }
+        Target::Scylla {
+            dead_letter_path, ..
+        } => read_file(&dead_letter_path),
     }
 }

@@ -9,10 +9,12 @@
 
 mod config;
 mod control;
+mod cutover;
 mod dlq;
 mod embedded;
 mod explain;
 mod kafka_mode;
+mod ledger;
 mod metrics;
 mod preflight;
 mod progress;
@@ -152,6 +154,68 @@ enum Command {
     Invariants {
         #[command(subcommand)]
         command: InvariantsCommand,
+    },
+    /// Decide, on evidence, whether the target may become authoritative, and record it.
+    Cutover {
+        #[command(subcommand)]
+        command: CutoverCommand,
+    },
+    /// List the dead letters, and accept those that are not to be repaired.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CutoverCommand {
+    /// Check every criterion of the gate: exit 0 READY, 3 NOT READY (each failed criterion with
+    /// its measured value and what to do). After a transfer, also the drift found since.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Only when READY: write the authority-transfer record to FILE and store it beside the
+    /// checkpoints (exit 3, nothing written, when not READY).
+    Record {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Who takes the decision.
+        #[arg(long)]
+        by: String,
+        /// Where to write the record (JSON).
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Every dead letter (the newest rejection of each key): outstanding, accepted or repaired.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Accept the dead letters of one key, or of a whole table (now and later), as not to be
+    /// repaired; stored beside the checkpoints and shown in the authority-transfer record.
+    Accept {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The source table, `database.table`.
+        #[arg(long)]
+        table: String,
+        /// The key, as the dead letter names it (e.g. '{"id":7}'); without it, the whole table.
+        #[arg(long)]
+        key: Option<String>,
+        /// Who accepts.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -379,6 +443,62 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--table: {e}"))?;
             print!("{}", explain::explain(&config, &table).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cutover {
+            command: CutoverCommand::Check { config, json },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let gate = cutover::check(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&gate)?);
+            } else {
+                print!("{}", gate.render());
+            }
+            Ok(if gate.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Cutover {
+            command: CutoverCommand::Record { config, by, output },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let (text, written) = cutover::record(&config, &by, &output).await?;
+            print!("{text}");
+            Ok(if written {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::DeadLetters {
+            command: DeadLettersCommand::List { config },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let letters = cutover::dead_letters(&config).await?;
+            print!("{}", cutover::render_dead_letters(&letters));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters {
+            command:
+                DeadLettersCommand::Accept {
+                    config,
+                    table,
+                    key,
+                    by,
+                    reason,
+                },
+        } => {
+            let config = config::Config::load(&config.config)?;
+            let table = table
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--table: {e}"))?;
+            print!(
+                "{}",
+                cutover::accept(&config, &table, key, &by, &reason).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Invariants {

@@ -10,10 +10,15 @@ use tidemark_schemas::{Row, TableId};
 use tokio::task::block_in_place;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
+use tidemark_reconcile::DriftClass;
+
 use crate::config::{Config, Target};
 use crate::dlq::{FileDeadLetters, LoadedDeadLetters, SinkFrontier};
 use crate::embedded::{run, Job};
-use crate::target::{open_sink, read_backfill_checkpoints};
+use crate::ledger::{self, InvariantResult, ReconcileRun, COMPLETE, LATEST, RECONCILE_RUN_STAGE};
+use crate::target::open_sink;
 
 /// What `tidemark reconcile` is asked to do.
 #[derive(Debug, Clone)]
@@ -53,19 +58,7 @@ pub async fn reconcile(
     let mut skipped = String::new();
     // Likewise a table whose rows are being re-read (`tidemark resync`, or after a schema change).
     // Both are kept in the target, or in Kafka mode in the checkpoints topic.
-    let (backfills, rereads) = match config.transport.kafka() {
-        Some(kafka) => {
-            let store = tidemark_kafka::CheckpointStore::load(kafka).await?;
-            (
-                store.backfill_checkpoints(&tables)?,
-                crate::resync::markers_in_scope(store.entries().values(), &scope)?,
-            )
-        }
-        None => (
-            block_in_place(|| read_backfill_checkpoints(&mut *sink, &tables))?,
-            block_in_place(|| crate::resync::read_markers(&mut *sink, &tables))?,
-        ),
-    };
+    let (backfills, rereads) = crate::ledger::table_progress(config, &scope, &tables).await?;
     let tables: Vec<TableId> = tables
         .into_iter()
         .filter(|t| match (backfills.get(t), rereads.get(t)) {
@@ -134,7 +127,16 @@ pub async fn reconcile(
         None => None,
     };
     let mut publish_error = None;
+    let mut rejected_keys = Vec::new();
+    let mut rejected_keys_truncated = false;
     let mut emit = |event: &tidemark_schemas::DriftEvent| {
+        if event.class == DriftClass::SchemaRejection.as_str() {
+            if rejected_keys.len() < ReconcileRun::MAX_REJECTED_KEYS {
+                rejected_keys.push((event.table.clone(), event.key.clone()));
+            } else {
+                rejected_keys_truncated = true;
+            }
+        }
         if let Some(out) = output.as_mut() {
             use std::io::Write;
             let line = serde_json::to_string(event).expect("drift events serialize");
@@ -148,6 +150,7 @@ pub async fn reconcile(
             }
         }
     };
+    let observed_at = source.end_of_log().await?;
     let mut reconciler = tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc)
         .await?
         .with_invariants(config.invariant.clone());
@@ -186,6 +189,67 @@ pub async fn reconcile(
     if let Some(mut out) = output {
         use std::io::Write;
         out.flush().context("writing the drift output")?;
+    }
+    // The run's record, for the cutover gate: complete only when it compared every table in
+    // scope, unsampled, each from its first key.
+    let mut incomplete_because = Vec::new();
+    if !args.tables.is_empty() {
+        incomplete_because.push("it was restricted with --table".to_string());
+    }
+    if args.sample < 1.0 {
+        incomplete_because.push(format!("it sampled {} of the keys", args.sample));
+    }
+    if !skipped.is_empty() {
+        incomplete_because.push(format!(
+            "it skipped tables: {}",
+            skipped.trim_end().replace('\n', "; ")
+        ));
+    }
+    for t in &outcome.resumed {
+        incomplete_because.push(format!(
+            "{t} was compared from where an interrupted run stopped"
+        ));
+    }
+    let summary = &outcome.summary;
+    let run_record = ReconcileRun {
+        started_unix: started,
+        finished_unix: crate::metrics::unix_now(),
+        observed_at: observed_at.to_string(),
+        complete: incomplete_because.is_empty(),
+        incomplete_because,
+        tables: tables.iter().map(ToString::to_string).collect(),
+        rows_compared: summary.compared.values().sum(),
+        rows_per_table: summary.compared.clone(),
+        drift: summary
+            .clusters
+            .iter()
+            .fold(BTreeMap::new(), |mut m, ((_, class, _), c)| {
+                *m.entry(class.as_str().to_string()).or_default() += c.count;
+                m
+            }),
+        actionable: summary.actionable(),
+        rejected_keys,
+        rejected_keys_truncated,
+        invariants: summary
+            .invariants
+            .iter()
+            .map(|v| InvariantResult {
+                name: v.name.clone(),
+                table: v.table.to_string(),
+                held: v.held(),
+                verdict: v.render(3).trim_end().to_string(),
+            })
+            .collect(),
+    };
+    let mut records = vec![ledger::record(RECONCILE_RUN_STAGE, LATEST, &run_record)];
+    if run_record.complete {
+        records.push(ledger::record(RECONCILE_RUN_STAGE, COMPLETE, &run_record));
+    }
+    match config.transport.kafka() {
+        Some(_) => ledger::write(config, &records).await?,
+        None => {
+            block_in_place(|| sink.write(&[], &records))?;
+        }
     }
     let mut text = skipped;
     text.push_str(&outcome.summary.render());

@@ -13,6 +13,7 @@ use tokio::task::block_in_place;
 
 use crate::config::{Config, Target};
 use crate::embedded::{ALL_TABLES, CAPTURE_STAGE};
+use crate::ledger;
 use crate::target::open_sink;
 
 /// The target's checkpoints, per-table counts of live rows and tombstones (SQLite), the dead
@@ -191,6 +192,16 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
                 backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
             }
         }
+        // The evidence records are summed up below, not printed.
+        if [
+            ledger::RECONCILE_RUN_STAGE,
+            ledger::ACCEPTED_STAGE,
+            ledger::AUTHORITY_STAGE,
+        ]
+        .contains(&cp.stage.as_str())
+        {
+            continue;
+        }
         // Table descriptions (JSON of every column) are counted, not printed.
         if cp.stage == crate::resync::SOURCE_SCHEMA_STAGE
             || cp.stage == tidemark_kafka::wire::SCHEMA_STAGE
@@ -230,6 +241,64 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
             "re-reads in flight (these tables are not settled for reconcile until done):\n",
         );
         out.push_str(&rereads);
+    }
+    out.push_str(&evidence_text(checkpoints, crate::metrics::unix_now()));
+    out
+}
+
+/// The evidence the cutover gate reads: the newest reconcile and the newest complete one (how
+/// old the proof is: the reconcile part of the uncertainty window), the accepted dead letters and
+/// the authority-transfer record.
+fn evidence_text(checkpoints: &[Checkpoint], now: f64) -> String {
+    let find = |stage: &str, scope: &str| {
+        checkpoints
+            .iter()
+            .find(|c| c.stage == stage && c.scope == scope)
+            .map(|c| c.value.as_str())
+    };
+    let mut out = String::from("evidence:\n");
+    for (scope, what) in [
+        (ledger::LATEST, "newest reconcile"),
+        (ledger::COMPLETE, "newest complete reconcile"),
+    ] {
+        let line = match find(ledger::RECONCILE_RUN_STAGE, scope)
+            .and_then(|v| serde_json::from_str::<ledger::ReconcileRun>(v).ok())
+        {
+            Some(r) => format!(
+                "started {:.0} s ago, observed the source at {}; {} rows of {} tables compared, {} actionable findings; invariants: {} held, {} not{}",
+                now - r.started_unix,
+                r.observed_at,
+                r.rows_compared,
+                r.tables.len(),
+                r.actionable,
+                r.invariants.iter().filter(|i| i.held).count(),
+                r.invariants.iter().filter(|i| !i.held).count(),
+                if r.complete {
+                    String::new()
+                } else {
+                    format!(" (not complete: {})", r.incomplete_because.join("; "))
+                }
+            ),
+            None => "none on record".into(),
+        };
+        out.push_str(&format!("  {what}: {line}\n"));
+    }
+    let accepted = checkpoints
+        .iter()
+        .filter(|c| c.stage == ledger::ACCEPTED_STAGE)
+        .count();
+    out.push_str(&format!("  dead-letter acceptances: {accepted}\n"));
+    match find(ledger::AUTHORITY_STAGE, "*")
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+    {
+        Some(a) => out.push_str(&format!(
+            "  authority transferred at {} by {}\n",
+            a["recorded_at"].as_str().unwrap_or("?"),
+            a["by"].as_str().unwrap_or("?")
+        )),
+        None => out.push_str(
+            "  authority: not transferred (tidemark cutover check says whether it may be)\n",
+        ),
     }
     out
 }

@@ -173,6 +173,8 @@ pub struct Outcome {
     pub summary: Summary,
     /// Keys to re-read from the source to repair, per table.
     pub repair: BTreeMap<TableId, Vec<Row>>,
+    /// Tables this run compared only from where an interrupted run stopped.
+    pub resumed: Vec<TableId>,
 }
 
 /// Which part of the key space to compare.
@@ -522,6 +524,9 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         }
         // Invariants aggregate whole tables: a run that resumes in the middle sees only part.
         let resumed_after = last_key.as_ref().map(Row::canonical_text);
+        if resumed_after.is_some() {
+            run.outcome.resumed.push(*table);
+        }
 
         // 1. Source pass. It remembers which keys it saw (a 64-bit hash each: 16 MB per million
         // keys), so that the target pass re-reads from the source only the target keys it did
@@ -973,7 +978,7 @@ fn report_verdict(
 
 /// The target key the mapping gives source key `key` (a function of the source key alone: the
 /// mapping rules see to it).
-fn target_key_of(plan: &TablePlan, server: Ustr, key: &Row) -> Row {
+pub fn target_key_of(plan: &TablePlan, server: Ustr, key: &Row) -> Row {
     prepare(plan, server, key.clone(), String::new(), None, false).target_key
 }
 

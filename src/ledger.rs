@@ -1,0 +1,198 @@
+//! What the pipeline records about its own evidence, beside its checkpoints: the reconcile runs,
+//! the dead letters accepted by name, and the authority-transfer record of a cutover.
+//!
+//! They live where the checkpoints live, so that every job and every restart sees the same ones:
+//! in the target's checkpoint table (embedded mode), or in the compacted checkpoints topic (Kafka
+//! mode), as checkpoints of their own stages:
+//! - [`RECONCILE_RUN_STAGE`], scope `latest` (the newest run) and `complete` (the newest run that
+//!   compared every table in scope, unsampled, from its start): a [`ReconcileRun`];
+//! - [`ACCEPTED_STAGE`], scope `<db.table>` (the whole table) or `<db.table>/<key>`: an
+//!   [`Acceptance`];
+//! - [`AUTHORITY_STAGE`], scope `*`: the authority-transfer record (JSON, see `cutover`).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tidemark_schemas::Checkpoint;
+use tokio::task::block_in_place;
+
+use crate::config::Config;
+use crate::target::open_sink;
+
+pub const RECONCILE_RUN_STAGE: &str = "reconcile_run";
+pub const ACCEPTED_STAGE: &str = "dead_letter_accepted";
+pub const AUTHORITY_STAGE: &str = "authority";
+
+/// Scope of the newest reconcile run, and of the newest complete one.
+pub const LATEST: &str = "latest";
+pub const COMPLETE: &str = "complete";
+
+/// What one `tidemark reconcile` found, as the cutover gate reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileRun {
+    pub started_unix: f64,
+    pub finished_unix: f64,
+    /// The source's end of log when the run started: the run proves the target up to here.
+    pub observed_at: String,
+    /// Whether it compared every table in scope, unsampled, each from its first key.
+    pub complete: bool,
+    /// Why not, when it is not.
+    #[serde(default)]
+    pub incomplete_because: Vec<String>,
+    pub tables: Vec<String>,
+    pub rows_compared: u64,
+    /// Rows compared per table.
+    #[serde(default)]
+    pub rows_per_table: BTreeMap<String, u64>,
+    /// Findings per drift class.
+    pub drift: BTreeMap<String, u64>,
+    pub actionable: u64,
+    /// The keys found `schema_rejection` (table, key), so that accepted dead letters can be told
+    /// from the others; at most [`ReconcileRun::MAX_REJECTED_KEYS`].
+    #[serde(default)]
+    pub rejected_keys: Vec<(String, String)>,
+    #[serde(default)]
+    pub rejected_keys_truncated: bool,
+    pub invariants: Vec<InvariantResult>,
+}
+
+impl ReconcileRun {
+    pub const MAX_REJECTED_KEYS: usize = 10_000;
+}
+
+/// One invariant's verdict in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvariantResult {
+    pub name: String,
+    pub table: String,
+    pub held: bool,
+    /// The verdict as the report printed it.
+    pub verdict: String,
+}
+
+/// A dead letter (or every dead letter of a table) accepted as not to be repaired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acceptance {
+    pub table: String,
+    /// `None`: every dead letter of the table, now and later.
+    pub key: Option<String>,
+    pub by: String,
+    pub reason: String,
+    pub at_unix: f64,
+}
+
+impl Acceptance {
+    pub fn scope(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{}/{k}", self.table),
+            None => self.table.clone(),
+        }
+    }
+
+    /// Whether it covers the dead letters of `key` in `table`.
+    pub fn covers(&self, table: &str, key: &str) -> bool {
+        self.table == table && self.key.as_deref().is_none_or(|k| k == key)
+    }
+}
+
+/// Every record of `stage`: the target's (embedded) or the checkpoints topic's (Kafka).
+pub async fn read(config: &Config, stage: &str) -> Result<Vec<Checkpoint>> {
+    let all = match config.transport.kafka() {
+        Some(kafka) => tidemark_kafka::CheckpointStore::load(kafka)
+            .await?
+            .entries()
+            .values()
+            .cloned()
+            .collect(),
+        None => block_in_place(|| -> Result<_> {
+            let (mut sink, _) = open_sink(config)?;
+            Ok(sink.checkpoints()?)
+        })?,
+    };
+    Ok(all.into_iter().filter(|c| c.stage == stage).collect())
+}
+
+/// The record of `stage` and `scope`, parsed.
+pub async fn read_one<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    stage: &str,
+    scope: &str,
+) -> Result<Option<T>> {
+    read(config, stage)
+        .await?
+        .into_iter()
+        .find(|c| c.scope == scope)
+        .map(|c| {
+            serde_json::from_str(&c.value)
+                .with_context(|| format!("the stored {stage} record {scope} is unreadable"))
+        })
+        .transpose()
+}
+
+/// Store records (the latest per stage and scope wins).
+pub async fn write(config: &Config, records: &[Checkpoint]) -> Result<()> {
+    match config.transport.kafka() {
+        Some(kafka) => {
+            let mut store = tidemark_kafka::CheckpointStore::load(kafka).await?;
+            for r in records {
+                store.store(r).await?;
+            }
+            Ok(())
+        }
+        None => block_in_place(|| -> Result<()> {
+            let (mut sink, _) = open_sink(config)?;
+            sink.write(&[], records)?;
+            Ok(())
+        }),
+    }
+}
+
+/// A record of `stage` and `scope` holding `value` as JSON.
+pub fn record<T: Serialize>(stage: &str, scope: &str, value: &T) -> Checkpoint {
+    Checkpoint {
+        stage: stage.into(),
+        scope: scope.into(),
+        value: serde_json::to_string(value).expect("records serialize"),
+    }
+}
+
+/// The accepted dead letters.
+pub async fn acceptances(config: &Config) -> Result<Vec<Acceptance>> {
+    read(config, ACCEPTED_STAGE)
+        .await?
+        .into_iter()
+        .map(|c| {
+            serde_json::from_str(&c.value)
+                .with_context(|| format!("the stored acceptance {} is unreadable", c.scope))
+        })
+        .collect()
+}
+
+/// Each table's backfill checkpoint and resync marker, where there are some: the target's
+/// (embedded) or the checkpoints topic's (Kafka).
+pub async fn table_progress(
+    config: &Config,
+    scope: &tidemark_ingest::Scope,
+    tables: &[tidemark_schemas::TableId],
+) -> Result<(
+    BTreeMap<tidemark_schemas::TableId, tidemark_ingest::BackfillCheckpoint>,
+    BTreeMap<tidemark_schemas::TableId, tidemark_ingest::ResyncMarker>,
+)> {
+    match config.transport.kafka() {
+        Some(kafka) => {
+            let store = tidemark_kafka::CheckpointStore::load(kafka).await?;
+            Ok((
+                store.backfill_checkpoints(tables)?,
+                crate::resync::markers_in_scope(store.entries().values(), scope)?,
+            ))
+        }
+        None => block_in_place(|| {
+            let (mut sink, _) = open_sink(config)?;
+            Ok((
+                crate::target::read_backfill_checkpoints(&mut *sink, tables)?,
+                crate::resync::read_markers(&mut *sink, tables)?,
+            ))
+        }),
+    }
+}

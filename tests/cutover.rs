@@ -1,0 +1,350 @@
+//! The cutover gate, embedded mode: NOT READY for each criterion in turn (nothing run yet, a
+//! backfill running, capture behind, no complete reconcile, a stale one, drift, a dead letter not
+//! accepted, an invariant that does not hold), then READY, then the authority-transfer record,
+//! then the watch after the transfer.
+
+mod common;
+
+use common::{run_ok, spawn, tidemark, write_config};
+use tidemark_testkit::MariaDb;
+
+const SHOP: &str = "CREATE DATABASE shop CHARACTER SET utf8mb4;
+CREATE TABLE shop.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(40));";
+
+/// A note longer than 8 characters cannot be held by the target: a dead letter.
+const SETTINGS: &str = r#"
+[backfill]
+chunk_rows = 100
+min_chunk_rows = 100
+rows_per_second = 300
+
+[cutover]
+max_capture_lag_bytes = 2000
+max_reconcile_age_seconds = 600
+
+[[mapping]]
+source = "shop.accounts"
+target = "accounts"
+[mapping.columns.note]
+type = "text(8)"
+
+[[invariant]]
+name = "total balance"
+table = "shop.accounts"
+source = "sum(balance) + count(*)"
+target = "sum(balance) + count(*)"
+"#;
+
+/// `tidemark cutover check`: (exit code, stdout).
+fn gate(cfg: &str) -> (i32, String) {
+    let out = tidemark()
+        .args(["cutover", "check", "--config", cfg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let code = out.status.code().expect("an exit code");
+    assert!(
+        code == 0 || code == 3,
+        "cutover check failed ({code}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, stdout)
+}
+
+/// The gate's line for `criterion`, which must have failed (or passed).
+fn line<'a>(report: &'a str, criterion: &str, passed: bool) -> &'a str {
+    let want = format!("{} {criterion}: ", if passed { "ok  " } else { "FAIL" });
+    report
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no `{want}` line:\n{report}"))
+}
+
+fn reconcile(cfg: &str, extra: &[&str]) -> (i32, String) {
+    let out = tidemark()
+        .args(["reconcile", "--config", cfg, "--settle-timeout", "20"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let code = out.status.code().unwrap();
+    assert!(
+        code == 0 || code == 2,
+        "reconcile failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, stdout)
+}
+
+#[test]
+fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    db.sql_db(
+        "shop",
+        "INSERT INTO accounts SELECT seq, seq * 10, CONCAT('n', seq) FROM seq_1_to_3000",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url(), &["shop"], SETTINGS);
+    let cfg = config.to_str().unwrap().to_string();
+
+    // Nothing has run.
+    let (code, report) = gate(&cfg);
+    assert_eq!(code, 3, "{report}");
+    assert!(line(&report, "backfilled", false).contains("shop.accounts (not started)"));
+    assert!(line(&report, "capture lag", false).contains("no position"));
+    assert!(line(&report, "reconcile", false).contains("no reconcile on record"));
+    assert!(report.contains("NOT READY"), "{report}");
+    assert!(
+        report.contains("to do: "),
+        "each failure says what to do: {report}"
+    );
+
+    // A backfill running (throttled to 300 rows/s: about ten seconds).
+    let mut pipeline = spawn(&["run", "--config", &cfg], &dir.path().join("run.log"));
+    tidemark_testkit::wait_for(
+        "the gate sees the backfill running",
+        std::time::Duration::from_secs(60),
+        || {
+            let (_, report) = gate(&cfg);
+            report
+                .lines()
+                .any(|l| l.starts_with("FAIL backfilled: ") && l.contains("rows so far"))
+        },
+    );
+    pipeline.kill().unwrap();
+    pipeline.wait().unwrap();
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let (_, report) = gate(&cfg);
+    line(&report, "backfilled", true);
+    line(&report, "capture lag", true);
+    line(&report, "apply lag", true);
+
+    // Capture behind: writes while nothing captures.
+    db.sql_db(
+        "shop",
+        "UPDATE accounts SET balance = balance + 1 WHERE id <= 500",
+    );
+    let (code, report) = gate(&cfg);
+    assert_eq!(code, 3);
+    assert!(
+        line(&report, "capture lag", false).contains("bound 2000"),
+        "{report}"
+    );
+    // Values the target cannot hold: two dead letters.
+    db.sql_db(
+        "shop",
+        "UPDATE accounts SET note = 'far too long a note' WHERE id IN (7, 8)",
+    );
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let (_, report) = gate(&cfg);
+    line(&report, "capture lag", true);
+    assert!(
+        line(&report, "dead letters", false).contains("2 outstanding"),
+        "{report}"
+    );
+    let listed = run_ok(&["dead-letters", "list", "--config", &cfg]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(r#"shop.accounts {"id":7}"#) && listed.contains("outstanding"),
+        "{listed}"
+    );
+
+    // A sampled reconcile is not evidence; a complete one is, and finds the rejections.
+    reconcile(&cfg, &["--sample", "0.5"]);
+    let (_, report) = gate(&cfg);
+    assert!(
+        line(&report, "reconcile", false).contains("sampled"),
+        "{report}"
+    );
+    let (code, out) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}");
+    let (_, report) = gate(&cfg);
+    line(&report, "reconcile", true);
+    line(&report, "invariants", true);
+    assert!(
+        line(&report, "drift", false).contains("schema_rejection 2"),
+        "{report}"
+    );
+
+    // One dead letter accepted (an unknown key is refused, naming the known ones), the other
+    // repaired: its source row changed into one the target can hold.
+    let out = tidemark()
+        .args([
+            "dead-letters",
+            "accept",
+            "--config",
+            &cfg,
+            "--table",
+            "shop.accounts",
+            "--key",
+            r#"{"id":9}"#,
+            "--by",
+            "alice",
+            "--reason",
+            "notes are cut in the new store",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r#"{"id":7}"#),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(&[
+        "dead-letters",
+        "accept",
+        "--config",
+        &cfg,
+        "--table",
+        "shop.accounts",
+        "--key",
+        r#"{"id":7}"#,
+        "--by",
+        "alice",
+        "--reason",
+        "notes are cut in the new store",
+    ]);
+    let (_, report) = gate(&cfg);
+    assert!(
+        line(&report, "dead letters", false).contains("1 outstanding, 1 accepted"),
+        "{report}"
+    );
+    db.sql_db("shop", "UPDATE accounts SET note = 'short' WHERE id = 8");
+    run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    reconcile(&cfg, &[]);
+    let (_, report) = gate(&cfg);
+    assert!(
+        line(&report, "dead letters", true).contains("1 accepted, 1 repaired"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "drift", true)
+            .contains("1 schema rejections of accepted dead letters left out"),
+        "{report}"
+    );
+
+    // Drift: a target row deleted out of band is missing, and the invariant no longer holds;
+    // repaired through the pipeline.
+    rusqlite::Connection::open(dir.path().join("target.db"))
+        .unwrap()
+        .execute("DELETE FROM accounts WHERE id = 100", [])
+        .unwrap();
+    reconcile(&cfg, &[]);
+    let (_, report) = gate(&cfg);
+    assert!(
+        line(&report, "drift", false).contains("missing 1"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "invariants", false).contains("VIOLATED"),
+        "{report}"
+    );
+    reconcile(&cfg, &["--repair"]);
+    reconcile(&cfg, &[]);
+
+    // A stale reconcile: the same evidence under a tighter bound.
+    let tight = std::fs::read_to_string(&cfg).unwrap().replace(
+        "max_reconcile_age_seconds = 600",
+        "max_reconcile_age_seconds = 0.001",
+    );
+    let tight_cfg = dir.path().join("tight.toml");
+    std::fs::write(&tight_cfg, tight).unwrap();
+    let (code, report) = gate(tight_cfg.to_str().unwrap());
+    assert_eq!(code, 3);
+    assert!(
+        line(&report, "reconcile", false).contains("(bound 0 s)"),
+        "{report}"
+    );
+
+    // Not READY: no record.
+    let record = dir.path().join("authority.json");
+    let out = tidemark()
+        .args([
+            "cutover",
+            "record",
+            "--config",
+            tight_cfg.to_str().unwrap(),
+            "--by",
+            "alice",
+            "--output",
+        ])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!record.exists());
+
+    // READY.
+    let (code, report) = gate(&cfg);
+    println!("{report}");
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("READY: the target may become authoritative"),
+        "{report}"
+    );
+    let json = tidemark()
+        .args(["cutover", "check", "--config", &cfg, "--json"])
+        .output()
+        .unwrap();
+    let verdict: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(verdict["ready"], true);
+    assert_eq!(verdict["criteria"].as_array().unwrap().len(), 7);
+
+    // The record.
+    let out = run_ok(&[
+        "cutover",
+        "record",
+        "--config",
+        &cfg,
+        "--by",
+        "alice",
+        "--output",
+        record.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("record written"));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(rec["by"], "alice");
+    assert_eq!(rec["tidemark_version"], env!("CARGO_PKG_VERSION"));
+    assert!(rec["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["passed"] == true));
+    let accounts = &rec["tables"]["shop.accounts"];
+    assert_eq!(accounts["rows_compared_equal"], 3000, "{rec}");
+    assert_eq!(accounts["target_table"], "accounts");
+    assert_eq!(accounts["transform_version"].as_str().unwrap().len(), 16);
+    assert_eq!(rec["reconcile"]["invariants"][0]["name"], "total balance");
+    assert_eq!(rec["reconcile"]["invariants"][0]["held"], true);
+    assert_eq!(rec["reconcile"]["complete"], true);
+    assert_eq!(rec["accepted_dead_letters"][0]["key"], r#"{"id":7}"#);
+    assert_eq!(
+        rec["accepted_dead_letters"][0]["accepted"]["reason"],
+        "notes are cut in the new store"
+    );
+    assert!(rec["source_end_of_log"].as_str().unwrap().contains(':'));
+    let status = run_ok(&["status", "--config", &cfg]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("authority transferred at "),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    // After the transfer the gate keeps watching: drift found since is reported against it.
+    rusqlite::Connection::open(dir.path().join("target.db"))
+        .unwrap()
+        .execute("DELETE FROM accounts WHERE id = 200", [])
+        .unwrap();
+    reconcile(&cfg, &[]);
+    let (code, report) = gate(&cfg);
+    assert_eq!(code, 3);
+    assert!(report.contains("authority transferred at "), "{report}");
+    assert!(
+        report.contains("since the transfer: the newest reconcile")
+            && report.contains("against the record"),
+        "{report}"
+    );
+}
