@@ -31,14 +31,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tidemark_ingest::{CaptureCheckpoint, Scope, Source};
-use tidemark_schemas::{BinlogPosition, TableId};
+use tidemark_ingest::{Scope, Source};
+use tidemark_schemas::TableId;
 use tokio::task::block_in_place;
 
 use crate::config::Config;
 use crate::ledger::{
-    self, Acceptance, ReconcileRun, ACCEPTED_STAGE, AUTHORITY_STAGE, COMPLETE, LATEST,
-    RECONCILE_RUN_STAGE,
+    self, Acceptance, ReconcileRun, ACCEPTED_STAGE, AUTHORITY_STAGE, LATEST, RECONCILE_RUN_STAGE,
+    VERDICT_STAGE,
 };
 use crate::target::open_sink;
 
@@ -306,6 +306,8 @@ pub struct Gate {
     pub source_end_of_log: String,
     pub captured: Option<String>,
     pub applied_frontier: Option<String>,
+    /// The uncertainty window when checked.
+    pub window: crate::window::Window,
     pub tables: Vec<String>,
     #[serde(skip)]
     pub last_complete_reconcile: Option<ReconcileRun>,
@@ -409,28 +411,10 @@ pub async fn check(config: &Config) -> Result<Gate> {
         "let the backfills and re-reads finish (tidemark status shows their progress)",
     ));
 
-    // 2. Capture lag.
-    let end = source.end_of_log().await?;
-    let sizes = source.binlog_sizes().await?;
-    let captured = match ledger::read_one::<CaptureCheckpoint>(
-        config,
-        crate::embedded::CAPTURE_STAGE,
-        crate::embedded::ALL_TABLES,
-    )
-    .await?
-    {
-        Some(cp) => Some(cp.position.parse::<BinlogPosition>().map_err(|e| {
-            anyhow::anyhow!(
-                "the stored capture position {} is unreadable: {e}",
-                cp.position
-            )
-        })?),
-        None => None,
-    };
-    let capture_behind = captured
-        .as_ref()
-        .and_then(|p| crate::metrics::bytes_behind(p, &sizes));
-    criteria.push(match (&captured, capture_behind) {
+    // 2–3. Capture and apply lag: the first two stages of the uncertainty window.
+    let checkpoints = ledger::read_all(config).await?;
+    let window = crate::window::measure(config, &mut source, &checkpoints, &tables).await?;
+    criteria.push(match (&window.captured, window.capture_bytes) {
         (None, _) => criterion(
             "capture lag",
             false,
@@ -447,68 +431,54 @@ pub async fn check(config: &Config) -> Result<Gate> {
             "capture lag",
             bytes <= bounds.max_capture_lag_bytes,
             format!(
-                "{bytes} bytes of binlog between capture ({p}) and the source's end of log ({end}); bound {}",
+                "{bytes} bytes of binlog between capture ({p}) and the source's end of log ({}){}; bound {}",
+                window.end_of_log,
+                window
+                    .capture_seconds
+                    .map(|s| format!(", at most {s:.0} s"))
+                    .unwrap_or_default(),
                 bounds.max_capture_lag_bytes
             ),
             "let capture catch up (is it running? tidemark status shows where it is)",
         ),
     });
-
-    // 3. Apply lag.
-    let mut frontier_text = None;
-    match config.transport.kafka() {
-        None => criteria.push(criterion(
+    criteria.push(match (config.transport.kafka(), &window.frontier, window.apply_bytes) {
+        (None, _, _) => criterion(
             "apply lag",
             true,
             "0 bytes: embedded mode applies each change in the transaction that stores capture's position".into(),
             "",
-        )),
-        Some(kafka) => {
-            let frontier = block_in_place(|| -> Result<Option<BinlogPosition>> {
-                let reader = tidemark_kafka::FrontierReader::open(kafka, &tables)?;
-                let mut f = crate::kafka_mode::KafkaFrontier(reader);
-                Ok(tidemark_reconcile::Frontier::frontier(&mut f)?)
-            })?;
-            frontier_text = frontier.map(|f| f.to_string());
-            let behind = match (&frontier, &captured) {
-                (Some(f), Some(_)) => crate::metrics::bytes_behind(f, &sizes)
-                    .zip(capture_behind)
-                    .map(|(f_behind, c_behind)| f_behind.saturating_sub(c_behind)),
-                _ => None,
-            };
-            criteria.push(match (frontier, behind) {
-                (None, _) => criterion(
-                    "apply lag",
-                    false,
-                    "the apply group has no frontier yet (no marker applied on some partition)".into(),
-                    "run tidemark apply until it has applied capture's markers",
-                ),
-                (Some(f), None) => criterion(
-                    "apply lag",
-                    false,
-                    format!("the apply frontier {f} cannot be measured against capture's position"),
-                    "let capture and apply run until both have positions in the source's binlog",
-                ),
-                (Some(f), Some(bytes)) => criterion(
-                    "apply lag",
-                    bytes <= bounds.max_apply_lag_bytes,
-                    format!(
-                        "{bytes} bytes of binlog between the apply frontier ({f}) and capture; bound {}",
-                        bounds.max_apply_lag_bytes
-                    ),
-                    "let apply catch up (more apply members, up to the partitions)",
-                ),
-            });
-        }
-    }
+        ),
+        (Some(_), None, _) => criterion(
+            "apply lag",
+            false,
+            "the apply group has no frontier yet (no marker applied on some partition)".into(),
+            "run tidemark apply until it has applied capture's markers",
+        ),
+        (Some(_), Some(f), None) => criterion(
+            "apply lag",
+            false,
+            format!("the apply frontier {f} cannot be measured against capture's position"),
+            "let capture and apply run until both have positions in the source's binlog",
+        ),
+        (Some(_), Some(f), Some(bytes)) => criterion(
+            "apply lag",
+            bytes <= bounds.max_apply_lag_bytes,
+            format!(
+                "{bytes} bytes of binlog between the apply frontier ({f}) and capture; bound {}",
+                bounds.max_apply_lag_bytes
+            ),
+            "let apply catch up (more apply members, up to the partitions)",
+        ),
+    });
 
     // 4–6. The newest complete reconcile: its age, coverage, drift and invariants.
-    let run: Option<ReconcileRun> = ledger::read_one(config, RECONCILE_RUN_STAGE, COMPLETE).await?;
+    let run: Option<ReconcileRun> = window.proof.clone();
     let accepted = ledger::acceptances(config).await?;
     match &run {
         None => {
             let latest: Option<ReconcileRun> =
-                ledger::read_one(config, RECONCILE_RUN_STAGE, LATEST).await?;
+                ledger::find(&checkpoints, RECONCILE_RUN_STAGE, LATEST);
             let why = match latest {
                 Some(l) => format!(
                     "no complete reconcile on record; the newest was not complete: {}",
@@ -642,13 +612,12 @@ pub async fn check(config: &Config) -> Result<Gate> {
         "fix the mapping and re-read the keys (tidemark resync, tidemark backfill --keys), or accept them: tidemark dead-letters accept --table T [--key K] --by NAME --reason TEXT",
     ));
 
-    let authority: Option<serde_json::Value> =
-        ledger::read_one(config, AUTHORITY_STAGE, "*").await?;
+    let authority: Option<serde_json::Value> = ledger::find(&checkpoints, AUTHORITY_STAGE, "*");
     let since_transfer = match &authority {
         Some(a) => {
             let at = a["recorded_unix"].as_f64().unwrap_or(f64::MAX);
             let latest: Option<ReconcileRun> =
-                ledger::read_one(config, RECONCILE_RUN_STAGE, LATEST).await?;
+                ledger::find(&checkpoints, RECONCILE_RUN_STAGE, LATEST);
             Some(match latest {
                 Some(l) if l.started_unix > at => format!(
                     "the newest reconcile ({:.0} s ago) found {} actionable findings{}",
@@ -665,13 +634,26 @@ pub async fn check(config: &Config) -> Result<Gate> {
         }
         None => None,
     };
+    let ready = criteria.iter().all(|c| c.passed);
+    // Stored, so that the long-running processes export it (`tidemark_cutover_ready`).
+    let verdict = ledger::StoredVerdict {
+        ready,
+        checked_unix: now,
+        criteria: criteria
+            .iter()
+            .map(|c| (c.name.to_string(), c.passed))
+            .collect(),
+    };
+    ledger::write(config, &[ledger::record(VERDICT_STAGE, "*", &verdict)]).await?;
+    verdict.export();
     Ok(Gate {
-        ready: criteria.iter().all(|c| c.passed),
+        ready,
         checked_unix: now,
         criteria,
-        source_end_of_log: end.to_string(),
-        captured: captured.map(|p| p.to_string()),
-        applied_frontier: frontier_text,
+        source_end_of_log: window.end_of_log.clone(),
+        captured: window.captured.clone(),
+        applied_frontier: window.frontier.clone(),
+        window,
         tables: tables.iter().map(ToString::to_string).collect(),
         last_complete_reconcile: run,
         dead_letters: letters,

@@ -441,6 +441,7 @@ enum Transformed {
     Commit {
         position: BinlogPosition,
         gtid: Option<String>,
+        source_time: Option<u32>,
     },
 }
 
@@ -675,7 +676,15 @@ fn transform_stage(
                 }
             }
             CaptureMessage::Checkpoint(cp) => Transformed::Checkpoint(cp),
-            CaptureMessage::Commit { position, gtid } => Transformed::Commit { position, gtid },
+            CaptureMessage::Commit {
+                position,
+                gtid,
+                source_time,
+            } => Transformed::Commit {
+                position,
+                gtid,
+                source_time,
+            },
         };
         if out.send(staged).is_err() {
             // The write stage stopped; its error is the one reported.
@@ -721,10 +730,16 @@ fn write_stage(
                         .checkpoints
                         .insert((cp.stage.clone(), cp.scope.clone()), cp);
                 }
-                Transformed::Commit { position: p, gtid } => {
+                Transformed::Commit {
+                    position: p,
+                    gtid,
+                    source_time,
+                } => {
                     crate::metrics::note_captured(p);
                     position = p.to_string();
-                    let cp = CaptureCheckpoint::new(&p, server, gtid).to_checkpoint();
+                    let cp = CaptureCheckpoint::new(&p, server, gtid)
+                        .at_source_time(source_time)
+                        .to_checkpoint();
                     batch
                         .checkpoints
                         .insert((cp.stage.clone(), cp.scope.clone()), cp);

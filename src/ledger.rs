@@ -8,7 +8,8 @@
 //!   compared every table in scope, unsampled, from its start): a [`ReconcileRun`];
 //! - [`ACCEPTED_STAGE`], scope `<db.table>` (the whole table) or `<db.table>/<key>`: an
 //!   [`Acceptance`];
-//! - [`AUTHORITY_STAGE`], scope `*`: the authority-transfer record (JSON, see `cutover`).
+//! - [`AUTHORITY_STAGE`], scope `*`: the authority-transfer record (JSON, see `cutover`);
+//! - [`VERDICT_STAGE`], scope `*`: the newest verdict of `cutover check` ([`StoredVerdict`]).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,8 @@ use crate::target::open_sink;
 pub const RECONCILE_RUN_STAGE: &str = "reconcile_run";
 pub const ACCEPTED_STAGE: &str = "dead_letter_accepted";
 pub const AUTHORITY_STAGE: &str = "authority";
+/// The newest verdict of the cutover gate (scope `*`), for the metrics of other processes.
+pub const VERDICT_STAGE: &str = "cutover_verdict";
 
 /// Scope of the newest reconcile run, and of the newest complete one.
 pub const LATEST: &str = "latest";
@@ -96,9 +99,40 @@ impl Acceptance {
     }
 }
 
+/// The newest verdict of the cutover gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredVerdict {
+    pub ready: bool,
+    pub checked_unix: f64,
+    /// Each criterion and whether it passed.
+    pub criteria: Vec<(String, bool)>,
+}
+
+impl StoredVerdict {
+    /// `tidemark_cutover_ready`, `tidemark_cutover_checked_timestamp_seconds` and
+    /// `tidemark_cutover_criterion_passed{criterion}`.
+    pub fn export(&self) {
+        metrics::gauge!("tidemark_cutover_ready").set(if self.ready { 1.0 } else { 0.0 });
+        metrics::gauge!("tidemark_cutover_checked_timestamp_seconds").set(self.checked_unix);
+        for (name, passed) in &self.criteria {
+            metrics::gauge!("tidemark_cutover_criterion_passed", "criterion" => name.clone())
+                .set(if *passed { 1.0 } else { 0.0 });
+        }
+    }
+}
+
 /// Every record of `stage`: the target's (embedded) or the checkpoints topic's (Kafka).
 pub async fn read(config: &Config, stage: &str) -> Result<Vec<Checkpoint>> {
-    let all = match config.transport.kafka() {
+    Ok(read_all(config)
+        .await?
+        .into_iter()
+        .filter(|c| c.stage == stage)
+        .collect())
+}
+
+/// Every stored checkpoint and record.
+pub async fn read_all(config: &Config) -> Result<Vec<Checkpoint>> {
+    Ok(match config.transport.kafka() {
         Some(kafka) => tidemark_kafka::CheckpointStore::load(kafka)
             .await?
             .entries()
@@ -109,25 +143,19 @@ pub async fn read(config: &Config, stage: &str) -> Result<Vec<Checkpoint>> {
             let (mut sink, _) = open_sink(config)?;
             Ok(sink.checkpoints()?)
         })?,
-    };
-    Ok(all.into_iter().filter(|c| c.stage == stage).collect())
+    })
 }
 
-/// The record of `stage` and `scope`, parsed.
-pub async fn read_one<T: serde::de::DeserializeOwned>(
-    config: &Config,
+/// The record of `stage` and `scope` among `checkpoints`, parsed (an unreadable one is absent).
+pub fn find<T: serde::de::DeserializeOwned>(
+    checkpoints: &[Checkpoint],
     stage: &str,
     scope: &str,
-) -> Result<Option<T>> {
-    read(config, stage)
-        .await?
-        .into_iter()
-        .find(|c| c.scope == scope)
-        .map(|c| {
-            serde_json::from_str(&c.value)
-                .with_context(|| format!("the stored {stage} record {scope} is unreadable"))
-        })
-        .transpose()
+) -> Option<T> {
+    checkpoints
+        .iter()
+        .find(|c| c.stage == stage && c.scope == scope)
+        .and_then(|c| serde_json::from_str(&c.value).ok())
 }
 
 /// Store records (the latest per stage and scope wins).

@@ -22,6 +22,7 @@ mod reconcile;
 mod resync;
 mod status;
 mod target;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,6 +135,10 @@ enum Command {
         /// With --repair: print the plan, send nothing.
         #[arg(long, requires = "repair")]
         dry_run: bool,
+        /// Then check the cutover gate and store its verdict (printed after the report; the exit
+        /// status stays the reconcile's).
+        #[arg(long)]
+        cutover_check: bool,
     },
     /// The control topic: its worker, and sending to it.
     Control {
@@ -386,6 +391,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             settle_timeout,
             repair,
             dry_run,
+            cutover_check,
         } => {
             let config = config::Config::load(&config.config)?;
             start_metrics(&config)?;
@@ -400,6 +406,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let (report, actionable) =
                 reconcile::reconcile(&config, args, shutdown_token()).await?;
             print!("{report}");
+            if cutover_check {
+                print!("cutover gate:\n{}", cutover::check(&config).await?.render());
+            }
             Ok(if actionable {
                 ExitCode::from(2)
             } else {
@@ -419,7 +428,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 Some(message) => print!("{}", control::send(&kafka, message).await?),
                 None => {
                     start_metrics(&config)?;
-                    let report = control::serve(&config, &kafka, shutdown_token()).await?;
+                    let cancel = shutdown_token();
+                    watch_window(&config, &cancel);
+                    let report = control::serve(&config, &kafka, cancel).await?;
                     println!(
                         "control worker stopped: {} actions done, {} re-reads done, {} failed, {} pause/resume signals",
                         report.done, report.rereads, report.failed, report.signals
@@ -520,6 +531,15 @@ fn start_metrics(config: &config::Config) -> Result<()> {
     Ok(())
 }
 
+/// In the one process of a deployment that lives long and serves `/metrics` (`tidemark run`,
+/// or the control worker in Kafka mode): the uncertainty window and the cutover gate's verdict
+/// as gauges, from what the pipeline stored.
+fn watch_window(config: &config::Config, cancel: &tokio_util::sync::CancellationToken) {
+    if config.metrics.is_some() {
+        tokio::spawn(window::watch(config.clone(), cancel.clone()));
+    }
+}
+
 async fn run_job(config: &std::path::Path, job: embedded::Job) -> Result<ExitCode> {
     let config = config::Config::load(config)?;
     start_metrics(&config)?;
@@ -552,6 +572,7 @@ async fn run_job(config: &std::path::Path, job: embedded::Job) -> Result<ExitCod
         print!("{report}");
         return Ok(ExitCode::SUCCESS);
     }
+    watch_window(&config, &cancel);
     let report = embedded::run(&config, job, cancel, control).await?;
     info!(
         applied = report.stats.applied(),

@@ -38,7 +38,35 @@ pub async fn status(config: &Config) -> Result<String> {
     };
     let mut out = target_status(config, &topic).await?;
     out.push_str(&capture_behind(config, &topic).await?);
+    out.push_str(&window_text(config, &topic).await);
     Ok(out)
+}
+
+/// The uncertainty window, or why it could not be measured.
+async fn window_text(config: &Config, topic: &TopicCheckpoints) -> String {
+    let measured = tokio::time::timeout(SOURCE_WAIT, async {
+        let checkpoints = match topic {
+            Some(Ok(c)) => c.clone(),
+            Some(Err(e)) => anyhow::bail!("the checkpoints topic is not readable: {e}"),
+            None => block_in_place(|| -> Result<_> {
+                let (mut sink, _) = open_sink(config)?;
+                Ok(sink.checkpoints()?)
+            })?,
+        };
+        let mut source = Source::connect(&config.source.url).await?;
+        let scope = tidemark_ingest::Scope::from_config(&config.source)?;
+        let tables = source.tables_in_scope(&scope).await?;
+        crate::window::measure(config, &mut source, &checkpoints, &tables).await
+    })
+    .await;
+    match measured {
+        Ok(Ok(w)) => w.render(),
+        Ok(Err(e)) => format!("uncertainty window: not measured: {e:#}\n"),
+        Err(_) => format!(
+            "uncertainty window: not measured: no answer within {} s\n",
+            SOURCE_WAIT.as_secs()
+        ),
+    }
 }
 
 /// The checkpoints topic's checkpoints (Kafka mode), or why they could not be read.

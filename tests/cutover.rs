@@ -333,6 +333,61 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
         String::from_utf8_lossy(&status.stdout)
     );
 
+    // `tidemark run` serves the window and the stored verdict as metrics.
+    let port = tidemark_testkit::free_port();
+    let with_metrics = dir.path().join("metrics.toml");
+    std::fs::write(
+        &with_metrics,
+        format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            std::fs::read_to_string(&cfg).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut served = spawn(
+        &["run", "--config", with_metrics.to_str().unwrap()],
+        &dir.path().join("metrics.log"),
+    );
+    let mut body = String::new();
+    tidemark_testkit::wait_for(
+        "the window and the verdict served",
+        std::time::Duration::from_secs(60),
+        || {
+            body = common::http_get(port, "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            common::series(&body, "tidemark_cutover_ready", "") == Some(1.0)
+                && common::series(&body, "tidemark_uncertainty_seconds", "{stage=\"total\"}")
+                    .is_some()
+        },
+    );
+    served.kill().unwrap();
+    served.wait().unwrap();
+    assert_eq!(
+        common::series(&body, "tidemark_uncertainty_bytes", "{stage=\"capture\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        common::series(
+            &body,
+            "tidemark_cutover_criterion_passed",
+            "{criterion=\"dead letters\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    common::assert_serves(
+        &body,
+        &common::chart_metrics(&["tidemark_uncertainty_", "tidemark_cutover_"], &[]),
+    );
+    let status = run_ok(&["status", "--config", &cfg]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("uncertainty window") && status.contains("the proof is "),
+        "{status}"
+    );
+
     // After the transfer the gate keeps watching: drift found since is reported against it.
     rusqlite::Connection::open(dir.path().join("target.db"))
         .unwrap()

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use common::{
+    assert_target_equals_source, http_get, run_ok, series, spawn, tidemark, write_config,
+};
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, MariaDb};
@@ -256,18 +258,6 @@ fn the_source_password_can_come_from_the_environment() {
     );
 }
 
-/// GET `path` on 127.0.0.1:`port`; (status code, body), or None if nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((status, body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_are_served() {
     let db = MariaDb::start();
@@ -347,15 +337,6 @@ fn until_caught_up_returns_when_the_log_ends_after_a_rotation() {
     };
     let status = status.expect("--until-caught-up returned after a rotation with nothing after it");
     assert!(status.success());
-}
-
-/// The value of the series `name` (with exactly `labels`, e.g. `{table="shop.t"}` or empty) in
-/// a Prometheus text body.
-fn series(body: &str, name: &str, labels: &str) -> Option<f64> {
-    let want = format!("{name}{labels} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What an operator watches, scraped from a live `tidemark run` that backfills 6,000 rows under a
@@ -492,7 +473,16 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
     );
     // Every metric the Helm chart's alerts and dashboard use is served (those of Kafka-mode
     // apply members and of reconciles are checked where those run: tests/kafka_cql.rs,
-    // tests/kafka_control.rs).
-    let used = common::chart_metrics(&[], &["tidemark_apply_", "tidemark_reconcile_"]);
+    // tests/kafka_control.rs; the uncertainty window's and the gate's once there is a complete
+    // reconcile and a verdict: tests/cutover.rs).
+    let used = common::chart_metrics(
+        &[],
+        &[
+            "tidemark_apply_",
+            "tidemark_reconcile_",
+            "tidemark_uncertainty_",
+            "tidemark_cutover_",
+        ],
+    );
     common::assert_serves(&done, &used);
 }

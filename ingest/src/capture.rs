@@ -134,6 +134,9 @@ pub enum CaptureMessage {
     Commit {
         position: BinlogPosition,
         gtid: Option<String>,
+        /// When the source wrote the transaction (its events' timestamp, seconds since the
+        /// epoch); `None` for the start position.
+        source_time: Option<u32>,
     },
     /// Store this checkpoint once everything sent before it is written (backfill progress).
     Checkpoint(tidemark_schemas::Checkpoint),
@@ -146,6 +149,10 @@ pub struct CaptureCheckpoint {
     pub server: String,
     #[serde(default)]
     pub gtid: Option<String>,
+    /// When the source wrote the last transaction before `position` (seconds since the epoch),
+    /// when known: how old the newest captured change is, for the capture lag in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_time: Option<u32>,
 }
 
 /// Checkpoint stage of capture; its scope is [`ALL_TABLES`].
@@ -160,7 +167,14 @@ impl CaptureCheckpoint {
             position: position.to_string(),
             server: server.into(),
             gtid,
+            source_time: None,
         }
+    }
+
+    /// With the time the source wrote the last transaction before the position.
+    pub fn at_source_time(mut self, source_time: Option<u32>) -> Self {
+        self.source_time = source_time;
+        self
     }
 
     /// As a stored checkpoint (stage [`CAPTURE_STAGE`], scope [`ALL_TABLES`]).
@@ -276,6 +290,8 @@ struct StreamState {
     boundary: BinlogPosition,
     gtid: Option<String>,
     in_txn: bool,
+    /// The timestamp of the newest event read that carries one.
+    event_time: u32,
     rows: u64,
     /// Whether the stream's format description event arrived (it tells about checksums).
     fde_seen: bool,
@@ -431,6 +447,7 @@ impl Capture {
             .send(CaptureMessage::Commit {
                 position: start,
                 gtid: None,
+                source_time: None,
             })
             .await
             .is_err()
@@ -523,6 +540,7 @@ impl Capture {
             boundary: *from,
             gtid: None,
             in_txn: false,
+            event_time: 0,
             rows: 0,
             fde_seen: false,
         };
@@ -597,6 +615,7 @@ impl Capture {
                     .send(CaptureMessage::Commit {
                         position: st.boundary,
                         gtid: st.gtid.take(),
+                        source_time: (st.event_time > 0).then_some(st.event_time),
                     })
                     .await
                     .is_err()
@@ -629,6 +648,9 @@ impl Capture {
         let end = u64::from(header.log_pos());
         let size = u64::from(header.event_size());
         note_lag(ty, header.timestamp(), st.in_txn);
+        if header.timestamp() > 0 && ty != EventType::HEARTBEAT_EVENT as u8 {
+            st.event_time = header.timestamp();
+        }
         let at = |st: &StreamState| BinlogPosition::new(st.file, end.saturating_sub(size));
 
         if ty == EventType::ROTATE_EVENT as u8 {

@@ -617,6 +617,7 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
         position: "mysql-bin.000001:500".into(),
         server: identity.to_string(),
         gtid: None,
+        source_time: None,
     };
     let msg = capture
         .resolve_start(Some(&checkpoint))
@@ -635,6 +636,7 @@ async fn a_purged_resume_position_names_the_tables_to_backfill() {
         position: "mysql-bin.000003:4".into(),
         server: "mariadb-77".into(),
         gtid: None,
+        source_time: None,
     };
     let msg = capture
         .resolve_start(Some(&other_server))
@@ -674,6 +676,7 @@ async fn a_position_purged_after_the_resume_check_stops_capture_naming_the_table
         position: "mysql-bin.000001:4".into(),
         server: identity.to_string(),
         gtid: None,
+        source_time: None,
     };
     let start = capture.resolve_start(Some(&checkpoint)).await.unwrap();
     db.purge_binary_logs_to("mysql-bin.000002");

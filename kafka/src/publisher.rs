@@ -205,9 +205,14 @@ impl KafkaPublisher {
                 }
                 Ok(())
             }
-            CaptureMessage::Commit { position, gtid } => {
+            CaptureMessage::Commit {
+                position,
+                gtid,
+                source_time,
+            } => {
                 self.checkpoint(
                     CaptureCheckpoint::new(&position, self.server.clone(), gtid.clone())
+                        .at_source_time(source_time)
                         .to_checkpoint(),
                 );
                 self.report.last_position = Some(position);

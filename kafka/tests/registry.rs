@@ -45,6 +45,7 @@ fn rows(ids: std::ops::Range<i64>, version_base: i64) -> Vec<CaptureMessage> {
     out.push(CaptureMessage::Commit {
         position: pos(version_base as u64 + 999),
         gtid: None,
+        source_time: None,
     });
     out
 }
@@ -142,6 +143,7 @@ async fn round_trip_through_the_registry_mixed_with_single_object() {
     after.push(CaptureMessage::Commit {
         position: pos(3010),
         gtid: None,
+        source_time: None,
     });
     let report = publish(&config, after.clone()).await;
     assert_eq!(report.total_changes(), 36);

@@ -96,6 +96,7 @@ async fn publisher_to_applier_round_trip_with_checkpoints_and_frontier() {
     messages.push(CaptureMessage::Commit {
         position: pos(9100),
         gtid: Some("0-1-77".into()),
+        source_time: None,
     });
     let want = expected(&changes_of(&messages));
     let report = publish(&config, messages).await;
@@ -267,6 +268,7 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     messages.push(CaptureMessage::Commit {
         position: pos(5005),
         gtid: None,
+        source_time: None,
     });
     publish(&config, messages).await;
 
@@ -311,6 +313,7 @@ async fn undecodable_messages_and_rejections_go_to_the_dlq_and_apply_goes_on() {
     later.push(CaptureMessage::Commit {
         position: pos(6005),
         gtid: None,
+        source_time: None,
     });
     publish(&config, later).await;
 

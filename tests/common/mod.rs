@@ -459,3 +459,24 @@ pub fn assert_serves(scraped: &str, names: &[String]) {
         );
     }
 }
+
+/// GET `path` on 127.0.0.1:`port`; (status code, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// The value of the series `name` (with exactly `labels`, e.g. `{table="shop.t"}` or empty) in
+/// a Prometheus text body.
+pub fn series(body: &str, name: &str, labels: &str) -> Option<f64> {
+    let want = format!("{name}{labels} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+}

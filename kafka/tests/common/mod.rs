@@ -210,6 +210,7 @@ pub fn workload(n: i64) -> Vec<CaptureMessage> {
         out.push(CaptureMessage::Commit {
             position: pos(v as u64 + 5),
             gtid: None,
+            source_time: None,
         });
     }
     out
