@@ -1,9 +1,11 @@
 //! The cutover gate, embedded mode: NOT READY for each criterion in turn (nothing run yet, a
 //! backfill running, capture behind, no complete reconcile, a stale one, drift, a dead letter not
 //! accepted, an invariant that does not hold), then READY, then the authority-transfer record,
-//! then the watch after the transfer.
+//! then the watch after the transfer. And in Kafka mode, where every piece of evidence comes from
+//! the topics: the apply group's frontier, the checkpoints topic, the dead-letter topic.
 
 mod common;
+mod kafka_support;
 
 use common::{run_ok, spawn, tidemark, write_config};
 use tidemark_testkit::MariaDb;
@@ -402,4 +404,120 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
             && report.contains("against the record"),
         "{report}"
     );
+}
+
+#[test]
+fn the_gate_in_kafka_mode_reads_its_evidence_from_the_topics() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    db.sql_db(
+        "shop",
+        "INSERT INTO accounts SELECT seq, seq * 10, CONCAT('n', seq) FROM seq_1_to_500",
+    );
+    let broker = tidemark_testkit::Kafka::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = SETTINGS.replace("rows_per_second = 300", "rows_per_second = 100000");
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        &format!("{settings}\n{}", broker.transport_toml()),
+    );
+    let cfg = config.to_str().unwrap().to_string();
+    run_ok(&["topics", "init", "--config", &cfg]);
+
+    let (code, report) = gate(&cfg);
+    assert_eq!(code, 3, "{report}");
+    line(&report, "backfilled", false);
+    line(&report, "capture lag", false);
+    assert!(
+        line(&report, "apply lag", false).contains("no frontier"),
+        "{report}"
+    );
+
+    // Capture's start, the backfill, a live change the target cannot hold, then capture and
+    // apply caught up.
+    run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
+    run_ok(&["backfill", "--config", &cfg]);
+    db.sql_db(
+        "shop",
+        "UPDATE accounts SET note = 'far too long a note', balance = balance + 1 WHERE id = 7",
+    );
+    run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
+    run_ok(&["apply", "--config", &cfg, "--until-caught-up"]);
+    let (_, report) = gate(&cfg);
+    line(&report, "backfilled", true);
+    line(&report, "capture lag", true);
+    assert!(
+        line(&report, "apply lag", true).contains("between the apply frontier"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "dead letters", false).contains("1 outstanding"),
+        "the dead letter is read from the dead-letter topic: {report}"
+    );
+
+    let (code, out) = reconcile(&cfg, &[]);
+    assert_eq!(code, 2, "{out}");
+    let (_, report) = gate(&cfg);
+    line(&report, "reconcile", true);
+    line(&report, "invariants", false);
+    assert!(
+        line(&report, "drift", false).contains("schema_rejection 1"),
+        "{report}"
+    );
+    run_ok(&[
+        "dead-letters",
+        "accept",
+        "--config",
+        &cfg,
+        "--table",
+        "shop.accounts",
+        "--by",
+        "bob",
+        "--reason",
+        "the whole table's notes are cut",
+    ]);
+    let (code, report) = gate(&cfg);
+    // The invariant counts row 7's balance as the source has it; the target kept the old row.
+    assert_eq!(code, 3, "{report}");
+    assert!(
+        line(&report, "invariants", false).contains("VIOLATED"),
+        "{report}"
+    );
+    line(&report, "dead letters", true);
+    // The rejection is accepted; the invariant's difference is drift of its own.
+    assert!(
+        line(&report, "drift", false).contains("invariant_violation 1"),
+        "{report}"
+    );
+
+    // Mapping fixed at the source's side: the note fits again, the key's change goes through.
+    db.sql_db("shop", "UPDATE accounts SET note = 'short' WHERE id = 7");
+    run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
+    run_ok(&["apply", "--config", &cfg, "--until-caught-up"]);
+    let (code, out) = reconcile(&cfg, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, report) = gate(&cfg);
+    assert_eq!(code, 0, "{report}");
+    let record = dir.path().join("authority.json");
+    run_ok(&[
+        "cutover",
+        "record",
+        "--config",
+        &cfg,
+        "--by",
+        "bob",
+        "--output",
+        record.to_str().unwrap(),
+    ]);
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(rec["tables"]["shop.accounts"]["rows_compared_equal"], 500);
+    assert!(rec["applied_frontier"].as_str().is_some(), "{rec}");
+    // Stored in the checkpoints topic: another process sees it.
+    let status = run_ok(&["status", "--config", &cfg]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("authority transferred at "), "{status}");
+    assert!(status.contains("uncertainty window"), "{status}");
 }
