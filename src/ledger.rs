@@ -3,7 +3,8 @@
 //!
 //! They live where the checkpoints live, so that every job and every restart sees the same ones:
 //! in the target's checkpoint table (embedded mode), or in the compacted checkpoints topic (Kafka
-//! mode), as checkpoints of their own stages:
+//! mode; the authority-transfer record on its own compacted topic, `<prefix>.authority`), as
+//! checkpoints of their own stages:
 //! - [`RECONCILE_RUN_STAGE`], scope `latest` (the newest run) and `complete` (the newest run that
 //!   compared every table in scope, unsampled, from its start): a [`ReconcileRun`];
 //! - [`ACCEPTED_STAGE`], scope `<db.table>` (the whole table) or `<db.table>/<key>`: an
@@ -130,20 +131,38 @@ pub async fn read(config: &Config, stage: &str) -> Result<Vec<Checkpoint>> {
         .collect())
 }
 
-/// Every stored checkpoint and record.
+/// Every stored checkpoint and record (in Kafka mode the authority-transfer record comes from
+/// its own topic, `<prefix>.authority`).
 pub async fn read_all(config: &Config) -> Result<Vec<Checkpoint>> {
     Ok(match config.transport.kafka() {
-        Some(kafka) => tidemark_kafka::CheckpointStore::load(kafka)
-            .await?
-            .entries()
-            .values()
-            .cloned()
-            .collect(),
+        Some(kafka) => kafka_records(kafka).await?,
         None => block_in_place(|| -> Result<_> {
             let (mut sink, _) = open_sink(config)?;
             Ok(sink.checkpoints()?)
         })?,
     })
+}
+
+/// The checkpoints topic's checkpoints and records, with the authority-transfer record of its
+/// own topic.
+pub async fn kafka_records(kafka: &tidemark_kafka::KafkaConfig) -> Result<Vec<Checkpoint>> {
+    let mut all: Vec<Checkpoint> = tidemark_kafka::CheckpointStore::load(kafka)
+        .await?
+        .entries()
+        .values()
+        .cloned()
+        .collect();
+    let k = kafka.clone();
+    let authority =
+        tokio::task::spawn_blocking(move || tidemark_kafka::read_authority(&k)).await??;
+    if let Some(value) = authority {
+        all.push(Checkpoint {
+            stage: AUTHORITY_STAGE.into(),
+            scope: "*".into(),
+            value,
+        });
+    }
+    Ok(all)
 }
 
 /// The record of `stage` and `scope` among `checkpoints`, parsed (an unreadable one is absent).
@@ -164,7 +183,11 @@ pub async fn write(config: &Config, records: &[Checkpoint]) -> Result<()> {
         Some(kafka) => {
             let mut store = tidemark_kafka::CheckpointStore::load(kafka).await?;
             for r in records {
-                store.store(r).await?;
+                if r.stage == AUTHORITY_STAGE {
+                    tidemark_kafka::publish_authority(kafka, &r.value).await?;
+                } else {
+                    store.store(r).await?;
+                }
             }
             Ok(())
         }

@@ -237,7 +237,8 @@ enum InvariantsCommand {
 
 #[derive(Subcommand)]
 enum TopicsCommand {
-    /// Create the changes, checkpoints (compacted), drift, dlq and control topics. Idempotent.
+    /// Create the changes, checkpoints (compacted), drift, dlq, control and authority (compacted)
+    /// topics. Idempotent.
     Init {
         #[command(flatten)]
         config: ConfigArg,

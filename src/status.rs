@@ -27,12 +27,10 @@ pub async fn status(config: &Config) -> Result<String> {
                 connect_timeout_seconds: kafka.connect_timeout_seconds.min(5),
                 ..kafka.clone()
             };
-            Some(
-                tidemark_kafka::CheckpointStore::load(&quick)
-                    .await
-                    .map(|store| store.entries().values().cloned().collect::<Vec<_>>())
-                    .map_err(|e| e.to_string()),
-            )
+            let read = ledger::kafka_records(&quick)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            Some(read)
         }
         None => None,
     };
@@ -225,6 +223,7 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
             ledger::RECONCILE_RUN_STAGE,
             ledger::ACCEPTED_STAGE,
             ledger::AUTHORITY_STAGE,
+            ledger::VERDICT_STAGE,
         ]
         .contains(&cp.stage.as_str())
         {

@@ -515,7 +515,13 @@ fn the_gate_in_kafka_mode_reads_its_evidence_from_the_topics() {
         serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(rec["tables"]["shop.accounts"]["rows_compared_equal"], 500);
     assert!(rec["applied_frontier"].as_str().is_some(), "{rec}");
-    // Stored in the checkpoints topic: another process sees it.
+    // Stored on the compacted authority topic: another process sees it.
+    let kafka = kafka_support::kafka_config(&broker);
+    let stored = tidemark_kafka::read_authority(&kafka)
+        .unwrap()
+        .expect("the record on <prefix>.authority");
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["by"], "bob");
     let status = run_ok(&["status", "--config", &cfg]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("authority transferred at "), "{status}");

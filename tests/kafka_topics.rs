@@ -109,6 +109,7 @@ async fn topics_init_creates_the_configured_layout_and_keeps_an_existing_one() {
         topics.drift(),
         topics.dlq(),
         topics.control(),
+        topics.authority(),
     ];
     let admin = admin(broker.addr());
     // An operator made shop.c's changes topic beforehand, with more partitions than configured.
@@ -142,6 +143,7 @@ async fn topics_init_creates_the_configured_layout_and_keeps_an_existing_one() {
         (topics.drift(), 3, "delete"),
         (topics.dlq(), 3, "delete"),
         (topics.control(), 1, "delete"),
+        (topics.authority(), 1, "compact"),
     ]
     .into_iter()
     .map(|(t, n, p)| (t, (n, p.to_string())))

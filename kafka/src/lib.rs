@@ -106,6 +106,7 @@
 
 mod applied;
 mod applier;
+mod authority;
 mod checkpoints;
 mod config;
 mod control;
@@ -121,6 +122,7 @@ pub mod wire;
 
 pub use applied::{end_offsets, uncommitted, EndOffsets};
 pub use applier::{ApplyContext, ApplyOptions, ApplyReport, KafkaApplier, NEW_TOPICS_SEEN_WITHIN};
+pub use authority::{publish_authority, read_authority};
 pub use checkpoints::{
     checkpoint_key, CheckpointReader, CheckpointStore, ALL_TABLES, APPLY_STAGE, CAPTURE_STAGE,
 };

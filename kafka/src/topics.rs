@@ -63,6 +63,10 @@ impl Topics {
     pub fn dlq(&self) -> String {
         format!("{}.dlq", self.prefix)
     }
+    /// Compacted, one partition: the authority-transfer record of a cutover (JSON).
+    pub fn authority(&self) -> String {
+        format!("{}.authority", self.prefix)
+    }
     /// Control signals (JSON [`crate::ControlMessage`]).
     pub fn control(&self) -> String {
         format!("{}.control", self.prefix)
@@ -279,7 +283,8 @@ pub struct TopicStatus {
 /// Create every topic tidemark needs for `tables`, idempotently: existing topics are fine, a
 /// topic with fewer partitions than configured is [`Error::TopicTooSmall`] naming it. The
 /// checkpoints topic is compacted and has one partition (one order for all checkpoints); an
-/// existing one that is not compacted is [`Error::TopicNotCompacted`]. The control topic has one
+/// existing one that is not compacted is [`Error::TopicNotCompacted`]; so is the authority topic.
+/// The control topic has one
 /// partition (signals in order). It returns once every partition has a leader.
 pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec<TopicStatus>> {
     config.check()?;
@@ -302,6 +307,7 @@ pub async fn topics_init(config: &KafkaConfig, tables: &[TableId]) -> Result<Vec
     wanted.push((topics.drift(), config.partitions as usize, false));
     wanted.push((topics.dlq(), config.partitions as usize, false));
     wanted.push((topics.control(), 1, false));
+    wanted.push((topics.authority(), 1, true));
     for (name, _, _) in &wanted {
         if name.len() > 249 {
             return Err(Error::Config {
