@@ -508,21 +508,39 @@ pub async fn check(config: &Config) -> Result<Gate> {
                 .map(ToString::to_string)
                 .filter(|t| !run.tables.contains(t))
                 .collect();
+            // A table whose mapping changed since was compared with another transform.
+            let remapped: Vec<String> = tables
+                .iter()
+                .filter_map(|t| {
+                    let now = transformer.transform_version(t);
+                    match run.transforms.get(&t.to_string()) {
+                        Some(then) if then != now => {
+                            Some(format!("{t} (transform_version {then} then, {now} now)"))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            let mut notes = String::new();
+            if !missing.is_empty() {
+                notes.push_str(&format!("; it did not cover {}", missing.join(", ")));
+            }
+            if !remapped.is_empty() {
+                notes.push_str(&format!(
+                    "; the mapping changed since for {}",
+                    remapped.join(", ")
+                ));
+            }
             criteria.push(criterion(
                 "reconcile",
-                age <= bounds.max_reconcile_age_seconds && missing.is_empty(),
+                age <= bounds.max_reconcile_age_seconds && missing.is_empty() && remapped.is_empty(),
                 format!(
-                    "the newest complete reconcile started {:.0} s ago (bound {:.0} s), observed the source at {}, compared {} rows of {} tables{}",
+                    "the newest complete reconcile started {:.0} s ago (bound {:.0} s), observed the source at {}, compared {} rows of {} tables{notes}",
                     age,
                     bounds.max_reconcile_age_seconds,
                     run.observed_at,
                     run.rows_compared,
                     run.tables.len(),
-                    if missing.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; it did not cover {}", missing.join(", "))
-                    }
                 ),
                 "run tidemark reconcile (every table, no --sample, no --table)",
             ));
@@ -533,6 +551,19 @@ pub async fn check(config: &Config) -> Result<Gate> {
                 .filter(|(t, k)| accepted.iter().any(|a| a.covers(t, k)))
                 .count() as u64;
             let open = run.actionable.saturating_sub(accepted_rejections);
+            // A later partial reconcile (--table, --sample) that found drift is news all the same.
+            let later: Option<ReconcileRun> =
+                ledger::find(&checkpoints, RECONCILE_RUN_STAGE, LATEST);
+            let later_drift = later
+                .filter(|l| l.started_unix > run.started_unix && l.actionable > 0)
+                .map(|l| {
+                    format!(
+                        "; a later partial reconcile ({:.0} s ago, {}) found {} actionable findings",
+                        now - l.started_unix,
+                        l.incomplete_because.join("; "),
+                        l.actionable
+                    )
+                });
             let classes: Vec<String> = run
                 .drift
                 .iter()
@@ -540,9 +571,9 @@ pub async fn check(config: &Config) -> Result<Gate> {
                 .collect();
             criteria.push(criterion(
                 "drift",
-                open == 0,
+                open == 0 && later_drift.is_none(),
                 format!(
-                    "{open} actionable findings{}{}",
+                    "{open} actionable findings{}{}{}{}",
                     if accepted_rejections > 0 {
                         format!(" ({accepted_rejections} schema rejections of accepted dead letters left out)")
                     } else {
@@ -552,13 +583,26 @@ pub async fn check(config: &Config) -> Result<Gate> {
                         String::new()
                     } else {
                         format!(": {}", classes.join(", "))
-                    }
+                    },
+                    if run.rejected_keys_truncated {
+                        format!("; only the first {} schema rejections are on record, so accepted ones beyond them still count: accept by table", ReconcileRun::MAX_REJECTED_KEYS)
+                    } else {
+                        String::new()
+                    },
+                    later_drift.unwrap_or_default()
                 ),
                 "repair it (tidemark reconcile --repair), or for dead letters accept them (tidemark dead-letters accept), then reconcile again",
             ));
             let mut problems = Vec::new();
             for inv in &config.invariant {
+                let now_queries = inv.canonical().map_err(|e| anyhow::anyhow!("{e}"))?;
                 match run.invariants.iter().find(|r| r.name == inv.name) {
+                    Some(r) if (r.source_query.clone(), r.target_query.clone()) != now_queries => {
+                        problems.push(format!(
+                            "invariant \"{}\" was changed since that reconcile evaluated it",
+                            inv.name
+                        ))
+                    }
                     Some(r) if r.held => {}
                     Some(r) => problems.push(r.verdict.clone()),
                     None => problems.push(format!(
@@ -693,7 +737,7 @@ pub async fn record(config: &Config, by: &str, output: &Path) -> Result<(String,
             t.clone(),
             serde_json::json!({
                 "target_table": plan.target_schema().table,
-                "rows_compared_equal": run.rows_per_table.get(t).copied().unwrap_or(0),
+                "rows_compared": run.rows_per_table.get(t).copied().unwrap_or(0),
                 "transform_name": plan.transform_name(),
                 "transform_version": plan.transform_version(),
             }),

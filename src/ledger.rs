@@ -49,6 +49,9 @@ pub struct ReconcileRun {
     /// Rows compared per table.
     #[serde(default)]
     pub rows_per_table: BTreeMap<String, u64>,
+    /// The `transform_version` each table was compared with.
+    #[serde(default)]
+    pub transforms: BTreeMap<String, String>,
     /// Findings per drift class.
     pub drift: BTreeMap<String, u64>,
     pub actionable: u64,
@@ -73,6 +76,11 @@ pub struct InvariantResult {
     pub held: bool,
     /// The verdict as the report printed it.
     pub verdict: String,
+    /// The canonical text of both queries evaluated.
+    #[serde(default)]
+    pub source_query: String,
+    #[serde(default)]
+    pub target_query: String,
 }
 
 /// A dead letter (or every dead letter of a table) accepted as not to be repaired.

@@ -48,6 +48,14 @@ use serde::Deserialize;
 pub struct MetricsConfig {
     /// Address to serve `/healthz`, `/readyz` and `/metrics` on, e.g. `"0.0.0.0:9090"`.
     pub listen: String,
+    /// Seconds between two measurements of the uncertainty window (by `tidemark run`, or the
+    /// control worker in Kafka mode).
+    #[serde(default = "default_window_seconds")]
+    pub window_seconds: u64,
+}
+
+fn default_window_seconds() -> u64 {
+    30
 }
 
 /// Whether the stage is ready: set once it has connected to its source and opened its target.

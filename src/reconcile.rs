@@ -205,6 +205,18 @@ pub async fn reconcile(
             skipped.trim_end().replace('\n', "; ")
         ));
     }
+    let in_flight: u64 = outcome
+        .summary
+        .clusters
+        .iter()
+        .filter(|((_, class, _), _)| *class == DriftClass::InFlight)
+        .map(|(_, c)| c.count)
+        .sum();
+    if in_flight > 0 {
+        incomplete_because.push(format!(
+            "{in_flight} keys were still in flight and not compared (a settle timeout of 0 does not wait for them)"
+        ));
+    }
     for t in &outcome.resumed {
         incomplete_because.push(format!(
             "{t} was compared from where an interrupted run stopped"
@@ -220,6 +232,10 @@ pub async fn reconcile(
         tables: tables.iter().map(ToString::to_string).collect(),
         rows_compared: summary.compared.values().sum(),
         rows_per_table: summary.compared.clone(),
+        transforms: tables
+            .iter()
+            .map(|t| (t.to_string(), transformer.transform_version(t).to_string()))
+            .collect(),
         drift: summary
             .clusters
             .iter()
@@ -238,6 +254,8 @@ pub async fn reconcile(
                 table: v.table.to_string(),
                 held: v.held(),
                 verdict: v.render(3).trim_end().to_string(),
+                source_query: v.source_query.clone(),
+                target_query: v.target_query.clone(),
             })
             .collect(),
     };

@@ -163,10 +163,18 @@ impl Window {
     }
 }
 
-/// Every 30 s until `cancel`: the window and the cutover gate's stored verdict as gauges.
+/// Every `metrics.window_seconds` until `cancel`: the window and the cutover gate's stored verdict
+/// as gauges.
 /// Run by the long-running processes that serve `/metrics` (`run`, `control serve`); a failed
 /// measurement is logged and tried again at the next tick.
 pub async fn watch(config: Config, cancel: tokio_util::sync::CancellationToken) {
+    let every = std::time::Duration::from_secs(
+        config
+            .metrics
+            .as_ref()
+            .map_or(30, |m| m.window_seconds)
+            .max(1),
+    );
     let mut source = None;
     loop {
         let tick = async {
@@ -190,12 +198,12 @@ pub async fn watch(config: Config, cancel: tokio_util::sync::CancellationToken) 
             Ok::<_, anyhow::Error>(())
         };
         if let Err(e) = tick.await {
-            tracing::warn!(error = %e, "measuring the uncertainty window failed; trying again in 30 s");
+            tracing::warn!(error = %e, retry_in = ?every, "measuring the uncertainty window failed; trying again");
             source = None;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

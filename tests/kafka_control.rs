@@ -144,6 +144,15 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
     let worker_log = log("control-2.log");
     // This one serves /metrics (the reconcile's figures below).
     let (worker_config, port) = kafka_support::with_metrics(&config, "control-2");
+    // It measures the uncertainty window every second (below).
+    std::fs::write(
+        &worker_config,
+        format!(
+            "{}window_seconds = 1\n",
+            std::fs::read_to_string(&worker_config).unwrap()
+        ),
+    )
+    .unwrap();
     let mut worker = Proc::start(
         "control-2",
         &[
@@ -159,6 +168,42 @@ async fn the_control_worker_backfills_pauses_reconciles_and_rereads_on_request()
         "the bulk backfill finished by the new worker",
         &worker_log,
         || live_rows(dir.path(), "bulk") == 5000,
+    )
+    .await;
+
+    // The uncertainty window, measured by the worker from the topics: capture's share grows
+    // while capture is frozen and writes go on, and shrinks to nothing once it runs again.
+    let capture_share = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidemark_uncertainty_bytes{stage=\"capture\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    capture.signal("STOP");
+    let mut frozen = 0.0;
+    for (round, ids) in ["5001_to_5300", "5301_to_5600"].iter().enumerate() {
+        db.sql_db(
+            "shop",
+            &format!("INSERT INTO bulk SELECT seq, seq FROM seq_{ids}"),
+        );
+        let before = frozen;
+        wait_for(
+            60,
+            &format!("capture's share of the window grows while it is frozen (round {round})"),
+            &worker_log,
+            || {
+                frozen = capture_share(&kafka_support::scrape(port)).unwrap_or(0.0);
+                frozen > before
+            },
+        )
+        .await;
+    }
+    capture.signal("CONT");
+    wait_for(
+        60,
+        "capture's share back to nothing once it runs",
+        &worker_log,
+        || capture_share(&kafka_support::scrape(port)) == Some(0.0),
     )
     .await;
 

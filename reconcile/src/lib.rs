@@ -148,9 +148,10 @@ impl ReconcileConfig {
                 "reconcile.rows_per_second: must be at least 1 (leave it out for no cap)".into(),
             ));
         }
-        if self.settle_timeout_seconds.is_nan() || self.settle_timeout_seconds < 0.0 {
+        if !(0.0..=86_400.0).contains(&self.settle_timeout_seconds) {
             return Err(Error::Config(
-                "reconcile.settle_timeout_seconds: must be zero or more seconds".into(),
+                "reconcile.settle_timeout_seconds: must be from zero to 86400 seconds (a day)"
+                    .into(),
             ));
         }
         Ok(())

@@ -78,6 +78,13 @@ impl InvariantConfig {
         self.parse().map(|(table, _, _)| table)
     }
 
+    /// The canonical text of both queries (what a verdict records), so that a verdict can be
+    /// told apart from one of an invariant that was changed since.
+    pub fn canonical(&self) -> Result<(String, String), String> {
+        let (_, source, target) = self.parse()?;
+        Ok((source.to_string(), target.to_string()))
+    }
+
     fn parse(&self) -> Result<(TableId, Query, Query), String> {
         let at = |setting: &str, message: String| {
             format!("invariant \"{}\".{setting}: {message}", self.name)
@@ -328,11 +335,15 @@ impl Verdict {
         if self.held() {
             return format!("{head}: held in {} {groups} ({counts})\n", self.groups);
         }
-        let mut out = format!(
-            "{head}: VIOLATED in {} of {} {groups} ({counts})\n",
-            self.differences.len(),
-            self.groups
-        );
+        let mut out = if self.differences.is_empty() {
+            format!("{head}: NOT HELD: some rows could not be evaluated ({counts})\n")
+        } else {
+            format!(
+                "{head}: VIOLATED in {} of {} {groups} ({counts})\n",
+                self.differences.len(),
+                self.groups
+            )
+        };
         for f in &self.failures {
             out.push_str(&format!("  {f}\n"));
         }
@@ -576,12 +587,20 @@ impl Side {
                 _ => None,
             });
         }
+        // And every comparison of min and max, for the same reason.
+        let mut replaces = Vec::with_capacity(values.len());
+        for (i, (a, v)) in self.aggregates.iter().zip(&values).enumerate() {
+            replaces.push(match (tally.groups.get(&key), v) {
+                (Some(states), Some(v)) => states[i].replaces(a, v)?,
+                _ => true,
+            });
+        }
         let states = tally
             .groups
             .entry(key)
             .or_insert_with(|| self.aggregates.iter().map(State::new).collect());
-        for (((a, state), v), n) in self.aggregates.iter().zip(states).zip(values).zip(sums) {
-            state.add(a, v, n)?;
+        for (((state, v), n), replace) in states.iter_mut().zip(values).zip(sums).zip(replaces) {
+            state.add(v, n, replace);
         }
         Ok(())
     }
@@ -660,8 +679,35 @@ impl State {
         }
     }
 
-    /// Take one row's value (`None` for `count(*)`); `number` is the value as a number, for sums.
-    fn add(&mut self, a: &CAggregate, v: Option<Value>, number: Option<BigRational>) -> Conv<()> {
+    /// For `min` and `max`: whether `v` takes the place of the value held (a value that cannot
+    /// be ordered against it is a failure, so that the answer never depends on row order).
+    fn replaces(&self, a: &CAggregate, v: &Value) -> Conv<bool> {
+        let State::Extreme(Some(best)) = self else {
+            return Ok(true);
+        };
+        if v.is_null() {
+            return Ok(false);
+        }
+        let order = match (number_of(v, a.domain), number_of(best, a.domain)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => compare(v, best, a.domain)?,
+        };
+        let Some(order) = order else {
+            return Err(crate::convert::Fail::new(
+                crate::error::RejectionKind::BadCast,
+                format!("cannot be ordered against {best} for {}", a.func.name()),
+            )
+            .with_value(v));
+        };
+        Ok(matches!(
+            (a.func, order),
+            (AggFunc::Min, Ordering::Less) | (AggFunc::Max, Ordering::Greater)
+        ))
+    }
+
+    /// Take one row's value (`None` for `count(*)`); `number` is the value as a number, for
+    /// sums; `replace`, for min and max, what [`State::replaces`] said.
+    fn add(&mut self, v: Option<Value>, number: Option<BigRational>, replace: bool) {
         let null = v.as_ref().is_some_and(Value::is_null);
         match self {
             State::Count(n) => {
@@ -683,29 +729,11 @@ impl State {
                 }
             }
             State::Extreme(best) => {
-                let Some(v) = v.filter(|v| !v.is_null()) else {
-                    return Ok(());
-                };
-                let better = match best.as_ref() {
-                    None => true,
-                    Some(b) => {
-                        let order = match (number_of(&v, a.domain), number_of(b, a.domain)) {
-                            (Some(x), Some(y)) => Some(x.cmp(&y)),
-                            _ => compare(&v, b, a.domain)?,
-                        };
-                        matches!(
-                            (a.func, order),
-                            (AggFunc::Min, Some(Ordering::Less))
-                                | (AggFunc::Max, Some(Ordering::Greater))
-                        )
-                    }
-                };
-                if better {
+                if let Some(v) = v.filter(|v| !v.is_null() && replace) {
                     *best = Some(v);
                 }
             }
         }
-        Ok(())
     }
 
     fn answer(&self) -> Answer {

@@ -48,8 +48,9 @@
 //! ```
 //!
 //! Keywords and function names are case-insensitive; column names are exact. There is no NULL
-//! literal (use `is null`, `coalesce`), no arithmetic and no user functions: the language is
-//! small enough that every expression terminates and every failure is one of a few kinds.
+//! literal (use `is null`, `coalesce`), no arithmetic within a row (an invariant's figure has
+//! `+ - * /` between aggregates and numbers only) and no user functions: the language is small
+//! enough that every expression terminates and every failure is one of a few kinds.
 
 use std::fmt;
 
@@ -393,7 +394,9 @@ impl fmt::Display for Figure {
             Figure::Aggregate(a) => write!(f, "{a}"),
             Figure::Number(n) => write!(f, "{n}"),
             Figure::Arith { op, left, right } => {
-                // Parentheses exactly where precedence or left associativity needs them.
+                // Parentheses around a sum on the left of a product, and around any operation
+                // on the right (more than precedence needs, never fewer: the tree re-parses
+                // the same).
                 let tight = |x: &Figure| match x {
                     Figure::Arith { op, .. } => matches!(op, ArithOp::Mul | ArithOp::Div),
                     _ => true,
