@@ -1,4 +1,4 @@
-//! The cutover gate, embedded mode: NOT READY for each criterion in turn (nothing run yet, a
+//! The cutover gate, embedded mode on Sakila's payments: NOT READY for each criterion in turn (nothing run yet, a
 //! backfill running, capture behind, no complete reconcile, a stale one, drift, a dead letter not
 //! accepted, an invariant that does not hold), then READY, then the authority-transfer record,
 //! then the watch after the transfer. And in Kafka mode, where every piece of evidence comes from
@@ -35,6 +35,31 @@ name = "total balance"
 table = "shop.accounts"
 source = "sum(balance) + count(*)"
 target = "sum(balance) + count(*)"
+"#;
+
+/// Sakila's payments with a target column narrower than the source's (decimal(4,2) for
+/// decimal(5,2)): an amount of 100 or more is a dead letter.
+const SAKILA_SETTINGS: &str = r#"
+[backfill]
+chunk_rows = 1000
+min_chunk_rows = 500
+rows_per_second = 2000
+
+[cutover]
+max_capture_lag_bytes = 2000
+max_reconcile_age_seconds = 600
+
+[[mapping]]
+source = "sakila.payment"
+target = "payment"
+[mapping.columns.amount]
+type = "decimal(4,2)"
+
+[[invariant]]
+name = "payments per staff member"
+table = "sakila.payment"
+source = "count(*) group by staff_id"
+target = "count(*) group by staff_id"
 "#;
 
 /// `tidemark cutover check`: (exit code, stdout).
@@ -81,19 +106,23 @@ fn reconcile(cfg: &str, extra: &[&str]) -> (i32, String) {
 #[test]
 fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     let db = MariaDb::start();
-    db.sql(SHOP);
-    db.sql_db(
-        "shop",
-        "INSERT INTO accounts SELECT seq, seq * 10, CONCAT('n', seq) FROM seq_1_to_3000",
-    );
+    db.load_sakila();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db.url(), &["shop"], SETTINGS);
+    let config = dir.path().join("tidemark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{}\"\nserver_id = 4711\ntables = [\"sakila.payment\"]\n\n[target]\nkind = \"sqlite\"\npath = \"target.db\"\n{SAKILA_SETTINGS}",
+            db.url()
+        ),
+    )
+    .unwrap();
     let cfg = config.to_str().unwrap().to_string();
 
     // Nothing has run.
     let (code, report) = gate(&cfg);
     assert_eq!(code, 3, "{report}");
-    assert!(line(&report, "backfilled", false).contains("shop.accounts (not started)"));
+    assert!(line(&report, "backfilled", false).contains("sakila.payment (not started)"));
     assert!(line(&report, "capture lag", false).contains("no position"));
     assert!(line(&report, "reconcile", false).contains("no reconcile on record"));
     assert!(report.contains("NOT READY"), "{report}");
@@ -102,7 +131,7 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
         "each failure says what to do: {report}"
     );
 
-    // A backfill running (throttled to 300 rows/s: about ten seconds).
+    // A backfill running (throttled to 2,000 rows/s: about eight seconds).
     let mut pipeline = spawn(&["run", "--config", &cfg], &dir.path().join("run.log"));
     tidemark_testkit::wait_for(
         "the gate sees the backfill running",
@@ -124,8 +153,8 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
 
     // Capture behind: writes while nothing captures.
     db.sql_db(
-        "shop",
-        "UPDATE accounts SET balance = balance + 1 WHERE id <= 500",
+        "sakila",
+        "UPDATE payment SET amount = amount + 0.01 WHERE payment_id <= 500",
     );
     let (code, report) = gate(&cfg);
     assert_eq!(code, 3);
@@ -133,10 +162,10 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
         line(&report, "capture lag", false).contains("bound 2000"),
         "{report}"
     );
-    // Values the target cannot hold: two dead letters.
+    // Values the target cannot hold (decimal(4,2)): two dead letters.
     db.sql_db(
-        "shop",
-        "UPDATE accounts SET note = 'far too long a note' WHERE id IN (7, 8)",
+        "sakila",
+        "UPDATE payment SET amount = 123.45 WHERE payment_id IN (7, 8)",
     );
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let (_, report) = gate(&cfg);
@@ -148,7 +177,7 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     let listed = run_ok(&["dead-letters", "list", "--config", &cfg]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(
-        listed.contains(r#"shop.accounts {"id":7}"#) && listed.contains("outstanding"),
+        listed.contains(r#"sakila.payment {"payment_id":7}"#) && listed.contains("outstanding"),
         "{listed}"
     );
 
@@ -178,19 +207,19 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
             "--config",
             &cfg,
             "--table",
-            "shop.accounts",
+            "sakila.payment",
             "--key",
-            r#"{"id":9}"#,
+            r#"{"payment_id":9}"#,
             "--by",
             "alice",
             "--reason",
-            "notes are cut in the new store",
+            "refunds are booked elsewhere",
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(r#"{"id":7}"#),
+        String::from_utf8_lossy(&out.stderr).contains(r#"{"payment_id":7}"#),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -200,20 +229,23 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
         "--config",
         &cfg,
         "--table",
-        "shop.accounts",
+        "sakila.payment",
         "--key",
-        r#"{"id":7}"#,
+        r#"{"payment_id":7}"#,
         "--by",
         "alice",
         "--reason",
-        "notes are cut in the new store",
+        "refunds are booked elsewhere",
     ]);
     let (_, report) = gate(&cfg);
     assert!(
         line(&report, "dead letters", false).contains("1 outstanding, 1 accepted"),
         "{report}"
     );
-    db.sql_db("shop", "UPDATE accounts SET note = 'short' WHERE id = 8");
+    db.sql_db(
+        "sakila",
+        "UPDATE payment SET amount = 1.00 WHERE payment_id = 8",
+    );
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     reconcile(&cfg, &[]);
     let (_, report) = gate(&cfg);
@@ -231,7 +263,7 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     // repaired through the pipeline.
     rusqlite::Connection::open(dir.path().join("target.db"))
         .unwrap()
-        .execute("DELETE FROM accounts WHERE id = 100", [])
+        .execute("DELETE FROM payment WHERE payment_id = 100", [])
         .unwrap();
     reconcile(&cfg, &[]);
     let (_, report) = gate(&cfg);
@@ -315,17 +347,23 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
         .unwrap()
         .iter()
         .all(|c| c["passed"] == true));
-    let accounts = &rec["tables"]["shop.accounts"];
-    assert_eq!(accounts["rows_compared"], 3000, "{rec}");
-    assert_eq!(accounts["target_table"], "accounts");
-    assert_eq!(accounts["transform_version"].as_str().unwrap().len(), 16);
-    assert_eq!(rec["reconcile"]["invariants"][0]["name"], "total balance");
+    let payment = &rec["tables"]["sakila.payment"];
+    assert_eq!(payment["rows_compared"], 16049, "{rec}");
+    assert_eq!(payment["target_table"], "payment");
+    assert_eq!(payment["transform_version"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        rec["reconcile"]["invariants"][0]["name"],
+        "payments per staff member"
+    );
     assert_eq!(rec["reconcile"]["invariants"][0]["held"], true);
     assert_eq!(rec["reconcile"]["complete"], true);
-    assert_eq!(rec["accepted_dead_letters"][0]["key"], r#"{"id":7}"#);
+    assert_eq!(
+        rec["accepted_dead_letters"][0]["key"],
+        r#"{"payment_id":7}"#
+    );
     assert_eq!(
         rec["accepted_dead_letters"][0]["accepted"]["reason"],
-        "notes are cut in the new store"
+        "refunds are booked elsewhere"
     );
     assert!(rec["source_end_of_log"].as_str().unwrap().contains(':'));
     let status = run_ok(&["status", "--config", &cfg]);
@@ -393,7 +431,7 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     // After the transfer the gate keeps watching: drift found since is reported against it.
     rusqlite::Connection::open(dir.path().join("target.db"))
         .unwrap()
-        .execute("DELETE FROM accounts WHERE id = 200", [])
+        .execute("DELETE FROM payment WHERE payment_id = 200", [])
         .unwrap();
     reconcile(&cfg, &[]);
     let (code, report) = gate(&cfg);
