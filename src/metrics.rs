@@ -24,7 +24,8 @@
 //!   - backfill, per table: also `tidemark_backfill_eta_seconds` (time left at the current rate);
 //!   - `tidemark_queue_depth{queue}`: messages waiting in the channel into `apply` (embedded) or
 //!     the Kafka publisher (`publish`), sampled every second ([`watch_queue`]);
-//!   - reconcile (the last one this process ran, [`note_reconcile`]):
+//!   - reconcile (the last one this process ran, [`note_reconcile`]; or, in the process that
+//!     measures the uncertainty window, the last one stored: [`show_reconcile`]):
 //!     `tidemark_reconcile_last_started_timestamp_seconds`,
 //!     `tidemark_reconcile_last_finished_timestamp_seconds`, `tidemark_reconcile_runs_total`,
 //!     `tidemark_reconcile_last_drift_keys{class}` (every class, 0 where none),
@@ -174,29 +175,30 @@ pub async fn watch_queue<T: Send + 'static>(
     }
 }
 
-/// A reconcile that ran from `started` (Unix seconds) to now found `summary`: the reconcile
-/// gauges, each of the last complete reconcile (every drift class is set, 0 where none was
-/// found, so that an alert on a class sees a value).
-pub fn note_reconcile(started: f64, summary: &tidemark_reconcile::classify::Summary) {
-    use tidemark_reconcile::classify::DriftClass;
-    metrics::gauge!("tidemark_reconcile_last_started_timestamp_seconds").set(started);
-    metrics::gauge!("tidemark_reconcile_last_finished_timestamp_seconds").set(unix_now());
+/// A reconcile ran and stored `run`: `tidemark_reconcile_runs_total`, and its gauges.
+pub fn note_reconcile(run: &crate::ledger::ReconcileRun) {
     metrics::counter!("tidemark_reconcile_runs_total").increment(1);
-    for (table, n) in &summary.compared {
+    show_reconcile(run);
+}
+
+/// The gauges of the last reconcile, from its record: set by the process that ran it, and by
+/// the long-running process that serves the uncertainty window (a reconcile Job's pod may end
+/// before it is scraped). Every drift class is set, 0 where none was found, so that an alert on
+/// a class sees a value.
+pub fn show_reconcile(run: &crate::ledger::ReconcileRun) {
+    use tidemark_reconcile::classify::DriftClass;
+    metrics::gauge!("tidemark_reconcile_last_started_timestamp_seconds").set(run.started_unix);
+    metrics::gauge!("tidemark_reconcile_last_finished_timestamp_seconds").set(run.finished_unix);
+    for (table, n) in &run.rows_per_table {
         metrics::gauge!("tidemark_reconcile_last_rows_compared", "table" => table.clone())
             .set(*n as f64);
     }
     for class in DriftClass::ALL {
-        let keys: u64 = summary
-            .clusters
-            .iter()
-            .filter(|((_, c, _), _)| *c == class)
-            .map(|(_, cluster)| cluster.count)
-            .sum();
+        let keys = run.drift.get(class.as_str()).copied().unwrap_or(0);
         metrics::gauge!("tidemark_reconcile_last_drift_keys", "class" => class.as_str())
             .set(keys as f64);
     }
-    metrics::gauge!("tidemark_reconcile_last_actionable_keys").set(summary.actionable() as f64);
+    metrics::gauge!("tidemark_reconcile_last_actionable_keys").set(run.actionable as f64);
 }
 
 /// Seconds since the Unix epoch, now.

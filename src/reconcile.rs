@@ -173,7 +173,6 @@ pub async fn reconcile(
     display.abort();
     drop(reconciler);
     let outcome = outcome?;
-    crate::metrics::note_reconcile(started, &outcome.summary);
     if let Some(e) = write_error {
         return Err(e).context("writing the drift output");
     }
@@ -259,6 +258,7 @@ pub async fn reconcile(
             })
             .collect(),
     };
+    crate::metrics::note_reconcile(&run_record);
     let mut records = vec![ledger::record(RECONCILE_RUN_STAGE, LATEST, &run_record)];
     if run_record.complete {
         records.push(ledger::record(RECONCILE_RUN_STAGE, COMPLETE, &run_record));

@@ -163,8 +163,8 @@ impl Window {
     }
 }
 
-/// Every `metrics.window_seconds` until `cancel`: the window and the cutover gate's stored verdict
-/// as gauges.
+/// Every `metrics.window_seconds` until `cancel`: the window, the last stored reconcile's figures
+/// and the cutover gate's stored verdict as gauges.
 /// Run by the long-running processes that serve `/metrics` (`run`, `control serve`); a failed
 /// measurement is logged and tried again at the next tick.
 pub async fn watch(config: Config, cancel: tokio_util::sync::CancellationToken) {
@@ -188,6 +188,11 @@ pub async fn watch(config: Config, cancel: tokio_util::sync::CancellationToken) 
             measure(&config, source, &checkpoints, &tables)
                 .await?
                 .export();
+            if let Some(run) =
+                ledger::find::<ReconcileRun>(&checkpoints, RECONCILE_RUN_STAGE, ledger::LATEST)
+            {
+                crate::metrics::show_reconcile(&run);
+            }
             if let Some(v) = checkpoints
                 .iter()
                 .find(|c| c.stage == ledger::VERDICT_STAGE)
