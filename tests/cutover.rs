@@ -419,7 +419,15 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     );
     common::assert_serves(
         &body,
-        &common::chart_metrics(&["tidemark_uncertainty_", "tidemark_cutover_"], &[]),
+        &common::chart_metrics(
+            &[
+                "tidemark_uncertainty_",
+                "tidemark_cutover_",
+                // The last stored reconcile's figures (a reconcile Job's pod may end unscraped).
+                "tidemark_reconcile_",
+            ],
+            &[],
+        ),
     );
     let status = run_ok(&["status", "--config", &cfg]);
     let status = String::from_utf8_lossy(&status.stdout);
