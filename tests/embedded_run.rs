@@ -471,6 +471,10 @@ async fn metrics_follow_a_backfill_capture_and_dead_letters() {
         series(&done, "tidemark_queue_depth", "{queue=\"apply\"}").is_some(),
         "{done}"
     );
+    assert!(
+        series(&done, "tidemark_apply_batch_records", "").is_some_and(|n| n >= 1.0),
+        "the last batch apply wrote: {done}"
+    );
     // Every metric the Helm chart's alerts and dashboard use is served (those of Kafka-mode
     // apply members and of reconciles are checked where those run: tests/kafka_cql.rs,
     // tests/kafka_control.rs; the uncertainty window's and the gate's once there is a complete
