@@ -374,16 +374,7 @@ fn the_gate_opens_only_on_evidence_and_records_the_transfer() {
     );
 
     // `tidemark run` serves the window and the stored verdict as metrics.
-    let port = tidemark_testkit::free_port();
-    let with_metrics = dir.path().join("metrics.toml");
-    std::fs::write(
-        &with_metrics,
-        format!(
-            "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-            std::fs::read_to_string(&cfg).unwrap()
-        ),
-    )
-    .unwrap();
+    let (with_metrics, port) = kafka_support::with_metrics(&config, "metrics");
     let mut served = spawn(
         &["run", "--config", with_metrics.to_str().unwrap()],
         &dir.path().join("metrics.log"),
