@@ -41,7 +41,7 @@ use tidemark_transform::{TablePlan, Transformer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::checkpoints::{send_checkpoint, CheckpointReader, APPLY_STAGE};
+use crate::checkpoints::{checkpoint_key, send_checkpoint, CheckpointReader, APPLY_STAGE};
 use crate::frontier::frontier_scope;
 use crate::registry::Registry;
 use crate::topics::{
@@ -189,6 +189,9 @@ pub struct KafkaApplier {
     /// Newest marker applied per assigned partition.
     applied: BTreeMap<PartitionKey, (BinlogPosition, Marker)>,
     published: BTreeMap<PartitionKey, String>,
+    /// Per assigned partition, the frontier stored for it (by this member or its previous
+    /// owner): a frontier is never stored below it.
+    floor: BTreeMap<PartitionKey, Option<BinlogPosition>>,
     last_publish: Instant,
     report: ApplyReport,
 }
@@ -251,6 +254,7 @@ impl KafkaApplier {
             checkpoint_reader: None,
             applied: BTreeMap::new(),
             published: BTreeMap::new(),
+            floor: BTreeMap::new(),
             last_publish: Instant::now(),
             report: ApplyReport::default(),
         })
@@ -918,6 +922,9 @@ impl KafkaApplier {
             }
         }
         self.applied.retain(|tp, _| assigned.contains(tp));
+        // A partition given back may come back later, after another member moved its frontier.
+        self.floor.retain(|tp, _| assigned.contains(tp));
+        self.published.retain(|tp, _| assigned.contains(tp));
         Ok(())
     }
 
@@ -929,11 +936,41 @@ impl KafkaApplier {
         }
         self.last_publish = Instant::now();
         let topic = self.topics.checkpoints();
+        // A member that took a partition over applies it again from the committed offset, so
+        // its first markers can be older than the frontier the previous owner stored. Storing
+        // them would move the frontier back (and keep it there if the group stops then), and
+        // hold reconcile's settling back: the frontier stored for a partition is read once
+        // when it is first published here, and never undercut.
+        if self.applied.keys().any(|tp| !self.floor.contains_key(tp)) {
+            if self.checkpoint_reader.is_none() {
+                self.checkpoint_reader = Some(CheckpointReader::open(&self.config)?);
+            }
+            let reader = self.checkpoint_reader.as_mut().expect("opened above");
+            reader.catch_up()?;
+            for (t, p) in self.applied.keys() {
+                if self.floor.contains_key(&(t.clone(), *p)) {
+                    continue;
+                }
+                let key =
+                    checkpoint_key(APPLY_STAGE, &frontier_scope(&self.config.group_id, t, *p));
+                let stored = reader
+                    .entries()
+                    .get(&key)
+                    .and_then(|cp| serde_json::from_str::<Marker>(&cp.value).ok())
+                    .and_then(|m| m.position());
+                self.floor.insert((t.clone(), *p), stored);
+            }
+        }
         for ((t, p), (pos, marker)) in &self.applied {
             let text = pos.to_string();
             if self.published.get(&(t.clone(), *p)) == Some(&text) {
                 continue;
             }
+            let floor = self.floor.entry((t.clone(), *p)).or_default();
+            if floor.is_some_and(|f| *pos <= f) {
+                continue;
+            }
+            *floor = Some(*pos);
             let cp = Checkpoint {
                 stage: APPLY_STAGE.into(),
                 scope: frontier_scope(&self.config.group_id, t, *p),
