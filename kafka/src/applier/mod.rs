@@ -928,6 +928,28 @@ impl KafkaApplier {
         Ok(())
     }
 
+    /// The frontier stored for each applied partition not yet known here (`floor`).
+    fn read_stored_frontiers(&mut self) -> Result<()> {
+        if self.checkpoint_reader.is_none() {
+            self.checkpoint_reader = Some(CheckpointReader::open(&self.config)?);
+        }
+        let reader = self.checkpoint_reader.as_mut().expect("opened above");
+        reader.catch_up()?;
+        for (t, p) in self.applied.keys() {
+            if self.floor.contains_key(&(t.clone(), *p)) {
+                continue;
+            }
+            let key = checkpoint_key(APPLY_STAGE, &frontier_scope(&self.config.group_id, t, *p));
+            let stored = reader
+                .entries()
+                .get(&key)
+                .and_then(|cp| serde_json::from_str::<Marker>(&cp.value).ok())
+                .and_then(|m| m.position());
+            self.floor.insert((t.clone(), *p), stored);
+        }
+        Ok(())
+    }
+
     /// Write `apply/<group>/<topic>/<partition>` = newest applied marker, for partitions whose
     /// marker moved, at most every `checkpoint_interval_ms` (always when `force`).
     fn publish_frontier(&mut self, force: bool) -> Result<()> {
@@ -942,23 +964,10 @@ impl KafkaApplier {
         // hold reconcile's settling back: the frontier stored for a partition is read once
         // when it is first published here, and never undercut.
         if self.applied.keys().any(|tp| !self.floor.contains_key(tp)) {
-            if self.checkpoint_reader.is_none() {
-                self.checkpoint_reader = Some(CheckpointReader::open(&self.config)?);
-            }
-            let reader = self.checkpoint_reader.as_mut().expect("opened above");
-            reader.catch_up()?;
-            for (t, p) in self.applied.keys() {
-                if self.floor.contains_key(&(t.clone(), *p)) {
-                    continue;
-                }
-                let key =
-                    checkpoint_key(APPLY_STAGE, &frontier_scope(&self.config.group_id, t, *p));
-                let stored = reader
-                    .entries()
-                    .get(&key)
-                    .and_then(|cp| serde_json::from_str::<Marker>(&cp.value).ok())
-                    .and_then(|m| m.position());
-                self.floor.insert((t.clone(), *p), stored);
+            // Not read (brokers away, as in a restart): those partitions' frontiers are published
+            // at a later call, once it is; nothing else waits for them.
+            if let Err(e) = self.read_stored_frontiers() {
+                warn!(error = %e, "cannot read the stored frontiers yet; the frontier of partitions new to this member is published once they are read");
             }
         }
         for ((t, p), (pos, marker)) in &self.applied {
@@ -966,7 +975,9 @@ impl KafkaApplier {
             if self.published.get(&(t.clone(), *p)) == Some(&text) {
                 continue;
             }
-            let floor = self.floor.entry((t.clone(), *p)).or_default();
+            let Some(floor) = self.floor.get_mut(&(t.clone(), *p)) else {
+                continue;
+            };
             if floor.is_some_and(|f| *pos <= f) {
                 continue;
             }
