@@ -244,7 +244,15 @@ async fn act(
     match message {
         ControlMessage::StartBackfill { tables } => {
             let tables = parse_tables(&tables, "start_backfill: tables")?;
-            crate::kafka_mode::backfill(&config, &kafka, tables, None, cancel, control, false).await
+            crate::kafka_mode::backfill(
+                &config,
+                &kafka,
+                crate::kafka_mode::Reading::Tables(tables),
+                cancel,
+                control,
+                false,
+            )
+            .await
         }
         ControlMessage::RereadKeys { table, keys } => {
             let table: TableId = table
@@ -270,8 +278,7 @@ async fn act(
             crate::kafka_mode::backfill(
                 &config,
                 &kafka,
-                Vec::new(),
-                Some(keys),
+                crate::kafka_mode::Reading::Keys(keys),
                 cancel,
                 control,
                 false,

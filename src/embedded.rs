@@ -49,6 +49,8 @@ pub enum Job {
     Backfill {
         tables: Vec<TableId>,
         keys: Option<PathBuf>,
+        /// Only this part of the one table named (see `crate::parts`).
+        part: Option<tidemark_ingest::split::Part>,
     },
     /// Re-read these keys from the source through the normal path (repair).
     Repair { keys: BTreeMap<TableId, Vec<Row>> },
@@ -159,7 +161,9 @@ pub async fn run(
     // A job of named tables only (a backfill of some tables, a repair) needs only those
     // described; anything that captures needs every table in scope.
     let only: Option<Vec<TableId>> = match &job {
-        Job::Backfill { tables, keys: None } if !tables.is_empty() => Some(tables.clone()),
+        Job::Backfill {
+            tables, keys: None, ..
+        } if !tables.is_empty() => Some(tables.clone()),
         Job::Backfill { keys: Some(_), .. } => Some(Vec::new()),
         Job::Repair { keys } => Some(keys.keys().copied().collect()),
         _ => None,
@@ -185,7 +189,7 @@ pub async fn run(
             None,
         ),
         Job::Capture { until_caught_up } => (true, *until_caught_up, Vec::new(), None),
-        Job::Backfill { tables, keys } => {
+        Job::Backfill { tables, keys, .. } => {
             let tables = if tables.is_empty() {
                 all_tables.clone()
             } else {
@@ -336,6 +340,19 @@ pub async fn run(
                 gone += g;
             }
             report.repaired = Some((found, gone));
+        } else if let Job::Backfill {
+            part: Some(part), ..
+        } = &job
+        {
+            // One part of one table: its own checkpoint and range; the re-reads of a resync are
+            // a whole-table backfill's.
+            let table = backfill_tables[0];
+            let (mut reader, _) = block_in_place(|| open_sink(config))?;
+            let stored = crate::parts::Stored::Target(&mut *reader);
+            let rows =
+                crate::parts::backfill_part(&mut backfill, &table, *part, stored, &tx, &failed)
+                    .await?;
+            report.backfilled.insert(table, rows);
         } else if !backfill_tables.is_empty() {
             report.backfilled = backfill
                 .run(&backfill_tables, &checkpoints, &tx, &failed)

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use tidemark_ingest::split::Part;
 use tidemark_ingest::{
     Backfill, BackfillControl, Capture, CaptureCheckpoint, Scope, Source, StopAt,
 };
@@ -148,14 +149,24 @@ pub async fn capture(
     ))
 }
 
-/// `tidemark backfill` in Kafka mode: every table in scope (or those named), or re-read keys.
-/// With `follow_control_topic`, the backfill also obeys pause/resume sent to the control topic
-/// (the control worker, which reads that topic itself, drives `control` directly instead).
+/// What a Kafka-mode backfill reads.
+pub enum Reading {
+    /// Every table in scope (empty), or these.
+    Tables(Vec<TableId>),
+    /// One part of one table's split (see [`crate::parts`]).
+    Part(TableId, Part),
+    /// These keys again (repair).
+    Keys(BTreeMap<TableId, Vec<Row>>),
+}
+
+/// `tidemark backfill` in Kafka mode: every table in scope (or those named), one part of a
+/// table, or re-read keys. With `follow_control_topic`, the backfill also obeys pause/resume sent
+/// to the control topic (the control worker, which reads that topic itself, drives `control`
+/// directly instead).
 pub async fn backfill(
     config: &Config,
     kafka: &KafkaConfig,
-    tables: Vec<TableId>,
-    keys: Option<BTreeMap<TableId, Vec<Row>>>,
+    reading: Reading,
     cancel: CancellationToken,
     control: BackfillControl,
     follow_control_topic: bool,
@@ -163,10 +174,11 @@ pub async fn backfill(
     let scope = Scope::from_config(&config.source)?;
     let mut source = Source::connect(&config.source.url).await?;
     source.check_binlog_settings().await?;
-    let only: Option<Vec<TableId>> = match &keys {
-        Some(keys) => Some(keys.keys().copied().collect()),
-        None if !tables.is_empty() => Some(tables.clone()),
-        None => None,
+    let only: Option<Vec<TableId>> = match &reading {
+        Reading::Keys(keys) => Some(keys.keys().copied().collect()),
+        Reading::Part(table, _) => Some(vec![*table]),
+        Reading::Tables(tables) if !tables.is_empty() => Some(tables.clone()),
+        Reading::Tables(_) => None,
     };
     let (all, _) = crate::preflight::checked_scope_for(
         &mut source,
@@ -175,11 +187,12 @@ pub async fn backfill(
         only.as_deref(),
     )
     .await?;
-    let tables = if tables.is_empty() {
-        all.clone()
-    } else {
-        scope.restrict(&tables)?;
-        tables
+    let tables = match &only {
+        None => all.clone(),
+        Some(named) => {
+            scope.restrict(named)?;
+            named.clone()
+        }
     };
     let identity = source.info.identity;
     let store = CheckpointStore::load(kafka).await?;
@@ -206,8 +219,8 @@ pub async fn backfill(
     );
     let mut out = String::new();
     let result: Result<()> = async {
-        match &keys {
-            Some(keys) => {
+        match &reading {
+            Reading::Keys(keys) => {
                 for (table, typed) in keys {
                     let (found, gone) = backfill.reread_keys(table, typed, &tx).await?;
                     out.push_str(&format!(
@@ -215,7 +228,14 @@ pub async fn backfill(
                     ));
                 }
             }
-            None => {
+            Reading::Part(table, part) => {
+                let stored = crate::parts::Stored::Topic(kafka);
+                let rows =
+                    crate::parts::backfill_part(&mut backfill, table, *part, stored, &tx, &cancel)
+                        .await?;
+                out.push_str(&format!("backfilled {table} part {part}: {rows} rows\n"));
+            }
+            Reading::Tables(_) => {
                 let done = backfill.run(&tables, &checkpoints, &tx, &cancel).await?;
                 for (t, rows) in done {
                     out.push_str(&format!("backfilled {t}: {rows} rows\n"));
@@ -369,8 +389,7 @@ pub async fn sweep(
             &backfill(
                 config,
                 kafka,
-                vec![table],
-                None,
+                Reading::Tables(vec![table]),
                 cancel.clone(),
                 control.clone(),
                 follow_control_topic,

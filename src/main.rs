@@ -16,6 +16,7 @@ mod explain;
 mod kafka_mode;
 mod ledger;
 mod metrics;
+mod parts;
 mod preflight;
 mod progress;
 mod reconcile;
@@ -85,6 +86,11 @@ enum Command {
         /// rows that no longer exist become tombstones.
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// Only part i of N of the one table named (i from 0; an Indexed Job's completion
+        /// index): part 0 splits the table's keys into N ranges of about equal rows and stores
+        /// the split; every part reads its range and resumes from its own checkpoint.
+        #[arg(long, requires = "tables", conflicts_with = "keys")]
+        part: Option<tidemark_ingest::split::Part>,
     },
     /// Re-backfill tables from scratch, version-aware, and remove what the source no longer
     /// has: the recovery for a purged binlog, a TRUNCATE, a statement-logged write.
@@ -334,9 +340,17 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             config,
             tables,
             keys,
+            part,
         } => {
             let tables = config::parse_tables(&tables, "--table")?;
-            run_job(&config.config, embedded::Job::Backfill { tables, keys }).await
+            if part.is_some() && tables.len() != 1 {
+                anyhow::bail!("--part splits one table: name exactly one with --table");
+            }
+            run_job(
+                &config.config,
+                embedded::Job::Backfill { tables, keys, part },
+            )
+            .await
         }
         Command::Resync {
             config,
@@ -552,19 +566,27 @@ async fn run_job(config: &std::path::Path, job: embedded::Job) -> Result<ExitCod
             embedded::Job::Capture { until_caught_up } => {
                 kafka_mode::capture(&config, kafka, until_caught_up, cancel).await?
             }
-            embedded::Job::Backfill { tables, keys } => {
-                let keys = match keys {
-                    Some(path) => {
+            embedded::Job::Backfill { tables, keys, part } => {
+                let reading = match (keys, part) {
+                    (Some(path), _) => {
                         let mut source = tidemark_ingest::Source::connect(&config.source.url).await?;
-                        Some(embedded::read_keys_file(&path, &mut source).await?)
+                        kafka_mode::Reading::Keys(embedded::read_keys_file(&path, &mut source).await?)
                     }
-                    None => None,
+                    (None, Some(part)) => kafka_mode::Reading::Part(tables[0], part),
+                    (None, None) => kafka_mode::Reading::Tables(tables),
                 };
-                kafka_mode::backfill(&config, kafka, tables, keys, cancel, control, true).await?
+                kafka_mode::backfill(&config, kafka, reading, cancel, control, true).await?
             }
             embedded::Job::Repair { keys } => {
-                kafka_mode::backfill(&config, kafka, Vec::new(), Some(keys), cancel, control, true)
-                    .await?
+                kafka_mode::backfill(
+                    &config,
+                    kafka,
+                    kafka_mode::Reading::Keys(keys),
+                    cancel,
+                    control,
+                    true,
+                )
+                .await?
             }
             embedded::Job::Run { .. } => anyhow::bail!(
                 "transport.kind = \"kafka\": run the stages as separate jobs (`tidemark capture`, `tidemark backfill`, `tidemark apply`); `tidemark run` is the in-process pipeline"

@@ -294,8 +294,7 @@ pub async fn reconcile(
                     let report = Box::pin(crate::kafka_mode::backfill(
                         config,
                         kafka,
-                        Vec::new(),
-                        Some(outcome.repair),
+                        crate::kafka_mode::Reading::Keys(outcome.repair),
                         cancel,
                         BackfillControl::default(),
                         true,

@@ -293,6 +293,7 @@ pub async fn resync(
         Job::Backfill {
             tables: reset.tables,
             keys: None,
+            part: None,
         },
         cancel,
         control,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use tidemark_ingest::backfill::BACKFILL_STAGE;
-use tidemark_ingest::{BackfillCheckpoint, CaptureCheckpoint, Source};
+use tidemark_ingest::split::{self, StoredBackfill};
+use tidemark_ingest::{CaptureCheckpoint, Source};
 use tidemark_schemas::{BinlogPosition, Checkpoint};
 use tidemark_sink::{ScyllaSink, Sink, SqliteSink};
 use tokio::task::block_in_place;
@@ -212,11 +213,41 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
     let mut descriptions = 0;
     let mut rereads = String::new();
     let mut backfills = String::new();
+    let get = |stage: &str, scope: &str| {
+        Ok::<_, std::convert::Infallible>(
+            checkpoints
+                .iter()
+                .find(|c| c.stage == stage && c.scope == scope)
+                .map(|c| c.value.clone()),
+        )
+    };
     for cp in checkpoints {
         if cp.stage == BACKFILL_STAGE {
-            if let Ok(b) = serde_json::from_str::<BackfillCheckpoint>(&cp.value) {
-                backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
+            let Ok(table) = cp.scope.parse::<tidemark_schemas::TableId>() else {
+                continue;
+            };
+            if let Ok(stored) = StoredBackfill::read(&table, get) {
+                if let Some(b) = stored.combined() {
+                    backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
+                }
+                // While it runs in parts: each part's progress.
+                let running = !stored.table.as_ref().is_some_and(|t| t.done);
+                if let Some(split) = stored.split.as_ref().filter(|_| running) {
+                    for (i, part) in stored.parts.iter().enumerate() {
+                        let text = match (part, split.range(i as u32)) {
+                            (_, None) => "empty (past the split's last boundary)".to_string(),
+                            (Some(p), Some(_)) => p.progress_text(),
+                            (None, Some(_)) => "not started".to_string(),
+                        };
+                        let name = format!("part {i}/{}", split.parts);
+                        backfills.push_str(&format!("    {name:<28} {text}\n"));
+                    }
+                }
             }
+        }
+        // A split and its parts' progress are shown with their table's backfill, above.
+        if cp.stage == split::SPLIT_STAGE || cp.stage == split::PART_STAGE {
+            continue;
         }
         // The evidence records are summed up below, not printed.
         if [

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use tidemark_ingest::backfill::BACKFILL_STAGE;
+use tidemark_ingest::split::StoredBackfill;
 use tidemark_ingest::{BackfillCheckpoint, Scope, Source};
 use tidemark_schemas::TableId;
 use tidemark_sink::{ScyllaSink, Sink, SqliteSink};
@@ -53,11 +53,26 @@ pub fn open_sink(config: &Config) -> Result<(DynSink, Box<dyn DeadLetterOutput>)
     }
 }
 
+/// Each of `tables`' backfill progress, where it has some (a table backfilled in parts: the sum
+/// of its parts, see `tidemark_ingest::split`).
 pub(crate) fn read_backfill_checkpoints(
     sink: &mut dyn Sink,
     tables: &[TableId],
 ) -> Result<BTreeMap<TableId, BackfillCheckpoint>> {
-    read_table_checkpoints(sink, BACKFILL_STAGE, tables)
+    let mut out = BTreeMap::new();
+    for t in tables {
+        if let Some(cp) = stored_backfill(sink, t)?.combined() {
+            out.insert(*t, cp);
+        }
+    }
+    Ok(out)
+}
+
+/// A table's stored backfill state: its checkpoint, and its split and parts' progress.
+pub(crate) fn stored_backfill(sink: &mut dyn Sink, table: &TableId) -> Result<StoredBackfill> {
+    Ok(StoredBackfill::read(table, |stage, scope| {
+        sink.checkpoint(stage, scope)
+    })?)
 }
 
 /// The checkpoints of `stage` stored for `tables` (scope: the table), where there are some.

@@ -62,6 +62,7 @@ use crate::capture::{key_of, CaptureMessage};
 use crate::source::{
     columns_unchanged, decode_row, load_schema, quote_ident, select_rows, select_sql, Source,
 };
+use crate::split::{lexicographic, Compare, KeyRange, KeySplit, Part};
 use crate::{Error, ReadRetry, Result};
 
 /// Checkpoint stage of the backfill; the scope is the table (`db.table`).
@@ -186,6 +187,10 @@ pub struct BackfillCheckpoint {
     /// The rate of the run that wrote this checkpoint, rows per second: for `status`'s ETA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
+    /// The split (`tidemark_ingest::split`) this backfill runs in: in a table's checkpoint, that
+    /// its parts hold its progress; in a part's, which split the progress belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
 impl BackfillCheckpoint {
@@ -230,6 +235,63 @@ impl BackfillCheckpoint {
             stage: BACKFILL_STAGE.into(),
             scope: table.to_string(),
             value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+
+    /// The checkpoint of part `index` of `table`'s split.
+    pub fn to_part_checkpoint(&self, table: &TableId, index: u32) -> Checkpoint {
+        Checkpoint {
+            stage: crate::split::PART_STAGE.into(),
+            scope: crate::split::part_scope(table, index),
+            value: serde_json::to_string(self).expect("checkpoints serialize"),
+        }
+    }
+}
+
+/// What one backfill reads: a whole table, or one part of its split.
+#[derive(Debug, Clone)]
+struct Slot {
+    table: TableId,
+    /// The part's index and its keys.
+    part: Option<(u32, KeyRange)>,
+    /// How many parts the table is split in (1: whole).
+    parts: u32,
+}
+
+impl Slot {
+    fn whole(table: &TableId) -> Slot {
+        Slot {
+            table: *table,
+            part: None,
+            parts: 1,
+        }
+    }
+
+    fn checkpoint(&self, checkpoint: &BackfillCheckpoint) -> Checkpoint {
+        match &self.part {
+            None => checkpoint.to_checkpoint(&self.table),
+            Some((index, _)) => checkpoint.to_part_checkpoint(&self.table, *index),
+        }
+    }
+
+    /// Where the next chunk starts: after the last key read, or after the part's lower bound.
+    fn after<'a>(&'a self, checkpoint: &'a BackfillCheckpoint) -> Option<&'a Row> {
+        checkpoint
+            .last_key
+            .as_ref()
+            .or_else(|| self.part.as_ref().and_then(|(_, r)| r.after.as_ref()))
+    }
+
+    fn upto(&self) -> Option<&Row> {
+        self.part.as_ref().and_then(|(_, r)| r.upto.as_ref())
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.part {
+            None => write!(f, "{}", self.table),
+            Some((index, _)) => write!(f, "{} part {index}", self.table),
         }
     }
 }
@@ -338,7 +400,12 @@ impl Backfill {
         let mut emitted = BTreeMap::new();
         let mut conn = self.source.new_connection().await?;
         for table in tables {
-            let checkpoint = checkpoints.get(table).cloned().unwrap_or_default();
+            let mut checkpoint = checkpoints.get(table).cloned().unwrap_or_default();
+            if checkpoint.split.is_some() && !checkpoint.done {
+                // Its parts hold its progress; a whole-table backfill reads it all again.
+                info!(table = %table, "the table was being backfilled in parts: this backfill reads the whole table");
+                checkpoint = BackfillCheckpoint::default();
+            }
             if checkpoint.done {
                 info!(table = %table, rows = checkpoint.rows, "backfill already complete");
                 self.progress.lock().expect("progress lock").insert(
@@ -353,7 +420,7 @@ impl Backfill {
                 continue;
             }
             let rows = match self
-                .backfill_table(&mut conn, table, checkpoint, out, cancel)
+                .backfill_table(&mut conn, &Slot::whole(table), checkpoint, out, cancel)
                 .await
             {
                 Ok(rows) => rows,
@@ -410,14 +477,61 @@ impl Backfill {
         gone
     }
 
-    async fn backfill_table(
+    /// Backfill part `part` of `table` in `split`, from `checkpoint` (its stored progress in that
+    /// split, or a fresh one). Returns the rows emitted in this run; the part's checkpoints carry
+    /// the split's id. An empty part (past the split's last boundary) is done at once.
+    pub async fn run_part(
         &mut self,
-        conn: &mut Conn,
         table: &TableId,
+        part: Part,
+        split: &KeySplit,
         mut checkpoint: BackfillCheckpoint,
         out: &mpsc::Sender<CaptureMessage>,
         cancel: &CancellationToken,
     ) -> Result<u64> {
+        checkpoint.split = Some(split.id.clone());
+        let Some(range) = split.range(part.index) else {
+            info!(table = %table, part = %part, "this part of the split is empty");
+            checkpoint.done = true;
+            let _ = out
+                .send(CaptureMessage::Checkpoint(
+                    checkpoint.to_part_checkpoint(table, part.index),
+                ))
+                .await;
+            self.set_progress(table, |p| p.done = true);
+            return Ok(0);
+        };
+        if checkpoint.done {
+            info!(table = %table, part = %part, rows = checkpoint.rows, "this part's backfill is already complete");
+            self.set_progress(table, |p| {
+                p.rows = checkpoint.rows;
+                p.estimated_total = checkpoint.rows;
+                p.done = true;
+            });
+            return Ok(0);
+        }
+        let slot = Slot {
+            table: *table,
+            part: Some((part.index, range)),
+            parts: part.of,
+        };
+        let mut conn = self.source.new_connection().await?;
+        let rows = self
+            .backfill_table(&mut conn, &slot, checkpoint, out, cancel)
+            .await;
+        let _ = conn.disconnect().await;
+        rows
+    }
+
+    async fn backfill_table(
+        &mut self,
+        conn: &mut Conn,
+        slot: &Slot,
+        mut checkpoint: BackfillCheckpoint,
+        out: &mpsc::Sender<CaptureMessage>,
+        cancel: &CancellationToken,
+    ) -> Result<u64> {
+        let table = &slot.table;
         let mut retry = ReadRetry::default();
         let mut reconnect = false;
         let (mut schema, estimate) = loop {
@@ -425,7 +539,7 @@ impl Backfill {
                 Ok(described) => break described,
                 Err(e) => {
                     retry
-                        .after_failure(e, &format!("backfill of {table}"), cancel)
+                        .after_failure(e, &format!("backfill of {slot}"), cancel)
                         .await?;
                     reconnect = true;
                 }
@@ -440,9 +554,11 @@ impl Backfill {
         }
         self.set_progress(table, |p| {
             p.rows = checkpoint.rows;
-            p.estimated_total = estimate.unwrap_or(0).max(checkpoint.rows);
+            // A part's share of the table's estimate (the split balanced them).
+            p.estimated_total =
+                (estimate.unwrap_or(0) / u64::from(slot.parts)).max(checkpoint.rows);
         });
-        info!(table = %table, resume_after = ?checkpoint.last_key.as_ref().map(Row::canonical_text), estimated_rows = ?estimate, "backfill of table started");
+        info!(table = %table, part = ?slot.part.as_ref().map(|(i, _)| i), resume_after = ?checkpoint.last_key.as_ref().map(Row::canonical_text), estimated_rows = ?estimate, "backfill of table started");
 
         let mut chunk_rows = self
             .config
@@ -463,7 +579,7 @@ impl Backfill {
             let step = self
                 .read_chunk_downstream(
                     conn,
-                    table,
+                    slot,
                     &mut schema,
                     &mut checkpoint,
                     limit,
@@ -478,7 +594,7 @@ impl Backfill {
                 Ok(None) => return Ok(emitted),
                 Err(e) => {
                     retry
-                        .after_failure(e, &format!("backfill of {table}"), cancel)
+                        .after_failure(e, &format!("backfill of {slot}"), cancel)
                         .await?;
                     // Repeat the chunk from the last checkpoint, on fresh connections.
                     reconnect = true;
@@ -496,7 +612,7 @@ impl Backfill {
                 pr.done = checkpoint.done;
             });
             if checkpoint.done {
-                info!(table = %table, rows = checkpoint.rows, chunks = checkpoint.chunks, "backfill of table complete");
+                info!(table = %table, part = ?slot.part.as_ref().map(|(i, _)| i), rows = checkpoint.rows, chunks = checkpoint.chunks, "backfill of table complete");
                 return Ok(emitted);
             }
             // Adapt toward the target chunk time, halfway each step.
@@ -541,7 +657,7 @@ impl Backfill {
     async fn read_chunk_downstream(
         &mut self,
         conn: &mut Conn,
-        table: &TableId,
+        slot: &Slot,
         schema: &mut Arc<SourceSchema>,
         checkpoint: &mut BackfillCheckpoint,
         limit: u32,
@@ -549,6 +665,7 @@ impl Backfill {
         out: &mpsc::Sender<CaptureMessage>,
         cancel: &CancellationToken,
     ) -> Result<Option<(u64, f64)>> {
+        let table = &slot.table;
         if reconnect {
             self.source.reconnect().await?;
             *conn = self.source.new_connection().await?;
@@ -599,7 +716,7 @@ impl Backfill {
         // in memory. The chunk's row locks last until its last row is read, backpressure
         // included: that is the time `elapsed` measures and the chunk size adapts to.
         let read_started = Instant::now();
-        let (tail, params) = chunk_tail(schema, checkpoint.last_key.as_ref(), limit);
+        let (tail, params) = chunk_tail(schema, slot.after(checkpoint), slot.upto(), limit);
         let mut result = conn.exec_iter(select_sql(schema, &tail), params).await?;
         let mut n = 0u64;
         // Sized only when a bytes-per-second cap needs it.
@@ -633,7 +750,7 @@ impl Backfill {
             checkpoint.rows_per_second = (p.rows_per_second > 0.0).then_some(p.rows_per_second);
         }
         if out
-            .send(CaptureMessage::Checkpoint(checkpoint.to_checkpoint(table)))
+            .send(CaptureMessage::Checkpoint(slot.checkpoint(checkpoint)))
             .await
             .is_err()
         {
@@ -912,7 +1029,7 @@ fn row_bytes(row: &Row) -> u64 {
 }
 
 /// The parameter that makes the server compare a key column exactly as it orders it.
-fn key_param(column: &tidemark_schemas::SourceColumn, value: &Value) -> MyValue {
+pub(crate) fn key_param(column: &tidemark_schemas::SourceColumn, value: &Value) -> MyValue {
     match (value, &column.ty) {
         (Value::Enum(name), SourceType::Enum { members }) => MyValue::UInt(
             members
@@ -939,6 +1056,20 @@ fn key_param(column: &tidemark_schemas::SourceColumn, value: &Value) -> MyValue 
     }
 }
 
+/// The rows of `schema`'s table in `range`, counted by the server with the same predicates a
+/// part's backfill reads with.
+pub async fn count_range(conn: &mut Conn, schema: &SourceSchema, range: &KeyRange) -> Result<u64> {
+    let (tail, params) = chunk_tail(schema, range.after.as_ref(), range.upto.as_ref(), 1);
+    let predicate = tail.split(" ORDER BY ").next().unwrap_or_default();
+    let sql = format!(
+        "SELECT COUNT(*) FROM {}.{} {predicate}",
+        quote_ident(&schema.table.database),
+        quote_ident(&schema.table.table)
+    );
+    let n: Option<u64> = conn.exec_first(sql, params).await?;
+    Ok(n.unwrap_or(0))
+}
+
 /// Read up to `limit` rows after `after` in key order, with a locking read (see the module doc).
 pub async fn read_chunk(
     conn: &mut Conn,
@@ -946,33 +1077,37 @@ pub async fn read_chunk(
     after: Option<&Row>,
     limit: u32,
 ) -> Result<Vec<Row>> {
-    let (tail, params) = chunk_tail(schema, after, limit);
+    let (tail, params) = chunk_tail(schema, after, None, limit);
     select_rows(conn, schema, &tail, params).await
 }
 
 /// The `WHERE … ORDER BY … LIMIT … LOCK IN SHARE MODE` of a chunk of up to `limit` rows after
 /// `after`, with its parameters.
-fn chunk_tail(schema: &SourceSchema, after: Option<&Row>, limit: u32) -> (String, Params) {
+fn chunk_tail(
+    schema: &SourceSchema,
+    after: Option<&Row>,
+    upto: Option<&Row>,
+    limit: u32,
+) -> (String, Params) {
     let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
     let order: Vec<String> = key_cols.iter().map(|c| quote_ident(&c.name)).collect();
     let mut params = Vec::new();
-    let predicate = match after {
-        None => String::new(),
-        Some(last) => {
-            // (k1 > ?) OR (k1 = ? AND k2 > ?) OR …
-            let mut disjuncts = Vec::new();
-            for i in 0..key_cols.len() {
-                let mut conj = Vec::new();
-                for (j, col) in key_cols.iter().enumerate().take(i + 1) {
-                    let value = last.get(&col.name).unwrap_or(&Value::Null);
-                    let op = if j == i { ">" } else { "=" };
-                    conj.push(format!("{} {op} ?", quote_ident(&col.name)));
-                    params.push(key_param(col, value));
-                }
-                disjuncts.push(format!("({})", conj.join(" AND ")));
-            }
-            format!("WHERE {}", disjuncts.join(" OR "))
+    let mut conditions = Vec::new();
+    for (bound, compare) in [(after, Compare::After), (upto, Compare::AtOrBelow)] {
+        if let Some(key) = bound {
+            let values: Vec<Value> = key_cols
+                .iter()
+                .map(|c| key.get(&c.name).cloned().unwrap_or(Value::Null))
+                .collect();
+            let (sql, more) = lexicographic(&key_cols, &values, compare);
+            conditions.push(sql);
+            params.extend(more);
         }
+    }
+    let predicate = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
     };
     let tail = format!(
         "{predicate} ORDER BY {} LIMIT {limit} LOCK IN SHARE MODE",

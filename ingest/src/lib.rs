@@ -19,6 +19,7 @@ pub mod capture;
 pub mod decode;
 pub mod retry;
 pub mod source;
+pub mod split;
 pub mod statement;
 
 pub use backfill::{

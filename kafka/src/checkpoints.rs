@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 use tidemark_ingest::backfill::BACKFILL_STAGE;
+use tidemark_ingest::split::StoredBackfill;
 use tidemark_ingest::{BackfillCheckpoint, CaptureCheckpoint};
 use tidemark_schemas::{avro, Checkpoint, TableId};
 
@@ -74,23 +75,30 @@ impl CheckpointStore {
             .transpose()
     }
 
-    /// The backfill progress of each of `tables` that has one.
+    /// The backfill progress of each of `tables` that has one (a table backfilled in parts: the
+    /// sum of its parts, see `tidemark_ingest::split`).
     pub fn backfill_checkpoints(
         &self,
         tables: &[TableId],
     ) -> Result<BTreeMap<TableId, BackfillCheckpoint>> {
         let mut out = BTreeMap::new();
         for t in tables {
-            let scope = t.to_string();
-            if let Some(text) = self.get(BACKFILL_STAGE, &scope) {
-                let cp = serde_json::from_str(text).map_err(|e| Error::Checkpoint {
-                    key: checkpoint_key(BACKFILL_STAGE, &scope),
-                    message: format!("{e}: `{text}`"),
-                })?;
+            if let Some(cp) = self.stored_backfill(t)?.combined() {
                 out.insert(*t, cp);
             }
         }
         Ok(out)
+    }
+
+    /// A table's stored backfill state: its checkpoint, and its split and parts' progress.
+    pub fn stored_backfill(&self, table: &TableId) -> Result<StoredBackfill> {
+        StoredBackfill::read(table, |stage, scope| {
+            Ok::<_, std::convert::Infallible>(self.get(stage, scope).map(str::to_string))
+        })
+        .map_err(|e| Error::Checkpoint {
+            key: checkpoint_key(BACKFILL_STAGE, &table.to_string()),
+            message: e.to_string(),
+        })
     }
 
     /// Write a checkpoint and wait until the broker acknowledged it.

@@ -1,0 +1,108 @@
+//! `tidemark backfill --table db.t --part i/N`: one part of a table's backfill, in either mode.
+//!
+//! What a part does depends only on what is stored (`tidemark_ingest::split::StoredBackfill`):
+//! - the table's backfill is complete: nothing;
+//! - no split is stored: part 0 computes one from the source's own estimates
+//!   (`tidemark_ingest::split::plan`) and sends it downstream, with a table checkpoint that names
+//!   it, before any row of its part; every other part waits until it is stored (that is how N pods
+//!   started at once agree on one split);
+//! - otherwise the part resumes from its own checkpoint in that split (fresh when it has none).
+//!
+//! The stored state is read from the target in embedded mode and from the checkpoints topic in
+//! Kafka mode ([`Stored`]); either way it is what apply (or the publisher) made durable, so a
+//! part killed at any point resumes from what the target holds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tidemark_ingest::split::{self, Part, PartStep, StoredBackfill};
+use tidemark_ingest::{Backfill, BackfillCheckpoint, CaptureMessage};
+use tidemark_schemas::TableId;
+use tidemark_sink::Sink;
+use tokio::sync::mpsc;
+use tokio::task::block_in_place;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Where a part reads the stored backfill state from.
+pub enum Stored<'a> {
+    /// The target (embedded mode): a connection of the part's own.
+    Target(&'a mut dyn Sink),
+    /// The checkpoints topic (Kafka mode), read again each time.
+    Topic(&'a tidemark_kafka::KafkaConfig),
+}
+
+impl Stored<'_> {
+    async fn read(&mut self, table: &TableId) -> Result<StoredBackfill> {
+        match self {
+            Stored::Target(sink) => block_in_place(|| crate::target::stored_backfill(*sink, table)),
+            Stored::Topic(kafka) => Ok(tidemark_kafka::CheckpointStore::load(kafka)
+                .await?
+                .stored_backfill(table)?),
+        }
+    }
+}
+
+/// Run `part` of `table`'s backfill until it is done or `cancel`; returns the rows it sent.
+pub async fn backfill_part(
+    backfill: &mut Backfill,
+    table: &TableId,
+    part: Part,
+    mut stored: Stored<'_>,
+    out: &mpsc::Sender<CaptureMessage>,
+    cancel: &CancellationToken,
+) -> Result<u64> {
+    let waiting_since = Instant::now();
+    let mut told = Instant::now();
+    loop {
+        let state = stored.read(table).await?;
+        match state.step(table, part)? {
+            PartStep::Done => {
+                info!(table = %table, part = %part, "the table's backfill is complete");
+                return Ok(0);
+            }
+            PartStep::Run { split, checkpoint } => {
+                return Ok(backfill
+                    .run_part(table, part, &split, checkpoint, out, cancel)
+                    .await?);
+            }
+            PartStep::Plan => {
+                let schema = backfill.source().load_schema(table).await?;
+                let mut conn = backfill.source().new_connection().await?;
+                let split = split::plan(&mut conn, &schema, part.of).await?;
+                let _ = conn.disconnect().await;
+                let named = BackfillCheckpoint {
+                    split: Some(split.id.clone()),
+                    ..BackfillCheckpoint::default()
+                };
+                // The split first: apply (or the publisher) stores it before any row of a part.
+                for checkpoint in [split.to_checkpoint(table), named.to_checkpoint(table)] {
+                    if out
+                        .send(CaptureMessage::Checkpoint(checkpoint))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(0);
+                    }
+                }
+                let fresh = BackfillCheckpoint {
+                    split: Some(split.id.clone()),
+                    ..BackfillCheckpoint::default()
+                };
+                return Ok(backfill
+                    .run_part(table, part, &split, fresh, out, cancel)
+                    .await?);
+            }
+            PartStep::Wait => {
+                if told.elapsed() >= Duration::from_secs(10) {
+                    info!(table = %table, part = %part, waited_seconds = waiting_since.elapsed().as_secs(), "waiting for part 0 to store the split of the table's keys");
+                    told = Instant::now();
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(0),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
