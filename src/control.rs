@@ -293,6 +293,7 @@ async fn act(
                 settle_timeout: None,
                 repair: false,
                 dry_run: false,
+                part: None,
             };
             let (text, actionable) = crate::reconcile::reconcile(&config, args, cancel).await?;
             if actionable {

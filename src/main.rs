@@ -141,6 +141,10 @@ enum Command {
         /// With --repair: print the plan, send nothing.
         #[arg(long, requires = "repair")]
         dry_run: bool,
+        /// Only part i of N of the one table named, in the split its backfill in parts stored
+        /// (see `tidemark backfill --part`): N reconciles together compare every key once.
+        #[arg(long, requires = "tables")]
+        part: Option<tidemark_ingest::split::Part>,
         /// Then check the cutover gate and store its verdict (printed after the report; the exit
         /// status stays the reconcile's).
         #[arg(long)]
@@ -407,6 +411,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             repair,
             dry_run,
             cutover_check,
+            part,
         } => {
             let config = config::Config::load(&config.config)?;
             start_metrics(&config)?;
@@ -417,6 +422,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 settle_timeout,
                 repair,
                 dry_run,
+                part,
             };
             let (report, actionable) =
                 reconcile::reconcile(&config, args, shutdown_token()).await?;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use tidemark_ingest::split::{KeySplit, Part, SPLIT_STAGE};
 use tidemark_ingest::{BackfillControl, Scope, Source};
 use tidemark_schemas::{Row, TableId};
 use tokio::task::block_in_place;
@@ -29,6 +30,8 @@ pub struct ReconcileArgs {
     pub settle_timeout: Option<f64>,
     pub repair: bool,
     pub dry_run: bool,
+    /// Only this part of the one table named (its stored split).
+    pub part: Option<Part>,
 }
 
 /// Compare source and target; print the clustered summary; repair through the pipeline when
@@ -49,6 +52,10 @@ pub async fn reconcile(
     } else {
         scope.restrict(&args.tables)?;
         args.tables.clone()
+    };
+    let split = match args.part {
+        Some(part) => Some((part, stored_split(config, &tables, part).await?)),
+        None => None,
     };
     if !(args.sample > 0.0 && args.sample <= 1.0) {
         anyhow::bail!("--sample: must be a fraction in (0, 1], e.g. 0.1 for a tenth of the keys");
@@ -154,6 +161,9 @@ pub async fn reconcile(
     let mut reconciler = tidemark_reconcile::Reconciler::new(source, &mut *sink, &transformer, rc)
         .await?
         .with_invariants(config.invariant.clone());
+    if let Some((part, split)) = split {
+        reconciler = reconciler.with_part(part, split);
+    }
     let display = crate::progress::spawn(
         "reconcile",
         reconciler.progress(),
@@ -194,6 +204,9 @@ pub async fn reconcile(
     let mut incomplete_because = Vec::new();
     if !args.tables.is_empty() {
         incomplete_because.push("it was restricted with --table".to_string());
+    }
+    if let Some(part) = args.part {
+        incomplete_because.push(format!("it compared part {part} of the table"));
     }
     if args.sample < 1.0 {
         incomplete_because.push(format!("it sampled {} of the keys", args.sample));
@@ -318,4 +331,38 @@ pub async fn reconcile(
         }
     }
     Ok((text, actionable))
+}
+
+/// The split stored for the one table of `tables` by its backfill in parts, checked against
+/// `part`.
+async fn stored_split(config: &Config, tables: &[TableId], part: Part) -> Result<KeySplit> {
+    let [table] = tables else {
+        anyhow::bail!("--part compares one table: name exactly one with --table");
+    };
+    let scope = table.to_string();
+    let text = match config.transport.kafka() {
+        Some(kafka) => tidemark_kafka::CheckpointStore::load(kafka)
+            .await?
+            .get(SPLIT_STAGE, &scope)
+            .map(str::to_string),
+        None => block_in_place(|| -> Result<Option<String>> {
+            Ok(open_sink(config)?.0.checkpoint(SPLIT_STAGE, &scope)?)
+        })?,
+    };
+    let Some(text) = text else {
+        anyhow::bail!(
+            "--part: no split of {table} is stored; its backfill in parts makes one (tidemark backfill --table {table} --part 0/N), or reconcile it whole without --part"
+        );
+    };
+    let split: KeySplit = serde_json::from_str(&text)
+        .with_context(|| format!("the stored split of {table} is unreadable: `{text}`"))?;
+    if split.parts != part.of {
+        anyhow::bail!(
+            "--part {part}: {table} is split in {} parts (split {}); reconcile its parts as i/{}",
+            split.parts,
+            split.id,
+            split.parts
+        );
+    }
+    Ok(split)
 }

@@ -1070,14 +1070,16 @@ pub async fn count_range(conn: &mut Conn, schema: &SourceSchema, range: &KeyRang
     Ok(n.unwrap_or(0))
 }
 
-/// Read up to `limit` rows after `after` in key order, with a locking read (see the module doc).
+/// Read up to `limit` rows after `after` (and at or below `upto`) in key order, with a locking
+/// read (see the module doc).
 pub async fn read_chunk(
     conn: &mut Conn,
     schema: &SourceSchema,
     after: Option<&Row>,
+    upto: Option<&Row>,
     limit: u32,
 ) -> Result<Vec<Row>> {
-    let (tail, params) = chunk_tail(schema, after, None, limit);
+    let (tail, params) = chunk_tail(schema, after, upto, limit);
     select_rows(conn, schema, &tail, params).await
 }
 

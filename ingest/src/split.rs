@@ -765,6 +765,93 @@ impl Estimator<'_> {
     }
 }
 
+/// Which of `keys` lie in `range`, decided by the server in each key column's own type and
+/// collation (the keys need not exist in the table: a target key whose source row is gone).
+pub async fn keys_in_range(
+    conn: &mut Conn,
+    schema: &SourceSchema,
+    range: &KeyRange,
+    keys: &[Row],
+) -> Result<Vec<bool>> {
+    let key: Vec<&SourceColumn> = schema.key_columns().collect();
+    let collations: std::collections::BTreeMap<String, String> = conn
+        .exec::<(String, Option<String>), _, _>(
+            "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema.table.database.as_str(), schema.table.table.as_str()),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|(name, collation)| Some((name, collation?)))
+        .collect();
+    // Each key column as a value of the column's type, so comparisons are the column's.
+    let typed = |column: &SourceColumn| -> String {
+        match &column.ty {
+            SourceType::Text { charset, .. } => match collations.get(column.name.as_str()) {
+                Some(collation) => format!("CONVERT(? USING {charset}) COLLATE {collation}"),
+                None => format!("CONVERT(? USING {charset})"),
+            },
+            SourceType::Binary { .. } => "CAST(? AS BINARY)".into(),
+            SourceType::Decimal { precision, scale } => {
+                format!("CAST(? AS DECIMAL({precision}, {scale}))")
+            }
+            SourceType::Date => "CAST(? AS DATE)".into(),
+            SourceType::DateTime { fsp } | SourceType::Timestamp { fsp } => {
+                format!("CAST(? AS DATETIME({fsp}))")
+            }
+            SourceType::Time { fsp } => format!("CAST(? AS TIME({fsp}))"),
+            _ => "?".into(),
+        }
+    };
+    let mut inside = vec![false; keys.len()];
+    let bounds: Vec<(&Row, Compare)> = [
+        range.after.as_ref().map(|k| (k, Compare::After)),
+        range.upto.as_ref().map(|k| (k, Compare::AtOrBelow)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (chunk_start, chunk) in (0..keys.len())
+        .step_by(500)
+        .map(|i| (i, &keys[i..(i + 500).min(keys.len())]))
+    {
+        let mut selects = Vec::new();
+        let mut params = Vec::new();
+        for (i, k) in chunk.iter().enumerate() {
+            let mut columns = vec!["? AS `_tm_i`".to_string()];
+            params.push(MyValue::UInt((chunk_start + i) as u64));
+            for c in &key {
+                columns.push(format!("{} AS {}", typed(c), quote_ident(&c.name)));
+                params.push(key_param(c, k.get(&c.name).unwrap_or(&Value::Null)));
+            }
+            selects.push(format!("SELECT {}", columns.join(", ")));
+        }
+        let mut conditions = Vec::new();
+        for (bound, compare) in &bounds {
+            let values: Vec<Value> = key
+                .iter()
+                .map(|c| bound.get(&c.name).cloned().unwrap_or(Value::Null))
+                .collect();
+            let (sql, more) = lexicographic(&key, &values, *compare);
+            conditions.push(sql);
+            params.extend(more);
+        }
+        let predicate = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT `_tm_i` FROM ({}) AS probe {predicate}",
+            selects.join(" UNION ALL ")
+        );
+        let found: Vec<u64> = conn.exec(sql, Params::Positional(params)).await?;
+        for i in found {
+            inside[i as usize] = true;
+        }
+    }
+    Ok(inside)
+}
+
 /// Which side of a key a predicate keeps.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Compare {

@@ -2,9 +2,9 @@
 //! once (counted by the server, with the backfill's own predicates) and hold about equal rows,
 //! for an integer key, a composite key whose first column has few values, and a text key.
 
-use tidemark_ingest::split::{plan, KeySplit};
+use tidemark_ingest::split::{keys_in_range, plan, KeySplit};
 use tidemark_ingest::Source;
-use tidemark_schemas::{TableId, Value};
+use tidemark_schemas::{Row, TableId, Value};
 use tidemark_testkit::MariaDb;
 
 /// Rows of `table` in each part of `split`, counted by the server with the part's predicates.
@@ -75,7 +75,43 @@ async fn parts_cover_every_key_once_and_are_balanced() {
         "the big tenant is split by id: {:?}",
         split.bounds
     );
-    check(&db, "s.names", 3, 60_000).await;
+    let split = check(&db, "s.names", 3, 60_000).await;
+    // Membership of keys that need not exist, decided in the column's collation: every key of
+    // the table, and some that are not in it (upper case, in a case-insensitive collation), fall
+    // in exactly one part, and the existing ones where the parts' reads put them.
+    let table: TableId = "s.names".parse().unwrap();
+    let mut source = Source::connect(&db.url()).await.unwrap();
+    let schema = source.load_schema(&table).await.unwrap();
+    let mut conn = source.new_connection().await.unwrap();
+    let mut keys: Vec<Row> = db
+        .sql("SELECT name FROM s.names")
+        .lines()
+        .map(|n| Row(vec![("name".into(), Value::Text(n.to_string()))]))
+        .collect();
+    let existing = keys.len();
+    for absent in ["", "A", "ZZZZ", "8F", "~"] {
+        keys.push(Row(vec![("name".into(), Value::Text(absent.to_string()))]));
+    }
+    let mut owners = vec![0u32; keys.len()];
+    let counts = rows_per_part(&mut source, &table, &split).await;
+    for i in 0..split.parts {
+        let range = split.range(i).unwrap();
+        let inside = keys_in_range(&mut conn, &schema, &range, &keys)
+            .await
+            .unwrap();
+        assert_eq!(
+            inside[..existing].iter().filter(|x| **x).count() as u64,
+            counts[i as usize],
+            "part {i}"
+        );
+        for (o, x) in owners.iter_mut().zip(inside) {
+            *o += u32::from(x);
+        }
+    }
+    assert!(
+        owners.iter().all(|o| *o == 1),
+        "each key in exactly one part"
+    );
     // A time series: one row a minute for six weeks, keyed by (day, time of day).
     db.sql_db(
         "s",

@@ -57,6 +57,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tidemark_ingest::backfill::{read_chunk, read_keys};
 use tidemark_ingest::capture::key_of;
+use tidemark_ingest::split::{KeyRange, KeySplit, Part};
 use tidemark_ingest::{Progress, ReadRetry, Source};
 use tidemark_schemas::{
     repair_version, BinlogPosition, ChangeEvent, Checkpoint, DriftEvent, Operation, Row, TableId,
@@ -252,6 +253,8 @@ pub struct Reconciler<'a, S: Sink + ?Sized> {
     config: ReconcileConfig,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     progress: Progress,
+    /// Compare only this part of the table's split.
+    part: Option<(Part, KeySplit)>,
 }
 
 /// Where a comparison was observed.
@@ -284,7 +287,18 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             config,
             limiter,
             progress: Progress::default(),
+            part: None,
         })
+    }
+
+    /// Compare only part `part` of `split` (of the one table of the run): the source pass reads
+    /// the part's key range, the target pass handles the target keys whose source key lies in
+    /// it (decided by the source server, in the key's collation) and, of the target keys that
+    /// trace back to no source key, those whose hash falls to this part. The parts of a split
+    /// together compare every key once. Invariants need a whole table: not evaluated.
+    pub fn with_part(mut self, part: Part, split: KeySplit) -> Self {
+        self.part = Some((part, split));
+        self
     }
 
     pub fn progress(&self) -> Progress {
@@ -514,7 +528,18 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 })
                 .collect(),
         };
-        let scope = table.to_string();
+        let scope = match &self.part {
+            Some((part, _)) => tidemark_ingest::split::part_scope(table, part.index),
+            None => table.to_string(),
+        };
+        // The part's keys: `None` for an empty part (past the split's last boundary).
+        let range: Option<KeyRange> = match &self.part {
+            Some((part, split)) => split.range(part.index),
+            None => Some(KeyRange {
+                after: None,
+                upto: None,
+            }),
+        };
         let mut last_key: Option<Row> =
             tokio::task::block_in_place(|| self.sink.checkpoint(RECONCILE_STAGE, &scope))?
                 .and_then(|text| serde_json::from_str::<ReconcileCheckpoint>(&text).ok())
@@ -541,7 +566,10 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             plan.clone(),
             sample,
             keep_rows,
-            last_key.clone(),
+            range.clone().map(|r| KeyRange {
+                after: last_key.clone().or(r.after),
+                upto: r.upto,
+            }),
             self.config.chunk_rows,
             self.limiter.clone().map(|l| {
                 // Rows waited for per chunk, at most the limiter's burst.
@@ -615,6 +643,22 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                     }
                     None => {}
                 }
+            }
+            // In a part: only the traced keys of its range; of the untraceable ones, its share.
+            if let Some((part, _)) = &self.part {
+                let inside = match &range {
+                    Some(range) if !traced.is_empty() => {
+                        let keys: Vec<Row> = traced.iter().map(|(k, _)| k.clone()).collect();
+                        tidemark_ingest::split::keys_in_range(&mut self.conn, &schema, range, &keys)
+                            .await?
+                    }
+                    _ => vec![false; traced.len()],
+                };
+                let mut inside = inside.into_iter();
+                traced.retain(|_| inside.next().unwrap_or(false));
+                untraceable.retain(|k| {
+                    key_hash(&k.canonical_text()) % u64::from(part.of) == u64::from(part.index)
+                });
             }
             if !traced.is_empty() {
                 let keys: Vec<Row> = traced.iter().map(|(k, _)| k.clone()).collect();
@@ -704,14 +748,18 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             }
             emit(&event);
         }
-        outcome.summary.count_compared(&scope, compared);
+        outcome.summary.count_compared(&table.to_string(), compared);
         for t in tallied {
-            let verdict = match &resumed_after {
-                Some(after) => Verdict::not_evaluated(
+            let verdict = match (&resumed_after, &self.part) {
+                (_, Some((part, _))) => Verdict::not_evaluated(
+                    &t.invariant,
+                    format!("this run compared part {part} of the table; an invariant needs the whole table: run reconcile without --part"),
+                ),
+                (Some(after), None) => Verdict::not_evaluated(
                     &t.invariant,
                     format!("this run resumed after key {after}, so it did not see the whole table; run reconcile again for a complete pass"),
                 ),
-                None => t.invariant.verdict(&t.source, &t.target, left_out),
+                (None, None) => t.invariant.verdict(&t.source, &t.target, left_out),
             };
             report_verdict(&verdict, &now, outcome, emit);
         }
@@ -1092,11 +1140,15 @@ async fn read_ahead(
     plan: TablePlan,
     sample: Sample,
     keep_rows: bool,
-    mut after: Option<Row>,
+    range: Option<KeyRange>,
     chunk_rows: u32,
     limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
     out: tokio::sync::mpsc::Sender<Result<SourceChunk>>,
 ) {
+    // An empty part has no source rows.
+    let Some(KeyRange { mut after, upto }) = range else {
+        return;
+    };
     let never = tokio_util::sync::CancellationToken::new();
     let mut retry = ReadRetry::default();
     loop {
@@ -1106,8 +1158,14 @@ async fn read_ahead(
         let read = loop {
             let attempt = async {
                 let p = source.end_of_log().await?;
-                let rows = read_chunk(source.conn_mut(), plan.source(), after.as_ref(), chunk_rows)
-                    .await?;
+                let rows = read_chunk(
+                    source.conn_mut(),
+                    plan.source(),
+                    after.as_ref(),
+                    upto.as_ref(),
+                    chunk_rows,
+                )
+                .await?;
                 let h = source.end_of_log().await?;
                 Ok::<_, tidemark_ingest::Error>((p, rows, h))
             }
