@@ -353,6 +353,17 @@ pub async fn run(
                 crate::parts::backfill_part(&mut backfill, &table, *part, stored, &tx, &failed)
                     .await?;
             report.backfilled.insert(table, rows);
+        } else if !backfill_tables.is_empty() && config.backfill.parts > 1 {
+            let (mut reader, _) = block_in_place(|| open_sink(config))?;
+            let stored = crate::parts::Stored::Target(&mut *reader);
+            report.backfilled = crate::parts::backfill_in_parts(
+                &mut backfill,
+                &backfill_tables,
+                stored,
+                &tx,
+                &failed,
+            )
+            .await?;
         } else if !backfill_tables.is_empty() {
             report.backfilled = backfill
                 .run(&backfill_tables, &checkpoints, &tx, &failed)

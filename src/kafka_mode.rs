@@ -236,7 +236,13 @@ pub async fn backfill(
                 out.push_str(&format!("backfilled {table} part {part}: {rows} rows\n"));
             }
             Reading::Tables(_) => {
-                let done = backfill.run(&tables, &checkpoints, &tx, &cancel).await?;
+                let done = if config.backfill.parts > 1 {
+                    let stored = crate::parts::Stored::Topic(kafka);
+                    crate::parts::backfill_in_parts(&mut backfill, &tables, stored, &tx, &cancel)
+                        .await?
+                } else {
+                    backfill.run(&tables, &checkpoints, &tx, &cancel).await?
+                };
                 for (t, rows) in done {
                     out.push_str(&format!("backfilled {t}: {rows} rows\n"));
                 }

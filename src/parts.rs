@@ -67,24 +67,9 @@ pub async fn backfill_part(
                     .await?);
             }
             PartStep::Plan => {
-                let schema = backfill.source().load_schema(table).await?;
-                let mut conn = backfill.source().new_connection().await?;
-                let split = split::plan(&mut conn, &schema, part.of).await?;
-                let _ = conn.disconnect().await;
-                let named = BackfillCheckpoint {
-                    split: Some(split.id.clone()),
-                    ..BackfillCheckpoint::default()
+                let Some(split) = plan_and_send(backfill, table, part.of, out).await? else {
+                    return Ok(0);
                 };
-                // The split first: apply (or the publisher) stores it before any row of a part.
-                for checkpoint in [split.to_checkpoint(table), named.to_checkpoint(table)] {
-                    if out
-                        .send(CaptureMessage::Checkpoint(checkpoint))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(0);
-                    }
-                }
                 let fresh = BackfillCheckpoint {
                     split: Some(split.id.clone()),
                     ..BackfillCheckpoint::default()
@@ -105,4 +90,111 @@ pub async fn backfill_part(
             }
         }
     }
+}
+
+/// `[backfill] parts = N` (N > 1): backfill each of `tables` in N parts side by side in this
+/// process, one table after another, each part on a connection of its own (the rate caps are the
+/// process's). Resumes each table's split and parts from what is stored. Returns the rows sent
+/// per table.
+pub async fn backfill_in_parts(
+    backfill: &mut Backfill,
+    tables: &[TableId],
+    mut stored: Stored<'_>,
+    out: &mpsc::Sender<CaptureMessage>,
+    cancel: &CancellationToken,
+) -> Result<std::collections::BTreeMap<TableId, u64>> {
+    let parts = backfill.config().parts;
+    let mut sent = std::collections::BTreeMap::new();
+    for table in tables {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let state = stored.read(table).await?;
+        // Stored in another number of parts (a setting changed since): go on in the stored one.
+        let of = state.split.as_ref().map_or(parts, |s| s.parts);
+        let (split, checkpoints) = match state.step(table, Part { index: 0, of })? {
+            PartStep::Done => {
+                info!(table = %table, "the table's backfill is complete");
+                continue;
+            }
+            PartStep::Run { split, .. } => {
+                let checkpoints = state.parts.clone();
+                (split, checkpoints)
+            }
+            PartStep::Plan | PartStep::Wait => {
+                let split = plan_and_send(backfill, table, parts, out).await?;
+                let Some(split) = split else { break };
+                (split, vec![None; parts as usize])
+            }
+        };
+        // A part that fails stops the others.
+        let stop = cancel.child_token();
+        let mut workers = tokio::task::JoinSet::new();
+        for index in 0..split.parts {
+            let mut worker = backfill.worker().await?;
+            let checkpoint = checkpoints
+                .get(index as usize)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| BackfillCheckpoint {
+                    split: Some(split.id.clone()),
+                    ..BackfillCheckpoint::default()
+                });
+            let (split, out, stop, table) = (split.clone(), out.clone(), stop.clone(), *table);
+            workers.spawn(async move {
+                let part = Part {
+                    index,
+                    of: split.parts,
+                };
+                worker
+                    .run_part(&table, part, &split, checkpoint, &out, &stop)
+                    .await
+            });
+        }
+        let mut rows = 0;
+        let mut failed = None;
+        while let Some(done) = workers.join_next().await {
+            match done? {
+                Ok(n) => rows += n,
+                Err(e) => {
+                    stop.cancel();
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        sent.insert(*table, rows);
+    }
+    Ok(sent)
+}
+
+/// Split `table` into `parts` and send the split downstream, with a table checkpoint that names
+/// it, before any row of a part. `None` when downstream is gone.
+async fn plan_and_send(
+    backfill: &mut Backfill,
+    table: &TableId,
+    parts: u32,
+    out: &mpsc::Sender<CaptureMessage>,
+) -> Result<Option<split::KeySplit>> {
+    let schema = backfill.source().load_schema(table).await?;
+    let mut conn = backfill.source().new_connection().await?;
+    let split = split::plan(&mut conn, &schema, parts).await?;
+    let _ = conn.disconnect().await;
+    let named = BackfillCheckpoint {
+        split: Some(split.id.clone()),
+        ..BackfillCheckpoint::default()
+    };
+    // The split first: apply (or the publisher) stores it before any row of a part.
+    for checkpoint in [split.to_checkpoint(table), named.to_checkpoint(table)] {
+        if out
+            .send(CaptureMessage::Checkpoint(checkpoint))
+            .await
+            .is_err()
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(split))
 }

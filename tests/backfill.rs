@@ -104,6 +104,112 @@ async fn backfill_race_survives_random_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_side_by_side_in_one_process_survive_kill_9() {
+    let db = MariaDb::start();
+    db.sql(SHOP);
+    preload(&db, 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url(),
+        &["shop"],
+        "[backfill]\nparts = 3\nchunk_rows = 400\nmin_chunk_rows = 100\nrows_per_second = 6000",
+    );
+    let cfg = config.to_str().unwrap().to_string();
+    let target = dir.path().join("target.db");
+    let part_rows = || -> u64 {
+        let Ok(conn) = rusqlite::Connection::open(&target) else {
+            return 0;
+        };
+        let Ok(mut statement) =
+            conn.prepare("SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_part'")
+        else {
+            return 0;
+        };
+        let values: Vec<String> = statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        values
+            .iter()
+            .map(|v| {
+                serde_json::from_str::<tidemark_ingest::BackfillCheckpoint>(v)
+                    .unwrap()
+                    .rows
+            })
+            .sum()
+    };
+
+    let until = Instant::now() + Duration::from_secs(30);
+    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    // Killed twice, each time after the parts stored more progress.
+    let mut seen = 0;
+    for life in 0..2 {
+        let mut child = spawn(
+            &["run", "--config", &cfg],
+            &dir.path().join(format!("run-{life}.log")),
+        );
+        wait_for(
+            "the parts stored more progress",
+            Duration::from_secs(60),
+            || part_rows() > seen + 2000,
+        );
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        seen = part_rows();
+    }
+    load.abort();
+    let out = run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let rows =
+        assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &tables()).await;
+    assert!(rows > 30_000, "compared {rows} rows");
+    // Each table was read in three parts of one split, each part resumed, none started over.
+    let conn = rusqlite::Connection::open(&target).unwrap();
+    for table in ["shop.accounts", "shop.links"] {
+        let split: tidemark_ingest::split::KeySplit = serde_json::from_str(
+            &conn
+                .query_row(
+                    "SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_split' AND scope = ?1",
+                    [table],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(split.parts, 3, "{table}");
+        for i in 0..3 {
+            let part: tidemark_ingest::BackfillCheckpoint = serde_json::from_str(
+                &conn
+                    .query_row(
+                        "SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_part' AND scope = ?1",
+                        [format!("{table}/{i}")],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(
+                part.done && part.split.as_deref() == Some(split.id.as_str()),
+                "{table} part {i}: {part:?}"
+            );
+        }
+    }
+    // The last run read only what the killed runs had not stored.
+    let reread: u64 = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("backfilled "))
+        .filter_map(|l| l.split(": ").nth(1))
+        .filter_map(|l| l.trim_end_matches(" rows").parse::<u64>().ok())
+        .sum();
+    assert!(
+        reread + seen / 2 <= rows as u64,
+        "the last run resumed ({reread} rows read, {seen} stored before):\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_matrix_and_sakila_arrive_exactly_through_backfill() {
     let db = MariaDb::start();
     db.sql(tidemark_testkit::TYPE_MATRIX_DDL);

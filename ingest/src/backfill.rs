@@ -99,6 +99,11 @@ pub struct BackfillConfig {
     /// Seconds between progress lines when not on a terminal.
     #[serde(default = "default_progress_seconds")]
     pub progress_seconds: u64,
+    /// Backfill each table in this many parts side by side, in this process (see
+    /// [`crate::split`]); 1 reads each table whole. Parts in separate processes (pods) are run
+    /// with `tidemark backfill --part i/N` instead.
+    #[serde(default = "default_parts")]
+    pub parts: u32,
 }
 
 fn default_enabled() -> bool {
@@ -119,6 +124,9 @@ fn default_max_threads_running() -> u64 {
 fn default_progress_seconds() -> u64 {
     5
 }
+fn default_parts() -> u32 {
+    1
+}
 
 impl Default for BackfillConfig {
     fn default() -> Self {
@@ -132,6 +140,7 @@ impl Default for BackfillConfig {
             max_threads_running: default_max_threads_running(),
             max_replica_lag_seconds: None,
             progress_seconds: default_progress_seconds(),
+            parts: default_parts(),
         }
     }
 }
@@ -156,6 +165,9 @@ impl BackfillConfig {
                 "target_chunk_seconds",
                 "must be a positive number of seconds",
             );
+        }
+        if self.parts == 0 {
+            return bad("parts", "must be at least 1 (1 reads each table whole)");
         }
         if self.rows_per_second == Some(0) {
             return bad(
@@ -347,8 +359,13 @@ pub struct Backfill {
     config: BackfillConfig,
     control: BackfillControl,
     progress: Progress,
-    rows_limiter: Option<DefaultDirectRateLimiter>,
-    bytes_limiter: Option<DefaultDirectRateLimiter>,
+    /// Each part's progress, while parts of a table run in this process (`progress` holds
+    /// their sum under the table).
+    part_progress: Arc<Mutex<BTreeMap<(TableId, u32), TableProgress>>>,
+    /// Shared by the workers of one process (see [`Backfill::worker`]): the caps are the
+    /// process's.
+    rows_limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    bytes_limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// Largest chunk the row limiter admits in one piece.
     rows_burst: u32,
 }
@@ -362,10 +379,10 @@ impl Backfill {
             .map(|r| (r / 10).max(1))
             .unwrap_or(u32::MAX);
         let limiter = |per_second: u32, burst: u32| {
-            RateLimiter::direct(
+            Arc::new(RateLimiter::direct(
                 Quota::per_second(NonZeroU32::new(per_second).expect("checked non-zero"))
                     .allow_burst(NonZeroU32::new(burst).expect("burst ≥ 1")),
-            )
+            ))
         };
         let rows_limiter = config.rows_per_second.map(|r| limiter(r, rows_burst));
         let bytes_limiter = config.bytes_per_second.map(|b| limiter(b, (b / 10).max(1)));
@@ -374,10 +391,31 @@ impl Backfill {
             config,
             control,
             progress: Progress::default(),
+            part_progress: Arc::default(),
             rows_limiter,
             bytes_limiter,
             rows_burst,
         })
+    }
+
+    /// Another backfiller on its own connection, sharing this one's rate caps, pause control
+    /// and progress: to run parts of a table side by side in one process.
+    pub async fn worker(&self) -> Result<Backfill> {
+        Ok(Backfill {
+            source: self.source.another().await?,
+            config: self.config.clone(),
+            control: self.control.clone(),
+            progress: self.progress.clone(),
+            part_progress: self.part_progress.clone(),
+            rows_limiter: self.rows_limiter.clone(),
+            bytes_limiter: self.bytes_limiter.clone(),
+            rows_burst: self.rows_burst,
+        })
+    }
+
+    /// The backfill configuration.
+    pub fn config(&self) -> &BackfillConfig {
+        &self.config
     }
 
     pub fn progress(&self) -> Progress {
@@ -490,6 +528,17 @@ impl Backfill {
         cancel: &CancellationToken,
     ) -> Result<u64> {
         checkpoint.split = Some(split.id.clone());
+        let empty = Slot {
+            table: *table,
+            part: Some((
+                part.index,
+                KeyRange {
+                    after: None,
+                    upto: None,
+                },
+            )),
+            parts: part.of,
+        };
         let Some(range) = split.range(part.index) else {
             info!(table = %table, part = %part, "this part of the split is empty");
             checkpoint.done = true;
@@ -498,12 +547,12 @@ impl Backfill {
                     checkpoint.to_part_checkpoint(table, part.index),
                 ))
                 .await;
-            self.set_progress(table, |p| p.done = true);
+            self.set_slot_progress(&empty, |p| p.done = true);
             return Ok(0);
         };
         if checkpoint.done {
             info!(table = %table, part = %part, rows = checkpoint.rows, "this part's backfill is already complete");
-            self.set_progress(table, |p| {
+            self.set_slot_progress(&empty, |p| {
                 p.rows = checkpoint.rows;
                 p.estimated_total = checkpoint.rows;
                 p.done = true;
@@ -552,7 +601,7 @@ impl Backfill {
         {
             return Ok(0);
         }
-        self.set_progress(table, |p| {
+        self.set_slot_progress(slot, |p| {
             p.rows = checkpoint.rows;
             // A part's share of the table's estimate (the split balanced them).
             p.estimated_total =
@@ -574,7 +623,7 @@ impl Backfill {
             if cancel.is_cancelled() {
                 return Ok(emitted);
             }
-            self.wait_while_paused(table, &mut paused, cancel).await;
+            self.wait_while_paused(slot, &mut paused, cancel).await;
             let limit = chunk_rows.min(self.rows_burst);
             let step = self
                 .read_chunk_downstream(
@@ -605,7 +654,7 @@ impl Backfill {
             reconnect = false;
             emitted += n;
             let rate = emitted as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            self.set_progress(table, |pr| {
+            self.set_slot_progress(slot, |pr| {
                 pr.rows = checkpoint.rows;
                 pr.estimated_total = pr.estimated_total.max(checkpoint.rows);
                 pr.rows_per_second = rate;
@@ -670,7 +719,7 @@ impl Backfill {
             self.source.reconnect().await?;
             *conn = self.source.new_connection().await?;
         }
-        self.back_off_while_loaded(conn, table, cancel).await?;
+        self.back_off_while_loaded(conn, slot, cancel).await?;
         if let Some(l) = &self.rows_limiter {
             l.until_n_ready(NonZeroU32::new(limit).expect("limit ≥ 1"))
                 .await
@@ -745,7 +794,7 @@ impl Backfill {
         }
         checkpoint.rows += n;
         checkpoint.done = n < u64::from(limit);
-        if let Some(p) = self.progress.lock().expect("progress lock").get(table) {
+        if let Some(p) = self.slot_progress(slot) {
             checkpoint.estimated_rows = Some(p.estimated_total.max(checkpoint.rows));
             checkpoint.rows_per_second = (p.rows_per_second > 0.0).then_some(p.rows_per_second);
         }
@@ -760,6 +809,59 @@ impl Backfill {
             wait_for_bytes(l, bytes).await;
         }
         Ok(Some((n, elapsed)))
+    }
+
+    /// A slot's progress: its table's, or its part's.
+    fn slot_progress(&self, slot: &Slot) -> Option<TableProgress> {
+        match &slot.part {
+            None => self
+                .progress
+                .lock()
+                .expect("progress lock")
+                .get(&slot.table)
+                .cloned(),
+            Some((index, _)) => self
+                .part_progress
+                .lock()
+                .expect("progress lock")
+                .get(&(slot.table, *index))
+                .cloned(),
+        }
+    }
+
+    /// Update a slot's progress: a part's, then its table's as the sum of the parts seen (done
+    /// once every part is).
+    fn set_slot_progress(&self, slot: &Slot, f: impl FnOnce(&mut TableProgress)) {
+        let Some((index, _)) = &slot.part else {
+            return self.set_progress(&slot.table, f);
+        };
+        let sum = {
+            let mut parts = self.part_progress.lock().expect("progress lock");
+            f(parts.entry((slot.table, *index)).or_default());
+            let mut sum = TableProgress {
+                done: true,
+                ..TableProgress::default()
+            };
+            let mut seen = 0;
+            for p in parts
+                .range((slot.table, 0)..=(slot.table, u32::MAX))
+                .map(|(_, p)| p)
+            {
+                seen += 1;
+                sum.rows += p.rows;
+                sum.estimated_total += p.estimated_total;
+                sum.rows_per_second += p.rows_per_second;
+                sum.done &= p.done;
+                sum.paused |= p.paused;
+                if sum.backing_off.is_none() {
+                    sum.backing_off.clone_from(&p.backing_off);
+                }
+            }
+            // Parts run in other processes are not seen here: only this process's sum.
+            sum.done &= seen == slot.parts;
+            sum
+        };
+        self.set_progress(&slot.table, |p| *p = sum);
     }
 
     /// Update the table's progress, and its metrics (gauges labelled by table):
@@ -794,40 +896,40 @@ impl Backfill {
 
     async fn wait_while_paused(
         &self,
-        table: &TableId,
+        slot: &Slot,
         paused: &mut watch::Receiver<bool>,
         cancel: &CancellationToken,
     ) {
         if !*paused.borrow_and_update() {
             return;
         }
-        info!(table = %table, "backfill paused");
-        self.set_progress(table, |p| p.paused = true);
+        info!(table = %slot, "backfill paused");
+        self.set_slot_progress(slot, |p| p.paused = true);
         while *paused.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 changed = paused.changed() => if changed.is_err() { break },
             }
         }
-        self.set_progress(table, |p| p.paused = false);
-        info!(table = %table, "backfill resumed");
+        self.set_slot_progress(slot, |p| p.paused = false);
+        info!(table = %slot, "backfill resumed");
     }
 
     /// Wait while the source is busy (Threads_running) or, on a replica, lagging.
     async fn back_off_while_loaded(
         &self,
         conn: &mut Conn,
-        table: &TableId,
+        slot: &Slot,
         cancel: &CancellationToken,
     ) -> Result<()> {
         let mut wait = Duration::from_millis(100);
         loop {
             let reason = self.source_load(conn).await?;
-            self.set_progress(table, |p| p.backing_off = reason.clone());
+            self.set_slot_progress(slot, |p| p.backing_off = reason.clone());
             let Some(reason) = reason else {
                 return Ok(());
             };
-            warn!(table = %table, reason = %reason, wait = ?wait, "backfill backing off");
+            warn!(table = %slot, reason = %reason, wait = ?wait, "backfill backing off");
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
