@@ -99,6 +99,17 @@ def component(d: dict[str, Any]) -> str:
     return (d["metadata"].get("labels") or {}).get(COMPONENT, "")
 
 
+def check_part_env(f, name, container) -> None:
+    """The pod of an Indexed Job reads its part from its completion index."""
+    env = {e["name"]: e for e in container.get("env") or []}
+    field = ((env.get("TIDEMARK_PART") or {}).get("valueFrom") or {}).get("fieldRef") or {}
+    f.check(
+        field.get("fieldPath") == "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+        name,
+        "TIDEMARK_PART must come from the pod's job-completion-index annotation",
+    )
+
+
 def check_invariants(
     name: str, values: dict[str, Any], docs: list[tuple[str, dict[str, Any]]], f: Failures
 ) -> dict:
@@ -208,7 +219,22 @@ def check_invariants(
         p = s["template"]["spec"]
         f.check(p.get("restartPolicy") == "OnFailure", name, "backfill restartPolicy must be OnFailure")
         f.check(int(s.get("backoffLimit", 6)) > 0, name, "backfill backoffLimit must allow restarts")
-        f.check(s.get("parallelism") == 1, name, "backfill Job parallelism must be 1")
+        container = p["containers"][0]
+        args = container.get("args") or []
+        if s.get("completionMode") == "Indexed":
+            # One table in parts: each pod takes the part its completion index names.
+            n = int(s.get("completions", 0))
+            f.check(n > 1, name, "an Indexed backfill Job needs completions > 1")
+            f.check(args.count("--table") == 1, name, "a backfill in parts names exactly one table")
+            f.check(
+                "--part" in args and args[args.index("--part") + 1] == f"$(TIDEMARK_PART)/{n}",
+                name,
+                f"an Indexed backfill Job must pass --part $(TIDEMARK_PART)/{n}",
+            )
+            check_part_env(f, name, container)
+            stats["backfill parts"] = stats.get("backfill parts", 0) + n
+        else:
+            f.check(s.get("parallelism") == 1, name, "backfill Job parallelism must be 1")
         f.check(len(d["metadata"]["name"]) <= 63, name, f"Job name too long: {d['metadata']['name']}")
     stats["backfill Jobs"] = len(backfills)
     for d in reconciles:
@@ -223,6 +249,15 @@ def check_invariants(
         f.check(len(d["metadata"]["name"]) <= 52, name, "CronJob name longer than 52")
         args = js["template"]["spec"]["containers"][0].get("args") or []
         stats["reconcile --repair"] = "--repair" in args
+        if js.get("completionMode") == "Indexed":
+            n = int(js.get("completions", 0))
+            f.check(
+                "--part" in args and args[args.index("--part") + 1] == f"$(TIDEMARK_PART)/{n}",
+                name,
+                f"an Indexed reconcile must pass --part $(TIDEMARK_PART)/{n}",
+            )
+            check_part_env(f, name, js["template"]["spec"]["containers"][0])
+            stats["reconcile parts"] = n
     for d in hooks:
         ann = d["metadata"].get("annotations") or {}
         f.check(

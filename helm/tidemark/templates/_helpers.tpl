@@ -283,10 +283,18 @@ dead_letter_path = {{ toJson . }}
 {{- define "tidemark.container.common" -}}
 {{- $ := index . 0 -}}
 {{- $stage := index . 2 -}}
+{{- $indexed := and (gt (len .) 3) (index . 3) -}}
 image: {{ include "tidemark.image" $ }}
 imagePullPolicy: {{ $.Values.image.pullPolicy }}
 env:
 {{- include "tidemark.env" $ | nindent 2 }}
+{{- if $indexed }}
+{{- /* An Indexed Job's pod: its completion index is the part it takes (`--part $(TIDEMARK_PART)/N`). */}}
+  - name: TIDEMARK_PART
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']
+{{- end }}
 {{- with $.Values.extraEnvFrom }}
 envFrom:
 {{- toYaml . | nindent 2 }}
