@@ -23,6 +23,8 @@ const FIGURES: &[&str] = &[
     "peer_python_replication_rows_per_s",
     "raw_scan_rows_per_s",
     "backfill_rows_per_s",
+    "backfill_2_parts_rows_per_s",
+    "backfill_2_parts_vs_1_part",
     "tidemark_peak_rss_mb",
     "reconcile_rows_per_s",
     "raw_consume_rows_per_s",
