@@ -102,6 +102,11 @@ pub struct DeadLetter {
 
 /// The dead letters, newest rejection per key, each with its state.
 pub async fn dead_letters(config: &Config) -> Result<Vec<DeadLetter>> {
+    dead_letters_with(config, &ledger::acceptances(config).await?).await
+}
+
+/// [`dead_letters`], with the acceptances already read.
+async fn dead_letters_with(config: &Config, accepted: &[Acceptance]) -> Result<Vec<DeadLetter>> {
     let rejections = block_in_place(|| crate::dlq::all_rejections(config))?;
     let mut newest: BTreeMap<(String, String), tidemark_transform::Rejection> = BTreeMap::new();
     for r in rejections {
@@ -113,7 +118,6 @@ pub async fn dead_letters(config: &Config) -> Result<Vec<DeadLetter>> {
             newest.insert(k, r);
         }
     }
-    let accepted = ledger::acceptances(config).await?;
     let mut out = Vec::with_capacity(newest.len());
     if newest.is_empty() {
         return Ok(out);
@@ -375,8 +379,12 @@ pub async fn check(config: &Config) -> Result<Gate> {
     let (tables, _) = crate::preflight::checked_scope(&mut source, &scope, &transformer).await?;
     let mut criteria = Vec::new();
 
+    // Everything stored, read once (in Kafka mode: the whole checkpoints topic).
+    let checkpoints = ledger::read_all(config).await?;
+    let accepted = ledger::acceptances_in(&checkpoints)?;
+
     // 1. Backfilled, nothing being re-read.
-    let (backfills, rereads) = ledger::table_progress(config, &scope, &tables).await?;
+    let (backfills, rereads) = ledger::table_progress_in(&checkpoints, &scope, &tables)?;
     let not_done: Vec<String> = tables
         .iter()
         .filter(|t| !backfills.get(t).is_some_and(|cp| cp.done))
@@ -412,7 +420,6 @@ pub async fn check(config: &Config) -> Result<Gate> {
     ));
 
     // 2–3. Capture and apply lag: the first two stages of the uncertainty window.
-    let checkpoints = ledger::read_all(config).await?;
     let window = crate::window::measure(config, &mut source, &checkpoints, &tables).await?;
     criteria.push(match (&window.captured, window.capture_bytes) {
         (None, _) => criterion(
@@ -474,7 +481,6 @@ pub async fn check(config: &Config) -> Result<Gate> {
 
     // 4–6. The newest complete reconcile: its age, coverage, drift and invariants.
     let run: Option<ReconcileRun> = window.proof.clone();
-    let accepted = ledger::acceptances(config).await?;
     match &run {
         None => {
             let latest: Option<ReconcileRun> =
@@ -625,7 +631,7 @@ pub async fn check(config: &Config) -> Result<Gate> {
     }
 
     // 7. Dead letters.
-    let letters = dead_letters(config).await?;
+    let letters = dead_letters_with(config, &accepted).await?;
     let outstanding: Vec<&DeadLetter> = letters
         .iter()
         .filter(|d| d.state == "outstanding")

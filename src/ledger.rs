@@ -130,15 +130,6 @@ impl StoredVerdict {
     }
 }
 
-/// Every record of `stage`: the target's (embedded) or the checkpoints topic's (Kafka).
-pub async fn read(config: &Config, stage: &str) -> Result<Vec<Checkpoint>> {
-    Ok(read_all(config)
-        .await?
-        .into_iter()
-        .filter(|c| c.stage == stage)
-        .collect())
-}
-
 /// Every stored checkpoint and record (in Kafka mode the authority-transfer record comes from
 /// its own topic, `<prefix>.authority`).
 pub async fn read_all(config: &Config) -> Result<Vec<Checkpoint>> {
@@ -218,9 +209,14 @@ pub fn record<T: Serialize>(stage: &str, scope: &str, value: &T) -> Checkpoint {
 
 /// The accepted dead letters.
 pub async fn acceptances(config: &Config) -> Result<Vec<Acceptance>> {
-    read(config, ACCEPTED_STAGE)
-        .await?
-        .into_iter()
+    acceptances_in(&read_all(config).await?)
+}
+
+/// The accepted dead letters among `checkpoints` (what [`read_all`] read).
+pub fn acceptances_in(checkpoints: &[Checkpoint]) -> Result<Vec<Acceptance>> {
+    checkpoints
+        .iter()
+        .filter(|c| c.stage == ACCEPTED_STAGE)
         .map(|c| {
             serde_json::from_str(&c.value)
                 .with_context(|| format!("the stored acceptance {} is unreadable", c.scope))
@@ -228,30 +224,47 @@ pub async fn acceptances(config: &Config) -> Result<Vec<Acceptance>> {
         .collect()
 }
 
-/// Each table's backfill checkpoint and resync marker, where there are some: the target's
+/// Each table's backfill progress and resync marker, where there are some: the target's
 /// (embedded) or the checkpoints topic's (Kafka).
 pub async fn table_progress(
     config: &Config,
     scope: &tidemark_ingest::Scope,
     tables: &[tidemark_schemas::TableId],
-) -> Result<(
+) -> Result<TableProgress> {
+    table_progress_in(&read_all(config).await?, scope, tables)
+}
+
+/// Per table: its backfill progress (a table backfilled in parts: the sum of its parts) and its
+/// resync marker.
+pub type TableProgress = (
     BTreeMap<tidemark_schemas::TableId, tidemark_ingest::BackfillCheckpoint>,
     BTreeMap<tidemark_schemas::TableId, tidemark_ingest::ResyncMarker>,
-)> {
-    match config.transport.kafka() {
-        Some(kafka) => {
-            let store = tidemark_kafka::CheckpointStore::load(kafka).await?;
-            Ok((
-                store.backfill_checkpoints(tables)?,
-                crate::resync::markers_in_scope(store.entries().values(), scope)?,
-            ))
+);
+
+/// [`table_progress`] from `checkpoints` (what [`read_all`] read).
+pub fn table_progress_in(
+    checkpoints: &[Checkpoint],
+    scope: &tidemark_ingest::Scope,
+    tables: &[tidemark_schemas::TableId],
+) -> Result<TableProgress> {
+    let get = |stage: &str, scope: &str| {
+        Ok::<_, std::convert::Infallible>(
+            checkpoints
+                .iter()
+                .find(|c| c.stage == stage && c.scope == scope)
+                .map(|c| c.value.clone()),
+        )
+    };
+    let mut backfills = BTreeMap::new();
+    for t in tables {
+        let stored = tidemark_ingest::split::StoredBackfill::read(t, get)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(cp) = stored.combined() {
+            backfills.insert(*t, cp);
         }
-        None => block_in_place(|| {
-            let (mut sink, _) = open_sink(config)?;
-            Ok((
-                crate::target::read_backfill_checkpoints(&mut *sink, tables)?,
-                crate::resync::read_markers(&mut *sink, tables)?,
-            ))
-        }),
     }
+    Ok((
+        backfills,
+        crate::resync::markers_in_scope(checkpoints, scope)?,
+    ))
 }

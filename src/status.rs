@@ -36,13 +36,21 @@ pub async fn status(config: &Config) -> Result<String> {
         None => None,
     };
     let mut out = target_status(config, &topic).await?;
-    out.push_str(&capture_behind(config, &topic).await?);
-    out.push_str(&window_text(config, &topic).await);
+    // One look at the source serves capture's line and the window.
+    let window = measure_window(config, &topic).await;
+    out.push_str(&capture_behind(config, &topic, &window)?);
+    out.push_str(&match &window {
+        Ok(w) => w.render(),
+        Err(e) => format!("uncertainty window: not measured: {e}\n"),
+    });
     Ok(out)
 }
 
 /// The uncertainty window, or why it could not be measured.
-async fn window_text(config: &Config, topic: &TopicCheckpoints) -> String {
+async fn measure_window(
+    config: &Config,
+    topic: &TopicCheckpoints,
+) -> std::result::Result<crate::window::Window, String> {
     let measured = tokio::time::timeout(SOURCE_WAIT, async {
         let checkpoints = match topic {
             Some(Ok(c)) => c.clone(),
@@ -59,12 +67,12 @@ async fn window_text(config: &Config, topic: &TopicCheckpoints) -> String {
     })
     .await;
     match measured {
-        Ok(Ok(w)) => w.render(),
-        Ok(Err(e)) => format!("uncertainty window: not measured: {e:#}\n"),
-        Err(_) => format!(
-            "uncertainty window: not measured: no answer within {} s\n",
+        Ok(Ok(w)) => Ok(w),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!(
+            "the source did not answer within {} s",
             SOURCE_WAIT.as_secs()
-        ),
+        )),
     }
 }
 
@@ -75,8 +83,12 @@ type TopicCheckpoints = Option<std::result::Result<Vec<Checkpoint>, String>>;
 const SOURCE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Capture's stored position (the target's, or the checkpoints topic's in Kafka mode) and the
-/// binlog bytes between it and the source's end of log.
-async fn capture_behind(config: &Config, topic: &TopicCheckpoints) -> Result<String> {
+/// binlog bytes between it and the source's end of log (the window's capture stage).
+fn capture_behind(
+    config: &Config,
+    topic: &TopicCheckpoints,
+    window: &std::result::Result<crate::window::Window, String>,
+) -> Result<String> {
     let stored = match topic {
         Some(Ok(checkpoints)) => checkpoints
             .iter()
@@ -97,13 +109,8 @@ async fn capture_behind(config: &Config, topic: &TopicCheckpoints) -> Result<Str
     } else {
         "in the target"
     };
-    let sizes = tokio::time::timeout(SOURCE_WAIT, async {
-        let mut source = Source::connect(&config.source.url).await?;
-        Ok::<_, anyhow::Error>(source.binlog_sizes().await?)
-    })
-    .await;
-    Ok(match sizes {
-        Ok(Ok(sizes)) => match crate::metrics::bytes_behind(&position, &sizes) {
+    Ok(match window {
+        Ok(w) => match w.capture_bytes {
             Some(bytes) => format!(
                 "capture: every change up to {position} is {what}; {bytes} bytes of binlog behind the source's end of log\n"
             ),
@@ -111,11 +118,7 @@ async fn capture_behind(config: &Config, topic: &TopicCheckpoints) -> Result<Str
                 "capture: its position {position} is no longer in the source's binlogs (purged): capture stops there; `tidemark resync --all` starts over\n"
             ),
         },
-        Ok(Err(e)) => format!("capture: every change up to {position} is {what}; the source did not answer: {e:#}\n"),
-        Err(_) => format!(
-            "capture: every change up to {position} is {what}; the source did not answer within {} s\n",
-            SOURCE_WAIT.as_secs()
-        ),
+        Err(e) => format!("capture: every change up to {position} is {what}; {e}\n"),
     })
 }
 

@@ -66,7 +66,7 @@ async fn a_broker_restart_under_load_loses_nothing_and_reorders_nothing() {
     );
 
     // Capture publishes everything, and the two members apply it, all without a restart.
-    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    let published = wait_for_capture_to_publish_all(&kafka, &db, &mut capture);
     wait_for_frontier(&kafka, &tables, published, 180);
     capture.terminate();
     member_a.terminate();

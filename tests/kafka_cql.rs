@@ -45,7 +45,7 @@ async fn kafka_stages_with_two_apply_members_into_cassandra_converge() {
     assert!(statements.load(Ordering::SeqCst) > 0);
 
     // Both members apply everything capture publishes.
-    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    let published = wait_for_capture_to_publish_all(&kafka, &db, &mut capture);
     wait_for_frontier(&kafka, &tables, published, 180);
     let topics = changes_topics(&kafka, &tables);
     wait_for_no_lag(&kafka, &topics, 180);
@@ -93,7 +93,7 @@ async fn a_row_cassandra_refuses_goes_to_the_dead_letter_topic_and_apply_goes_on
         dir.path(),
     );
     let topics = changes_topics(&kafka, std::slice::from_ref(&tags));
-    wait_for_capture_to_publish_all(&kafka, &db);
+    wait_for_capture_to_publish_all(&kafka, &db, &mut capture);
     wait_for_no_lag(&kafka, &topics, 180);
     assert!(member.running(), "apply keeps going:\n{}", member.log());
     let metrics = scrape(port);

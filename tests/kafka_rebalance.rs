@@ -79,7 +79,7 @@ async fn a_third_member_joins_and_one_leaves_under_load() {
     );
 
     // b and c apply everything capture publishes.
-    let published = wait_for_capture_to_publish_all(&kafka, &db);
+    let published = wait_for_capture_to_publish_all(&kafka, &db, &mut capture);
     wait_for_frontier(&kafka, &tables, published, 180);
     capture.terminate();
     b.terminate();

@@ -40,8 +40,9 @@
 //! bytes. A search only needs values that lie between the minimum and the maximum in the server's
 //! order; where its arithmetic and the server's collation disagree, a part comes out bigger or
 //! smaller than the others, never wrong. Dates and date-times are searched as days and seconds.
-//! A key that begins with a column of another type (a decimal, an ENUM) cannot be searched this
-//! way: the split refuses it, naming the column.
+//! DECIMALs of up to 38 digits as their unscaled integers.
+//! A key that begins with a column of another type (an ENUM, a FLOAT, a TIME) cannot be searched
+//! this way: the split refuses it, naming the column.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value as MyValue};
@@ -303,7 +304,7 @@ pub async fn plan(conn: &mut Conn, schema: &SourceSchema, parts: u32) -> Result<
         return Err(Error::Config {
             key: "--part".into(),
             message: format!(
-                "{} cannot be split into parts: its key begins with column `{}` ({}), and a split searches the key's values as numbers, which works for integer, text, binary and date or date-time columns only; backfill it whole (without --part)",
+                "{} cannot be split into parts: its key begins with column `{}` ({}), and a split searches the key's values as numbers, which works for integer, DECIMAL (up to 38 digits), text, binary and date or date-time columns only; backfill it whole (without --part)",
                 schema.table, first.name, first.column_type
             ),
         });
@@ -384,6 +385,10 @@ enum Axis {
         timestamp: bool,
         fsp: u8,
     },
+    /// DECIMAL of at most 38 digits, as its unscaled integer (`12.50` with scale 2: 1250).
+    Unscaled {
+        scale: u8,
+    },
 }
 
 const TEXT_DIGITS: u32 = 8;
@@ -398,6 +403,9 @@ impl Axis {
             SourceType::Text { .. } => Some(Axis::Text),
             SourceType::Binary { .. } => Some(Axis::Bytes),
             SourceType::Date => Some(Axis::Days),
+            SourceType::Decimal { precision, scale } if *precision <= 38 => {
+                Some(Axis::Unscaled { scale: *scale })
+            }
             SourceType::DateTime { fsp } => Some(Axis::Seconds {
                 timestamp: false,
                 fsp: *fsp,
@@ -433,6 +441,7 @@ impl Axis {
                 }
                 n
             }
+            (Axis::Unscaled { scale }, Value::Decimal(text)) => unscaled(text, scale)?,
             // Zero dates have no place on the calendar: no search through them.
             (Axis::Days, Value::Date { year, month, day }) => {
                 i128::from(calendar_day(*year, *month, *day)?.to_julian_day())
@@ -494,6 +503,18 @@ impl Axis {
                 let (year, month, day) = from_days(n);
                 Value::Date { year, month, day }
             }
+            Axis::Unscaled { scale } => {
+                let digits = n.unsigned_abs().to_string();
+                let scale = usize::from(scale);
+                let padded = format!("{digits:0>width$}", width = scale + 1);
+                let (whole, fraction) = padded.split_at(padded.len() - scale);
+                let sign = if n < 0 { "-" } else { "" };
+                Value::Decimal(if scale == 0 {
+                    format!("{sign}{whole}")
+                } else {
+                    format!("{sign}{whole}.{fraction}")
+                })
+            }
             Axis::Seconds { timestamp, fsp } => {
                 let (year, month, day) = from_days(n.div_euclid(86_400));
                 let s = n.rem_euclid(86_400) as u32;
@@ -525,6 +546,20 @@ impl Axis {
             }
         }
     }
+}
+
+/// A DECIMAL's text (`-12.5`) as its unscaled integer at `scale` (`-1250` at scale 2).
+fn unscaled(text: &str, scale: u8) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let mut fraction = fraction.to_string();
+    fraction.truncate(usize::from(scale));
+    let fraction = format!("{fraction:0<width$}", width = usize::from(scale));
+    let n: i128 = format!("{whole}{fraction}").parse().ok()?;
+    Some(if negative { -n } else { n })
 }
 
 /// The Julian day of 1970-01-01.
@@ -913,6 +948,19 @@ mod tests {
             let n = Axis::Text.number(&Value::Text(w.to_string())).unwrap();
             assert_eq!(Axis::Text.value(n), Value::Text(w.to_string()));
         }
+    }
+
+    #[test]
+    fn decimals_round_trip_through_their_unscaled_integers() {
+        let axis = Axis::Unscaled { scale: 2 };
+        for (text, n) in [("12.50", 1250), ("-0.05", -5), ("0.00", 0), ("7.00", 700)] {
+            assert_eq!(axis.number(&Value::Decimal(text.into())), Some(n), "{text}");
+            assert_eq!(axis.value(n), Value::Decimal(text.into()), "{n}");
+        }
+        assert_eq!(
+            Axis::Unscaled { scale: 0 }.value(-42),
+            Value::Decimal("-42".into())
+        );
     }
 
     #[test]

@@ -402,20 +402,38 @@ pub fn end_of_log(db: &tidemark_testkit::MariaDb) -> BinlogPosition {
 }
 
 /// Wait until capture's checkpoint reaches the source's end of log as it is now: everything
-/// written so far is published. The position it stored.
+/// written so far is published. The position it stored. On a timeout it says where the stored
+/// checkpoint stopped and shows capture's log.
 pub fn wait_for_capture_to_publish_all(
     config: &KafkaConfig,
     db: &tidemark_testkit::MariaDb,
+    capture: &mut Proc,
 ) -> BinlogPosition {
     let end = end_of_log(db);
-    let mut published = None;
-    wait("capture published the whole binlog", 180, || {
-        published = capture_checkpoint(config)
-            .map(|c| c.position.parse::<BinlogPosition>().expect("a position"))
-            .filter(|p| *p >= end);
-        published.is_some()
+    let mut seen = None;
+    let published = blocking(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            seen = capture_checkpoint(config)
+                .map(|c| c.position.parse::<BinlogPosition>().expect("a position"));
+            if let Some(p) = seen.filter(|p| *p >= end) {
+                return Some(p);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
-    published.expect("set by the wait")
+    let running = capture.running();
+    published.unwrap_or_else(|| {
+        panic!(
+            "timed out after 180 s waiting for capture to publish the whole binlog (to {end}); its stored checkpoint is at {seen:?}; {} running: {}; its log:\n{}",
+            capture.name(),
+            running,
+            capture.log()
+        )
+    })
 }
 
 /// The apply group's frontier over `tables` (every change before it is in the target).

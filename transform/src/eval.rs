@@ -186,20 +186,12 @@ impl Columns<'_> {
     fn unknown(&self, name: &str) -> String {
         match self {
             Columns::Source(s) => unknown_column(s, name),
-            Columns::Target(t) => {
-                let suggestion = t
-                    .columns
-                    .iter()
-                    .find(|c| c.name.eq_ignore_ascii_case(name))
-                    .map(|c| format!(" (did you mean `{}`? column names are exact)", c.name))
-                    .unwrap_or_default();
-                let all: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-                format!(
-                    "no column `{name}` in target table {}{suggestion}; its columns are {}",
-                    t.table,
-                    all.join(", ")
-                )
-            }
+            Columns::Target(t) => no_such_column(
+                "target",
+                &t.table,
+                t.columns.iter().map(|c| c.name.as_str()),
+                name,
+            ),
         }
     }
 }
@@ -610,16 +602,29 @@ impl Ctx<'_> {
 
 /// The "no such column" message, with the table's columns and a case-insensitive suggestion.
 pub(crate) fn unknown_column(schema: &SourceSchema, name: &str) -> String {
-    let suggestion = schema
-        .columns
+    no_such_column(
+        "source",
+        &schema.table,
+        schema.columns.iter().map(|c| c.name.as_str()),
+        name,
+    )
+}
+
+/// "no column `name` in {side} table {table} (did you mean …?); its columns are …".
+fn no_such_column<'a>(
+    side: &str,
+    table: &dyn std::fmt::Display,
+    columns: impl Iterator<Item = &'a str>,
+    name: &str,
+) -> String {
+    let all: Vec<&str> = columns.collect();
+    let suggestion = all
         .iter()
-        .find(|c| c.name.eq_ignore_ascii_case(name))
-        .map(|c| format!(" (did you mean `{}`? column names are exact)", c.name))
+        .find(|c| c.eq_ignore_ascii_case(name))
+        .map(|c| format!(" (did you mean `{c}`? column names are exact)"))
         .unwrap_or_default();
-    let all: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
     format!(
-        "no column `{name}` in source table {}{suggestion}; its columns are {}",
-        schema.table,
+        "no column `{name}` in {side} table {table}{suggestion}; its columns are {}",
         all.join(", ")
     )
 }
