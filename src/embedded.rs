@@ -353,21 +353,23 @@ pub async fn run(
                 crate::parts::backfill_part(&mut backfill, &table, *part, stored, &tx, &failed)
                     .await?;
             report.backfilled.insert(table, rows);
-        } else if !backfill_tables.is_empty() && config.backfill.parts > 1 {
-            let (mut reader, _) = block_in_place(|| open_sink(config))?;
-            let stored = crate::parts::Stored::Target(&mut *reader);
-            report.backfilled = crate::parts::backfill_in_parts(
-                &mut backfill,
-                &backfill_tables,
-                stored,
-                &tx,
-                &failed,
-            )
-            .await?;
         } else if !backfill_tables.is_empty() {
-            report.backfilled = backfill
-                .run(&backfill_tables, &checkpoints, &tx, &failed)
-                .await?;
+            report.backfilled = if config.backfill.parts > 1 {
+                let (mut reader, _) = block_in_place(|| open_sink(config))?;
+                let stored = crate::parts::Stored::Target(&mut *reader);
+                crate::parts::backfill_in_parts(
+                    &mut backfill,
+                    &backfill_tables,
+                    stored,
+                    &tx,
+                    &failed,
+                )
+                .await?
+            } else {
+                backfill
+                    .run(&backfill_tables, &checkpoints, &tx, &failed)
+                    .await?
+            };
             for (table, marker) in resyncs.iter().filter(|(_, m)| !m.sweep_done) {
                 if failed.is_cancelled() {
                     break;

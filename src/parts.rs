@@ -22,7 +22,7 @@ use tidemark_sink::Sink;
 use tokio::sync::mpsc;
 use tokio::task::block_in_place;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Where a part reads the stored backfill state from.
 pub enum Stored<'a> {
@@ -52,6 +52,9 @@ pub async fn backfill_part(
     out: &mpsc::Sender<CaptureMessage>,
     cancel: &CancellationToken,
 ) -> Result<u64> {
+    // Every part refuses a table that cannot be split, not only part 0 (the others would wait
+    // for a split that never comes).
+    split::check_splittable(&backfill.source().load_schema(table).await?)?;
     let waiting_since = Instant::now();
     let mut told = Instant::now();
     loop {
@@ -83,9 +86,14 @@ pub async fn backfill_part(
                     info!(table = %table, part = %part, waited_seconds = waiting_since.elapsed().as_secs(), "waiting for part 0 to store the split of the table's keys");
                     told = Instant::now();
                 }
+                // The checkpoints topic is read whole each time: not too often.
+                let pause = match stored {
+                    Stored::Target(_) => Duration::from_millis(500),
+                    Stored::Topic(_) => Duration::from_secs(2),
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(0),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }
@@ -110,6 +118,17 @@ pub async fn backfill_in_parts(
             break;
         }
         let state = stored.read(table).await?;
+        let schema = backfill.source().load_schema(table).await?;
+        if let Err(e) = split::check_splittable(&schema) {
+            warn!(table = %table, reason = %e, "this table is read whole, not in parts");
+            let whole: std::collections::BTreeMap<TableId, BackfillCheckpoint> = state
+                .combined()
+                .map(|cp| (*table, cp))
+                .into_iter()
+                .collect();
+            sent.extend(backfill.run(&[*table], &whole, out, cancel).await?);
+            continue;
+        }
         // Stored in another number of parts (a setting changed since): go on in the stored one.
         let of = state.split.as_ref().map_or(parts, |s| s.parts);
         let (split, checkpoints) = match state.step(table, Part { index: 0, of })? {

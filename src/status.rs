@@ -234,7 +234,7 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
                     backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
                 }
                 // While it runs in parts: each part's progress.
-                let running = !stored.table.as_ref().is_some_and(|t| t.done);
+                let running = !stored.combined().is_some_and(|t| t.done);
                 if let Some(split) = stored.split.as_ref().filter(|_| running) {
                     for (i, part) in stored.parts.iter().enumerate() {
                         let text = match (part, split.range(i as u32)) {

@@ -368,6 +368,9 @@ pub struct Backfill {
     bytes_limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// Largest chunk the row limiter admits in one piece.
     rows_burst: u32,
+    /// Whether this process runs every part of a split table (in-process parts): then a table
+    /// is done once all its parts are; a `--part` process runs one.
+    all_parts_here: bool,
 }
 
 impl Backfill {
@@ -395,6 +398,7 @@ impl Backfill {
             rows_limiter,
             bytes_limiter,
             rows_burst,
+            all_parts_here: false,
         })
     }
 
@@ -410,6 +414,7 @@ impl Backfill {
             rows_limiter: self.rows_limiter.clone(),
             bytes_limiter: self.bytes_limiter.clone(),
             rows_burst: self.rows_burst,
+            all_parts_here: true,
         })
     }
 
@@ -594,6 +599,9 @@ impl Backfill {
                 }
             }
         };
+        if let Some((_, range)) = &slot.part {
+            range.check_key(&schema)?;
+        }
         if out
             .send(CaptureMessage::Schema(schema.clone()))
             .await
@@ -857,8 +865,9 @@ impl Backfill {
                     sum.backing_off.clone_from(&p.backing_off);
                 }
             }
-            // Parts run in other processes are not seen here: only this process's sum.
-            sum.done &= seen == slot.parts;
+            // Parts run in other processes are not seen here: only this process's sum (a `--part`
+            // process's table is done when its part is).
+            sum.done &= seen == slot.parts || !self.all_parts_here;
             sum
         };
         self.set_progress(&slot.table, |p| *p = sum);

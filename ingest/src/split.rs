@@ -128,6 +128,25 @@ impl KeySplit {
     }
 }
 
+impl KeyRange {
+    /// Whether this range's bounds name every key column of `schema` (a split made before the
+    /// table's key changed does not): the error names the table, the column and the fix.
+    pub fn check_key(&self, schema: &SourceSchema) -> Result<()> {
+        for bound in [&self.after, &self.upto].into_iter().flatten() {
+            if let Some(c) = schema.key_columns().find(|c| bound.get(&c.name).is_none()) {
+                return Err(Error::Config {
+                    key: "parts".into(),
+                    message: format!(
+                        "the stored split of {} has no key column `{}` (its key changed since the split was made); run `tidemark resync --table {}` to backfill it again with a new split",
+                        schema.table, c.name, schema.table
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The checkpoint scope of part `index` of `table`.
 pub fn part_scope(table: &TableId, index: u32) -> String {
     format!("{table}/{index}")
@@ -298,17 +317,8 @@ impl StoredBackfill {
 
 /// Compute a split of `schema`'s table into `parts` (see the module doc for how).
 pub async fn plan(conn: &mut Conn, schema: &SourceSchema, parts: u32) -> Result<KeySplit> {
+    check_splittable(schema)?;
     let key: Vec<&SourceColumn> = schema.key_columns().collect();
-    let first = key[0];
-    if Axis::of(first).is_none() {
-        return Err(Error::Config {
-            key: "--part".into(),
-            message: format!(
-                "{} cannot be split into parts: its key begins with column `{}` ({}), and a split searches the key's values as numbers, which works for integer, DECIMAL (up to 38 digits), text, binary and date or date-time columns only; backfill it whole (without --part)",
-                schema.table, first.name, first.column_type
-            ),
-        });
-    }
     let mut estimator = Estimator {
         conn,
         schema,
@@ -365,19 +375,42 @@ pub async fn plan(conn: &mut Conn, schema: &SourceSchema, parts: u32) -> Result<
     })
 }
 
+/// Whether `schema`'s table can be split: its key must begin with a column whose values the
+/// split can search (see the module doc). The error names the table, the column and the fix.
+pub fn check_splittable(schema: &SourceSchema) -> Result<()> {
+    let first = schema.key_columns().next().ok_or(Error::NoKey {
+        table: schema.table,
+    })?;
+    if Axis::of(first).is_some() {
+        return Ok(());
+    }
+    Err(Error::Config {
+        key: "parts".into(),
+        message: format!(
+            "{} cannot be split into parts: its key begins with column `{}` ({}), and a split searches the key's values as numbers, which works for integer, DECIMAL (up to 38 digits), text, binary and date or date-time columns only; backfill it whole (without --part; `[backfill] parts` reads such a table whole by itself)",
+            schema.table, first.name, first.column_type
+        ),
+    })
+}
+
 /// Slices of the key space per part: the server's range estimates are only good for ranges well
 /// below half the table (InnoDB caps them there), so parts are made of many small slices.
 const PIECES_PER_PART: u64 = 16;
 
 /// A key column's values as numbers, for the binary search.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Axis {
     Signed,
     Unsigned,
-    /// First 8 characters, base 95 from ' ' (0x20) to '~' (0x7e).
-    Text,
-    /// First 8 bytes, big-endian.
-    Bytes,
+    /// The 8 characters after `prefix` (what the column's smallest and largest value share: URLs,
+    /// `customer-…`), base 95 from ' ' (0x20) to '~' (0x7e).
+    Text {
+        prefix: String,
+    },
+    /// The 8 bytes after `prefix`, big-endian.
+    Bytes {
+        prefix: Vec<u8>,
+    },
     /// DATE, as days since 1970-01-01.
     Days,
     /// DATETIME or TIMESTAMP, as whole seconds since 1970-01-01 00:00:00.
@@ -400,8 +433,10 @@ impl Axis {
                 unsigned: false, ..
             } => Some(Axis::Signed),
             SourceType::Integer { unsigned: true, .. } | SourceType::Year => Some(Axis::Unsigned),
-            SourceType::Text { .. } => Some(Axis::Text),
-            SourceType::Binary { .. } => Some(Axis::Bytes),
+            SourceType::Text { .. } => Some(Axis::Text {
+                prefix: String::new(),
+            }),
+            SourceType::Binary { .. } => Some(Axis::Bytes { prefix: Vec::new() }),
             SourceType::Date => Some(Axis::Days),
             SourceType::Decimal { precision, scale } if *precision <= 38 => {
                 Some(Axis::Unscaled { scale: *scale })
@@ -418,14 +453,37 @@ impl Axis {
         }
     }
 
-    fn number(self, value: &Value) -> Option<i128> {
+    /// This axis between `min` and `max`: texts and bytes searched after the prefix they share.
+    fn between(self, min: &Value, max: &Value) -> Axis {
+        match (self, min, max) {
+            (Axis::Text { .. }, Value::Text(a), Value::Text(b)) => Axis::Text {
+                prefix: a
+                    .chars()
+                    .zip(b.chars())
+                    .take_while(|(x, y)| x == y)
+                    .map(|(x, _)| x)
+                    .collect(),
+            },
+            (Axis::Bytes { .. }, Value::Bytes(a), Value::Bytes(b)) => Axis::Bytes {
+                prefix: a
+                    .iter()
+                    .zip(b)
+                    .take_while(|(x, y)| x == y)
+                    .map(|(x, _)| *x)
+                    .collect(),
+            },
+            (axis, _, _) => axis,
+        }
+    }
+
+    fn number(&self, value: &Value) -> Option<i128> {
         Some(match (self, value) {
             (_, Value::Int(i)) => i128::from(*i),
             (_, Value::UInt(u)) => i128::from(*u),
             (_, Value::Year(y)) => i128::from(*y),
-            (Axis::Text, Value::Text(s)) => {
+            (Axis::Text { prefix }, Value::Text(s)) => {
                 let mut n: i128 = 0;
-                let mut chars = s.chars();
+                let mut chars = s.strip_prefix(prefix.as_str())?.chars();
                 for _ in 0..TEXT_DIGITS {
                     let digit = chars
                         .next()
@@ -434,14 +492,15 @@ impl Axis {
                 }
                 n
             }
-            (Axis::Bytes, Value::Bytes(b)) => {
+            (Axis::Bytes { prefix }, Value::Bytes(b)) => {
+                let b = b.strip_prefix(prefix.as_slice())?;
                 let mut n: i128 = 0;
                 for i in 0..8 {
                     n = n * 256 + i128::from(b.get(i).copied().unwrap_or(0));
                 }
                 n
             }
-            (Axis::Unscaled { scale }, Value::Decimal(text)) => unscaled(text, scale)?,
+            (Axis::Unscaled { scale }, Value::Decimal(text)) => unscaled(text, *scale)?,
             // Zero dates have no place on the calendar: no search through them.
             (Axis::Days, Value::Date { year, month, day }) => {
                 i128::from(calendar_day(*year, *month, *day)?.to_julian_day())
@@ -479,11 +538,11 @@ impl Axis {
         })
     }
 
-    fn value(self, n: i128) -> Value {
+    fn value(&self, n: i128) -> Value {
         match self {
             Axis::Signed => Value::Int(n as i64),
             Axis::Unsigned => Value::UInt(n as u64),
-            Axis::Text => {
+            Axis::Text { prefix } => {
                 let mut digits = Vec::new();
                 let mut rest = n;
                 for _ in 0..TEXT_DIGITS {
@@ -492,12 +551,12 @@ impl Axis {
                 }
                 digits.reverse();
                 let text = String::from_utf8(digits).expect("printable ASCII");
-                Value::Text(text.trim_end().to_string())
+                Value::Text(format!("{prefix}{}", text.trim_end()))
             }
-            Axis::Bytes => {
+            Axis::Bytes { prefix } => {
                 let bytes = (n as u64).to_be_bytes().to_vec();
                 let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-                Value::Bytes(bytes[..end].to_vec())
+                Value::Bytes([prefix.as_slice(), &bytes[..end]].concat())
             }
             Axis::Days => {
                 let (year, month, day) = from_days(n);
@@ -505,7 +564,7 @@ impl Axis {
             }
             Axis::Unscaled { scale } => {
                 let digits = n.unsigned_abs().to_string();
-                let scale = usize::from(scale);
+                let scale = usize::from(*scale);
                 let padded = format!("{digits:0>width$}", width = scale + 1);
                 let (whole, fraction) = padded.split_at(padded.len() - scale);
                 let sign = if n < 0 { "-" } else { "" };
@@ -515,7 +574,7 @@ impl Axis {
                     format!("{sign}{whole}.{fraction}")
                 })
             }
-            Axis::Seconds { timestamp, fsp } => {
+            &Axis::Seconds { timestamp, fsp } => {
                 let (year, month, day) = from_days(n.div_euclid(86_400));
                 let s = n.rem_euclid(86_400) as u32;
                 let (hour, minute, second) =
@@ -604,8 +663,14 @@ impl Estimator<'_> {
         )
     }
 
-    /// `key > lower AND key[..prefix.len()] <= prefix`, either side left out when `None`.
-    fn between(&self, lower: Option<&Row>, prefix: Option<&[Value]>) -> (String, Vec<MyValue>) {
+    /// `key > lower AND key[..prefix.len()] <= prefix` (or `<` with [`Compare::Below`]), either
+    /// side left out when `None`.
+    fn between(
+        &self,
+        lower: Option<&Row>,
+        prefix: Option<&[Value]>,
+        upper: Compare,
+    ) -> (String, Vec<MyValue>) {
         let mut conditions = Vec::new();
         let mut params = Vec::new();
         if let Some(lower) = lower {
@@ -619,7 +684,7 @@ impl Estimator<'_> {
             params.extend(more);
         }
         if let Some(prefix) = prefix {
-            let (sql, more) = lexicographic(&self.key[..prefix.len()], prefix, Compare::AtOrBelow);
+            let (sql, more) = lexicographic(&self.key[..prefix.len()], prefix, upper);
             conditions.push(sql);
             params.extend(more);
         }
@@ -630,9 +695,15 @@ impl Estimator<'_> {
         }
     }
 
-    /// The server's estimate of the rows after `lower` whose key prefix is at or below `prefix`.
-    async fn estimate(&mut self, lower: Option<&Row>, prefix: Option<&[Value]>) -> Result<u64> {
-        let (predicate, params) = self.between(lower, prefix);
+    /// The server's estimate of the rows after `lower` whose key prefix is at or below `prefix`
+    /// (below it with [`Compare::Below`]).
+    async fn estimate(
+        &mut self,
+        lower: Option<&Row>,
+        prefix: Option<&[Value]>,
+        upper: Compare,
+    ) -> Result<u64> {
+        let (predicate, params) = self.between(lower, prefix, upper);
         let sql = format!("EXPLAIN SELECT 1 FROM {} {predicate}", self.from());
         let rows: Vec<mysql_async::Row> = self.conn.exec(sql, Params::Positional(params)).await?;
         Ok(rows
@@ -651,7 +722,8 @@ impl Estimator<'_> {
                 .map(|c| k.get(&c.name).cloned().unwrap_or(Value::Null))
                 .collect()
         });
-        self.estimate(lower, values.as_deref()).await
+        self.estimate(lower, values.as_deref(), Compare::AtOrBelow)
+            .await
     }
 
     /// The server's estimate of the table's rows (its statistics, not a count).
@@ -712,7 +784,7 @@ impl Estimator<'_> {
     /// next key column while the value found holds more than a tenth of `size`. `None` when
     /// fewer than `size` rows follow `lower`.
     async fn boundary(&mut self, lower: Option<&Row>, size: u64) -> Result<Option<Vec<Value>>> {
-        if self.estimate(lower, None).await? < size.saturating_mul(2) {
+        if self.estimate(lower, None, Compare::AtOrBelow).await? < size.saturating_mul(2) {
             return Ok(None);
         }
         let mut prefix: Vec<Value> = Vec::new();
@@ -722,15 +794,20 @@ impl Estimator<'_> {
             let Some((min, max)) = self.extent(&prefix).await? else {
                 break;
             };
+            let axis = axis.between(&min, &max);
             let (Some(mut lo), Some(mut hi)) = (axis.number(&min), axis.number(&max)) else {
                 break;
             };
             // Smallest n in [lo, hi] with estimate(lower, prefix + n) ≥ size.
             while lo < hi {
-                let mid = lo + (hi - lo) / 2;
+                let mid = lo + (hi.abs_diff(lo) / 2) as i128;
                 let mut probe = prefix.clone();
                 probe.push(axis.value(mid));
-                if self.estimate(lower, Some(&probe)).await? >= size {
+                if self
+                    .estimate(lower, Some(&probe), Compare::AtOrBelow)
+                    .await?
+                    >= size
+                {
                     hi = mid;
                 } else {
                     lo = mid + 1;
@@ -738,10 +815,8 @@ impl Estimator<'_> {
             }
             let mut at = prefix.clone();
             at.push(axis.value(lo));
-            let upto = self.estimate(lower, Some(&at)).await?;
-            let mut before = prefix.clone();
-            before.push(axis.value(lo.saturating_sub(1)));
-            let below = self.estimate(lower, Some(&before)).await?;
+            let upto = self.estimate(lower, Some(&at), Compare::AtOrBelow).await?;
+            let below = self.estimate(lower, Some(&at), Compare::Below).await?;
             prefix = at;
             if upto.saturating_sub(below) <= (size / 10).max(1) {
                 break;
@@ -752,7 +827,7 @@ impl Estimator<'_> {
 
     /// The largest key after `lower` at or below the key prefix `prefix`.
     async fn last_key(&mut self, lower: Option<&Row>, prefix: &[Value]) -> Result<Option<Row>> {
-        let (predicate, params) = self.between(lower, Some(prefix));
+        let (predicate, params) = self.between(lower, Some(prefix), Compare::AtOrBelow);
         let order: Vec<String> = self
             .key
             .iter()
@@ -834,6 +909,16 @@ pub async fn keys_in_range(
                 format!("CAST(? AS DATETIME({fsp}))")
             }
             SourceType::Time { fsp } => format!("CAST(? AS TIME({fsp}))"),
+            SourceType::Integer {
+                unsigned: false, ..
+            } => "CAST(? AS SIGNED)".into(),
+            // ENUM and SET keys are passed as their numbers, the server's order for them.
+            SourceType::Integer { unsigned: true, .. }
+            | SourceType::Year
+            | SourceType::Bit { .. }
+            | SourceType::Enum { .. }
+            | SourceType::Set { .. } => "CAST(? AS UNSIGNED)".into(),
+            SourceType::Float | SourceType::Double => "CAST(? AS DOUBLE)".into(),
             _ => "?".into(),
         }
     };
@@ -845,15 +930,46 @@ pub async fn keys_in_range(
     .into_iter()
     .flatten()
     .collect();
-    for (chunk_start, chunk) in (0..keys.len())
-        .step_by(500)
-        .map(|i| (i, &keys[i..(i + 500).min(keys.len())]))
-    {
+    // An integer first key column decides most keys here, exactly as the server would: a key
+    // whose first value lies strictly between the bounds' first values is inside, one beyond
+    // them outside. Only the keys that tie with a bound there go to the server.
+    let first = key[0];
+    let integer = |v: Option<&Value>| match v? {
+        Value::Int(i) => Some(i128::from(*i)),
+        Value::UInt(u) => Some(i128::from(*u)),
+        _ => None,
+    };
+    let lower = range.after.as_ref().map(|b| integer(b.get(&first.name)));
+    let upper = range.upto.as_ref().map(|b| integer(b.get(&first.name)));
+    let mut ask = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let decided = integer(k.get(&first.name)).and_then(|n| {
+            let above = match lower {
+                None => Some(true),
+                Some(Some(l)) if n > l => Some(true),
+                Some(Some(l)) if n < l => Some(false),
+                _ => None,
+            }?;
+            let below = match upper {
+                None => Some(true),
+                Some(Some(u)) if n < u => Some(true),
+                Some(Some(u)) if n > u => Some(false),
+                _ => None,
+            }?;
+            Some(above && below)
+        });
+        match decided {
+            Some(x) => inside[i] = x,
+            None => ask.push(i),
+        }
+    }
+    for chunk in ask.chunks(500) {
         let mut selects = Vec::new();
         let mut params = Vec::new();
-        for (i, k) in chunk.iter().enumerate() {
+        for &i in chunk {
+            let k = &keys[i];
             let mut columns = vec!["? AS `_tm_i`".to_string()];
-            params.push(MyValue::UInt((chunk_start + i) as u64));
+            params.push(MyValue::UInt(i as u64));
             for c in &key {
                 columns.push(format!("{} AS {}", typed(c), quote_ident(&c.name)));
                 params.push(key_param(c, k.get(&c.name).unwrap_or(&Value::Null)));
@@ -894,6 +1010,8 @@ pub(crate) enum Compare {
     After,
     /// Keys at or below it: `(a, b) <= (x, y)`.
     AtOrBelow,
+    /// Keys below it: `(a, b) < (x, y)`.
+    Below,
 }
 
 /// The lexicographic comparison of the key columns `columns` with `values`, expanded into
@@ -915,6 +1033,7 @@ pub(crate) fn lexicographic(
                 (true, Compare::After, _) => ">",
                 (true, Compare::AtOrBelow, false) => "<",
                 (true, Compare::AtOrBelow, true) => "<=",
+                (true, Compare::Below, _) => "<",
             };
             conj.push(format!("{} {op} ?", quote_ident(&col.name)));
             params.push(key_param(col, &values[j]));
@@ -938,15 +1057,18 @@ mod tests {
 
     #[test]
     fn text_numbers_keep_the_order_of_printable_text() {
+        let text = Axis::Text {
+            prefix: String::new(),
+        };
         let words = ["", "0", "A", "Az", "a", "aa", "ab", "b", "zzzzzzzz"];
         let numbers: Vec<i128> = words
             .iter()
-            .map(|w| Axis::Text.number(&Value::Text(w.to_string())).unwrap())
+            .map(|w| text.number(&Value::Text(w.to_string())).unwrap())
             .collect();
         assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
         for w in &words[1..] {
-            let n = Axis::Text.number(&Value::Text(w.to_string())).unwrap();
-            assert_eq!(Axis::Text.value(n), Value::Text(w.to_string()));
+            let n = text.number(&Value::Text(w.to_string())).unwrap();
+            assert_eq!(text.value(n), Value::Text(w.to_string()));
         }
     }
 

@@ -24,6 +24,43 @@ async fn rows_per_part(source: &mut Source, table: &TableId, split: &KeySplit) -
     out
 }
 
+/// Each of `existing` (every key of the table) and `absent` keys lies in exactly one part by
+/// `keys_in_range`, and the existing ones where the parts' reads put them.
+async fn check_membership(
+    db: &MariaDb,
+    table: &str,
+    split: &KeySplit,
+    existing: Vec<Row>,
+    absent: Vec<Row>,
+) {
+    let table: TableId = table.parse().unwrap();
+    let mut source = Source::connect(&db.url()).await.unwrap();
+    let schema = source.load_schema(&table).await.unwrap();
+    let mut conn = source.new_connection().await.unwrap();
+    let n = existing.len();
+    let keys: Vec<Row> = existing.into_iter().chain(absent).collect();
+    let mut owners = vec![0u32; keys.len()];
+    let counts = rows_per_part(&mut source, &table, split).await;
+    for i in 0..split.parts {
+        let range = split.range(i).unwrap();
+        let inside = keys_in_range(&mut conn, &schema, &range, &keys)
+            .await
+            .unwrap();
+        assert_eq!(
+            inside[..n].iter().filter(|x| **x).count() as u64,
+            counts[i as usize],
+            "{table} part {i}"
+        );
+        for (o, x) in owners.iter_mut().zip(inside) {
+            *o += u32::from(x);
+        }
+    }
+    assert!(
+        owners.iter().all(|o| *o == 1),
+        "{table}: each key in exactly one part"
+    );
+}
+
 async fn check(db: &MariaDb, table: &str, parts: u32, total: u64) -> KeySplit {
     let table: TableId = table.parse().unwrap();
     let mut source = Source::connect(&db.url()).await.unwrap();
@@ -65,6 +102,28 @@ async fn parts_cover_every_key_once_and_are_balanced() {
     check(&db, "s.ints", 4, 60_000).await;
     // Two tenants, one holding three quarters of the rows: boundaries inside a tenant.
     let split = check(&db, "s.tenants", 4, 60_000).await;
+    // An integer first column decides most keys without the server; ties go to the server.
+    let tenants: Vec<Row> = db
+        .sql("SELECT tenant, id FROM s.tenants")
+        .lines()
+        .map(|l| {
+            let (t, i) = l.split_once('\t').unwrap();
+            Row(vec![
+                ("tenant".into(), Value::Int(t.parse().unwrap())),
+                ("id".into(), Value::Int(i.parse().unwrap())),
+            ])
+        })
+        .collect();
+    let absent: Vec<Row> = [(0, 5), (1, 0), (1, 99_999_999), (2, -1), (3, 1)]
+        .iter()
+        .map(|(t, i)| {
+            Row(vec![
+                ("tenant".into(), Value::Int(*t)),
+                ("id".into(), Value::Int(*i)),
+            ])
+        })
+        .collect();
+    check_membership(&db, "s.tenants", &split, tenants, absent).await;
     assert!(
         split
             .bounds
@@ -77,41 +136,17 @@ async fn parts_cover_every_key_once_and_are_balanced() {
     );
     let split = check(&db, "s.names", 3, 60_000).await;
     // Membership of keys that need not exist, decided in the column's collation: every key of
-    // the table, and some that are not in it (upper case, in a case-insensitive collation), fall
-    // in exactly one part, and the existing ones where the parts' reads put them.
-    let table: TableId = "s.names".parse().unwrap();
-    let mut source = Source::connect(&db.url()).await.unwrap();
-    let schema = source.load_schema(&table).await.unwrap();
-    let mut conn = source.new_connection().await.unwrap();
-    let mut keys: Vec<Row> = db
+    // the table, and some that are not in it (upper case, in a case-insensitive collation).
+    let names: Vec<Row> = db
         .sql("SELECT name FROM s.names")
         .lines()
         .map(|n| Row(vec![("name".into(), Value::Text(n.to_string()))]))
         .collect();
-    let existing = keys.len();
-    for absent in ["", "A", "ZZZZ", "8F", "~"] {
-        keys.push(Row(vec![("name".into(), Value::Text(absent.to_string()))]));
-    }
-    let mut owners = vec![0u32; keys.len()];
-    let counts = rows_per_part(&mut source, &table, &split).await;
-    for i in 0..split.parts {
-        let range = split.range(i).unwrap();
-        let inside = keys_in_range(&mut conn, &schema, &range, &keys)
-            .await
-            .unwrap();
-        assert_eq!(
-            inside[..existing].iter().filter(|x| **x).count() as u64,
-            counts[i as usize],
-            "part {i}"
-        );
-        for (o, x) in owners.iter_mut().zip(inside) {
-            *o += u32::from(x);
-        }
-    }
-    assert!(
-        owners.iter().all(|o| *o == 1),
-        "each key in exactly one part"
-    );
+    let absent: Vec<Row> = ["", "A", "ZZZZ", "8F", "~"]
+        .iter()
+        .map(|n| Row(vec![("name".into(), Value::Text(n.to_string()))]))
+        .collect();
+    check_membership(&db, "s.names", &split, names, absent).await;
     // A time series: one row a minute for six weeks, keyed by (day, time of day).
     db.sql_db(
         "s",
@@ -119,6 +154,20 @@ async fn parts_cover_every_key_once_and_are_balanced() {
          INSERT INTO s.events SELECT DATE('2026-01-01' + INTERVAL seq MINUTE), '2026-01-01' + INTERVAL seq MINUTE, seq FROM seq_1_to_60000;",
     );
     check(&db, "s.events", 4, 60_000).await;
+    // Texts that all begin alike (URLs): searched after what they share.
+    db.sql_db(
+        "s",
+        "CREATE TABLE s.urls (url VARCHAR(100) PRIMARY KEY, v INT) CHARACTER SET utf8mb4;
+         INSERT INTO s.urls SELECT CONCAT('https://shop.example.com/items/', LPAD(seq * 7 MOD 60000, 6, '0')), seq FROM seq_1_to_60000;",
+    );
+    check(&db, "s.urls", 4, 60_000).await;
+    // An unsigned first column whose smallest value holds 40% of the rows.
+    db.sql_db(
+        "s",
+        "CREATE TABLE s.buckets (bucket TINYINT UNSIGNED NOT NULL, id INT NOT NULL, PRIMARY KEY (bucket, id));
+         INSERT INTO s.buckets SELECT IF(seq <= 24000, 0, 1 + seq MOD 5), seq FROM seq_1_to_60000;",
+    );
+    check(&db, "s.buckets", 4, 60_000).await;
     // Money as the key: DECIMAL values, negative ones included.
     db.sql_db(
         "s",

@@ -507,6 +507,13 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
     ) -> Result<()> {
         let keep_rows = !invariants.is_empty();
         let schema = self.source.load_schema(table).await?;
+        if let Some(range) = self
+            .part
+            .as_ref()
+            .and_then(|(part, split)| split.range(part.index))
+        {
+            range.check_key(&schema)?;
+        }
         let plan = self.transformer.plan(&schema)?;
         let target = plan.target_schema().clone();
         tokio::task::block_in_place(|| self.sink.ensure_table(&target))?;
@@ -540,10 +547,15 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
                 upto: None,
             }),
         };
+        // A part resumes only in the split it was compared in (a new split moves the ranges).
+        let split_id: Option<String> = self.part.as_ref().map(|(_, s)| s.id.clone());
+        if let Some((part, split)) = &self.part {
+            info!(table = %table, part = %part, split = %split.id, "reconcile of one part of the table's split");
+        }
         let mut last_key: Option<Row> =
             tokio::task::block_in_place(|| self.sink.checkpoint(RECONCILE_STAGE, &scope))?
                 .and_then(|text| serde_json::from_str::<ReconcileCheckpoint>(&text).ok())
-                .filter(|cp| !cp.done)
+                .filter(|cp| !cp.done && cp.split == split_id)
                 .and_then(|cp| cp.last_key);
         if let Some(k) = &last_key {
             info!(table = %table, after = %k.canonical_text(), "reconcile resumes after the last compared chunk");
@@ -600,6 +612,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
             let cp = ReconcileCheckpoint {
                 last_key: last_key.clone(),
                 done: false,
+                split: split_id.clone(),
             };
             tokio::task::block_in_place(|| self.sink.write(&[], &[cp.to_checkpoint(&scope)]))?;
             self.report(table, compared, started, false);
@@ -766,6 +779,7 @@ impl<'a, S: Sink + ?Sized> Reconciler<'a, S> {
         let cp = ReconcileCheckpoint {
             last_key: None,
             done: true,
+            split: split_id,
         };
         tokio::task::block_in_place(|| self.sink.write(&[], &[cp.to_checkpoint(&scope)]))?;
         self.report(table, compared, started, true);
@@ -1241,6 +1255,9 @@ fn key_hash(text: &str) -> u64 {
 struct ReconcileCheckpoint {
     last_key: Option<Row>,
     done: bool,
+    /// The split of a part's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    split: Option<String>,
 }
 
 impl ReconcileCheckpoint {

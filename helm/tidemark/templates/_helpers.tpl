@@ -283,7 +283,8 @@ dead_letter_path = {{ toJson . }}
 {{- define "tidemark.container.common" -}}
 {{- $ := index . 0 -}}
 {{- $stage := index . 2 -}}
-{{- $indexed := and (gt (len .) 3) (index . 3) -}}
+{{- $indexed := false -}}
+{{- if gt (len .) 3 }}{{ $indexed = index . 3 }}{{ end -}}
 image: {{ include "tidemark.image" $ }}
 imagePullPolicy: {{ $.Values.image.pullPolicy }}
 env:
