@@ -247,17 +247,9 @@ pub fn table_progress_in(
     scope: &tidemark_ingest::Scope,
     tables: &[tidemark_schemas::TableId],
 ) -> Result<TableProgress> {
-    let get = |stage: &str, scope: &str| {
-        Ok::<_, std::convert::Infallible>(
-            checkpoints
-                .iter()
-                .find(|c| c.stage == stage && c.scope == scope)
-                .map(|c| c.value.clone()),
-        )
-    };
     let mut backfills = BTreeMap::new();
     for t in tables {
-        let stored = tidemark_ingest::split::StoredBackfill::read(t, get)
+        let stored = tidemark_ingest::split::StoredBackfill::from_checkpoints(t, checkpoints)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(cp) = stored.combined() {
             backfills.insert(*t, cp);

@@ -216,20 +216,12 @@ fn checkpoints_text(checkpoints: &[Checkpoint]) -> String {
     let mut descriptions = 0;
     let mut rereads = String::new();
     let mut backfills = String::new();
-    let get = |stage: &str, scope: &str| {
-        Ok::<_, std::convert::Infallible>(
-            checkpoints
-                .iter()
-                .find(|c| c.stage == stage && c.scope == scope)
-                .map(|c| c.value.clone()),
-        )
-    };
     for cp in checkpoints {
         if cp.stage == BACKFILL_STAGE {
             let Ok(table) = cp.scope.parse::<tidemark_schemas::TableId>() else {
                 continue;
             };
-            if let Ok(stored) = StoredBackfill::read(&table, get) {
+            if let Ok(stored) = StoredBackfill::from_checkpoints(&table, checkpoints) {
                 if let Some(b) = stored.combined() {
                     backfills.push_str(&format!("  {:<30} {}\n", cp.scope, b.progress_text()));
                 }

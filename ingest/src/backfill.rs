@@ -62,7 +62,7 @@ use crate::capture::{key_of, CaptureMessage};
 use crate::source::{
     columns_unchanged, decode_row, load_schema, quote_ident, select_rows, select_sql, Source,
 };
-use crate::split::{lexicographic, Compare, KeyRange, KeySplit, Part};
+use crate::split::{between_keys, KeyRange, KeySplit, Part};
 use crate::{Error, ReadRetry, Result};
 
 /// Checkpoint stage of the backfill; the scope is the table (`db.table`).
@@ -1204,24 +1204,7 @@ fn chunk_tail(
 ) -> (String, Params) {
     let key_cols: Vec<&tidemark_schemas::SourceColumn> = schema.key_columns().collect();
     let order: Vec<String> = key_cols.iter().map(|c| quote_ident(&c.name)).collect();
-    let mut params = Vec::new();
-    let mut conditions = Vec::new();
-    for (bound, compare) in [(after, Compare::After), (upto, Compare::AtOrBelow)] {
-        if let Some(key) = bound {
-            let values: Vec<Value> = key_cols
-                .iter()
-                .map(|c| key.get(&c.name).cloned().unwrap_or(Value::Null))
-                .collect();
-            let (sql, more) = lexicographic(&key_cols, &values, compare);
-            conditions.push(sql);
-            params.extend(more);
-        }
-    }
-    let predicate = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
+    let (predicate, params) = between_keys(&key_cols, after, upto);
     let tail = format!(
         "{predicate} ORDER BY {} LIMIT {limit} LOCK IN SHARE MODE",
         order.join(", ")

@@ -211,6 +211,19 @@ impl StoredBackfill {
         Ok(out)
     }
 
+    /// [`StoredBackfill::read`] from a list of stored checkpoints (all stages).
+    pub fn from_checkpoints(
+        table: &TableId,
+        checkpoints: &[Checkpoint],
+    ) -> std::result::Result<StoredBackfill, StoredError<std::convert::Infallible>> {
+        StoredBackfill::read(table, |stage, scope| {
+            Ok(checkpoints
+                .iter()
+                .find(|c| c.stage == stage && c.scope == scope)
+                .map(|c| c.value.clone()))
+        })
+    }
+
     /// The table's backfill as one checkpoint: its own, or, while it runs in parts, the sum of
     /// its parts (done only when every part is; no resume key: a part resumes from its own).
     pub fn combined(&self) -> Option<BackfillCheckpoint> {
@@ -414,10 +427,7 @@ enum Axis {
     /// DATE, as days since 1970-01-01.
     Days,
     /// DATETIME or TIMESTAMP, as whole seconds since 1970-01-01 00:00:00.
-    Seconds {
-        timestamp: bool,
-        fsp: u8,
-    },
+    Seconds,
     /// DECIMAL of at most 38 digits, as its unscaled integer (`12.50` with scale 2: 1250).
     Unscaled {
         scale: u8,
@@ -441,14 +451,7 @@ impl Axis {
             SourceType::Decimal { precision, scale } if *precision <= 38 => {
                 Some(Axis::Unscaled { scale: *scale })
             }
-            SourceType::DateTime { fsp } => Some(Axis::Seconds {
-                timestamp: false,
-                fsp: *fsp,
-            }),
-            SourceType::Timestamp { fsp } => Some(Axis::Seconds {
-                timestamp: true,
-                fsp: *fsp,
-            }),
+            SourceType::DateTime { .. } | SourceType::Timestamp { .. } => Some(Axis::Seconds),
             _ => None,
         }
     }
@@ -501,38 +504,16 @@ impl Axis {
                 n
             }
             (Axis::Unscaled { scale }, Value::Decimal(text)) => unscaled(text, *scale)?,
-            // Zero dates have no place on the calendar: no search through them.
-            (Axis::Days, Value::Date { year, month, day }) => {
-                i128::from(calendar_day(*year, *month, *day)?.to_julian_day())
-                    - i128::from(UNIX_EPOCH_JULIAN_DAY)
-            }
-            (
-                Axis::Seconds { .. },
-                Value::DateTime {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    ..
-                }
-                | Value::Timestamp {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    ..
-                },
-            ) => {
-                let days = i128::from(calendar_day(*year, *month, *day)?.to_julian_day())
-                    - i128::from(UNIX_EPOCH_JULIAN_DAY);
-                days * 86_400
-                    + i128::from(*hour) * 3600
-                    + i128::from(*minute) * 60
-                    + i128::from(*second)
+            // Dates and date-times by their canonical text (`YYYY-MM-DD[ HH:MM:SS[.f]]`); zero
+            // dates have no place on the calendar: no search through them.
+            (Axis::Days, Value::Date { .. })
+            | (Axis::Seconds, Value::DateTime { .. } | Value::Timestamp { .. }) => {
+                seconds_of(&value.to_string())?
+                    / if matches!(self, Axis::Days) {
+                        86_400
+                    } else {
+                        1
+                    }
             }
             _ => return None,
         })
@@ -558,10 +539,10 @@ impl Axis {
                 let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
                 Value::Bytes([prefix.as_slice(), &bytes[..end]].concat())
             }
-            Axis::Days => {
-                let (year, month, day) = from_days(n);
-                Value::Date { year, month, day }
-            }
+            // A date or date-time as its text: the server compares it with the column's values
+            // in the column's type (it is only ever a search probe, never stored).
+            Axis::Days => Value::Text(calendar_text(n * 86_400)[..10].to_string()),
+            Axis::Seconds => Value::Text(calendar_text(n)),
             Axis::Unscaled { scale } => {
                 let digits = n.unsigned_abs().to_string();
                 let scale = usize::from(*scale);
@@ -573,35 +554,6 @@ impl Axis {
                 } else {
                     format!("{sign}{whole}.{fraction}")
                 })
-            }
-            &Axis::Seconds { timestamp, fsp } => {
-                let (year, month, day) = from_days(n.div_euclid(86_400));
-                let s = n.rem_euclid(86_400) as u32;
-                let (hour, minute, second) =
-                    ((s / 3600) as u8, (s / 60 % 60) as u8, (s % 60) as u8);
-                if timestamp {
-                    Value::Timestamp {
-                        year,
-                        month,
-                        day,
-                        hour,
-                        minute,
-                        second,
-                        micros: 0,
-                        fsp,
-                    }
-                } else {
-                    Value::DateTime {
-                        year,
-                        month,
-                        day,
-                        hour,
-                        minute,
-                        second,
-                        micros: 0,
-                        fsp,
-                    }
-                }
             }
         }
     }
@@ -621,31 +573,49 @@ fn unscaled(text: &str, scale: u8) -> Option<i128> {
     Some(if negative { -n } else { n })
 }
 
-/// The Julian day of 1970-01-01.
-const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
-
-fn calendar_day(year: u16, month: u8, day: u8) -> Option<time::Date> {
-    let month = time::Month::try_from(month).ok()?;
-    time::Date::from_calendar_date(i32::from(year), month, day).ok()
+/// Seconds since 1970-01-01 00:00:00 of a date or date-time's canonical text (`2026-01-31` or
+/// `2026-01-31 12:00:00[.f]`); `None` for a zero date.
+fn seconds_of(text: &str) -> Option<i128> {
+    let field = |range: std::ops::Range<usize>| -> Option<u32> { text.get(range)?.parse().ok() };
+    let month = time::Month::try_from(u8::try_from(field(5..7)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(field(0..4)?).ok()?,
+        month,
+        u8::try_from(field(8..10)?).ok()?,
+    )
+    .ok()?;
+    let (h, m, sec) = if text.len() >= 19 {
+        (field(11..13)?, field(14..16)?, field(17..19)?)
+    } else {
+        (0, 0, 0)
+    };
+    let days = i128::from(date.to_julian_day()) - i128::from(UNIX_EPOCH_JULIAN_DAY);
+    Some(days * 86_400 + i128::from(h * 3600 + m * 60 + sec))
 }
 
-/// Days since 1970-01-01 as (year, month, day), within the years a DATE holds.
-fn from_days(days: i128) -> (u16, u8, u8) {
-    let julian = (days + i128::from(UNIX_EPOCH_JULIAN_DAY)).clamp(
-        i128::from(
-            time::Date::from_calendar_date(1, time::Month::January, 1)
-                .expect("valid")
-                .to_julian_day(),
-        ),
-        i128::from(
-            time::Date::from_calendar_date(9999, time::Month::December, 31)
-                .expect("valid")
-                .to_julian_day(),
-        ),
+/// `YYYY-MM-DD HH:MM:SS` of seconds since 1970-01-01, within the years a DATE holds.
+fn calendar_text(seconds: i128) -> String {
+    let julian = (seconds.div_euclid(86_400) + i128::from(UNIX_EPOCH_JULIAN_DAY)).clamp(
+        i128::from(FIRST_DAY.to_julian_day()),
+        i128::from(LAST_DAY.to_julian_day()),
     );
     let date = time::Date::from_julian_day(julian as i32).expect("within the calendar");
-    (date.year() as u16, date.month() as u8, date.day())
+    let s = seconds.rem_euclid(86_400);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        date.year(),
+        date.month() as u8,
+        date.day(),
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
+
+/// The Julian day of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+const FIRST_DAY: time::Date = time::macros::date!(0001 - 01 - 01);
+const LAST_DAY: time::Date = time::macros::date!(9999 - 12 - 31);
 
 struct Estimator<'a> {
     conn: &'a mut Conn,
@@ -671,28 +641,17 @@ impl Estimator<'_> {
         prefix: Option<&[Value]>,
         upper: Compare,
     ) -> (String, Vec<MyValue>) {
-        let mut conditions = Vec::new();
-        let mut params = Vec::new();
-        if let Some(lower) = lower {
-            let values: Vec<Value> = self
-                .key
-                .iter()
-                .map(|c| lower.get(&c.name).cloned().unwrap_or(Value::Null))
-                .collect();
-            let (sql, more) = lexicographic(self.key, &values, Compare::After);
-            conditions.push(sql);
-            params.extend(more);
-        }
+        let (mut predicate, mut params) = between_keys(self.key, lower, None);
         if let Some(prefix) = prefix {
             let (sql, more) = lexicographic(&self.key[..prefix.len()], prefix, upper);
-            conditions.push(sql);
+            predicate = if predicate.is_empty() {
+                format!("WHERE {sql}")
+            } else {
+                format!("{predicate} AND {sql}")
+            };
             params.extend(more);
         }
-        if conditions.is_empty() {
-            (String::new(), params)
-        } else {
-            (format!("WHERE {}", conditions.join(" AND ")), params)
-        }
+        (predicate, params)
     }
 
     /// The server's estimate of the rows after `lower` whose key prefix is at or below `prefix`
@@ -923,13 +882,6 @@ pub async fn keys_in_range(
         }
     };
     let mut inside = vec![false; keys.len()];
-    let bounds: Vec<(&Row, Compare)> = [
-        range.after.as_ref().map(|k| (k, Compare::After)),
-        range.upto.as_ref().map(|k| (k, Compare::AtOrBelow)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     // An integer first key column decides most keys here, exactly as the server would: a key
     // whose first value lies strictly between the bounds' first values is inside, one beyond
     // them outside. Only the keys that tie with a bound there go to the server.
@@ -976,21 +928,8 @@ pub async fn keys_in_range(
             }
             selects.push(format!("SELECT {}", columns.join(", ")));
         }
-        let mut conditions = Vec::new();
-        for (bound, compare) in &bounds {
-            let values: Vec<Value> = key
-                .iter()
-                .map(|c| bound.get(&c.name).cloned().unwrap_or(Value::Null))
-                .collect();
-            let (sql, more) = lexicographic(&key, &values, *compare);
-            conditions.push(sql);
-            params.extend(more);
-        }
-        let predicate = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
+        let (predicate, more) = between_keys(&key, range.after.as_ref(), range.upto.as_ref());
+        params.extend(more);
         let sql = format!(
             "SELECT `_tm_i` FROM ({}) AS probe {predicate}",
             selects.join(" UNION ALL ")
@@ -1001,6 +940,33 @@ pub async fn keys_in_range(
         }
     }
     Ok(inside)
+}
+
+/// `WHERE key > after AND key <= upto` over the key columns `columns` (either side left out when
+/// `None`, the whole clause when both are), with its parameters.
+pub(crate) fn between_keys(
+    columns: &[&SourceColumn],
+    after: Option<&Row>,
+    upto: Option<&Row>,
+) -> (String, Vec<MyValue>) {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    for (bound, compare) in [(after, Compare::After), (upto, Compare::AtOrBelow)] {
+        if let Some(key) = bound {
+            let values: Vec<Value> = columns
+                .iter()
+                .map(|c| key.get(&c.name).cloned().unwrap_or(Value::Null))
+                .collect();
+            let (sql, more) = lexicographic(columns, &values, compare);
+            conditions.push(sql);
+            params.extend(more);
+        }
+    }
+    if conditions.is_empty() {
+        (String::new(), params)
+    } else {
+        (format!("WHERE {}", conditions.join(" AND ")), params)
+    }
 }
 
 /// Which side of a key a predicate keeps.
