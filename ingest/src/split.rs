@@ -663,6 +663,11 @@ impl Estimator<'_> {
         upper: Compare,
     ) -> Result<u64> {
         let (predicate, params) = self.between(lower, prefix, upper);
+        self.explain_rows(&predicate, params).await
+    }
+
+    /// `EXPLAIN`'s `rows` for the key's index under `predicate` (a `WHERE …`, or empty).
+    async fn explain_rows(&mut self, predicate: &str, params: Vec<MyValue>) -> Result<u64> {
         let sql = format!("EXPLAIN SELECT 1 FROM {} {predicate}", self.from());
         let rows: Vec<mysql_async::Row> = self.conn.exec(sql, Params::Positional(params)).await?;
         Ok(rows
@@ -687,14 +692,7 @@ impl Estimator<'_> {
 
     /// The server's estimate of the table's rows (its statistics, not a count).
     async fn table_rows(&mut self) -> Result<u64> {
-        let sql = format!("EXPLAIN SELECT 1 FROM {}", self.from());
-        let rows: Vec<mysql_async::Row> = self.conn.exec(sql, ()).await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get_opt::<Option<u64>, _>("rows"))
-            .and_then(|r| r.ok())
-            .flatten()
-            .unwrap_or(0))
+        self.explain_rows("", Vec::new()).await
     }
 
     /// The smallest and largest value of key column `prefix.len()` among rows with this prefix.
