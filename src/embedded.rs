@@ -865,7 +865,10 @@ impl ApplyBatch {
         let checkpoints: Vec<Checkpoint> = std::mem::take(&mut self.checkpoints)
             .into_values()
             .collect();
-        metrics::gauge!("tidemark_apply_batch_records").set(self.records.len() as f64);
+        // A write of checkpoints alone (capture's heartbeats) is not a batch of records.
+        if !self.records.is_empty() {
+            metrics::gauge!("tidemark_apply_batch_records").set(self.records.len() as f64);
+        }
         let stats = match write_retrying(sink, &self.records, &checkpoints, cfg) {
             Ok(stats) => stats,
             // A value the target refuses (e.g. an empty text as a CQL partition key): find the

@@ -24,7 +24,8 @@
 //!   - backfill, per table: also `tidemark_backfill_eta_seconds` (time left at the current rate);
 //!   - `tidemark_queue_depth{queue}`: messages waiting in the channel into `apply` (embedded) or
 //!     the Kafka publisher (`publish`), sampled every second ([`watch_queue`]);
-//!     `tidemark_apply_batch_records`: records in the last batch apply wrote to the target;
+//!     `tidemark_apply_batch_records`: records in the last batch apply wrote to the target (a
+//!     write of checkpoints alone, such as a heartbeat's, leaves it as it is);
 //!   - reconcile (the last one this process ran, [`note_reconcile`]; or, in the process that
 //!     measures the uncertainty window, the last one stored: [`show_reconcile`]):
 //!     `tidemark_reconcile_last_started_timestamp_seconds`,

@@ -315,7 +315,9 @@ pub(super) fn sink_loop<S: Sink + ?Sized>(
                 mut rejected,
                 undecodable,
             } => {
-                metrics::gauge!("tidemark_apply_batch_records").set(records.len() as f64);
+                if !records.is_empty() {
+                    metrics::gauge!("tidemark_apply_batch_records").set(records.len() as f64);
+                }
                 let written = match retry_transient(retry_for, || sink.write(&records, &[])) {
                     Err(e) if refused_value(&e).is_some() => {
                         write_each(sink, &records, retry_for).map(|(stats, refused)| {
