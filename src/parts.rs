@@ -54,7 +54,8 @@ pub async fn backfill_part(
 ) -> Result<u64> {
     // Every part refuses a table that cannot be split, not only part 0 (the others would wait
     // for a split that never comes).
-    split::check_splittable(&backfill.source().load_schema(table).await?)?;
+    let schema = backfill.source().load_schema(table).await?;
+    split::check_splittable(&schema)?;
     let waiting_since = Instant::now();
     let mut told = Instant::now();
     loop {
@@ -70,15 +71,19 @@ pub async fn backfill_part(
                     .await?);
             }
             PartStep::Plan => {
-                let Some(split) = plan_and_send(backfill, table, part.of, out).await? else {
+                let Some(split) = plan_and_send(backfill, &schema, part.of, out).await? else {
                     return Ok(0);
                 };
-                let fresh = BackfillCheckpoint {
-                    split: Some(split.id.clone()),
-                    ..BackfillCheckpoint::default()
-                };
+                // A fresh part: `run_part` stamps its checkpoints with the split.
                 return Ok(backfill
-                    .run_part(table, part, &split, fresh, out, cancel)
+                    .run_part(
+                        table,
+                        part,
+                        &split,
+                        BackfillCheckpoint::default(),
+                        out,
+                        cancel,
+                    )
                     .await?);
             }
             PartStep::Wait => {
@@ -141,7 +146,7 @@ pub async fn backfill_in_parts(
                 (split, checkpoints)
             }
             PartStep::Plan | PartStep::Wait => {
-                let split = plan_and_send(backfill, table, parts, out).await?;
+                let split = plan_and_send(backfill, &schema, parts, out).await?;
                 let Some(split) = split else { break };
                 (split, vec![None; parts as usize])
             }
@@ -155,10 +160,7 @@ pub async fn backfill_in_parts(
                 .get(index as usize)
                 .cloned()
                 .flatten()
-                .unwrap_or_else(|| BackfillCheckpoint {
-                    split: Some(split.id.clone()),
-                    ..BackfillCheckpoint::default()
-                });
+                .unwrap_or_default();
             let (split, out, stop, table) = (split.clone(), out.clone(), stop.clone(), *table);
             workers.spawn(async move {
                 let part = Part {
@@ -189,17 +191,17 @@ pub async fn backfill_in_parts(
     Ok(sent)
 }
 
-/// Split `table` into `parts` and send the split downstream, with a table checkpoint that names
-/// it, before any row of a part. `None` when downstream is gone.
+/// Split `schema`'s table into `parts` and send the split downstream, with a table checkpoint
+/// that names it, before any row of a part. `None` when downstream is gone.
 async fn plan_and_send(
     backfill: &mut Backfill,
-    table: &TableId,
+    schema: &tidemark_schemas::SourceSchema,
     parts: u32,
     out: &mpsc::Sender<CaptureMessage>,
 ) -> Result<Option<split::KeySplit>> {
-    let schema = backfill.source().load_schema(table).await?;
+    let table = &schema.table;
     let mut conn = backfill.source().new_connection().await?;
-    let split = split::plan(&mut conn, &schema, parts).await?;
+    let split = split::plan(&mut conn, schema, parts).await?;
     let _ = conn.disconnect().await;
     let named = BackfillCheckpoint {
         split: Some(split.id.clone()),

@@ -314,13 +314,8 @@ impl StoredBackfill {
                 ),
             });
         }
-        let checkpoint =
-            self.parts[part.index as usize]
-                .clone()
-                .unwrap_or_else(|| BackfillCheckpoint {
-                    split: Some(split.id.clone()),
-                    ..BackfillCheckpoint::default()
-                });
+        // A part without progress starts fresh (`Backfill::run_part` stamps it with the split).
+        let checkpoint = self.parts[part.index as usize].clone().unwrap_or_default();
         Ok(PartStep::Run {
             split: split.clone(),
             checkpoint,
