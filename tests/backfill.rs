@@ -5,7 +5,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::workload::{hammer, preload, tables, SHOP};
-use common::{assert_target_equals_source, run_ok, spawn, tidemark, write_config};
+use common::{
+    assert_target_equals_source, run_ok, spawn, target_checkpoint, tidemark, write_config,
+};
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, MariaDb};
 
@@ -117,27 +119,15 @@ async fn parts_side_by_side_in_one_process_survive_kill_9() {
     );
     let cfg = config.to_str().unwrap().to_string();
     let target = dir.path().join("target.db");
+    let part = |table: &str, i: u32| -> Option<tidemark_ingest::BackfillCheckpoint> {
+        target_checkpoint(&target, "backfill_part", &format!("{table}/{i}"))
+            .map(|v| serde_json::from_str(&v).unwrap())
+    };
     let part_rows = || -> u64 {
-        let Ok(conn) = rusqlite::Connection::open(&target) else {
-            return 0;
-        };
-        let Ok(mut statement) =
-            conn.prepare("SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_part'")
-        else {
-            return 0;
-        };
-        let values: Vec<String> = statement
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        values
+        ["shop.accounts", "shop.links"]
             .iter()
-            .map(|v| {
-                serde_json::from_str::<tidemark_ingest::BackfillCheckpoint>(v)
-                    .unwrap()
-                    .rows
-            })
+            .flat_map(|t| (0..3).filter_map(move |i| part(t, i)))
+            .map(|p| p.rows)
             .sum()
     };
 
@@ -166,30 +156,14 @@ async fn parts_side_by_side_in_one_process_survive_kill_9() {
         assert_target_equals_source(&db.url(), &dir.path().join("target.db"), &tables()).await;
     assert!(rows > 30_000, "compared {rows} rows");
     // Each table was read in three parts of one split, each part resumed, none started over.
-    let conn = rusqlite::Connection::open(&target).unwrap();
     for table in ["shop.accounts", "shop.links"] {
         let split: tidemark_ingest::split::KeySplit = serde_json::from_str(
-            &conn
-                .query_row(
-                    "SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_split' AND scope = ?1",
-                    [table],
-                    |r| r.get::<_, String>(0),
-                )
-                .unwrap(),
+            &target_checkpoint(&target, "backfill_split", table).expect("a stored split"),
         )
         .unwrap();
         assert_eq!(split.parts, 3, "{table}");
         for i in 0..3 {
-            let part: tidemark_ingest::BackfillCheckpoint = serde_json::from_str(
-                &conn
-                    .query_row(
-                        "SELECT value FROM _tm_checkpoints WHERE stage = 'backfill_part' AND scope = ?1",
-                        [format!("{table}/{i}")],
-                        |r| r.get::<_, String>(0),
-                    )
-                    .unwrap(),
-            )
-            .unwrap();
+            let part = part(table, i).expect("a part's checkpoint");
             assert!(
                 part.done && part.split.as_deref() == Some(split.id.as_str()),
                 "{table} part {i}: {part:?}"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::workload::{hammer, tables, SHOP};
-use common::{assert_target_equals_source, run_ok, spawn, Spawned};
+use common::{assert_target_equals_source, run_ok, spawn, target_checkpoint, Spawned};
 use tidemark_ingest::split::{KeySplit, PART_STAGE, SPLIT_STAGE};
 use tidemark_ingest::{BackfillCheckpoint, Source};
 use tidemark_schemas::TableId;
@@ -18,21 +18,8 @@ use tidemark_testkit::{wait_for, MariaDb};
 const ROWS: u64 = 2_000_000;
 const PARTS: u32 = 4;
 
-/// A checkpoint stored in the SQLite target, read while other processes write it.
-fn stored(target: &Path, stage: &str, scope: &str) -> Option<String> {
-    let conn =
-        rusqlite::Connection::open_with_flags(target, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    conn.query_row(
-        "SELECT value FROM _tm_checkpoints WHERE stage = ?1 AND scope = ?2",
-        [stage, scope],
-        |r| r.get(0),
-    )
-    .ok()
-}
-
 fn part_progress(target: &Path, index: u32) -> Option<BackfillCheckpoint> {
-    stored(target, PART_STAGE, &format!("shop.links/{index}"))
+    target_checkpoint(target, PART_STAGE, &format!("shop.links/{index}"))
         .and_then(|text| serde_json::from_str(&text).ok())
 }
 
@@ -80,7 +67,7 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
         &dir.path().join("capture.log"),
     );
     wait_for("capture stored its start", Duration::from_secs(60), || {
-        stored(&target, "capture", "*").is_some()
+        target_checkpoint(&target, "capture", "*").is_some()
     });
 
     // Hot keys at both ends of the key space, until the parts are done.
@@ -155,7 +142,8 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
     // Each key exactly once: the middle parts, which the workload does not touch, read exactly
     // the source's rows in their ranges, the killed part included; and the parts are balanced.
     let split: KeySplit =
-        serde_json::from_str(&stored(&target, SPLIT_STAGE, "shop.links").unwrap()).unwrap();
+        serde_json::from_str(&target_checkpoint(&target, SPLIT_STAGE, "shop.links").unwrap())
+            .unwrap();
     assert_eq!(split.parts, PARTS);
     let table: TableId = "shop.links".parse().unwrap();
     let mut source = Source::connect(&db.url()).await.unwrap();

@@ -71,6 +71,19 @@ impl Drop for Spawned {
     }
 }
 
+/// A checkpoint stored in a SQLite target (its value), read while other processes may write it.
+pub fn target_checkpoint(target: &Path, stage: &str, scope: &str) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(target, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row(
+        "SELECT value FROM _tm_checkpoints WHERE stage = ?1 AND scope = ?2",
+        [stage, scope],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
 /// Start `tidemark ARGS` with its log (stderr) in `log`.
 pub fn spawn(args: &[&str], log: &Path) -> Spawned {
     let log = std::fs::File::create(log).expect("log file");
