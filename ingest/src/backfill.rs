@@ -625,6 +625,8 @@ impl Backfill {
         let mut emitted = 0u64;
         let started = Instant::now();
         let mut paused = self.control.subscribe();
+        // Chunks read again in a row because a column changed under their read.
+        let mut reshaped = 0u32;
         retry.succeeded();
         reconnect = false;
         loop {
@@ -649,6 +651,14 @@ impl Backfill {
                 Ok(Some(read)) => read,
                 // Downstream is gone: shutting down.
                 Ok(None) => return Ok(emitted),
+                // A column dropped or renamed between the shape check and the read (ALTER TABLE
+                // racing the chunk): the chunk is read again, in the shape the check then finds.
+                // Bounded: a shape that keeps failing the read is an error.
+                Err(e) if column_vanished(&e) && reshaped < 10 => {
+                    reshaped += 1;
+                    info!(table = %table, error = %e, "a column changed under the chunk's read: reading it again in the table's new shape");
+                    continue;
+                }
                 Err(e) => {
                     retry
                         .after_failure(e, &format!("backfill of {slot}"), cancel)
@@ -660,6 +670,7 @@ impl Backfill {
             };
             retry.succeeded();
             reconnect = false;
+            reshaped = 0;
             emitted += n;
             let rate = emitted as f64 / started.elapsed().as_secs_f64().max(1e-3);
             self.set_slot_progress(slot, |pr| {
@@ -1335,6 +1346,11 @@ pub fn key_from_json(
 
 /// Whether `e` says the table read is missing (dropped or renamed away under the read): its
 /// description was not found, or the server answered 1146 (`ER_NO_SUCH_TABLE`).
+/// ER_BAD_FIELD_ERROR: the read named a column the table no longer has.
+fn column_vanished(e: &Error) -> bool {
+    matches!(e, Error::Mysql(mysql_async::Error::Server(s)) if s.code == 1054)
+}
+
 fn table_vanished(e: &Error) -> bool {
     match e {
         Error::TableNotFound { .. } => true,
