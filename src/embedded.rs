@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use tidemark_apply::{count_applied, count_rejected, write_batch, write_checkpoints, TargetTables};
 use tidemark_ingest::{
     Backfill, BackfillCheckpoint, BackfillControl, Capture, CaptureCheckpoint, CaptureMessage,
     Scope, Source, StopAt,
@@ -744,9 +745,10 @@ fn write_stage(
             match msg {
                 Transformed::Table(schema) => {
                     batch.flush(sink, dlq, &mut totals, cfg)?;
-                    let schema = merged_shape(batch.schemas.get(&schema.table), schema);
-                    retry_transient(cfg, || sink.ensure_table(&schema))?;
-                    batch.schemas.insert(schema.table.clone(), schema);
+                    batch
+                        .tables
+                        .ensure(sink, schema, cfg.retry_duration())
+                        .map_err(|e| with_retry_context(e, cfg))?;
                 }
                 Transformed::Changes {
                     mut records,
@@ -799,29 +801,6 @@ fn write_stage(
     Ok(totals)
 }
 
-/// The target table as it must be once `new` is announced after `known`: `new`'s columns, then
-/// those of `known` that `new` lacks (nullable). Shapes of one table arrive interleaved around a
-/// schema change (a backfill of today's shape beside a capture of rows written before it), and
-/// the sink writes every record by the columns it was last told of: announcing an older,
-/// narrower shape must never make it forget a column a newer record carries. A record without a
-/// column writes NULL there, which is what the row held when it was written.
-fn merged_shape(
-    known: Option<&tidemark_schemas::TargetSchema>,
-    mut new: tidemark_schemas::TargetSchema,
-) -> tidemark_schemas::TargetSchema {
-    if let Some(known) = known.filter(|k| k.key == new.key) {
-        for col in &known.columns {
-            if new.column(&col.name).is_none() {
-                new.columns.push(tidemark_schemas::TargetColumn {
-                    nullable: true,
-                    ..col.clone()
-                });
-            }
-        }
-    }
-    new
-}
-
 /// What apply did: sink counts and rejections per source table.
 #[derive(Debug, Default)]
 pub struct ApplyTotals {
@@ -836,8 +815,8 @@ struct ApplyBatch {
     records: Vec<TargetRecord>,
     rejections: Vec<Rejection>,
     checkpoints: BTreeMap<(String, String), Checkpoint>,
-    /// The target tables announced so far (for the type a dead letter names).
-    schemas: BTreeMap<String, tidemark_schemas::TargetSchema>,
+    /// The target tables announced to the sink, never narrowed.
+    tables: TargetTables,
     /// Where written records go to be freed.
     spent: Option<std::sync::mpsc::Sender<Vec<TargetRecord>>>,
     /// Where the vectors they were in come back, emptied, to gather later batches.
@@ -858,39 +837,30 @@ impl ApplyBatch {
         // Rejections first: the checkpoint below must never be ahead of them.
         dlq.record(&self.rejections)?;
         for r in self.rejections.drain(..) {
-            metrics::counter!("tidemark_rows_rejected_total", "table" => r.source_table.clone(), "kind" => r.kind.as_str())
-                .increment(1);
-            *totals.rejected.entry(r.source_table.clone()).or_default() += 1;
+            count_rejected(&r);
+            *totals.rejected.entry(r.source_table).or_default() += 1;
         }
         let checkpoints: Vec<Checkpoint> = std::mem::take(&mut self.checkpoints)
             .into_values()
             .collect();
-        // A write of checkpoints alone (capture's heartbeats) is not a batch of records.
-        if !self.records.is_empty() {
-            metrics::gauge!("tidemark_apply_batch_records").set(self.records.len() as f64);
+        let retry_for = cfg.retry_duration();
+        let written = write_batch(sink, &self.tables, &self.records, &checkpoints, retry_for)
+            .map_err(|e| with_retry_context(e, cfg))?;
+        let mut stats = written.stats;
+        // Records the target refused: in the dead-letter output before the checkpoints that
+        // pass them are written.
+        for (_, rejection) in written.refused {
+            dlq.record(std::slice::from_ref(&rejection))?;
+            count_rejected(&rejection);
+            *totals.rejected.entry(rejection.source_table).or_default() += 1;
         }
-        let stats = match write_retrying(sink, &self.records, &checkpoints, cfg) {
-            Ok(stats) => stats,
-            // A value the target refuses (e.g. an empty text as a CQL partition key): find the
-            // records at fault, one by one, and send them to the dead-letter output; the rest of
-            // the batch, then its checkpoints, are written as usual.
-            Err(e) if refused_value(&e).is_some() => write_one_by_one(
-                sink,
-                dlq,
-                &self.records,
-                &checkpoints,
-                &self.schemas,
-                cfg,
-                totals,
-            )?,
-            Err(e) => return Err(e),
-        };
-        for (table, (applied, ignored)) in &stats.per_table {
-            metrics::counter!("tidemark_rows_applied_total", "table" => table.clone())
-                .increment(*applied);
-            metrics::counter!("tidemark_rows_ignored_older_total", "table" => table.clone())
-                .increment(*ignored);
+        if written.checkpoints_pending {
+            stats.merge(
+                &write_checkpoints(sink, &checkpoints, retry_for)
+                    .map_err(|e| with_retry_context(e, cfg))?,
+            );
         }
+        count_applied(&stats);
         totals.stats.merge(&stats);
         // The next batch is likely as large as this one: room for it up front (an emptied vector
         // of a batch before, or a new one), so appending a bulk load's messages never copies the
@@ -909,65 +879,6 @@ impl ApplyBatch {
         }
         Ok(())
     }
-}
-
-/// The column and reason of a value the target refused, if that is what `e` is.
-fn refused_value(e: &anyhow::Error) -> Option<(&str, &str)> {
-    tidemark_sink::resilient::refused_value(e.downcast_ref::<tidemark_sink::Error>()?)
-}
-
-/// The records of a batch the target refused as a whole, written one at a time: each one the
-/// target refuses goes to the dead-letter output (kind `target_refused`, with the target's
-/// reason), before the checkpoints are written.
-fn write_one_by_one(
-    sink: &mut dyn Sink,
-    dlq: &mut dyn DeadLetterOutput,
-    records: &[TargetRecord],
-    checkpoints: &[Checkpoint],
-    schemas: &BTreeMap<String, tidemark_schemas::TargetSchema>,
-    cfg: &crate::config::ApplyConfig,
-    totals: &mut ApplyTotals,
-) -> Result<WriteStats> {
-    let (mut stats, refused) =
-        tidemark_sink::resilient::write_each(sink, records, cfg.retry_duration())
-            .map_err(|e| with_retry_context(e, cfg))?;
-    for refusal in refused {
-        let record = &records[refusal.index];
-        let rejection = Rejection::target_refused(
-            record,
-            schemas.get(record.table.as_str()),
-            &refusal.column,
-            refusal.reason.clone(),
-        );
-        warn!(%rejection, "the target refused a record; it goes to the dead-letter output");
-        dlq.record(std::slice::from_ref(&rejection))?;
-        metrics::counter!("tidemark_rows_rejected_total", "table" => rejection.source_table.clone(), "kind" => rejection.kind.as_str())
-            .increment(1);
-        *totals.rejected.entry(rejection.source_table).or_default() += 1;
-    }
-    stats.merge(&write_retrying(sink, &[], checkpoints, cfg)?);
-    Ok(stats)
-}
-
-/// [`Sink::write`], repeated while the target answers with a transient error (a node restarting,
-/// the file locked by another process) for up to `apply.retry_seconds`
-/// ([`tidemark_sink::resilient::retry_transient`]).
-pub(crate) fn write_retrying(
-    sink: &mut dyn Sink,
-    records: &[TargetRecord],
-    checkpoints: &[Checkpoint],
-    cfg: &crate::config::ApplyConfig,
-) -> Result<WriteStats> {
-    retry_transient(cfg, || sink.write(records, checkpoints))
-}
-
-/// `op` on the target, repeated as [`write_retrying`] says.
-pub(crate) fn retry_transient<T>(
-    cfg: &crate::config::ApplyConfig,
-    op: impl FnMut() -> tidemark_sink::Result<T>,
-) -> Result<T> {
-    tidemark_sink::resilient::retry_transient(cfg.retry_duration(), op)
-        .map_err(|e| with_retry_context(e, cfg))
 }
 
 /// A transient error that outlasted `apply.retry_seconds` says so.

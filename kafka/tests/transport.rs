@@ -139,6 +139,71 @@ async fn publisher_to_applier_round_trip_with_checkpoints_and_frontier() {
     assert_eq!(again.messages, 0, "everything was committed: {again:?}");
 }
 
+/// A table's shape announced after a wider one of the same table (a row written before an ADD
+/// COLUMN, met after rows written since: other partitions, or an apply member restarted in the
+/// middle of the change) must not make apply forget the wider shape's column. The wider record
+/// after it keeps its value, and the older row's record holds NULL there, as the row did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_narrower_shape_never_drops_a_newer_column() {
+    use tidemark_schemas::{SourceColumn, SourceType, Value};
+    let broker = Broker::start();
+    let config = broker.config();
+    init(&config).await;
+    let mut wide = schema();
+    wide.columns.push(SourceColumn {
+        name: "note".into(),
+        ty: SourceType::Text {
+            charset: "utf8mb4".into(),
+            max_chars: Some(20),
+            fixed: false,
+        },
+        nullable: true,
+        column_type: "varchar(20)".into(),
+    });
+    let with_note = |id: i64, note: &str, version: i64| {
+        let mut change = upsert(id, "wide", 1, version);
+        let after = change.after.as_mut().expect("an upsert has an after image");
+        after.push("note", Value::Text(note.into()));
+        change
+    };
+    let commit = |at: u64| CaptureMessage::Commit {
+        position: pos(at),
+        gtid: None,
+        source_time: None,
+    };
+    // One key, so one partition: apply meets the three shapes in this order.
+    let messages = vec![
+        CaptureMessage::Schema(Arc::new(wide.clone())),
+        CaptureMessage::Changes(vec![with_note(1, "first", 1000)]),
+        commit(1005),
+        CaptureMessage::Schema(Arc::new(schema())),
+        CaptureMessage::Changes(vec![upsert(1, "narrow", 2, 1010)]),
+        commit(1015),
+        CaptureMessage::Schema(Arc::new(wide)),
+        CaptureMessage::Changes(vec![with_note(1, "second", 1020)]),
+        commit(1025),
+    ];
+    publish(&config, messages).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink_path = dir.path().join("target.db");
+    let applied = apply(&config, &sink_path, until_caught_up()).await;
+    assert_eq!(applied.stats.applied(), 3, "{applied:?}");
+    let target = SqliteSink::open(&sink_path).expect("open the target");
+    let (name, note): (String, Option<String>) = target
+        .connection()
+        .query_row(
+            &format!("SELECT name, note FROM \"{}\" WHERE id = 1", target_table()),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("key 1 in the target");
+    assert_eq!(
+        (name.as_str(), note.as_deref()),
+        ("wide", Some("second")),
+        "the newest record, written whole"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_is_never_visible_before_its_data() {
     let broker = Broker::start();

@@ -858,8 +858,7 @@ impl KafkaApplier {
             b.dead.push(letter);
         }
         for r in answer.rejected {
-            metrics::counter!("tidemark_rows_rejected_total", "table" => r.rejection.source_table.clone(), "kind" => r.rejection.kind.as_str())
-                .increment(1);
+            tidemark_apply::count_rejected(&r.rejection);
             let (topic, partition) = &b.partitions[r.partition as usize];
             *b.rejected
                 .entry(r.rejection.source_table.clone())
@@ -876,12 +875,7 @@ impl KafkaApplier {
             });
         }
         self.send_dead_letters(&std::mem::take(&mut b.dead))?;
-        for (table, (applied, ignored)) in &stats.per_table {
-            metrics::counter!("tidemark_rows_applied_total", "table" => table.clone())
-                .increment(*applied);
-            metrics::counter!("tidemark_rows_ignored_older_total", "table" => table.clone())
-                .increment(*ignored);
-        }
+        tidemark_apply::count_applied(&stats);
         metrics::counter!("tidemark_messages_undecodable_total").increment(b.undecodable);
         self.report.stats.merge(&stats);
         for (t, n) in &b.rejected {

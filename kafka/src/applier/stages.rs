@@ -2,14 +2,14 @@
 //! (Avro → changes), transform (changes → records or rejections) and sink (write, answer), with
 //! the batches that move between them (see the module doc of `applier`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::{mpsc, Arc};
 
+use tidemark_apply::{write_batch, TargetTables};
 use tidemark_schemas::{BinlogPosition, ChangeEvent, TargetRecord, TargetSchema};
 use tidemark_sink::{Sink, WriteStats};
 use tidemark_transform::{Rejection, TablePlan};
-use tracing::warn;
 
 use crate::registry::{self, Registry};
 use crate::wire::Marker;
@@ -284,10 +284,11 @@ pub(super) fn transform_loop(
 /// The sink's stage of [`KafkaApplier::run`]: jobs in order, one answer per job. Written records
 /// go to `spent`, to be freed by the transform thread.
 ///
-/// A transient failure is written again for up to `retry_for`; a batch the target refuses
-/// because of a value is written record by record, and each record it refuses becomes a
-/// rejection of its batch (kind `target_refused`), sent to the dead-letter topic before the
-/// batch's offsets are committed, as the transform's rejections are.
+/// Tables are announced and batches written by `tidemark_apply` (a table never narrows; a
+/// transient failure is written again for up to `retry_for`; a batch the target refuses because
+/// of a value is written record by record). Each record the target refuses becomes a rejection
+/// of its batch (kind `target_refused`), sent to the dead-letter topic before the batch's
+/// offsets are committed, as the transform's rejections are.
 pub(super) fn sink_loop<S: Sink + ?Sized>(
     sink: &mut S,
     retry_for: std::time::Duration,
@@ -295,8 +296,7 @@ pub(super) fn sink_loop<S: Sink + ?Sized>(
     answers: mpsc::Sender<SinkAnswer>,
     spent: mpsc::Sender<Vec<TargetRecord>>,
 ) {
-    use tidemark_sink::resilient::{refused_value, retry_transient, write_each};
-    let mut schemas: HashMap<String, TargetSchema> = HashMap::new();
+    let mut tables = TargetTables::default();
     for job in jobs {
         let answer = match job {
             SinkJob::Write {
@@ -315,34 +315,19 @@ pub(super) fn sink_loop<S: Sink + ?Sized>(
                 mut rejected,
                 undecodable,
             } => {
-                if !records.is_empty() {
-                    metrics::gauge!("tidemark_apply_batch_records").set(records.len() as f64);
-                }
-                let written = match retry_transient(retry_for, || sink.write(&records, &[])) {
-                    Err(e) if refused_value(&e).is_some() => {
-                        write_each(sink, &records, retry_for).map(|(stats, refused)| {
-                            for r in refused {
-                                let record = &records[r.index];
-                                let rejection = Rejection::target_refused(
-                                    record,
-                                    schemas.get(record.table.as_str()),
-                                    &r.column,
-                                    r.reason.clone(),
-                                );
-                                warn!(%rejection, "the target refused a record; it goes to the dead-letter topic");
-                                let (partition, offset) = origins[r.index];
-                                rejected.push(RejectedChange {
-                                    rejection: Box::new(rejection),
-                                    partition,
-                                    offset,
-                                });
-                            }
-                            stats
-                        })
-                    }
-                    other => other,
-                }
-                .map_err(Error::from);
+                let written = write_batch(sink, &tables, &records, &[], retry_for)
+                    .map(|written| {
+                        for (index, rejection) in written.refused {
+                            let (partition, offset) = origins[index];
+                            rejected.push(RejectedChange {
+                                rejection: Box::new(rejection),
+                                partition,
+                                offset,
+                            });
+                        }
+                        written.stats
+                    })
+                    .map_err(Error::from);
                 let _ = spent.send(records);
                 SinkAnswer {
                     written,
@@ -350,15 +335,12 @@ pub(super) fn sink_loop<S: Sink + ?Sized>(
                     undecodable,
                 }
             }
-            SinkJob::EnsureTable(schema) => {
-                let done = retry_transient(retry_for, || sink.ensure_table(&schema));
-                if done.is_ok() {
-                    schemas.insert(schema.table.clone(), schema);
-                }
-                SinkAnswer::without_letters(
-                    done.map(|()| WriteStats::default()).map_err(Error::from),
-                )
-            }
+            SinkJob::EnsureTable(schema) => SinkAnswer::without_letters(
+                tables
+                    .ensure(sink, schema, retry_for)
+                    .map(|()| WriteStats::default())
+                    .map_err(Error::from),
+            ),
             SinkJob::Fail(e) => SinkAnswer::without_letters(Err(e)),
         };
         if answers.send(answer).is_err() {
