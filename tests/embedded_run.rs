@@ -10,7 +10,7 @@ use common::{
 };
 use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
-use tidemark_testkit::{wait_for, MariaDb};
+use tidemark_testkit::{wait_for, wait_for_or_show, MariaDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_until_caught_up_copies_every_type_losslessly_with_lineage() {
@@ -278,16 +278,14 @@ async fn health_readiness_and_metrics_are_served() {
         &["run", "--config", config.to_str().unwrap()],
         &dir.path().join("m.log"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ready = false;
-    while Instant::now() < deadline {
-        if http_get(port, "/readyz").is_some_and(|(s, _)| s == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ready, "/readyz turned 200 once the pipeline was connected");
+    tokio::task::block_in_place(|| {
+        wait_for_or_show(
+            "/readyz to turn 200 once the pipeline is connected",
+            Duration::from_secs(20),
+            &dir.path().join("m.log"),
+            || http_get(port, "/readyz").is_some_and(|(s, _)| s == 200),
+        )
+    });
     assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
     db.sql("INSERT INTO shop.t VALUES (4, 4)");
     let mut scraped = None;
@@ -324,19 +322,17 @@ fn until_caught_up_returns_when_the_log_ends_after_a_rotation() {
         &["run", "--config", &cfg, "--until-caught-up"],
         &dir.path().join("r.log"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let status = status.expect("--until-caught-up returned after a rotation with nothing after it");
-    assert!(status.success());
+    let mut status = None;
+    wait_for_or_show(
+        "--until-caught-up to return after a rotation with nothing after it",
+        Duration::from_secs(30),
+        &dir.path().join("r.log"),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert!(status.expect("waited for above").success());
 }
 
 /// What an operator watches, scraped from a live `tidemark run` that backfills 6,000 rows under a

@@ -10,7 +10,7 @@ mod kafka_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{run_ok, write_config};
 use kafka_support::{kafka_config, wait_for_capture_start, Proc};
@@ -41,16 +41,10 @@ fn body_of(dir: &Path, id: i64) -> Option<String> {
 }
 
 /// Wait up to `secs` for `done`, panicking with `what` and the worker's log.
-async fn wait_for(secs: u64, what: &str, log: &Path, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs} s; control worker log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+async fn wait_for(secs: u64, what: &str, log: &Path, done: impl FnMut() -> bool) {
+    tokio::task::block_in_place(|| {
+        tidemark_testkit::wait_for_or_show(what, Duration::from_secs(secs), log, done)
+    });
 }
 
 /// The drift topic as (key, class) of each event, in order.

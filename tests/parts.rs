@@ -112,18 +112,23 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
 
     let deadline = Instant::now() + Duration::from_secs(900);
     for (i, part) in parts.iter_mut().enumerate() {
-        loop {
-            if let Some(exit) = part.try_wait().unwrap() {
-                assert!(
-                    exit.success(),
-                    "part {i} exited with {exit}; see its log in {}",
-                    dir.path().display()
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "part {i} did not finish");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let mut exit = None;
+        tokio::task::block_in_place(|| {
+            wait_for(
+                &format!("part {i} to finish (its log is in {})", dir.path().display()),
+                deadline.saturating_duration_since(Instant::now()),
+                || {
+                    exit = part.try_wait().unwrap();
+                    exit.is_some()
+                },
+            )
+        });
+        let exit = exit.expect("waited for above");
+        assert!(
+            exit.success(),
+            "part {i} exited with {exit}; see its log in {}",
+            dir.path().display()
+        );
     }
     writing.store(false, Ordering::Relaxed);
     let statements = workload.await.unwrap();

@@ -551,14 +551,13 @@ async fn two_appliers_in_one_group_split_the_partitions() {
     let messages = workload(1000);
     let want = expected(&changes_of(&messages));
     publish(&config, messages).await;
-    let started = Instant::now();
-    loop {
-        let total: usize = members.iter().map(|(p, _)| contents(p).len()).sum();
-        if total >= 1000 || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    tokio::task::block_in_place(|| {
+        tidemark_testkit::wait_for(
+            "the two members to apply the 1,000 keys between them",
+            Duration::from_secs(60),
+            || members.iter().map(|(p, _)| contents(p).len()).sum::<usize>() >= 1000,
+        )
+    });
     cancel.cancel();
     let mut union = BTreeMap::new();
     let mut assigned = Vec::new();
