@@ -115,7 +115,10 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
         let mut exit = None;
         tokio::task::block_in_place(|| {
             wait_for(
-                &format!("part {i} to finish (its log is in {})", dir.path().display()),
+                &format!(
+                    "part {i} to finish (its log is in {})",
+                    dir.path().display()
+                ),
                 deadline.saturating_duration_since(Instant::now()),
                 || {
                     exit = part.try_wait().unwrap();

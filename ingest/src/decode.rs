@@ -26,7 +26,7 @@ use std::borrow::Cow;
 
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::value::Value as MyValue;
-use tidemark_schemas::{SourceColumn, SourceType, Value};
+use tidemark_schemas::{text, DateTime, SourceColumn, SourceType, Value};
 
 /// Decode one binlog row-image value of `column`.
 pub fn from_binlog(column: &SourceColumn, value: BinlogValue<'_>) -> Result<Value, String> {
@@ -129,40 +129,19 @@ pub fn from_mysql(column: &SourceColumn, value: MyValue, origin: Origin) -> Resu
             value: u,
         },
         (SourceType::Date, M::Date(year, month, day, ..)) => Value::Date { year, month, day },
-        (SourceType::Date, M::Bytes(b)) => {
-            let (year, month, day, ..) = parse_datetime(&utf8(b)?)?;
-            Value::Date { year, month, day }
+        // Temporal values sent as text (the text protocol, a key read back from a report) are
+        // in their canonical form, which is the one MySQL prints: read by the one strict parse.
+        (SourceType::Date, M::Bytes(b)) => text::parse_date(&utf8(b)?)?,
+        (SourceType::DateTime { fsp }, M::Bytes(b)) => {
+            Value::DateTime(DateTime::parse(&utf8(b)?, *fsp)?)
         }
-        (SourceType::DateTime { fsp }, v) => {
-            let (year, month, day, hour, minute, second, micros) = datetime_parts(v, &wrong)?;
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                fsp: *fsp,
-            }
-        }
-        (SourceType::Timestamp { fsp }, v) => {
-            let (year, month, day, hour, minute, second, micros) = match (origin, v) {
-                (Origin::Binlog, M::Bytes(b)) => epoch_to_utc(&utf8(b)?)?,
-                (Origin::Binlog, M::Int(secs)) => epoch_to_utc(&secs.to_string())?,
-                (_, v) => datetime_parts(v, &wrong)?,
-            };
-            Value::Timestamp {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                fsp: *fsp,
-            }
-        }
+        (SourceType::DateTime { fsp }, v) => Value::DateTime(server_datetime(v, *fsp, &wrong)?),
+        (SourceType::Timestamp { fsp }, v) => Value::Timestamp(match (origin, v) {
+            (Origin::Binlog, M::Bytes(b)) => epoch_to_utc(&utf8(b)?, *fsp)?,
+            (Origin::Binlog, M::Int(secs)) => epoch_to_utc(&secs.to_string(), *fsp)?,
+            (_, M::Bytes(b)) => DateTime::parse(&utf8(b)?, *fsp)?,
+            (_, v) => server_datetime(v, *fsp, &wrong)?,
+        }),
         (SourceType::Time { fsp }, M::Time(negative, days, h, minute, second, micros)) => {
             Value::Time {
                 negative,
@@ -173,17 +152,7 @@ pub fn from_mysql(column: &SourceColumn, value: MyValue, origin: Origin) -> Resu
                 fsp: *fsp,
             }
         }
-        (SourceType::Time { fsp }, M::Bytes(b)) => {
-            let (negative, hours, minute, second, micros) = parse_time(&utf8(b)?)?;
-            Value::Time {
-                negative,
-                hours,
-                minute,
-                second,
-                micros,
-                fsp: *fsp,
-            }
-        }
+        (SourceType::Time { fsp }, M::Bytes(b)) => text::parse_time(&utf8(b)?, *fsp)?,
         (SourceType::Year, M::Bytes(b)) => {
             let y: u16 = parse(&b, "YEAR")?;
             // The binlog stores year − 1900 in one byte; 0 is the zero year.
@@ -239,71 +208,52 @@ pub fn from_mysql(column: &SourceColumn, value: MyValue, origin: Origin) -> Resu
     })
 }
 
-type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32);
-
-fn datetime_parts(v: MyValue, wrong: &dyn Fn(&MyValue) -> String) -> Result<DateTimeParts, String> {
+/// A date-time the server sent in its binary form, in a column of precision `fsp`.
+fn server_datetime(
+    v: MyValue,
+    fsp: u8,
+    wrong: &dyn Fn(&MyValue) -> String,
+) -> Result<DateTime, String> {
     match v {
-        MyValue::Date(y, mo, d, h, mi, s, us) => Ok((y, mo, d, h, mi, s, us)),
-        MyValue::Bytes(b) => parse_datetime(&utf8(b)?),
+        MyValue::Date(year, month, day, hour, minute, second, micros) => Ok(DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+            fsp,
+        }),
         other => Err(wrong(&other)),
     }
 }
 
-/// Parse `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` as MySQL prints it (zero dates allowed).
-pub fn parse_datetime(s: &str) -> Result<DateTimeParts, String> {
-    let bad = || format!("`{s}` is not a date/time");
-    let (date, time) = s.split_once(' ').unwrap_or((s, "00:00:00"));
-    let mut d = date.split('-');
-    let year = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let month = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let day = d.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let (negative, hours, minute, second, micros) = parse_time(time)?;
-    if negative || hours > 23 {
-        return Err(bad());
-    }
-    Ok((year, month, day, hours as u8, minute, second, micros))
-}
-
-/// Parse `[-]HHH:MM:SS[.ffffff]`.
-pub fn parse_time(s: &str) -> Result<(bool, u16, u8, u8, u32), String> {
-    let bad = || format!("`{s}` is not a time");
-    let (negative, rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let (whole, frac) = rest.split_once('.').unwrap_or((rest, ""));
-    let mut p = whole.split(':');
-    let hours = p.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let minute = p.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let second = p.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let micros = format!("{frac:0<6}").parse().map_err(|_| bad())?;
-    Ok((negative, hours, minute, second, micros))
-}
-
 /// `secs[.micros]` since the epoch → UTC civil time; `0` is the zero timestamp.
-fn epoch_to_utc(s: &str) -> Result<DateTimeParts, String> {
+fn epoch_to_utc(s: &str, fsp: u8) -> Result<DateTime, String> {
     let (secs, micros) = s.split_once('.').unwrap_or((s, "0"));
     let secs: i64 = secs.parse().map_err(|_| format!("bad timestamp `{s}`"))?;
     let micros: u32 = format!("{micros:0<6}")
         .parse()
         .map_err(|_| format!("bad timestamp `{s}`"))?;
     if secs == 0 && micros == 0 {
-        return Ok((0, 0, 0, 0, 0, 0, 0));
+        return Ok(DateTime {
+            fsp,
+            ..DateTime::ZERO
+        });
     }
     let t = time::OffsetDateTime::from_unix_timestamp(secs)
         .map_err(|e| format!("timestamp {s} out of range: {e}"))?;
-    Ok((
-        t.year() as u16,
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
+    Ok(DateTime {
+        year: t.year() as u16,
+        month: t.month() as u8,
+        day: t.day(),
+        hour: t.hour(),
+        minute: t.minute(),
+        second: t.second(),
         micros,
-    ))
+        fsp,
+    })
 }
 
 fn enum_name(members: &[String], index: u64) -> Result<String, String> {
@@ -517,16 +467,48 @@ mod tests {
 
     #[test]
     fn time_and_datetime_text_parse() {
+        let text = |ty: SourceType, s: &str| {
+            from_mysql(&col(ty), MyValue::Bytes(s.into()), Origin::ResultSet)
+        };
         assert_eq!(
-            parse_time("-838:59:59.5").unwrap(),
-            (true, 838, 59, 59, 500_000)
+            text(SourceType::Time { fsp: 1 }, "-838:59:59.5"),
+            Ok(Value::Time {
+                negative: true,
+                hours: 838,
+                minute: 59,
+                second: 59,
+                micros: 500_000,
+                fsp: 1
+            })
         );
         assert_eq!(
-            parse_datetime("0000-00-00 00:00:00").unwrap(),
-            (0, 0, 0, 0, 0, 0, 0)
+            text(SourceType::DateTime { fsp: 0 }, "0000-00-00 00:00:00"),
+            Ok(Value::DateTime(DateTime::ZERO))
         );
-        assert_eq!(epoch_to_utc("1.000001").unwrap(), (1970, 1, 1, 0, 0, 1, 1));
-        assert_eq!(epoch_to_utc("0").unwrap(), (0, 0, 0, 0, 0, 0, 0));
+        assert_eq!(
+            text(SourceType::Date, "0000-00-00"),
+            Ok(Value::Date {
+                year: 0,
+                month: 0,
+                day: 0
+            })
+        );
+        // Text that is not the canonical form of the column's type is an error naming it.
+        let wrong = text(SourceType::DateTime { fsp: 3 }, "2024-01-02 03:04:05").unwrap_err();
+        assert!(wrong.contains("2024-01-02 03:04:05"), "{wrong}");
+        assert_eq!(
+            epoch_to_utc("1.000001", 6).unwrap(),
+            DateTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                second: 1,
+                micros: 1,
+                fsp: 6,
+                ..DateTime::ZERO
+            }
+        );
+        assert_eq!(epoch_to_utc("0", 0).unwrap(), DateTime::ZERO);
     }
 
     #[test]

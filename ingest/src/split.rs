@@ -502,7 +502,7 @@ impl Axis {
             // Dates and date-times by their canonical text (`YYYY-MM-DD[ HH:MM:SS[.f]]`); zero
             // dates have no place on the calendar: no search through them.
             (Axis::Days, Value::Date { .. })
-            | (Axis::Seconds, Value::DateTime { .. } | Value::Timestamp { .. }) => {
+            | (Axis::Seconds, Value::DateTime(_) | Value::Timestamp(_)) => {
                 seconds_of(&value.to_string())?
                     / if matches!(self, Axis::Days) {
                         86_400

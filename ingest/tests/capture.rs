@@ -7,7 +7,9 @@ use tidemark_ingest::source::select_rows;
 use tidemark_ingest::{
     Capture, CaptureConfig, CaptureMessage, Scope, Source, SourceConfig, StopAt,
 };
-use tidemark_schemas::{BinlogPosition, ChangeEvent, Operation, Row, SourceSchema, TableId, Value};
+use tidemark_schemas::{
+    BinlogPosition, ChangeEvent, DateTime, Operation, Row, SourceSchema, TableId, Value,
+};
 use tidemark_testkit::MariaDb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -110,7 +112,7 @@ fn dt(
     micros: u32,
     fsp: u8,
 ) -> Value {
-    Value::DateTime {
+    Value::DateTime(DateTime {
         year,
         month,
         day,
@@ -119,7 +121,7 @@ fn dt(
         second,
         micros,
         fsp,
-    }
+    })
 }
 
 fn expected_row_1() -> Vec<(&'static str, Value)> {
@@ -157,7 +159,7 @@ fn expected_row_1() -> Vec<(&'static str, Value)> {
         ("dtm6", dt(2024, 2, 29, 12, 34, 56, 789_012, 6)),
         (
             "ts",
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year: 2038,
                 month: 1,
                 day: 19,
@@ -166,7 +168,7 @@ fn expected_row_1() -> Vec<(&'static str, Value)> {
                 second: 7,
                 micros: 999_999,
                 fsp: 6,
-            },
+            }),
         ),
         (
             "t",
@@ -244,7 +246,7 @@ fn expected_row_2() -> Vec<(&'static str, Value)> {
         ("dtm6", dt(1000, 1, 1, 0, 0, 0, 1, 6)),
         (
             "ts",
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year: 0,
                 month: 0,
                 day: 0,
@@ -253,7 +255,7 @@ fn expected_row_2() -> Vec<(&'static str, Value)> {
                 second: 0,
                 micros: 0,
                 fsp: 6,
-            },
+            }),
         ),
         (
             "t",

@@ -555,7 +555,13 @@ async fn two_appliers_in_one_group_split_the_partitions() {
         tidemark_testkit::wait_for(
             "the two members to apply the 1,000 keys between them",
             Duration::from_secs(60),
-            || members.iter().map(|(p, _)| contents(p).len()).sum::<usize>() >= 1000,
+            || {
+                members
+                    .iter()
+                    .map(|(p, _)| contents(p).len())
+                    .sum::<usize>()
+                    >= 1000
+            },
         )
     });
     cancel.cancel();

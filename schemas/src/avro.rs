@@ -74,8 +74,8 @@ use apache_avro::types::Value as Avro;
 pub use apache_avro::Schema;
 
 use crate::{
-    BinlogPosition, ChangeEvent, Checkpoint, ColumnName, DriftColumn, DriftEvent, Lineage,
-    Operation, Row, TableId, TargetRecord, Value,
+    BinlogPosition, ChangeEvent, Checkpoint, ColumnName, DateTime, DriftColumn, DriftEvent,
+    Lineage, Operation, Row, TableId, TargetRecord, Value,
 };
 
 /// The two bytes that open every single-object encoded message.
@@ -587,37 +587,6 @@ mod field;
 mod check;
 
 mod fast;
-
-/// year, month, day, hour, minute, second, micros, fsp of an `io.tidemark.value.CalendarDateTime`.
-type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32, u8);
-
-/// The `DateTime` value of decoded parts, or with `timestamp` the `Timestamp` value.
-fn datetime_value(parts: DateTimeParts, timestamp: bool) -> Value {
-    let (year, month, day, hour, minute, second, micros, fsp) = parts;
-    if timestamp {
-        Value::Timestamp {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
-        }
-    } else {
-        Value::DateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Rust <-> apache-avro values, field by field.

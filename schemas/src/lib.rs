@@ -29,6 +29,7 @@ pub mod avro;
 mod position;
 pub mod source;
 pub mod target;
+pub mod text;
 mod value;
 
 pub use position::{file_seq, BinlogPosition, PositionError};
@@ -39,7 +40,7 @@ pub use target::{TargetColumn, TargetSchema, TargetType};
 /// of a table repeats (source server, source table, transform and its version) are interned, so
 /// that a record carries them without an allocation of its own.
 pub use ustr::Ustr;
-pub use value::{is_canonical_decimal, ColumnName, Row, TemporalText, Value};
+pub use value::{is_canonical_decimal, ColumnName, DateTime, Row, TemporalText, Value};
 
 use serde::{Deserialize, Serialize};
 

@@ -27,28 +27,10 @@ pub enum Value {
         month: u8,
         day: u8,
     },
-    /// DATETIME (no time zone), with the column's fractional-second precision `fsp`.
-    DateTime {
-        year: u16,
-        month: u8,
-        day: u8,
-        hour: u8,
-        minute: u8,
-        second: u8,
-        micros: u32,
-        fsp: u8,
-    },
+    /// DATETIME (no time zone).
+    DateTime(DateTime),
     /// TIMESTAMP, as an instant rendered in UTC; the zero timestamp is all zeros.
-    Timestamp {
-        year: u16,
-        month: u8,
-        day: u8,
-        hour: u8,
-        minute: u8,
-        second: u8,
-        micros: u32,
-        fsp: u8,
-    },
+    Timestamp(DateTime),
     /// TIME, a signed duration up to ±838:59:59.999999.
     Time {
         negative: bool,
@@ -79,6 +61,36 @@ pub enum Value {
     Geometry(Vec<u8>),
 }
 
+/// The parts of a DATETIME or TIMESTAMP value: a date and a time of day to the microsecond, and
+/// the column's fractional-second precision `fsp` (how many fraction digits its canonical text
+/// shows). Zero parts are kept (`0000-00-00 00:00:00`). (In JSON, a `Value` holding one reads as
+/// the eight fields under the variant's name.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DateTime {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub micros: u32,
+    pub fsp: u8,
+}
+
+impl DateTime {
+    /// The zero date-time `0000-00-00 00:00:00`, with `fsp` 0.
+    pub const ZERO: DateTime = DateTime {
+        year: 0,
+        month: 0,
+        day: 0,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        micros: 0,
+        fsp: 0,
+    };
+}
+
 impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
@@ -94,8 +106,8 @@ impl Value {
             Value::Double(_) => "double",
             Value::Decimal(_) => "decimal",
             Value::Date { .. } => "date",
-            Value::DateTime { .. } => "datetime",
-            Value::Timestamp { .. } => "timestamp",
+            Value::DateTime(_) => "datetime",
+            Value::Timestamp(_) => "timestamp",
             Value::Time { .. } => "time",
             Value::Year(_) => "year",
             Value::Text(_) => "text",
@@ -251,30 +263,11 @@ impl Value {
             Value::Date { year, month, day } => {
                 text.date(*year, *month, *day);
             }
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                fsp,
-            }
-            | Value::Timestamp {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                fsp,
-            } => {
-                text.date(*year, *month, *day)
+            Value::DateTime(t) | Value::Timestamp(t) => {
+                text.date(t.year, t.month, t.day)
                     .byte(b' ')
-                    .clock(u32::from(*hour), *minute, *second)
-                    .fraction(*micros, *fsp);
+                    .clock(u32::from(t.hour), t.minute, t.second)
+                    .fraction(t.micros, t.fsp);
             }
             Value::Time {
                 negative,
@@ -315,10 +308,9 @@ impl fmt::Display for Value {
             Value::Float(v) => write!(f, "{v}"),
             Value::Double(v) => write!(f, "{v}"),
             Value::Decimal(v) => f.write_str(v),
-            Value::Date { .. }
-            | Value::DateTime { .. }
-            | Value::Timestamp { .. }
-            | Value::Time { .. } => unreachable!("temporal values are written above"),
+            Value::Date { .. } | Value::DateTime(_) | Value::Timestamp(_) | Value::Time { .. } => {
+                unreachable!("temporal values are written above")
+            }
             Value::Year(y) => write!(f, "{y:04}"),
             Value::Text(s) | Value::Enum(s) | Value::Json(s) => f.write_str(s),
             Value::Set(members) => f.write_str(&members.join(",")),
@@ -684,7 +676,7 @@ mod tests {
             fsp: 3,
         };
         assert_eq!(t.to_string(), "-838:59:59.500");
-        let d = Value::DateTime {
+        let d = Value::DateTime(DateTime {
             year: 0,
             month: 0,
             day: 0,
@@ -693,7 +685,7 @@ mod tests {
             second: 0,
             micros: 0,
             fsp: 0,
-        };
+        });
         assert_eq!(d.to_string(), "0000-00-00 00:00:00");
         assert_eq!(Value::Bytes(vec![0, 255]).to_string(), "0x00ff");
         assert_eq!(Value::Float(0.1).to_string(), "0.1");
@@ -730,15 +722,17 @@ mod tests {
 
     #[test]
     fn canonical_text_of_every_kind_is_its_display_text() {
-        let dt = |micros, fsp| Value::DateTime {
-            year: 2024,
-            month: 2,
-            day: 29,
-            hour: 23,
-            minute: 5,
-            second: 9,
-            micros,
-            fsp,
+        let dt = |micros, fsp| {
+            Value::DateTime(DateTime {
+                year: 2024,
+                month: 2,
+                day: 29,
+                hour: 23,
+                minute: 5,
+                second: 9,
+                micros,
+                fsp,
+            })
         };
         let values = [
             Value::Null,
@@ -756,7 +750,7 @@ mod tests {
             dt(0, 0),
             dt(123_456, 6),
             dt(120_000, 3),
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year: 1970,
                 month: 1,
                 day: 1,
@@ -765,7 +759,7 @@ mod tests {
                 second: 1,
                 micros: 5,
                 fsp: 6,
-            },
+            }),
             Value::Time {
                 negative: true,
                 hours: 838,
@@ -900,12 +894,12 @@ mod tests {
             } else {
                 format!(".{}", &format!("{micros:06}")[..usize::from(fsp.min(6))])
             };
-            let dt = Value::DateTime { year, month, day, hour, minute, second, micros, fsp };
+            let dt = Value::DateTime(DateTime { year, month, day, hour, minute, second, micros, fsp });
             proptest::prop_assert_eq!(
                 dt.to_string(),
                 format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}{fraction}")
             );
-            let ts = Value::Timestamp { year, month, day, hour, minute, second, micros, fsp };
+            let ts = Value::Timestamp(DateTime { year, month, day, hour, minute, second, micros, fsp });
             proptest::prop_assert_eq!(ts.to_string(), dt.to_string());
             proptest::prop_assert_eq!(
                 Value::Date { year, month, day }.to_string(),

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use tidemark_schemas::avro::{self, AvroError, RecordKind, HEADER_LEN};
 use tidemark_schemas::{
-    BinlogPosition, ChangeEvent, Checkpoint, DriftColumn, DriftEvent, Lineage, Operation, Row,
-    TableId, TargetRecord, Value,
+    BinlogPosition, ChangeEvent, Checkpoint, DateTime, DriftColumn, DriftEvent, Lineage, Operation,
+    Row, TableId, TargetRecord, Value,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ fn every_value() -> Row {
     for (year, month, day, hour, minute, second, micros, fsp) in datetime_parts() {
         row.push(
             "datetime",
-            Value::DateTime {
+            Value::DateTime(DateTime {
                 year,
                 month,
                 day,
@@ -131,11 +131,11 @@ fn every_value() -> Row {
                 second,
                 micros,
                 fsp,
-            },
+            }),
         );
         row.push(
             "timestamp",
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year,
                 month,
                 day,
@@ -144,7 +144,7 @@ fn every_value() -> Row {
                 second,
                 micros,
                 fsp,
-            },
+            }),
         );
     }
     for (negative, hours, micros, fsp) in [
@@ -562,7 +562,7 @@ fn value() -> impl Strategy<Value = Value> {
             day
         }),
         datetime().prop_map(|(year, month, day, hour, minute, second, micros, fsp)| {
-            Value::DateTime {
+            Value::DateTime(DateTime {
                 year,
                 month,
                 day,
@@ -571,10 +571,10 @@ fn value() -> impl Strategy<Value = Value> {
                 second,
                 micros,
                 fsp,
-            }
+            })
         }),
         datetime().prop_map(|(year, month, day, hour, minute, second, micros, fsp)| {
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year,
                 month,
                 day,
@@ -583,7 +583,7 @@ fn value() -> impl Strategy<Value = Value> {
                 second,
                 micros,
                 fsp,
-            }
+            })
         }),
         (
             any::<bool>(),

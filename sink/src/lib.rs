@@ -30,7 +30,6 @@
 pub mod resilient;
 pub mod scylladb;
 pub mod sqlite;
-mod text;
 
 use std::collections::BTreeMap;
 

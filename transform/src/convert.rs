@@ -9,7 +9,7 @@
 //! `Value::Text`, `Decimal{p,s}` → `Value::Decimal` with exactly `s` fraction digits, …), so the
 //! sink sees well-typed rows whatever the source held.
 
-use tidemark_schemas::{TargetType, Value};
+use tidemark_schemas::{text, DateTime, TargetType, Value};
 
 use crate::config::ZeroDates;
 use crate::decimal::{parse_canonical_int, Dec};
@@ -354,35 +354,30 @@ impl Parts {
                 second: 0,
                 micros: 0,
             }),
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                ..
-            }
-            | Value::Timestamp {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-                ..
-            } => Some(Parts {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
+            Value::DateTime(t) | Value::Timestamp(t) => Some(Parts {
+                year: t.year,
+                month: t.month,
+                day: t.day,
+                hour: t.hour,
+                minute: t.minute,
+                second: t.second,
+                micros: t.micros,
             }),
             _ => None,
+        }
+    }
+
+    /// These parts as a DATETIME's or TIMESTAMP's, shown with `fsp` fraction digits.
+    pub(crate) fn with_fsp(self, fsp: u8) -> DateTime {
+        DateTime {
+            year: self.year,
+            month: self.month,
+            day: self.day,
+            hour: self.hour,
+            minute: self.minute,
+            second: self.second,
+            micros: self.micros,
+            fsp,
         }
     }
 
@@ -408,74 +403,28 @@ impl Parts {
     }
 }
 
-fn digits(s: &str, n: usize) -> Option<u32> {
-    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
-}
-
-/// `YYYY-MM-DD`, exactly.
-fn parse_date_text(s: &str) -> Option<(u16, u8, u8)> {
-    let mut it = s.split('-');
-    let y = digits(it.next()?, 4)?;
-    let m = digits(it.next()?, 2)?;
-    let d = digits(it.next()?, 2)?;
-    if it.next().is_some() {
-        return None;
+/// The number of fraction digits (1 to 6) a date-time or time text shows, 0 when it shows none:
+/// the precision whose canonical text it is.
+fn fraction_digits(s: &str) -> Option<u8> {
+    match s.rsplit_once('.') {
+        None => Some(0),
+        Some((_, fraction)) if (1..=6).contains(&fraction.len()) => Some(fraction.len() as u8),
+        Some(_) => None,
     }
-    Some((y as u16, m as u8, d as u8))
 }
 
-/// Fraction digits `.f{1,6}` → microseconds and the number of digits.
-fn parse_fraction(s: &str) -> Option<(u32, u8)> {
-    if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let padded = format!("{s:0<6}");
-    Some((padded.parse().ok()?, s.len() as u8))
-}
-
-/// `HH:MM:SS[.f]` with hours of `hour_digits` (2, or 2–3 for TIME).
-fn parse_clock(s: &str, max_hours: u32) -> Option<(u32, u8, u8, u32)> {
-    let (hms, micros) = match s.split_once('.') {
-        Some((hms, f)) => (hms, parse_fraction(f)?.0),
-        None => (s, 0),
-    };
-    let mut it = hms.split(':');
-    let h = it.next()?;
-    let h = if h.len() == 2 || (max_hours > 99 && h.len() == 3) {
-        digits(h, h.len())?
-    } else {
-        return None;
-    };
-    let mi = digits(it.next()?, 2)?;
-    let se = digits(it.next()?, 2)?;
-    if it.next().is_some() || h > max_hours || mi > 59 || se > 59 {
-        return None;
-    }
-    Some((h, mi as u8, se as u8, micros))
-}
-
-/// `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+/// `YYYY-MM-DD`, or `YYYY-MM-DD HH:MM:SS` with up to six fraction digits: the canonical text of
+/// a DATE or of a DATETIME of the precision it shows (read by the one strict parse,
+/// [`tidemark_schemas::text`]), with a time of day in range.
 fn parse_datetime_text(s: &str) -> Option<Parts> {
-    let (date, clock) = match s.split_once(' ') {
-        Some((d, c)) => (d, Some(c)),
-        None => (s, None),
-    };
-    let (year, month, day) = parse_date_text(date)?;
-    let (hour, minute, second, micros) = match clock {
-        Some(c) => parse_clock(c, 23)?,
-        None => (0, 0, 0, 0),
-    };
-    Some(Parts {
-        year,
-        month,
-        day,
-        hour: hour as u8,
-        minute,
-        second,
-        micros,
-    })
+    if !s.contains(' ') {
+        return Parts::of(&text::parse_date(s).ok()?);
+    }
+    let t = DateTime::parse(s, fraction_digits(s)?).ok()?;
+    if t.hour > 23 || t.minute > 59 || t.second > 59 {
+        return None;
+    }
+    Parts::of(&Value::DateTime(t))
 }
 
 /// Temporal parts of a value bound for a date, datetime or timestamp column.
@@ -525,13 +474,21 @@ fn to_time(v: &Value, fsp: u8) -> Conv<Value> {
             ..
         } => (*negative, u32::from(*hours), *minute, *second, *micros),
         Value::Text(s) => {
-            let (negative, body) = match s.strip_prefix('-') {
-                Some(rest) => (true, rest),
-                None => (false, s.as_str()),
-            };
-            let (h, mi, se, us) =
-                parse_clock(body, 999).ok_or_else(|| bad_text("a time '[-]HH:MM:SS[.ffffff]'"))?;
-            (negative, h, mi, se, us)
+            let bad = || bad_text("a time '[-]HH:MM:SS[.ffffff]'");
+            // The canonical text of a TIME of the precision the text shows.
+            match fraction_digits(s).and_then(|digits| text::parse_time(s, digits).ok()) {
+                Some(Value::Time {
+                    negative,
+                    hours,
+                    minute,
+                    second,
+                    micros,
+                    ..
+                }) if minute <= 59 && second <= 59 => {
+                    (negative, u32::from(hours), minute, second, micros)
+                }
+                _ => return Err(bad()),
+            }
         }
         other => return Err(cannot(other)),
     };
@@ -591,8 +548,8 @@ pub(crate) fn moves_unchanged(v: &Value, to: &TargetType) -> bool {
         (Value::Double(d), T::Double) => d.is_finite(),
         (Value::Float(f), T::Float) => f.is_finite(),
         (Value::Date { .. }, T::Date) => Parts::of(v).is_some_and(|p| p.valid_date()),
-        (Value::DateTime { micros, fsp, .. }, T::DateTime { fsp: to_fsp })
-        | (Value::Timestamp { micros, fsp, .. }, T::Timestamp { fsp: to_fsp }) => {
+        (Value::DateTime(DateTime { micros, fsp, .. }), T::DateTime { fsp: to_fsp })
+        | (Value::Timestamp(DateTime { micros, fsp, .. }), T::Timestamp { fsp: to_fsp }) => {
             fsp == to_fsp && fits_fsp(*micros, *fsp) && Parts::of(v).is_some_and(|p| p.valid_date())
         }
         _ => false,
@@ -664,29 +621,11 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
                     if !fits_fsp(micros, *fsp) {
                         return Err(fsp_fail(micros, *fsp));
                     }
-                    let fsp = *fsp;
+                    let t = p.with_fsp(*fsp);
                     Ok(if matches!(to, T::DateTime { .. }) {
-                        Value::DateTime {
-                            year,
-                            month,
-                            day,
-                            hour,
-                            minute,
-                            second,
-                            micros,
-                            fsp,
-                        }
+                        Value::DateTime(t)
                     } else {
-                        Value::Timestamp {
-                            year,
-                            month,
-                            day,
-                            hour,
-                            minute,
-                            second,
-                            micros,
-                            fsp,
-                        }
+                        Value::Timestamp(t)
                     })
                 }
                 _ => Err(cannot(v)),
@@ -883,7 +822,7 @@ mod tests {
                         micros
                     };
                     if timestamp {
-                        Value::Timestamp {
+                        Value::Timestamp(DateTime {
                             year,
                             month,
                             day,
@@ -892,9 +831,9 @@ mod tests {
                             second: 59,
                             micros,
                             fsp,
-                        }
+                        })
                     } else {
-                        Value::DateTime {
+                        Value::DateTime(DateTime {
                             year,
                             month,
                             day,
@@ -903,7 +842,7 @@ mod tests {
                             second: 59,
                             micros,
                             fsp,
-                        }
+                        })
                     }
                 }
             ),
@@ -1086,7 +1025,7 @@ mod tests {
         assert_eq!(conv(zero, "text"), Ok(Value::Text("0000-00-00".into())));
         assert_eq!(
             conv(Value::Text("2006-02-15 05:03:42".into()), "datetime"),
-            Ok(Value::DateTime {
+            Ok(Value::DateTime(DateTime {
                 year: 2006,
                 month: 2,
                 day: 15,
@@ -1095,7 +1034,7 @@ mod tests {
                 second: 42,
                 micros: 0,
                 fsp: 0
-            })
+            }))
         );
         assert_eq!(
             kind(Value::Text("2006-02-15 05:03:42.5".into()), "datetime"),

@@ -680,16 +680,7 @@ fn adapt_literal(l: &Literal, ty: &TargetType) -> Result<Value, String> {
                     "the literal {l} is not a date: not a calendar day (only '0000-00-00' may stand for the zero date)"
                 ));
             }
-            Ok(Value::DateTime {
-                year: p.year,
-                month: p.month,
-                day: p.day,
-                hour: p.hour,
-                minute: p.minute,
-                second: p.second,
-                micros: p.micros,
-                fsp: 6,
-            })
+            Ok(Value::DateTime(p.with_fsp(6)))
         }
         (Domain::Time, Value::Text(_)) => {
             convert(&v, &TargetType::Time { fsp: 6 }, ZeroDates::Reject)

@@ -12,7 +12,8 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tidemark_schemas::{
-    ChangeEvent, ColumnName, Operation, Row, SourceSchema, SourceType, TargetRecord, Value,
+    ChangeEvent, ColumnName, DateTime, Operation, Row, SourceSchema, SourceType, TargetRecord,
+    Value,
 };
 use tidemark_transform::{canonical_bytes, canonical_json, Rejection, TablePlan, Transformer};
 
@@ -217,7 +218,7 @@ fn value_for(ty: &SourceType) -> BoxedStrategy<Value> {
                 .prop_map(move |((year, month, day), hour, minute, second, frac)| {
                     let micros = frac * unit;
                     if timestamp {
-                        Value::Timestamp {
+                        Value::Timestamp(DateTime {
                             year,
                             month,
                             day,
@@ -226,9 +227,9 @@ fn value_for(ty: &SourceType) -> BoxedStrategy<Value> {
                             second,
                             micros,
                             fsp,
-                        }
+                        })
                     } else {
-                        Value::DateTime {
+                        Value::DateTime(DateTime {
                             year,
                             month,
                             day,
@@ -237,7 +238,7 @@ fn value_for(ty: &SourceType) -> BoxedStrategy<Value> {
                             second,
                             micros,
                             fsp,
-                        }
+                        })
                     }
                 })
                 .boxed()

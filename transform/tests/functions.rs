@@ -7,7 +7,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use sha2::{Digest, Sha256};
-use tidemark_schemas::{Operation, Row, SourceSchema, SourceType, Value};
+use tidemark_schemas::{DateTime, Operation, Row, SourceSchema, SourceType, Value};
 use tidemark_transform::{Rejection, RejectionKind, Transformer};
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -211,7 +211,7 @@ fn concat_hash_and_casts_use_canonical_text() {
         n: Some(-7),
         d: Some("12.5000".into()),
         x: Some(0.1),
-        dt: Some(Value::DateTime {
+        dt: Some(Value::DateTime(DateTime {
             year: 2006,
             month: 2,
             day: 15,
@@ -220,7 +220,7 @@ fn concat_hash_and_casts_use_canonical_text() {
             second: 42,
             micros: 120_000,
             fsp: 6,
-        }),
+        })),
         ..Vals::default()
     };
     assert_eq!(
@@ -256,7 +256,7 @@ fn concat_hash_and_casts_use_canonical_text() {
     );
     assert_eq!(
         ok("cast(dt as datetime(2))", &v),
-        Value::DateTime {
+        Value::DateTime(DateTime {
             year: 2006,
             month: 2,
             day: 15,
@@ -265,7 +265,7 @@ fn concat_hash_and_casts_use_canonical_text() {
             second: 42,
             micros: 120_000,
             fsp: 2,
-        }
+        })
     );
     assert_eq!(
         eval("cast(dt as datetime(1))", &v).unwrap_err().kind,

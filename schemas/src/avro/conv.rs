@@ -47,25 +47,16 @@ fn int(n: impl Into<i32>) -> Avro {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn calendar_datetime(
-    year: u16,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
-    micros: u32,
-    fsp: u8,
-) -> Avro {
+fn calendar_datetime(t: &DateTime) -> Avro {
     record(vec![
-        ("year", int(year)),
-        ("month", int(month)),
-        ("day", int(day)),
-        ("hour", int(hour)),
-        ("minute", int(minute)),
-        ("second", int(second)),
-        ("micros", Avro::Long(i64::from(micros))),
-        ("fsp", int(fsp)),
+        ("year", int(t.year)),
+        ("month", int(t.month)),
+        ("day", int(t.day)),
+        ("hour", int(t.hour)),
+        ("minute", int(t.minute)),
+        ("second", int(t.second)),
+        ("micros", Avro::Long(i64::from(t.micros))),
+        ("fsp", int(t.fsp)),
     ])
 }
 
@@ -85,32 +76,8 @@ pub(super) fn value_to_avro(v: &Value) -> Avro {
                 ("day", int(*day)),
             ]),
         ),
-        Value::DateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
-        } => branch(
-            "datetime",
-            calendar_datetime(*year, *month, *day, *hour, *minute, *second, *micros, *fsp),
-        ),
-        Value::Timestamp {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
-        } => branch(
-            "timestamp",
-            calendar_datetime(*year, *month, *day, *hour, *minute, *second, *micros, *fsp),
-        ),
+        Value::DateTime(t) => branch("datetime", calendar_datetime(t)),
+        Value::Timestamp(t) => branch("timestamp", calendar_datetime(t)),
         Value::Time {
             negative,
             hours,
@@ -282,18 +249,18 @@ fn op(v: Avro) -> Result<Operation, FieldError> {
     }
 }
 
-fn datetime_parts(v: Avro) -> Result<DateTimeParts, FieldError> {
+fn datetime_parts(v: Avro) -> Result<DateTime, FieldError> {
     let mut f = Fields::of(v)?;
-    Ok((
-        f.take("year", number)?,
-        f.take("month", number)?,
-        f.take("day", number)?,
-        f.take("hour", number)?,
-        f.take("minute", number)?,
-        f.take("second", number)?,
-        f.take("micros", number)?,
-        f.take("fsp", number)?,
-    ))
+    Ok(DateTime {
+        year: f.take("year", number)?,
+        month: f.take("month", number)?,
+        day: f.take("day", number)?,
+        hour: f.take("hour", number)?,
+        minute: f.take("minute", number)?,
+        second: f.take("second", number)?,
+        micros: f.take("micros", number)?,
+        fsp: f.take("fsp", number)?,
+    })
 }
 
 pub(super) fn value_from_avro(v: Avro) -> Result<Value, FieldError> {
@@ -333,8 +300,8 @@ pub(super) fn value_from_avro(v: Avro) -> Result<Value, FieldError> {
                 day: f.take("day", number)?,
             })
         }),
-        "datetime" => datetime_parts(payload).map(|p| datetime_value(p, false)),
-        "timestamp" => datetime_parts(payload).map(|p| datetime_value(p, true)),
+        "datetime" => datetime_parts(payload).map(Value::DateTime),
+        "timestamp" => datetime_parts(payload).map(Value::Timestamp),
         "time" => Fields::of(payload).and_then(|mut f| {
             Ok(Value::Time {
                 negative: f.take("negative", boolean)?,

@@ -15,8 +15,8 @@
 
 use std::cell::RefCell;
 
-use super::{datetime_value, DateTimeParts, OPERATIONS};
-use crate::{BinlogPosition, ChangeEvent, ColumnName, Row, TableId, Ustr, Value};
+use super::OPERATIONS;
+use crate::{BinlogPosition, ChangeEvent, ColumnName, DateTime, Row, TableId, Ustr, Value};
 
 /// Most column positions whose names a thread remembers (see [`Reader::column_name`]).
 const MAX_REMEMBERED_NAMES: usize = 4096;
@@ -252,8 +252,8 @@ impl<'a> Reader<'a> {
                 month: self.int()?,
                 day: self.int()?,
             },
-            7 /* datetime */ => datetime_value(self.datetime()?, false),
-            8 /* timestamp */ => datetime_value(self.datetime()?, true),
+            7 /* datetime */ => Value::DateTime(self.datetime()?),
+            8 /* timestamp */ => Value::Timestamp(self.datetime()?),
             9 /* time */ => Value::Time {
                 negative: self.boolean()?,
                 hours: self.int()?,
@@ -278,17 +278,17 @@ impl<'a> Reader<'a> {
     }
 
     /// `CalendarDateTime`: year, month, day, hour, minute, second, micros, fsp.
-    fn datetime(&mut self) -> Option<DateTimeParts> {
-        Some((
-            self.int()?,
-            self.int()?,
-            self.int()?,
-            self.int()?,
-            self.int()?,
-            self.int()?,
-            self.long_as()?,
-            self.int()?,
-        ))
+    fn datetime(&mut self) -> Option<DateTime> {
+        Some(DateTime {
+            year: self.int()?,
+            month: self.int()?,
+            day: self.int()?,
+            hour: self.int()?,
+            minute: self.int()?,
+            second: self.int()?,
+            micros: self.long_as()?,
+            fsp: self.int()?,
+        })
     }
 }
 
@@ -338,7 +338,21 @@ mod tests {
             )
                 .prop_map(
                     |((year, month, day), (hour, minute, second), (micros, fsp, ts))| {
-                        datetime_value((year, month, day, hour, minute, second, micros, fsp), ts)
+                        let t = DateTime {
+                            year,
+                            month,
+                            day,
+                            hour,
+                            minute,
+                            second,
+                            micros,
+                            fsp,
+                        };
+                        if ts {
+                            Value::Timestamp(t)
+                        } else {
+                            Value::DateTime(t)
+                        }
                     }
                 ),
             (

@@ -22,7 +22,7 @@ fn all_values() -> Row {
         ),
         (
             "datetime".into(),
-            Value::DateTime {
+            Value::DateTime(DateTime {
                 year,
                 month,
                 day,
@@ -31,11 +31,11 @@ fn all_values() -> Row {
                 second,
                 micros,
                 fsp,
-            },
+            }),
         ),
         (
             "timestamp".into(),
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year,
                 month,
                 day,
@@ -44,7 +44,7 @@ fn all_values() -> Row {
                 second,
                 micros,
                 fsp,
-            },
+            }),
         ),
         (
             "time".into(),

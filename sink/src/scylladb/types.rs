@@ -34,9 +34,9 @@
 //! coercion.
 
 use scylla::value::{CqlDecimal, CqlValue, CqlVarint};
-use tidemark_schemas::{TargetType, Value};
+use tidemark_schemas::{DateTime, TargetType, Value};
 
-use crate::text::{check_decimal, value_from_text};
+use tidemark_schemas::text::{check_decimal, value_from_text};
 
 /// The CQL type that stores `ty` losslessly (see the module table).
 pub fn cql_type(ty: &TargetType) -> &'static str {
@@ -104,8 +104,8 @@ pub fn cql_value(ty: &TargetType, v: &Value) -> Result<Option<CqlValue>, String>
             CqlValue::BigInt(time_micros(v)?)
         }
         (TargetType::Date, Value::Date { .. }) => CqlValue::Text(v.to_string()),
-        (TargetType::DateTime { fsp }, Value::DateTime { fsp: vf, .. })
-        | (TargetType::Timestamp { fsp }, Value::Timestamp { fsp: vf, .. }) => {
+        (TargetType::DateTime { fsp }, Value::DateTime(DateTime { fsp: vf, .. }))
+        | (TargetType::Timestamp { fsp }, Value::Timestamp(DateTime { fsp: vf, .. })) => {
             check_fsp(*fsp, *vf)?;
             CqlValue::Text(v.to_string())
         }
@@ -488,7 +488,7 @@ mod tests {
         );
         round_trip(
             TargetType::DateTime { fsp: 6 },
-            Value::DateTime {
+            Value::DateTime(DateTime {
                 year: 2024,
                 month: 2,
                 day: 29,
@@ -497,11 +497,11 @@ mod tests {
                 second: 59,
                 micros: 999_999,
                 fsp: 6,
-            },
+            }),
         );
         round_trip(
             TargetType::Timestamp { fsp: 0 },
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year: 0,
                 month: 0,
                 day: 0,
@@ -510,7 +510,7 @@ mod tests {
                 second: 0,
                 micros: 0,
                 fsp: 0,
-            },
+            }),
         );
         for (negative, hours, micros) in
             [(true, 838, 999_999), (false, 838, 999_999), (false, 0, 0)]
@@ -581,7 +581,7 @@ mod tests {
         assert!(cql_value(&TargetType::Int { bits: 64 }, &Value::Text("1".into())).is_err());
         assert!(cql_value(
             &TargetType::DateTime { fsp: 6 },
-            &Value::DateTime {
+            &Value::DateTime(DateTime {
                 year: 2024,
                 month: 1,
                 day: 1,
@@ -590,7 +590,7 @@ mod tests {
                 second: 0,
                 micros: 0,
                 fsp: 3
-            }
+            })
         )
         .is_err());
         assert!(cql_value(

@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use tidemark_schemas::{TargetSchema, TargetType, Value};
 
 use super::LINEAGE_COLUMNS;
-use crate::text::value_from_text;
 use crate::{Error, Result};
+use tidemark_schemas::text::value_from_text;
 
 /// Quote an identifier for SQLite.
 pub fn quote(ident: &str) -> String {

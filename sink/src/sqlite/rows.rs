@@ -161,13 +161,12 @@ pub(super) fn bind_value(
         }
         Value::Bytes(v) | Value::Geometry(v) => bind(stmt, index, v.as_slice()),
         Value::Int(i) => bind(stmt, index, *i),
-        Value::Date { .. }
-        | Value::DateTime { .. }
-        | Value::Timestamp { .. }
-        | Value::Time { .. } => match value.temporal_text() {
-            Some(text) => bind(stmt, index, text.as_str()),
-            None => bind(stmt, index, storage_value(ty, value)),
-        },
+        Value::Date { .. } | Value::DateTime(_) | Value::Timestamp(_) | Value::Time { .. } => {
+            match value.temporal_text() {
+                Some(text) => bind(stmt, index, text.as_str()),
+                None => bind(stmt, index, storage_value(ty, value)),
+            }
+        }
         _ => bind(stmt, index, storage_value(ty, value)),
     }
 }

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tidemark_schemas::{
-    Checkpoint, Lineage, Operation, Row, TargetColumn, TargetRecord, TargetSchema, TargetType,
-    Value, Version,
+    Checkpoint, DateTime, Lineage, Operation, Row, TargetColumn, TargetRecord, TargetSchema,
+    TargetType, Value, Version,
 };
 use tidemark_sink::{Sink, StoredRecord, WriteStats};
 
@@ -672,7 +672,7 @@ fn date(year: u16, month: u8, day: u8) -> Value {
 #[allow(clippy::too_many_arguments)]
 fn datetime(ts: bool, y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> Value {
     if ts {
-        Value::Timestamp {
+        Value::Timestamp(DateTime {
             year: y,
             month: mo,
             day: d,
@@ -681,9 +681,9 @@ fn datetime(ts: bool, y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, 
             second: s,
             micros,
             fsp,
-        }
+        })
     } else {
-        Value::DateTime {
+        Value::DateTime(DateTime {
             year: y,
             month: mo,
             day: d,
@@ -692,7 +692,7 @@ fn datetime(ts: bool, y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, 
             second: s,
             micros,
             fsp,
-        }
+        })
     }
 }
 

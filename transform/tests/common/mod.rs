@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use tidemark_schemas::{
-    BinlogPosition, ChangeEvent, Operation, Row, SourceColumn, SourceSchema, SourceType, TableId,
-    Value,
+    BinlogPosition, ChangeEvent, DateTime, Operation, Row, SourceColumn, SourceSchema, SourceType,
+    TableId, Value,
 };
 use tidemark_transform::{MappingConfig, Transformer};
 
@@ -218,7 +218,7 @@ pub fn dec(s: &str) -> Value {
 
 /// `YYYY-MM-DD HH:MM:SS` parts of a DATETIME(0).
 pub fn datetime(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8) -> Value {
-    Value::DateTime {
+    Value::DateTime(DateTime {
         year: y,
         month: mo,
         day: d,
@@ -227,12 +227,12 @@ pub fn datetime(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8) -> Value {
         second: s,
         micros: 0,
         fsp: 0,
-    }
+    })
 }
 
 /// `YYYY-MM-DD HH:MM:SS` parts of a TIMESTAMP(0), rendered in UTC.
 pub fn timestamp(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8) -> Value {
-    Value::Timestamp {
+    Value::Timestamp(DateTime {
         year: y,
         month: mo,
         day: d,
@@ -241,7 +241,7 @@ pub fn timestamp(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8) -> Value {
         second: s,
         micros: 0,
         fsp: 0,
-    }
+    })
 }
 
 /// A row in the column order of `schema`, from values in that order.

@@ -1,6 +1,8 @@
-//! Canonical text back to typed values: the inverse of [`Value`]'s `Display` for one target type.
+//! Canonical text back to typed values: the inverse of [`Value`]'s `Display` (its canonical
+//! text) for one target type. The one strict parse of every value's text; what writes the text
+//! is `Display` and [`Value::temporal_text`] (`value.rs`).
 //!
-//! Both backends store some values as their canonical text (SQLite: BIGINT UNSIGNED, DECIMAL,
+//! Both sinks store some values as their canonical text (SQLite: BIGINT UNSIGNED, DECIMAL,
 //! BIT(64), temporal values; ScyllaDB: DATE, DATETIME and TIMESTAMP). Reading them back needs the
 //! column's [`TargetType`]: the text `2024-01-02 03:04:05.120` is a DATETIME(3) with 120,000
 //! microseconds, and the fractional digits it shows are exactly `fsp`.
@@ -8,10 +10,10 @@
 //! Every parser here is strict: it accepts only what `Display` produces, so a value edited out of
 //! band into another spelling is an error that names the text, not a silently different value.
 
-use tidemark_schemas::{TargetType, Value};
+use crate::{DateTime, TargetType, Value};
 
 /// The value of canonical text `s` in a column of type `ty`.
-pub(crate) fn value_from_text(ty: &TargetType, s: &str) -> Result<Value, String> {
+pub fn value_from_text(ty: &TargetType, s: &str) -> Result<Value, String> {
     match ty {
         TargetType::Int { .. } => s
             .parse::<i64>()
@@ -34,8 +36,8 @@ pub(crate) fn value_from_text(ty: &TargetType, s: &str) -> Result<Value, String>
             Ok(Value::Decimal(s.to_string()))
         }
         TargetType::Date => parse_date(s),
-        TargetType::DateTime { fsp } => parse_datetime(s, *fsp, false),
-        TargetType::Timestamp { fsp } => parse_datetime(s, *fsp, true),
+        TargetType::DateTime { fsp } => DateTime::parse(s, *fsp).map(Value::DateTime),
+        TargetType::Timestamp { fsp } => DateTime::parse(s, *fsp).map(Value::Timestamp),
         TargetType::Time { fsp } => parse_time(s, *fsp),
         TargetType::Year => s
             .parse::<u16>()
@@ -59,7 +61,7 @@ pub(crate) fn value_from_text(ty: &TargetType, s: &str) -> Result<Value, String>
 
 /// A SET's canonical text is its members joined by `,` (MySQL forbids commas in SET members);
 /// the empty text is the empty set.
-pub(crate) fn parse_set(s: &str) -> Value {
+fn parse_set(s: &str) -> Value {
     if s.is_empty() {
         Value::Set(Vec::new())
     } else {
@@ -68,7 +70,7 @@ pub(crate) fn parse_set(s: &str) -> Value {
 }
 
 /// `[-]digits[.digits]`, the exact text MySQL prints for a DECIMAL.
-pub(crate) fn check_decimal(s: &str) -> Result<(), String> {
+pub fn check_decimal(s: &str) -> Result<(), String> {
     let body = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = match body.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -90,7 +92,8 @@ fn num<T: std::str::FromStr>(s: &str, width: usize, whole: &str) -> Result<T, St
         .map_err(|_| format!("`{whole}` is not in canonical form"))
 }
 
-fn parse_date(s: &str) -> Result<Value, String> {
+/// The DATE of canonical text `s` (`YYYY-MM-DD`).
+pub fn parse_date(s: &str) -> Result<Value, String> {
     let (year, month, day) = match fixed_ymd(s.as_bytes()) {
         Some(ymd) => ymd,
         None => parse_ymd(s, s)?,
@@ -118,15 +121,12 @@ fn fixed_ymd(b: &[u8]) -> Option<(u16, u8, u8)> {
     ))
 }
 
-/// (year, month, day), hour, minute, second and microseconds of a DATETIME or TIMESTAMP text.
-type DateTimeParts = ((u16, u8, u8), u8, u8, u8, u32);
-
 /// `YYYY-MM-DD hh:mm:ss[.f…]` with exactly `fsp` fraction digits, read at fixed positions: the
-/// only spelling the general path of [`parse_datetime`] accepts (the two are property-tested
+/// only spelling the general path of [`DateTime::parse`] accepts (the two are property-tested
 /// to agree). `None` for anything else.
-fn fixed_datetime(s: &str, fsp: u8) -> Option<DateTimeParts> {
+fn fixed_datetime(s: &str, declared_fsp: u8) -> Option<DateTime> {
     let b = s.as_bytes();
-    let fsp = usize::from(fsp.min(6));
+    let fsp = usize::from(declared_fsp.min(6));
     let len = if fsp == 0 { 19 } else { 20 + fsp };
     if b.len() != len || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
         return None;
@@ -139,13 +139,17 @@ fn fixed_datetime(s: &str, fsp: u8) -> Option<DateTimeParts> {
         }
         fixed_digits(&b[20..])? * 10u32.pow(6 - fsp as u32)
     };
-    Some((
-        fixed_ymd(&b[..10])?,
-        u8::try_from(fixed_digits(&b[11..13])?).ok()?,
-        u8::try_from(fixed_digits(&b[14..16])?).ok()?,
-        u8::try_from(fixed_digits(&b[17..19])?).ok()?,
+    let (year, month, day) = fixed_ymd(&b[..10])?;
+    Some(DateTime {
+        year,
+        month,
+        day,
+        hour: u8::try_from(fixed_digits(&b[11..13])?).ok()?,
+        minute: u8::try_from(fixed_digits(&b[14..16])?).ok()?,
+        second: u8::try_from(fixed_digits(&b[17..19])?).ok()?,
         micros,
-    ))
+        fsp: declared_fsp,
+    })
 }
 
 fn parse_ymd(s: &str, whole: &str) -> Result<(u16, u8, u8), String> {
@@ -178,52 +182,43 @@ fn parse_seconds(s: &str, fsp: u8, whole: &str) -> Result<(u8, u32), String> {
     Ok((num(sec, 2, whole)?, micros))
 }
 
-fn parse_datetime(s: &str, fsp: u8, timestamp: bool) -> Result<Value, String> {
-    let ((year, month, day), hour, minute, second, micros) = match fixed_datetime(s, fsp) {
-        Some(parts) => parts,
-        None => general_datetime(s, fsp)?,
-    };
-    Ok(if timestamp {
-        Value::Timestamp {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
+impl DateTime {
+    /// The DATETIME or TIMESTAMP of canonical text `s` in a column of precision `fsp`:
+    /// `YYYY-MM-DD hh:mm:ss` and exactly `fsp` fraction digits, nothing else.
+    pub fn parse(s: &str, fsp: u8) -> Result<DateTime, String> {
+        match fixed_datetime(s, fsp) {
+            Some(parts) => Ok(parts),
+            None => general_datetime(s, fsp),
         }
-    } else {
-        Value::DateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
-            fsp,
-        }
-    })
+    }
 }
 
-/// [`parse_datetime`]'s parts by splitting at the separators, with an error naming the text.
-fn general_datetime(s: &str, fsp: u8) -> Result<DateTimeParts, String> {
+/// [`DateTime::parse`] by splitting at the separators, with an error naming the text.
+fn general_datetime(s: &str, fsp: u8) -> Result<DateTime, String> {
     let Some((date, time)) = s.split_once(' ') else {
         return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
     };
-    let ymd = parse_ymd(date, s)?;
+    let (year, month, day) = parse_ymd(date, s)?;
     let mut parts = time.splitn(3, ':');
     let (Some(h), Some(mi), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!("`{s}` is not of the form YYYY-MM-DD hh:mm:ss"));
     };
-    let (hour, minute) = (num(h, 2, s)?, num(mi, 2, s)?);
     let (second, micros) = parse_seconds(rest, fsp, s)?;
-    Ok((ymd, hour, minute, second, micros))
+    Ok(DateTime {
+        year,
+        month,
+        day,
+        hour: num(h, 2, s)?,
+        minute: num(mi, 2, s)?,
+        second,
+        micros,
+        fsp,
+    })
 }
 
-fn parse_time(s: &str, fsp: u8) -> Result<Value, String> {
+/// The TIME of canonical text `s` in a column of precision `fsp`: `[-]hh:mm:ss` (two or three
+/// hour digits) and exactly `fsp` fraction digits.
+pub fn parse_time(s: &str, fsp: u8) -> Result<Value, String> {
     let (negative, body) = match s.strip_prefix('-') {
         Some(b) => (true, b),
         None => (false, s),
@@ -352,7 +347,7 @@ mod tests {
         );
         round_trip(
             TargetType::DateTime { fsp: 6 },
-            Value::DateTime {
+            Value::DateTime(DateTime {
                 year: 9999,
                 month: 12,
                 day: 31,
@@ -361,11 +356,11 @@ mod tests {
                 second: 59,
                 micros: 999_999,
                 fsp: 6,
-            },
+            }),
         );
         round_trip(
             TargetType::Timestamp { fsp: 3 },
-            Value::Timestamp {
+            Value::Timestamp(DateTime {
                 year: 2038,
                 month: 1,
                 day: 19,
@@ -374,7 +369,7 @@ mod tests {
                 second: 7,
                 micros: 120_000,
                 fsp: 3,
-            },
+            }),
         );
         round_trip(
             TargetType::Time { fsp: 1 },
