@@ -592,28 +592,9 @@ fn push_float_text(out: &mut String, printed: &str) {
     }
 }
 
-/// Whether any byte of `bytes` is below U+0020, `"` or `\\`, tested a word of eight bytes at a
-/// time (SWAR: for bytes `x` of a word `w`, `(w - 0x01…01·n) & !w & 0x80…80` is non-zero
-/// exactly when some `x < n`, for `n ≤ 0x80`; and `w ^ 0x22…22` has a zero byte exactly where
-/// `x = '"'`), then the remaining bytes one by one. About a tenth of the instructions of a byte
-/// loop on the row texts of a digest.
+/// Whether any byte of `bytes` is below U+0020, `"` or `\\`: what a JSON string must escape.
 fn needs_json_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
-    let mut words = bytes.chunks_exact(8);
-    let mut found = 0;
-    for word in words.by_ref() {
-        let w = u64::from_le_bytes(word.try_into().expect("chunks of eight"));
-        found |= (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
-            | has_zero(w ^ (ONES * u64::from(b'"')))
-            | has_zero(w ^ (ONES * u64::from(b'\\')));
-    }
-    found != 0
-        || words
-            .remainder()
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Append `s` as a JSON string literal, escaped exactly as `serde_json` does: `"` and `\`, the
@@ -622,7 +603,7 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
 pub fn push_json_string(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    // Most text needs no escape: find that out eight bytes at a time, then copy it whole.
+    // Most text needs no escape: find that out, then copy it whole.
     if !needs_json_escape(s.as_bytes()) {
         out.push_str(s);
         out.push('"');
@@ -855,8 +836,7 @@ mod tests {
             long in "[a-zA-Z0-9 .,@\u{e9}\u{4e2d}]{0,70}",
             at in 0usize..70,
         ) {
-            // One byte that needs an escape at any place of a long plain text (the fast path
-            // looks at eight bytes at a time).
+            // One byte that needs an escape at any place of a long plain text.
             let mut spliced = long.clone();
             let at = (0..=at.min(spliced.len())).rev().find(|&i| spliced.is_char_boundary(i)).unwrap_or(0);
             spliced.insert(at, ['"', '\\', c as char][at % 3]);
