@@ -35,12 +35,13 @@ mod value;
 pub use position::{file_seq, BinlogPosition, PositionError};
 pub use source::{SourceColumn, SourceSchema, SourceType};
 pub use target::{TargetColumn, TargetSchema, TargetType};
+pub use text::{is_canonical_decimal, TemporalText};
 /// An interned text: one copy per distinct text for the life of the process, cloned by copying
 /// a pointer and compared by comparing pointers. Table names and the lineage texts every record
 /// of a table repeats (source server, source table, transform and its version) are interned, so
 /// that a record carries them without an allocation of its own.
 pub use ustr::Ustr;
-pub use value::{is_canonical_decimal, ColumnName, DateTime, Row, TemporalText, Value};
+pub use value::{ColumnName, DateTime, Row, Value};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,5 @@
-//! Canonical text back to typed values: the inverse of [`Value`]'s `Display` (its canonical
-//! text) for one target type. The one strict parse of every value's text; what writes the text
-//! is `Display` and [`Value::temporal_text`] (`value.rs`).
+//! Reading the canonical text back: the value of a text in a column of a given type, the
+//! inverse of [`Value`]'s `Display`.
 //!
 //! Both sinks store some values as their canonical text (SQLite: BIGINT UNSIGNED, DECIMAL,
 //! BIT(64), temporal values; ScyllaDB: DATE, DATETIME and TIMESTAMP). Reading them back needs the
