@@ -152,3 +152,91 @@ fn sakila_loads_with_the_documented_row_counts() {
         .sum();
     assert!(size > 1_000_000, "binlogs hold only {size} bytes");
 }
+
+/// The watcher `dev/mariadb start` leaves for an owner stops only the server it was started
+/// for. Once that owner is gone, another owner may already run a new server in the same
+/// directory (one bench run right after another), and that server keeps running.
+#[test]
+fn a_watcher_leaves_a_newer_server_in_its_directory_alone() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let script = tidemark_testkit::workspace_root().join("dev/mariadb");
+    let dir = tempfile::tempdir().expect("a directory");
+    let server = dir.path().join("server");
+    let start = |owner: u32| {
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(&server)
+            .env("TIDEMARK_MARIADB_OWNER_PID", owner.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("dev/mariadb runs");
+        assert!(out.status.success(), "dev/mariadb start failed");
+        String::from_utf8(out.stdout).expect("a URL")
+    };
+    let port_of = |url: &str| -> u16 {
+        url.trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("mysql://root@127.0.0.1:<port>")
+    };
+    let owner = |_: ()| {
+        Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("an owner process")
+    };
+    // Its watcher's process, found by its command line.
+    let watcher_of = |owner: u32| -> Option<String> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(&format!(" __watch {owner} "))
+                })
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    };
+    let signal = |pid: &str, which: &str| {
+        let sent = Command::new("kill")
+            .args([which, pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {which} {pid}");
+    };
+
+    let mut first = owner(());
+    start(first.id());
+    let watcher = watcher_of(first.id()).expect("a watcher for the first owner");
+    // Held still while its server stops, its owner goes and a new owner starts a server in the
+    // same directory: what it then finds is that new server, and an owner that is gone.
+    signal(&watcher, "-STOP");
+    let stopped = Command::new(&script)
+        .arg("stop")
+        .arg(&server)
+        .status()
+        .expect("dev/mariadb stop");
+    assert!(stopped.success());
+    first.kill().expect("the first owner ends");
+    first.wait().expect("reaped");
+    let mut second = owner(());
+    let url = start(second.id());
+    signal(&watcher, "-CONT");
+    tidemark_testkit::wait_for(
+        "the first owner's watcher to end",
+        Duration::from_secs(30),
+        || watcher_of(first.id()).is_none(),
+    );
+    assert!(
+        port_accepts_connections(port_of(&url)),
+        "the second owner's server in the same directory is still running"
+    );
+    second.kill().expect("the second owner ends");
+    second.wait().expect("reaped");
+    let _ = Command::new(&script).arg("stop").arg(&server).status();
+}
