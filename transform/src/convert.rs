@@ -330,77 +330,42 @@ fn decimal_in_target_form(s: &str, precision: u8, scale: u8) -> bool {
     int_digits <= usize::from(precision.saturating_sub(scale))
 }
 
-/// Date and time-of-day parts of a temporal value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Parts {
-    pub year: u16,
-    pub month: u8,
-    pub day: u8,
-    pub hour: u8,
-    pub minute: u8,
-    pub second: u8,
-    pub micros: u32,
+/// The date and time of day of a DATE, DATETIME or TIMESTAMP value (a DATE is its midnight,
+/// with `fsp` 0). What conversions and comparisons read are the date and time; `fsp` is the
+/// value's own precision, which a conversion replaces with the target column's.
+pub(crate) fn date_time_of(v: &Value) -> Option<DateTime> {
+    match *v {
+        Value::Date { year, month, day } => Some(DateTime {
+            year,
+            month,
+            day,
+            ..DateTime::ZERO
+        }),
+        Value::DateTime(t) | Value::Timestamp(t) => Some(t),
+        _ => None,
+    }
 }
 
-impl Parts {
-    pub(crate) fn of(v: &Value) -> Option<Parts> {
-        match *v {
-            Value::Date { year, month, day } => Some(Parts {
-                year,
-                month,
-                day,
-                hour: 0,
-                minute: 0,
-                second: 0,
-                micros: 0,
-            }),
-            Value::DateTime(t) | Value::Timestamp(t) => Some(Parts {
-                year: t.year,
-                month: t.month,
-                day: t.day,
-                hour: t.hour,
-                minute: t.minute,
-                second: t.second,
-                micros: t.micros,
-            }),
-            _ => None,
-        }
-    }
+/// The instant `t` names, as a key that orders instants (`fsp` left out: 10:00:00.5 at
+/// precision 1 and 10:00:00.500000 at precision 6 are the same instant).
+pub(crate) fn instant_order(t: &DateTime) -> (u16, u8, u8, u8, u8, u8, u32) {
+    (t.year, t.month, t.day, t.hour, t.minute, t.second, t.micros)
+}
 
-    /// These parts as a DATETIME's or TIMESTAMP's, shown with `fsp` fraction digits.
-    pub(crate) fn with_fsp(self, fsp: u8) -> DateTime {
-        DateTime {
-            year: self.year,
-            month: self.month,
-            day: self.day,
-            hour: self.hour,
-            minute: self.minute,
-            second: self.second,
-            micros: self.micros,
-            fsp,
-        }
-    }
+/// Whether the date of `t` is a real day of the proleptic Gregorian calendar.
+pub(crate) fn valid_date(t: &DateTime) -> bool {
+    time::Month::try_from(t.month)
+        .ok()
+        .and_then(|m| time::Date::from_calendar_date(i32::from(t.year), m, t.day).ok())
+        .is_some()
+}
 
-    /// Whether the date part is a real day of the proleptic Gregorian calendar.
-    pub(crate) fn valid_date(&self) -> bool {
-        time::Month::try_from(self.month)
-            .ok()
-            .and_then(|m| time::Date::from_calendar_date(i32::from(self.year), m, self.day).ok())
-            .is_some()
-    }
-
-    pub(crate) fn date_text(&self) -> String {
-        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-
-    /// The instant in UTC, if the parts name one.
-    pub(crate) fn to_utc(self) -> Option<time::OffsetDateTime> {
-        let month = time::Month::try_from(self.month).ok()?;
-        let date = time::Date::from_calendar_date(i32::from(self.year), month, self.day).ok()?;
-        let t =
-            time::Time::from_hms_micro(self.hour, self.minute, self.second, self.micros).ok()?;
-        Some(time::PrimitiveDateTime::new(date, t).assume_utc())
-    }
+/// The instant `t` names in UTC, if it names one.
+pub(crate) fn to_utc(t: &DateTime) -> Option<time::OffsetDateTime> {
+    let month = time::Month::try_from(t.month).ok()?;
+    let date = time::Date::from_calendar_date(i32::from(t.year), month, t.day).ok()?;
+    let of_day = time::Time::from_hms_micro(t.hour, t.minute, t.second, t.micros).ok()?;
+    Some(time::PrimitiveDateTime::new(date, of_day).assume_utc())
 }
 
 /// The number of fraction digits (1 to 6) a date-time or time text shows, 0 when it shows none:
@@ -416,24 +381,24 @@ fn fraction_digits(s: &str) -> Option<u8> {
 /// `YYYY-MM-DD`, or `YYYY-MM-DD HH:MM:SS` with up to six fraction digits: the canonical text of
 /// a DATE or of a DATETIME of the precision it shows (read by the one strict parse,
 /// [`tidemark_schemas::text`]), with a time of day in range.
-fn parse_datetime_text(s: &str) -> Option<Parts> {
+fn parse_datetime_text(s: &str) -> Option<DateTime> {
     if !s.contains(' ') {
-        return Parts::of(&text::parse_date(s).ok()?);
+        return date_time_of(&text::parse_date(s).ok()?);
     }
     let t = DateTime::parse(s, fraction_digits(s)?).ok()?;
     if t.hour > 23 || t.minute > 59 || t.second > 59 {
         return None;
     }
-    Parts::of(&Value::DateTime(t))
+    Some(t)
 }
 
-/// Temporal parts of a value bound for a date, datetime or timestamp column.
-pub(crate) fn temporal_parts(v: &Value) -> Conv<Parts> {
+/// The date and time of a value bound for a date, datetime or timestamp column.
+pub(crate) fn temporal_parts(v: &Value) -> Conv<DateTime> {
     match v {
         Value::Text(s) => parse_datetime_text(s).ok_or_else(|| {
             bad_text("a date 'YYYY-MM-DD' or a datetime 'YYYY-MM-DD HH:MM:SS[.ffffff]'")
         }),
-        other => Parts::of(other).ok_or_else(|| cannot(other)),
+        other => date_time_of(other).ok_or_else(|| cannot(other)),
     }
 }
 
@@ -449,12 +414,12 @@ fn fsp_fail(micros: u32, fsp: u8) -> Fail {
 }
 
 /// The reason text for an invalid date under `zero_dates = "reject"`.
-pub(crate) fn invalid_date_fail(p: &Parts) -> Fail {
+pub(crate) fn invalid_date_fail(t: &DateTime) -> Fail {
     Fail::new(
         RejectionKind::InvalidDate,
         format!(
-            "{} is not a calendar date; set zero_dates = \"keep\" or \"null\" in the mapping to admit it",
-            p.date_text()
+            "{:04}-{:02}-{:02} is not a calendar date; set zero_dates = \"keep\" or \"null\" in the mapping to admit it",
+            t.year, t.month, t.day
         ),
     )
 }
@@ -547,10 +512,12 @@ pub(crate) fn moves_unchanged(v: &Value, to: &TargetType) -> bool {
         (Value::UInt(u), T::UInt { bits }) => i128::from(*u) <= uint_max(*bits),
         (Value::Double(d), T::Double) => d.is_finite(),
         (Value::Float(f), T::Float) => f.is_finite(),
-        (Value::Date { .. }, T::Date) => Parts::of(v).is_some_and(|p| p.valid_date()),
+        (Value::Date { .. }, T::Date) => date_time_of(v).is_some_and(|t| valid_date(&t)),
         (Value::DateTime(DateTime { micros, fsp, .. }), T::DateTime { fsp: to_fsp })
         | (Value::Timestamp(DateTime { micros, fsp, .. }), T::Timestamp { fsp: to_fsp }) => {
-            fsp == to_fsp && fits_fsp(*micros, *fsp) && Parts::of(v).is_some_and(|p| p.valid_date())
+            fsp == to_fsp
+                && fits_fsp(*micros, *fsp)
+                && date_time_of(v).is_some_and(|t| valid_date(&t))
         }
         _ => false,
     }
@@ -591,14 +558,14 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
         T::Decimal { precision, scale } => to_decimal(v, *precision, *scale).map(Value::Decimal),
         T::Date | T::DateTime { .. } | T::Timestamp { .. } => {
             let p = temporal_parts(v)?;
-            if !p.valid_date() {
+            if !valid_date(&p) {
                 match zero_dates {
                     ZeroDates::Reject => return Err(invalid_date_fail(&p)),
                     ZeroDates::Null => return Ok(Value::Null),
                     ZeroDates::Keep => {}
                 }
             }
-            let Parts {
+            let DateTime {
                 year,
                 month,
                 day,
@@ -606,6 +573,7 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
                 minute,
                 second,
                 micros,
+                ..
             } = p;
             match to {
                 T::Date => {
@@ -621,7 +589,7 @@ pub(crate) fn convert(v: &Value, to: &TargetType, zero_dates: ZeroDates) -> Conv
                     if !fits_fsp(micros, *fsp) {
                         return Err(fsp_fail(micros, *fsp));
                     }
-                    let t = p.with_fsp(*fsp);
+                    let t = DateTime { fsp: *fsp, ..p };
                     Ok(if matches!(to, T::DateTime { .. }) {
                         Value::DateTime(t)
                     } else {

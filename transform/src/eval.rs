@@ -23,13 +23,14 @@
 use std::cmp::Ordering;
 
 use sha2::{Digest, Sha256};
-use tidemark_schemas::{ColumnName, SourceSchema, TargetSchema, TargetType, Value};
+use tidemark_schemas::{ColumnName, DateTime, SourceSchema, TargetSchema, TargetType, Value};
 use time::format_description::OwnedFormatItem;
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::config::ZeroDates;
 use crate::convert::{
-    convert, convertible, invalid_date_fail, temporal_parts, text_of, Conv, Fail, Parts,
+    convert, convertible, date_time_of, instant_order, invalid_date_fail, temporal_parts, text_of,
+    to_utc, valid_date, Conv, Fail,
 };
 use crate::error::RejectionKind;
 use crate::syntax::{render_type, CmpOp, Expr, Func, Literal, Pred};
@@ -675,12 +676,12 @@ fn adapt_literal(l: &Literal, ty: &TargetType) -> Result<Value, String> {
         (Domain::Temporal, Value::Text(_)) => {
             let p = temporal_parts(&v).map_err(|f| format!("the literal {l} {}", f.reason))?;
             let zero = (p.year, p.month, p.day) == (0, 0, 0);
-            if !p.valid_date() && !zero {
+            if !valid_date(&p) && !zero {
                 return Err(format!(
                     "the literal {l} is not a date: not a calendar day (only '0000-00-00' may stand for the zero date)"
                 ));
             }
-            Ok(Value::DateTime(p.with_fsp(6)))
+            Ok(Value::DateTime(DateTime { fsp: 6, ..p }))
         }
         (Domain::Time, Value::Text(_)) => {
             convert(&v, &TargetType::Time { fsp: 6 }, ZeroDates::Reject)
@@ -799,20 +800,20 @@ impl CExpr {
                 if v.is_null() {
                     return Ok(Value::Null);
                 }
-                let p = Parts::of(&v).ok_or_else(|| {
+                let p = date_time_of(&v).ok_or_else(|| {
                     Fail::new(
                         RejectionKind::SchemaMismatch,
                         format!("date_format got a {} value", v.kind()),
                     )
                     .with_value(&v)
                 })?;
-                if !p.valid_date() {
+                if !valid_date(&p) {
                     return match zero_dates {
                         ZeroDates::Null => Ok(Value::Null),
                         _ => Err(invalid_date_fail(&p).with_value(&v)),
                     };
                 }
-                let instant = p.to_utc().ok_or_else(|| {
+                let instant = to_utc(&p).ok_or_else(|| {
                     Fail::new(RejectionKind::BadCast, "is not a time of day").with_value(&v)
                 })?;
                 let text = instant.format(format).map_err(|e| {
@@ -915,9 +916,9 @@ pub(crate) fn compare(a: &Value, b: &Value, domain: Domain) -> Conv<Option<Order
             Some(x.cmp(&y))
         }
         Domain::Temporal => {
-            let x = Parts::of(a).ok_or_else(|| pick(a))?;
-            let y = Parts::of(b).ok_or_else(|| pick(b))?;
-            Some(x.cmp(&y))
+            let x = date_time_of(a).ok_or_else(|| pick(a))?;
+            let y = date_time_of(b).ok_or_else(|| pick(b))?;
+            Some(instant_order(&x).cmp(&instant_order(&y)))
         }
         Domain::Time => {
             let x = time_micros(a).ok_or_else(|| pick(a))?;
