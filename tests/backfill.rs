@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::workload::{hammer, preload, tables, SHOP};
+use common::workload::{hot_keys, preload, tables, Workload, SHOP};
 use common::{
     assert_target_equals_source, run_ok, spawn, target_checkpoint, tidemark, write_config,
 };
@@ -29,6 +29,18 @@ fn spawn_accounts_backfill(
     )
 }
 
+/// The rows the backfill of `shop` has stored in the target so far (its checkpoints).
+fn backfilled_rows(target: &std::path::Path) -> u64 {
+    ["shop.accounts", "shop.links"]
+        .iter()
+        .filter_map(|table| {
+            target_checkpoint(target, tidemark_ingest::backfill::BACKFILL_STAGE, table)
+        })
+        .filter_map(|text| serde_json::from_str::<tidemark_ingest::BackfillCheckpoint>(&text).ok())
+        .map(|checkpoint| checkpoint.rows)
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_racing_hot_key_writes_converges_exactly() {
     let db = MariaDb::start();
@@ -43,13 +55,18 @@ async fn backfill_racing_hot_key_writes_converges_exactly() {
     );
     let cfg = config.to_str().unwrap().to_string();
 
-    let until = Instant::now() + Duration::from_secs(6);
-    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    let target = dir.path().join("target.db");
+    let load = Workload::start(db.url(), hot_keys(20_000));
     let mut run = spawn(&["run", "--config", &cfg], &dir.path().join("race.log"));
-    let txns = load.await.unwrap();
+    // The run races the workload until half the rows are copied, then dies mid-backfill.
+    wait_for(
+        "the backfill to copy 20,000 rows",
+        Duration::from_secs(120),
+        || backfilled_rows(&target) >= 20_000,
+    );
+    load.finish(2_000).await;
     run.kill().unwrap();
     run.wait().unwrap();
-    assert!(txns > 300, "the workload ran ({txns} statements)");
 
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let rows =
@@ -71,10 +88,12 @@ async fn backfill_race_survives_random_kill_9() {
     );
     let cfg = config.to_str().unwrap().to_string();
 
-    let until = Instant::now() + Duration::from_secs(9);
-    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    let target = dir.path().join("target.db");
+    let load = Workload::start(db.url(), hot_keys(20_000));
+    // Six runs killed at pseudo-random points, and more until one stored backfill progress
+    // (below, the last run must resume rather than start over).
     let mut kills = 0u64;
-    while Instant::now() < until {
+    while kills < 6 || backfilled_rows(&target) == 0 {
         let mut child = spawn(
             &["run", "--config", &cfg],
             &dir.path().join(format!("run-{kills}.log")),
@@ -86,8 +105,7 @@ async fn backfill_race_survives_random_kill_9() {
         child.wait().unwrap();
         kills += 1;
     }
-    load.await.unwrap();
-    assert!(kills >= 4, "killed {kills} times");
+    load.finish(2_000).await;
     let out = run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let report = String::from_utf8_lossy(&out.stdout);
     // The killed runs had made progress: the final run resumed, not restarted.
@@ -131,8 +149,7 @@ async fn parts_side_by_side_in_one_process_survive_kill_9() {
             .sum()
     };
 
-    let until = Instant::now() + Duration::from_secs(30);
-    let load = tokio::spawn(hammer(db.url(), until, 20_000));
+    let load = Workload::start(db.url(), hot_keys(20_000));
     // Killed twice, each time after the parts stored more progress.
     let mut seen = 0;
     for life in 0..2 {
@@ -149,7 +166,7 @@ async fn parts_side_by_side_in_one_process_survive_kill_9() {
         child.wait().unwrap();
         seen = part_rows();
     }
-    load.abort();
+    load.finish(0).await;
     let out = run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let report = String::from_utf8_lossy(&out.stdout);
     let rows =

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::workload::Workload;
 use common::{
     assert_target_equals_source, http_get, run_ok, series, spawn, tidemark, write_config,
 };
-use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, wait_for_or_show, MariaDb};
 
@@ -85,33 +85,24 @@ async fn run_until_caught_up_copies_every_type_losslessly_with_lineage() {
     );
 }
 
-/// A workload of hot keys: inserts, updates, deletes, re-inserts, key moves, multi-row txns.
-async fn workload(url: String, until: Instant) -> u64 {
-    let mut conn = mysql_async::Conn::from_url(url)
-        .await
-        .expect("workload connection");
-    let mut txns = 0u64;
-    let mut n: i64 = 0;
-    while Instant::now() < until {
-        n += 1;
-        let k = n % 97;
-        let sql = match n % 6 {
-            0 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins {n}') ON DUPLICATE KEY UPDATE balance = {n}"),
-            1 => format!("UPDATE shop.accounts SET balance = balance + 1, note = 'upd {n}' WHERE id = {k}"),
-            2 => format!("DELETE FROM shop.accounts WHERE id = {}", (k * 7) % 97),
-            3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000 WHERE id = {k}"),
-            4 => format!(
-                "START TRANSACTION; INSERT IGNORE INTO shop.accounts VALUES ({a}, {n}, 'txn'); UPDATE shop.accounts SET balance = -{n} WHERE id = {b}; DELETE FROM shop.accounts WHERE id = {c}; COMMIT",
-                a = k + 200,
-                b = (k + 3) % 97,
-                c = k + 1000
-            ),
-            _ => format!("REPLACE INTO shop.accounts VALUES ({}, {n}, NULL)", (k * 3) % 97),
-        };
-        conn.query_drop(sql).await.expect("workload statement");
-        txns += 1;
+/// A workload of hot keys: inserts, updates, deletes, re-inserts, key moves, multi-row txns
+/// (statement `n` of a [`Workload`]).
+fn hot_accounts(n: u64) -> String {
+    let n = n as i64;
+    let k = n % 97;
+    match n % 6 {
+        0 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins {n}') ON DUPLICATE KEY UPDATE balance = {n}"),
+        1 => format!("UPDATE shop.accounts SET balance = balance + 1, note = 'upd {n}' WHERE id = {k}"),
+        2 => format!("DELETE FROM shop.accounts WHERE id = {}", (k * 7) % 97),
+        3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000 WHERE id = {k}"),
+        4 => format!(
+            "START TRANSACTION; INSERT IGNORE INTO shop.accounts VALUES ({a}, {n}, 'txn'); UPDATE shop.accounts SET balance = -{n} WHERE id = {b}; DELETE FROM shop.accounts WHERE id = {c}; COMMIT",
+            a = k + 200,
+            b = (k + 3) % 97,
+            c = k + 1000
+        ),
+        _ => format!("REPLACE INTO shop.accounts VALUES ({}, {n}, NULL)", (k * 3) % 97),
     }
-    txns
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +122,17 @@ async fn kill_9_mid_stream_loses_nothing() {
     );
     let cfg = config.to_str().unwrap().to_string();
 
-    let until = Instant::now() + Duration::from_secs(8);
-    let load = tokio::spawn(workload(db.url(), until));
+    let target = dir.path().join("target.db");
+    let applied = || -> i64 {
+        rusqlite::Connection::open(&target)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let load = Workload::start(db.url(), hot_accounts);
+    // Killed at four points at least, and on until the killed runs applied something (below,
+    // the final run must resume from their checkpoints).
     let mut kills = 0;
-    while Instant::now() < until {
+    while kills < 4 || applied() == 0 {
         let mut child = spawn(
             &["run", "--config", &cfg],
             &dir.path().join(format!("run-{kills}.log")),
@@ -144,15 +142,7 @@ async fn kill_9_mid_stream_loses_nothing() {
         child.wait().unwrap();
         kills += 1;
     }
-    let txns = load.await.unwrap();
-    assert!(txns > 200, "the workload ran ({txns} transactions)");
-    assert!(kills >= 4, "the pipeline was killed {kills} times");
-    let target = dir.path().join("target.db");
-    let applied_while_killed: i64 = rusqlite::Connection::open(&target)
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))
-        .expect("the killed runs applied rows before the final catch-up");
-    assert!(applied_while_killed > 0, "the killed runs made progress");
+    load.finish(200).await;
 
     // A clean SIGTERM shutdown also leaves a usable checkpoint.
     let term_log = dir.path().join("term.log");

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::workload::{Pace, Workload};
 use common::{reconcile_drift, run_ok, spawn, tidemark};
-use mysql_async::prelude::Queryable;
 use tidemark_testkit::MariaDb;
 
 /// Only `sakila.payment` is in scope (its foreign keys point to tables the workload does not
@@ -47,21 +47,16 @@ source = "max(payment_date)"
 target = "max(payment_date)"
 "#;
 
-/// Payments inserted, re-priced and deleted at random until `until`; returns the statements run.
-async fn payments_load(url: String, until: Instant) -> u64 {
-    let mut conn = mysql_async::Conn::from_url(url)
-        .await
-        .expect("workload connection");
-    let mut n: u64 = 0;
+/// Payments inserted, re-priced and deleted at random (the statements of a [`Workload`]).
+fn payments() -> impl FnMut(u64) -> String + Send + 'static {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    while Instant::now() < until {
-        n += 1;
+    move |_| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let customer = x % 599 + 1;
         let payment = x % 16_049 + 1;
-        let sql = match x % 4 {
+        match x % 4 {
             0 => format!(
                 "INSERT INTO sakila.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES ({customer}, {}, NULL, {}.{:02}, '2006-03-{:02} 10:00:00')",
                 x % 2 + 1,
@@ -77,11 +72,8 @@ async fn payments_load(url: String, until: Instant) -> u64 {
                 "START TRANSACTION; UPDATE sakila.payment SET amount = amount - 1 WHERE payment_id = {payment}; UPDATE sakila.payment SET amount = amount + 1 WHERE payment_id = {}; COMMIT",
                 (payment + 7) % 16_049 + 1
             ),
-        };
-        conn.query_drop(sql).await.expect("workload statement");
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        }
     }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +92,13 @@ async fn invariants_hold_under_a_live_workload() {
 
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let mut pipeline = spawn(&["run", "--config", &cfg], &dir.path().join("pipeline.log"));
-    let until = Instant::now() + Duration::from_secs(40);
-    let load = tokio::spawn(payments_load(db.url(), until));
+    let pace = Pace {
+        pause: Duration::from_millis(3),
+        tolerate_errors: false,
+    };
+    let load = Workload::start_paced(db.url(), pace, payments());
     for round in 0..2 {
+        let before = load.ran();
         let (code, stdout, drift) = reconcile_drift(&cfg, dir.path(), &[]);
         assert_eq!(
             (code, drift.len()),
@@ -127,13 +123,12 @@ async fn invariants_hold_under_a_live_workload() {
             ),
             "every customer has paid: {stdout}"
         );
+        assert!(
+            load.ran() > before,
+            "round {round}: the reconcile ran while the load was running"
+        );
     }
-    assert!(
-        Instant::now() < until,
-        "the reconciles ran while the load was still running"
-    );
-    let statements = load.await.unwrap();
-    assert!(statements > 1000, "the load ran ({statements} statements)");
+    load.finish(1000).await;
     pipeline.kill().unwrap();
     pipeline.wait().unwrap();
 

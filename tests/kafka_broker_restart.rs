@@ -11,10 +11,9 @@
 mod common;
 mod kafka_support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::workload::{hot_keys, Workload};
 use common::{assert_target_equals_source, run_ok, write_config};
 use kafka_support::*;
 use tidemark_testkit::{Kafka, MariaDb};
@@ -38,18 +37,16 @@ async fn a_broker_restart_under_load_loses_nothing_and_reorders_nothing() {
     wait_for_members(&kafka, 2);
 
     db.sql_db("shop", PRELOAD);
-    let statements = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(25);
-    let load = tokio::spawn(hot_keys(db.url(), until, 3000, statements.clone()));
+    let load = Workload::start_paced(db.url(), STEADY, hot_keys(3000));
     wait("the workload under way and applied", 120, || {
-        live_rows(&target, "accounts") > 0 && statements.load(Ordering::SeqCst) > 200
+        live_rows(&target, "accounts") > 0 && load.ran() > 200
     });
 
     // The broker goes away mid-stream; the source moves on while it is down.
     blocking(|| broker.server.stop());
-    let at_stop = statements.load(Ordering::SeqCst);
+    let at_stop = load.ran();
     wait("the source to move on while the broker is down", 60, || {
-        statements.load(Ordering::SeqCst) > at_stop + 300
+        load.ran() > at_stop + 300
     });
     for p in [&mut capture, &mut member_a, &mut member_b] {
         assert!(p.running(), "{} rides out the broker's outage", p.name());
@@ -57,13 +54,9 @@ async fn a_broker_restart_under_load_loses_nothing_and_reorders_nothing() {
     blocking(|| broker.server.start_again());
     println!(
         "the broker was down while the workload ran statements {at_stop} to {}",
-        statements.load(Ordering::SeqCst)
+        load.ran()
     );
-    let statements = load.await.unwrap();
-    assert!(
-        statements > 1000,
-        "the workload ran ({statements} statements)"
-    );
+    load.finish(1000).await;
 
     // Capture publishes everything, and the two members apply it, all without a restart.
     let published = wait_for_capture_to_publish_all(&kafka, &db, &mut capture);

@@ -5,10 +5,7 @@
 mod common;
 mod kafka_support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
+use common::workload::{hot_keys, Workload};
 use common::{assert_cql_target_equals_source, run_ok, CqlTarget};
 use kafka_support::*;
 use tidemark_schemas::TableId;
@@ -35,14 +32,10 @@ async fn kafka_stages_with_two_apply_members_into_cassandra_converge() {
     let mut b = member("apply-b");
     wait_for_members(&kafka, 2);
 
-    let statements = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(4);
-    let load = tokio::spawn(hot_keys(db.url(), until, 3000, statements.clone()));
+    let load = Workload::start_paced(db.url(), STEADY, hot_keys(3000));
     let mut backfill = Proc::start("backfill", &["backfill", "--config", &cfg], dir.path());
     assert!(backfill.wait().success(), "{}", backfill.log());
-    let ran = load.await.unwrap();
-    assert!(ran > 100, "the workload ran ({ran} statements)");
-    assert!(statements.load(Ordering::SeqCst) > 0);
+    load.finish(100).await;
 
     // Both members apply everything capture publishes.
     let published = wait_for_capture_to_publish_all(&kafka, &db, &mut capture);

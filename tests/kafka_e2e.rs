@@ -10,30 +10,22 @@ mod kafka_support;
 
 use std::time::{Duration, Instant};
 
+use common::workload::{Pace, Workload};
 use common::{assert_target_equals_source, run_ok, tidemark, write_config};
 use kafka_support::{kafka_config, wait, wait_for_capture_start, wait_for_members, Proc};
-use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{Kafka, MariaDb};
 
-async fn workload(url: String, until: Instant) -> u64 {
-    let mut conn = mysql_async::Conn::from_url(url)
-        .await
-        .expect("workload connection");
-    let mut n: i64 = 0;
-    while Instant::now() < until {
-        n += 1;
-        let k = (n * 7919) % 3000 + 1;
-        let sql = match n % 5 {
-            0 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
-            1 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
-            2 => format!("UPDATE IGNORE shop.accounts SET id = id + 100000 WHERE id = {k}"),
-            _ => format!("UPDATE shop.accounts SET balance = {n} WHERE id = {k}"),
-        };
-        conn.query_drop(sql).await.expect("workload statement");
-        tokio::time::sleep(Duration::from_millis(3)).await;
+/// Statement `n` of the workload: keys spread over the table, inserted, moved, updated, deleted.
+fn spread_accounts(n: u64) -> String {
+    let n = n as i64;
+    let k = (n * 7919) % 3000 + 1;
+    match n % 5 {
+        0 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
+        1 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'ins') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
+        2 => format!("UPDATE IGNORE shop.accounts SET id = id + 100000 WHERE id = {k}"),
+        _ => format!("UPDATE shop.accounts SET balance = {n} WHERE id = {k}"),
     }
-    n as u64
 }
 
 /// An invariant evaluated by the Kafka-mode reconcile, over the keys it settles from the
@@ -77,8 +69,11 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
 
     let mut capture = Proc::start("capture", &["capture", "--config", &cfg], dir.path());
     wait_for_capture_start(&kafka); // before the backfill reads anything
-    let until = Instant::now() + Duration::from_secs(12);
-    let load = tokio::spawn(workload(db.url(), until));
+    let pace = Pace {
+        pause: Duration::from_millis(3),
+        tolerate_errors: false,
+    };
+    let load = Workload::start_paced(db.url(), pace, spread_accounts);
     let mut backfill = Proc::start("backfill", &["backfill", "--config", &cfg], dir.path());
     let mut apply_a = Proc::start("apply-a", &["apply", "--config", &cfg], dir.path());
     let mut apply_b = Proc::start("apply-b", &["apply", "--config", &cfg], dir.path());
@@ -99,11 +94,7 @@ async fn separate_jobs_over_kafka_converge_after_kill_9_of_capture_backfill_and_
         || accounts_in_target(&dir.path().join("target.db")) > before,
     );
     apply_b.kill_9(); // mid-stream
-    let statements = load.await.unwrap();
-    assert!(
-        statements > 500,
-        "the workload ran ({statements} statements)"
-    );
+    load.finish(500).await;
     let status = backfill.wait();
     assert!(status.success(), "backfill finished: {}", backfill.log());
 

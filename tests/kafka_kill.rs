@@ -20,10 +20,9 @@
 mod common;
 mod kafka_support;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::workload::{hot_keys, Workload};
 use common::{assert_target_equals_source, run_ok, write_config};
 use kafka_support::*;
 use tidemark_schemas::BinlogPosition;
@@ -190,11 +189,9 @@ async fn kill_9_of_capture_between_a_publish_and_its_checkpoint() {
     let mut member = Proc::start("apply", &["apply", "--config", &cfg], dir.path());
 
     db.sql_db("shop", PRELOAD);
-    let statements = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(15);
-    let load = tokio::spawn(hot_keys(db.url(), until, 3000, statements.clone()));
+    let load = Workload::start_paced(db.url(), STEADY, hot_keys(3000));
     wait("the workload under way and applied", 120, || {
-        progress(&target) > 0 && statements.load(std::sync::atomic::Ordering::SeqCst) > 100
+        progress(&target) > 0 && load.ran() > 100
     });
 
     // Freeze capture until what it published runs ahead of its checkpoint in the topic.
@@ -237,11 +234,7 @@ async fn kill_9_of_capture_between_a_publish_and_its_checkpoint() {
 
     // The replacement resumes from the checkpoint and publishes (checkpoint, newest] again.
     let mut capture = Proc::start("capture-2", &["capture", "--config", &cfg], dir.path());
-    let statements = load.await.unwrap();
-    assert!(
-        statements > 500,
-        "the workload ran ({statements} statements)"
-    );
+    load.finish(500).await;
     capture.terminate();
     run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
     let end = position(&capture_checkpoint(&kafka).expect("a checkpoint").position);

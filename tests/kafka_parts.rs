@@ -5,10 +5,7 @@
 mod common;
 mod kafka_support;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
+use common::workload::{hot_keys, Workload};
 use common::{assert_target_equals_source, run_ok, write_config};
 use kafka_support::*;
 use tidemark_kafka::{CheckpointStore, KafkaConfig};
@@ -64,9 +61,7 @@ async fn parts_over_kafka_agree_on_one_split_and_survive_kill_9() {
     wait_for_capture_start(&kafka);
     let mut member = Proc::start("apply", &["apply", "--config", &cfg], dir.path());
 
-    let statements = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(20);
-    let load = tokio::spawn(hot_keys(db.url(), until, 6000, statements.clone()));
+    let load = Workload::start_paced(db.url(), STEADY, hot_keys(6000));
 
     let start_part = |i: u32, life: u32| {
         Proc::start(
@@ -117,7 +112,7 @@ async fn parts_over_kafka_agree_on_one_split_and_survive_kill_9() {
         before > 0 && again + before / 2 <= share,
         "part 1 resumed ({again} rows read again of {share}, {before} before the kill)"
     );
-    assert!(load.await.unwrap() > 300, "the workload ran");
+    load.finish(300).await;
     capture.terminate();
     run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);
     let end: BinlogPosition = capture_checkpoint(&kafka)

@@ -4,11 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::workload::{hammer, tables, SHOP};
+use common::workload::{hot_keys, tables, Workload, SHOP};
 use common::{assert_target_equals_source, run_ok, spawn, target_checkpoint, Spawned};
 use tidemark_ingest::split::{KeySplit, PART_STAGE, SPLIT_STAGE};
 use tidemark_ingest::{BackfillCheckpoint, Source};
@@ -71,18 +69,7 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
     });
 
     // Hot keys at both ends of the key space, until the parts are done.
-    let writing = Arc::new(AtomicBool::new(true));
-    let workload = {
-        let (url, writing) = (db.url(), writing.clone());
-        tokio::spawn(async move {
-            let mut statements = 0;
-            while writing.load(Ordering::Relaxed) {
-                let until = Instant::now() + Duration::from_millis(500);
-                statements += hammer(url.clone(), until, ROWS as i64 / 10).await;
-            }
-            statements
-        })
-    };
+    let workload = Workload::start(db.url(), hot_keys(ROWS as i64 / 10));
 
     let mut parts: Vec<Spawned> = (0..PARTS)
         .map(|i| spawn_part(dir.path(), &cfg, i, 0))
@@ -133,12 +120,7 @@ async fn four_processes_backfill_two_million_rows_under_writes_and_kill_9() {
             dir.path().display()
         );
     }
-    writing.store(false, Ordering::Relaxed);
-    let statements = workload.await.unwrap();
-    assert!(
-        statements > 100,
-        "the workload ran ({statements} statements)"
-    );
+    workload.finish(100).await;
     capture.kill().unwrap();
     capture.wait().unwrap();
     run_ok(&["capture", "--config", &cfg, "--until-caught-up"]);

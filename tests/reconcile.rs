@@ -5,10 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::workload::{Pace, Workload};
 use common::{assert_target_equals_source, run_ok, spawn, write_config};
-use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::MariaDb;
 
@@ -209,20 +209,16 @@ async fn unsettled_keys_are_in_flight_or_unsettled_never_false_drift() {
     );
 }
 
-/// Random writes over many keys, so that keys settle between their changes.
-async fn live_load(url: String, until: Instant) -> u64 {
-    let mut conn = mysql_async::Conn::from_url(url)
-        .await
-        .expect("workload connection");
-    let mut n: u64 = 0;
+/// Random writes over many keys, so that keys settle between their changes (the statements
+/// of a [`Workload`]).
+fn spread_writes() -> impl FnMut(u64) -> String + Send + 'static {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while Instant::now() < until {
-        n += 1;
+    move |n| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let k = x % 3000 + 1;
-        let sql = match x % 5 {
+        match x % 5 {
             0 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
             1 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 'new') ON DUPLICATE KEY UPDATE note = 'again {n}'"),
             2 => format!(
@@ -230,11 +226,8 @@ async fn live_load(url: String, until: Instant) -> u64 {
                 (k + 1) % 3000 + 1
             ),
             _ => format!("UPDATE shop.accounts SET balance = {n}, note = NULL WHERE id = {k}"),
-        };
-        conn.query_drop(sql).await.expect("workload statement");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,9 +245,13 @@ async fn no_actionable_drift_under_live_load() {
     let cfg = config.to_str().unwrap().to_string();
     run_ok(&["run", "--config", &cfg, "--until-caught-up"]);
     let mut pipeline = spawn(&["run", "--config", &cfg], &dir.path().join("pipeline.log"));
-    let until = Instant::now() + Duration::from_secs(25);
-    let load = tokio::spawn(live_load(db.url(), until));
+    let pace = Pace {
+        pause: Duration::from_millis(2),
+        tolerate_errors: false,
+    };
+    let load = Workload::start_paced(db.url(), pace, spread_writes());
     for round in 0..3 {
+        let before = load.ran();
         let (code, stdout, drift) = reconcile(&cfg, dir.path(), &["--table", "shop.accounts"]);
         let records = std::fs::read_to_string(dir.path().join("drift.jsonl")).unwrap_or_default();
         assert_eq!(
@@ -263,13 +260,12 @@ async fn no_actionable_drift_under_live_load() {
         );
         assert!(drift.is_empty(), "round {round}: {drift:?}");
         assert!(stdout.contains("compared"), "{stdout}");
+        assert!(
+            load.ran() > before,
+            "round {round}: the reconcile ran while the load was running"
+        );
     }
-    assert!(
-        Instant::now() < until,
-        "the reconciles ran while the load was still running"
-    );
-    let statements = load.await.unwrap();
-    assert!(statements > 1000, "the load ran ({statements} statements)");
+    load.finish(1000).await;
     pipeline.kill().unwrap();
     pipeline.wait().unwrap();
 }

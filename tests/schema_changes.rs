@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::workload::{Pace, Workload};
 use common::{
     assert_cql_target_equals_source, assert_target_equals_source, run_ok, spawn, tidemark,
     write_config, CqlTarget,
 };
-use mysql_async::prelude::Queryable;
 use tidemark_schemas::TableId;
 use tidemark_testkit::{wait_for, wait_for_or_show, MariaDb};
 
@@ -265,24 +265,23 @@ impl Target {
     }
 }
 
-/// Hot keys of shop.items updated until `until` (in whichever shape the table has: only `a`,
-/// which every change keeps).
-async fn workload(url: String, until: Instant) -> u64 {
-    let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
-    let mut n = 0u64;
-    while Instant::now() < until {
-        n += 1;
-        let k = n % 40 + 1;
-        let sql = match n % 3 {
-            0 => format!("UPDATE shop.items SET a = a + 1 WHERE id = {k}"),
-            1 => format!("UPDATE shop.items SET a = {n} WHERE id = {}", 3000 - k),
-            _ => format!("DELETE FROM shop.items WHERE id = {}", 2000 + n % 500),
-        };
-        // A TRUNCATE or a table rebuild may make a statement wait or fail: the workload goes on.
-        let _ = conn.query_drop(sql).await;
+/// Hot keys of shop.items updated (in whichever shape the table has: only `a`, which every
+/// change keeps): statement `n` of a [`Workload`].
+fn hot_items(n: u64) -> String {
+    let k = n % 40 + 1;
+    match n % 3 {
+        0 => format!("UPDATE shop.items SET a = a + 1 WHERE id = {k}"),
+        1 => format!("UPDATE shop.items SET a = {n} WHERE id = {}", 3000 - k),
+        _ => format!("DELETE FROM shop.items WHERE id = {}", 2000 + n % 500),
     }
-    n
 }
+
+/// A TRUNCATE or a table rebuild may make a statement of [`hot_items`] wait or fail: the
+/// workload goes on.
+const THROUGH_CHANGES: Pace = Pace {
+    pause: Duration::ZERO,
+    tolerate_errors: true,
+};
 
 /// Reconcile: no actionable drift.
 fn assert_no_drift(cfg: &str) {
@@ -370,8 +369,7 @@ async fn scenario(change: Change, when: When, cql: bool) {
         }
         When::DuringBackfill => {
             let log = dir.path().join("run.log");
-            let until = Instant::now() + Duration::from_secs(5);
-            let load = tokio::spawn(workload(db.url(), until));
+            let load = Workload::start_paced(db.url(), THROUGH_CHANGES, hot_items);
             let mut child = spawn(&["run", "--config", &cfg], &log);
             wait_for(
                 "the backfill to be under way",
@@ -381,7 +379,9 @@ async fn scenario(change: Change, when: When, cql: bool) {
             db.sql(BEFORE);
             db.sql(change.ddl);
             db.sql(change.after);
-            load.await.unwrap();
+            // Writes go on after the change too.
+            let after = load.ran() + 100;
+            load.finish(after).await;
             if let Some(refusal) = refusal {
                 return assert_stops_with(&mut child, &log, refusal, &cfg);
             }

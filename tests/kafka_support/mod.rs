@@ -350,45 +350,12 @@ pub const PRELOAD: &str = "INSERT INTO shop.accounts (id, balance, note)
  INSERT INTO shop.links (a, b, w)
    SELECT seq DIV 10, CONCAT('k', seq MOD 10), seq FROM seq_1_to_3000;";
 
-/// A live workload on hot keys until `until`: updates, deletes and re-inserts of the same keys,
-/// key moves, multi-row transactions. `done` counts the statements run so far.
-pub async fn hot_keys(
-    url: String,
-    until: std::time::Instant,
-    keys: i64,
-    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> u64 {
-    use mysql_async::prelude::Queryable;
-    let mut conn = mysql_async::Conn::from_url(url)
-        .await
-        .expect("workload connection");
-    let mut n: i64 = 0;
-    while std::time::Instant::now() < until {
-        n += 1;
-        let k = if n % 2 == 0 {
-            n % 50 + 1
-        } else {
-            keys - n % 50
-        };
-        let sql = match n % 7 {
-            0 => format!("UPDATE shop.accounts SET balance = balance + 1 WHERE id = {k}"),
-            1 => format!("DELETE FROM shop.accounts WHERE id = {k}"),
-            2 => format!("INSERT INTO shop.accounts VALUES ({k}, {n}, 're') ON DUPLICATE KEY UPDATE note = 'dup {n}'"),
-            3 => format!("UPDATE IGNORE shop.accounts SET id = id + 1000000 WHERE id = {k}"),
-            4 => format!(
-                "START TRANSACTION; UPDATE shop.links SET w = {n} WHERE a = {a}; DELETE FROM shop.links WHERE a = {a} AND b = 'k3'; INSERT IGNORE INTO shop.links VALUES ({a}, 'new{n}', 1); COMMIT",
-                a = k / 10
-            ),
-            5 => format!("UPDATE IGNORE shop.links SET b = CONCAT(b, 'x') WHERE a = {} AND b = 'k1'", k / 10),
-            _ => format!("REPLACE INTO shop.accounts VALUES ({k}, -{n}, NULL)"),
-        };
-        conn.query_drop(sql).await.expect("workload statement");
-        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // A breath between statements: a steady stream, not a flood the machine drowns in.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    n as u64
-}
+/// The pace of the hot-key workloads of the Kafka tests: a breath between statements, a steady
+/// stream rather than a flood the machine drowns in.
+pub const STEADY: crate::common::workload::Pace = crate::common::workload::Pace {
+    pause: Duration::from_millis(2),
+    tolerate_errors: false,
+};
 
 /// The end of the source's binlog now (`SHOW MASTER STATUS`).
 pub fn end_of_log(db: &tidemark_testkit::MariaDb) -> BinlogPosition {
