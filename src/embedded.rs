@@ -613,10 +613,9 @@ async fn until_in_target(
 ///
 /// Two stages on two threads, joined by a bounded queue that keeps the order of the messages:
 /// the transform stage turns changes into records (key text, digest, lineage), the write stage
-/// batches records with the newest checkpoints into one sink transaction and hands the written
-/// records back to be freed by the thread that allocated them. A bulk backfill keeps both busy
-/// at once; either stage's error stops the other, and a write stage's error cancels `failed`,
-/// which stops capture, the backfill and the re-reads that feed the channel.
+/// batches records with the newest checkpoints into one sink transaction. A bulk backfill keeps
+/// both busy at once; either stage's error stops the other, and a write stage's error cancels
+/// `failed`, which stops capture, the backfill and the re-reads that feed the channel.
 fn apply_loop(
     sink: &mut dyn Sink,
     dlq: &mut dyn DeadLetterOutput,
@@ -627,20 +626,12 @@ fn apply_loop(
     failed: &CancellationToken,
 ) -> Result<ApplyTotals> {
     let (staged_tx, staged_rx) = std::sync::mpsc::sync_channel(TRANSFORMED_QUEUE);
-    let (spent_tx, spent_rx) = std::sync::mpsc::channel();
-    let (emptied_tx, emptied_rx) = std::sync::mpsc::channel();
     std::thread::scope(|threads| {
         let transform = std::thread::Builder::new()
             .name("tidemark-transform".into())
-            .spawn_scoped(threads, move || {
-                transform_stage(rx, transformer, staged_tx, spent_rx, emptied_tx)
-            })
+            .spawn_scoped(threads, move || transform_stage(rx, transformer, staged_tx))
             .context("starting the transform thread")?;
-        let batch = ApplyBatch {
-            spent: Some(spent_tx),
-            emptied: Some(emptied_rx),
-            ..ApplyBatch::default()
-        };
+        let batch = ApplyBatch::default();
         let written = write_stage(sink, dlq, staged_rx, batch, server, cfg);
         // The write stage's end dropped its receiver: the transform stage stops at its next send.
         // It may be waiting for its input instead, which stays open while capture, a backfill or
@@ -663,17 +654,9 @@ fn transform_stage(
     mut rx: mpsc::Receiver<CaptureMessage>,
     transformer: &Transformer,
     out: std::sync::mpsc::SyncSender<Transformed>,
-    spent: std::sync::mpsc::Receiver<Vec<TargetRecord>>,
-    emptied: std::sync::mpsc::Sender<Vec<TargetRecord>>,
 ) -> Result<()> {
     let mut plans = ShapePlans::default();
     while let Some(msg) = rx.blocking_recv() {
-        // Free what the write stage is done with, and give it back the emptied vector to gather
-        // a later batch in (already allocated and paged in).
-        while let Ok(mut written) = spent.try_recv() {
-            written.clear();
-            let _ = emptied.send(written);
-        }
         let staged = match msg {
             CaptureMessage::Schema(source_schema) => {
                 let plan = transformer.plan(&source_schema)?;
@@ -817,10 +800,6 @@ struct ApplyBatch {
     checkpoints: BTreeMap<(String, String), Checkpoint>,
     /// The target tables announced to the sink, never narrowed.
     tables: TargetTables,
-    /// Where written records go to be freed.
-    spent: Option<std::sync::mpsc::Sender<Vec<TargetRecord>>>,
-    /// Where the vectors they were in come back, emptied, to gather later batches.
-    emptied: Option<std::sync::mpsc::Receiver<Vec<TargetRecord>>>,
 }
 
 impl ApplyBatch {
@@ -862,21 +841,7 @@ impl ApplyBatch {
         }
         count_applied(&stats);
         totals.stats.merge(&stats);
-        // The next batch is likely as large as this one: room for it up front (an emptied vector
-        // of a batch before, or a new one), so appending a bulk load's messages never copies the
-        // records gathered so far into a larger vector, nor pages in fresh memory.
-        let next = self
-            .emptied
-            .as_ref()
-            .and_then(|emptied| emptied.try_recv().ok())
-            .filter(|emptied| emptied.capacity() >= self.records.len())
-            .unwrap_or_else(|| Vec::with_capacity(self.records.len()));
-        let written = std::mem::replace(&mut self.records, next);
-        if let Some(spent) = &self.spent {
-            // Freed by the thread that allocated them (cheaper there, and off the write path);
-            // dropped here if that thread is gone.
-            let _ = spent.send(written);
-        }
+        self.records.clear();
         Ok(())
     }
 }
