@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::topics::{
     consumer_config, metadata_client, partition_count, wait_for_brokers, watermarks,
@@ -186,8 +187,18 @@ impl TopicReader {
                 }
                 continue;
             };
+            let msg = match msg {
+                Ok(msg) => msg,
+                // The client's connections coming and going (a broker restarting): librdkafka
+                // reconnects by itself, and the call goes on within its time limit. Such errors
+                // also wait in the queue from an outage that is over by the time they are read.
+                Err(e) if is_connection_error(&e) => {
+                    debug!(topic = %topic, error = %e, "a reader's connection error; reading on");
+                    continue;
+                }
+                Err(e) => return Err(Error::kafka(format!("reading `{topic}`"), e)),
+            };
             progress_at = Instant::now();
-            let msg = msg.map_err(|e| Error::kafka(format!("reading `{topic}`"), e))?;
             each(&msg)?;
             self.next.insert(msg.partition(), msg.offset() + 1);
             if todo
@@ -199,6 +210,24 @@ impl TopicReader {
         }
         Ok(())
     }
+}
+
+/// Whether a consumer's error is about its connections to the brokers (which librdkafka
+/// re-establishes by itself) rather than about what it reads.
+fn is_connection_error(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+        )
+    )
 }
 
 /// A consumer for a reader of `purpose` (its client group id says whose), not yet assigned.

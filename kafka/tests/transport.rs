@@ -740,3 +740,38 @@ async fn broker_down_at_start_is_a_clear_error() {
     let err = topics_init(&config, &[table()]).await.expect_err("error");
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
 }
+
+/// A checkpoint reader open across a broker restart reads on once the broker is back: the
+/// connection errors its consumer queued while the broker was away (`AllBrokersDown`, read
+/// only after the outage is over) do not fail its next call, and it reads from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_reader_reads_on_after_a_broker_restart() {
+    let broker = Broker::dedicated();
+    let config = broker.config();
+    init(&config).await;
+    let checkpoint = |scope: &str, value: &str| tidemark_schemas::Checkpoint {
+        stage: "test".into(),
+        scope: scope.into(),
+        value: value.into(),
+    };
+    let mut store = CheckpointStore::load(&config).await.expect("store");
+    store.store(&checkpoint("a", "1")).await.expect("stored");
+    let mut reader =
+        tokio::task::block_in_place(|| CheckpointReader::open(&config)).expect("reader");
+    tokio::task::block_in_place(|| reader.catch_up()).expect("caught up");
+    assert_eq!(reader.entries()["test/a"].value, "1");
+
+    tokio::task::block_in_place(|| {
+        broker.kafka().server.stop();
+        broker.kafka().server.start_again();
+    });
+    let mut store = CheckpointStore::load(&config)
+        .await
+        .expect("store after the restart");
+    store.store(&checkpoint("a", "2")).await.expect("stored");
+    store.store(&checkpoint("b", "1")).await.expect("stored");
+    tokio::task::block_in_place(|| reader.catch_up())
+        .expect("the reader reads on after the restart");
+    assert_eq!(reader.entries()["test/a"].value, "2");
+    assert_eq!(reader.entries()["test/b"].value, "1");
+}
