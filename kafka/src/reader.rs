@@ -40,7 +40,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 pub struct TopicReader {
     consumer: BaseConsumer,
     /// Set when a call failed: the next call starts with a new consumer.
-    replace_consumer: bool,
+    consumer_failed: bool,
     /// Asks the watermarks: not `consumer`, whose pending Fetch would hold them up (see
     /// [`watermarks`]).
     meta: BaseConsumer,
@@ -62,7 +62,7 @@ impl TopicReader {
         let partitions = partition_count(consumer.client(), topic)?;
         let reader = TopicReader {
             consumer,
-            replace_consumer: false,
+            consumer_failed: false,
             meta: metadata_client(config)?,
             config: config.clone(),
             purpose: purpose.to_string(),
@@ -98,7 +98,7 @@ impl TopicReader {
         let consumer = new_consumer(&self.config, &self.purpose)?;
         self.assign(&consumer)?;
         let stopped = std::mem::replace(&mut self.consumer, consumer);
-        self.replace_consumer = false;
+        self.consumer_failed = false;
         // Dropping a consumer closes its group session and waits until that is done, which a
         // consumer in this state may never see: it is closed on a thread of its own, so that
         // the reading goes on whatever becomes of it.
@@ -119,12 +119,12 @@ impl TopicReader {
     /// Hand every message up to the high watermarks of now to `each`, in offset order per
     /// partition. An error from `each` stops the call (the message is read again next time).
     pub fn catch_up(&mut self, each: impl FnMut(&BorrowedMessage<'_>) -> Result<()>) -> Result<()> {
-        if self.replace_consumer {
+        if self.consumer_failed {
             self.replace_consumer("its last call failed")?;
         }
         let result = self.read_to_watermarks(each);
         // Whatever failed (a broker away, a fetch that never came), the next call starts afresh.
-        self.replace_consumer = result.is_err();
+        self.consumer_failed = result.is_err();
         result
     }
 
